@@ -1,0 +1,152 @@
+"""ImageNet-style class folders -> (image in [-1, 1], label), preprocessed as the public DiT does.
+
+The DiT training script reads ImageNet with torchvision's ImageFolder, the ADM centre crop, a
+random horizontal flip and normalisation to [-1, 1]. This module does the same without
+torchvision and is robust to what real folders contain: corrupt or empty files, greyscale,
+CMYK, palette, alpha and 16-bit images, and images smaller than the target size.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from dit.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+LAYOUT = "<root>/<class_name>/<image>.jpg (one sub-directory per class)"
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM's centre crop (Dhariwal & Nichol 2021, used by the public DiT): square `image_size` image.
+
+    Halving with a box filter while the short side is at least twice the target avoids the
+    aliasing of one large bicubic downscale; then one bicubic resize brings the short side to
+    exactly `image_size` (upscaling small images), and the centre square is kept.
+    """
+    while min(pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(pil_image.size)
+    # max(..., image_size) guards the short side against float round-down (e.g. 31.9999 -> 31).
+    new_size = tuple(max(round(s * scale), image_size) for s in pil_image.size)
+    pil_image = pil_image.resize(new_size, resample=Image.BICUBIC)
+    left = (pil_image.width - image_size) // 2
+    top = (pil_image.height - image_size) // 2
+    return pil_image.crop((left, top, left + image_size, top + image_size))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB with the colours a viewer would show."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale (PNG/TIFF): Pillow's convert("RGB") clips at 255, so mid-grey 32768
+        # would become white. Scale 0..65535 to 0..255 instead; mode "I" is what older Pillow
+        # versions give for the same files.
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":  # 32-bit float TIFF: assume [0, 1] if it fits there, else [0, 255]
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * 255.0 if arr.max(initial=0.0) <= 1.0 else arr
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if (img.mode == "P" and "transparency" in img.info) or img.mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        # Transparent pixels have no defined colour (often black); show them over white, as
+        # browsers and image viewers do, rather than letting the hidden RGB leak through.
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, RGB: Pillow converts these correctly
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open, fully decode, apply the EXIF orientation and convert to RGB; raises on a bad file."""
+    with Image.open(path) as img:
+        img.load()  # decode now: a truncated file fails here, not later in a worker
+        try:  # phones store the rotation as an EXIF tag; a broken tag should not lose the image
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001
+            pass
+        return to_rgb(img)
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder.
+
+    `__getitem__` returns (image float32 (3, S, S) in [-1, 1], label). A file that cannot be read
+    is recorded in `self.skipped` (in this process; DataLoader workers each keep their own copy)
+    and the next readable index is returned instead, so one bad file never stops a long run.
+    `scan()` checks every file up front and drops the bad ones. Hidden files and directories
+    (".DS_Store", ".ipynb_checkpoints", "._x.jpg") are ignored.
+    With `flip`, images are mirrored with probability 1/2 using `generator` (torch's global RNG
+    if None, which DataLoader seeds per worker).
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int = 256, flip: bool = False,
+                 generator: torch.Generator | None = None, scan: bool = False):  # fmt: skip
+        self.root, self.image_size, self.flip, self.generator = Path(root), image_size, flip, generator
+        if not self.root.is_dir():
+            raise UserError(f"image folder {self.root} does not exist or is not a directory: expected {LAYOUT}")
+        dirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        self.class_names = sorted(p.name for p in dirs)
+        if not self.class_names:
+            raise UserError(f"image folder {self.root} has no class sub-directories: expected {LAYOUT}")
+        self.num_classes = len(self.class_names)
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.class_names):
+            for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: stable order
+                self.samples += [
+                    (os.path.join(dirpath, f), label) for f in sorted(filenames)
+                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+                ]  # fmt: skip
+        if not self.samples:
+            raise UserError(
+                f"image folder {self.root} has no images ({' '.join(IMAGE_EXTENSIONS)}): expected {LAYOUT}"
+            )
+        self.skipped: set[str] = set()
+        if scan:
+            self.scan()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def scan(self, drop: bool = True) -> list[str]:
+        """Try to decode every file; return the unreadable paths (and drop them from the dataset)."""
+        bad = [path for path, _ in self.samples if self._read(path) is None]
+        if drop and bad:
+            bad_set = set(bad)
+            self.samples = [s for s in self.samples if s[0] not in bad_set]
+            if not self.samples:
+                raise UserError(f"no readable images in {self.root}: all {len(bad)} files failed to decode")
+        return bad
+
+    def _read(self, path: str) -> Image.Image | None:
+        try:
+            return load_image(path)
+        # Pillow reports corrupt data with many exception types (OSError, SyntaxError,
+        # ValueError, struct.error, DecompressionBombError, ...), so anything from decoding
+        # counts as a bad file; the error is kept in a warning for the user.
+        except Exception as e:  # noqa: BLE001
+            if path not in self.skipped:
+                warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=3)
+            self.skipped.add(path)
+            return None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        n = len(self.samples)
+        for k in range(n):  # a bad file is replaced by the next readable one: deterministic
+            path, label = self.samples[(index + k) % n]
+            img = self._read(path)
+            if img is not None:
+                break
+        else:
+            raise UserError(f"no readable images in {self.root}: all {n} files failed to decode")
+        arr = np.asarray(center_crop_arr(img, self.image_size))  # (S, S, 3) uint8
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1)  # (3, S, S)
+        if self.flip and torch.rand((), generator=self.generator) < 0.5:
+            x = x.flip(-1)
+        return x, label

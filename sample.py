@@ -1,0 +1,230 @@
+"""Class-conditional sampling from any DiT checkpoint.
+
+Grid of chosen classes:
+    python sample.py --model DiT-XL/2 --ckpt DiT-XL-2-256x256 --image-size 256 \
+        --classes 207 360 387 974 --cfg-scale 4.0 --sampler ddpm --steps 250 --seed 0 --out samples.png
+Evaluation batch in the ADM evaluator's format (split over processes, resumable):
+    accelerate launch sample.py --ckpt DiT-XL-2-256x256 --num-samples 50000 --npz samples.npz \
+        --cfg-scale 1.5 --cfg-channels 3
+Sample i is always drawn from seed (--seed + i): the same image whatever the batch size or
+number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dit.checkpoint import instantiate, load_weights
+from dit.config import MODEL_NAMES, preset_config
+from dit.diffusion import GaussianDiffusion
+from dit.errors import UserError, run_cli
+from dit.guidance import guided
+from dit.images import make_grid, save_png, to_uint8
+from dit.noise import PerSampleNoise
+from dit.schedulers import SAMPLER_NAMES, sample
+from dit.vae import DEFAULT_VAE, Autoencoder
+
+DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, 1000  # ImageNet, the paper's setting
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error, instead of usage + message
+        raise UserError(f"{message} (see `python sample.py --help`)")
+
+
+def _positive(kind):
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+        return v
+
+    return parse
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint: .pt, .safetensors export, training/diffusers directory, or manifest name")
+    p.add_argument("--model", help=f"architecture ({', '.join(MODEL_NAMES)}); default: the checkpoint's own")
+    p.add_argument("--image-size", type=_positive(int), help="pixels per side; default: the checkpoint's, else 256")
+    p.add_argument("--num-classes", type=_positive(int), help="default: the checkpoint's, else 1000")
+    p.add_argument("--vae", help="ema, mse, none (pixel space), hub id or directory; default: the checkpoint's, else ema")
+    p.add_argument("--classes", type=int, nargs="+", help="class labels for a grid (one image each)")
+    p.add_argument("--num-samples", type=_positive(int), help="with --npz: how many samples for evaluation")
+    p.add_argument("--npz", help="write samples as uint8 NHWC under arr_0 (labels under arr_1), ADM evaluator format")
+    p.add_argument("--labels", choices=["uniform", "balanced"], default="uniform", help="labels for --num-samples")
+    p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale; 1 = none")
+    p.add_argument("--cfg-channels", type=_positive(int), help="guide only the first N latent channels (3 = public release)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI] (0..999)")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddpm")
+    p.add_argument("--steps", type=_positive(int), default=250)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    p.add_argument("--batch-size", type=_positive(int), default=32, help="per process")
+    p.add_argument("--out", default="samples.png", help="grid PNG")
+    p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if (args.num_samples is None) != (args.npz is None):
+        raise UserError("--num-samples and --npz go together (evaluation mode); for a grid use --classes")
+    if args.npz is None and not args.classes:
+        raise UserError("nothing to sample: give --classes for a grid, or --num-samples with --npz")
+    if args.npz and args.classes:
+        raise UserError("--classes is for grids; --npz draws its labels with --labels uniform|balanced")
+    if args.cfg_scale < 0:
+        raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
+    return args
+
+
+def _state(device: str):
+    from accelerate import PartialState
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is visible; use --device auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps, but MPS is not available; use --device auto or cpu")
+    return PartialState(cpu=device == "cpu")
+
+
+def build(args, device):
+    """Model, autoencoder and diffusion process for the checkpoint and flags."""
+    ckpt = load_weights(args.ckpt)
+    vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
+    image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
+    config = None
+    if args.model:
+        latent, patch = vae.latent_size(image_size), int(args.model.rpartition("/")[2] or 0)
+        if args.model in MODEL_NAMES and latent % patch:
+            raise UserError(f"--image-size {image_size} gives a {latent}x{latent} latent, which patch size {patch} "
+                            f"does not divide; use an image size that is a multiple of {patch * vae.downsample}")
+        config = preset_config(args.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
+                               num_classes=args.num_classes or DEFAULT_NUM_CLASSES)
+    model = instantiate(ckpt, config, device)
+    meta = ckpt.meta
+    if vae.latent_channels != model.in_channels:
+        raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {model.in_channels}; check --vae")
+    if args.num_classes and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} but the checkpoint has {model.num_classes} classes")
+    if args.image_size and vae.latent_size(args.image_size) != model.input_size:
+        raise UserError(f"--image-size {args.image_size} gives a {vae.latent_size(args.image_size)}-wide input, "
+                        f"but the checkpoint was trained on {model.input_size}; pass --model to resize")
+    d = meta.get("diffusion", {})
+    diffusion = GaussianDiffusion.from_schedule(d.get("schedule", "linear"), d.get("timesteps", 1000))
+    return model, vae, diffusion
+
+
+def generate(model, vae, diffusion, indices, labels, args, device) -> np.ndarray:
+    """uint8 NHWC images for global sample indices `indices` with class `labels`."""
+    dtype = PRECISIONS[args.precision]
+
+    def net(x, t, y):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return model(x, t, y).float()
+
+    noise = PerSampleNoise([args.seed + int(i) for i in indices], device)
+    s = model.input_size
+    x_T = noise(torch.empty(len(indices), model.in_channels, s, s, device=device))
+    y = torch.as_tensor(labels, device=device, dtype=torch.long)
+    interval = tuple(args.guidance_interval) if args.guidance_interval else None
+    denoiser = guided(net, y, args.cfg_scale, model.null_class, args.cfg_channels, interval)
+    with torch.no_grad():
+        x0 = sample(denoiser, diffusion, x_T, sampler=args.sampler, steps=args.steps, eta=args.eta, noise=noise)
+        return to_uint8(vae.decode(x0))
+
+
+def _check_labels(labels, num_classes):
+    bad = [int(c) for c in labels if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"class labels {bad[:8]} are outside [0, {num_classes}); this model has {num_classes} classes")
+
+
+def sample_grid(model, vae, diffusion, args, device, show):
+    _check_labels(args.classes, model.num_classes)
+    n, bs, images = len(args.classes), args.batch_size, []
+    for a in tqdm(range(0, n, bs), desc="sampling", disable=not show):
+        idx = list(range(a, min(a + bs, n)))
+        images.append(generate(model, vae, diffusion, idx, [args.classes[i] for i in idx], args, device))
+    images = np.concatenate(images)
+    save_png(make_grid(images), args.out)
+    if args.save_images:
+        for i, img in enumerate(images):
+            save_png(img, Path(args.save_images) / f"{i:06d}.png")
+    print(f"wrote {args.out}" + (f" and {n} images in {args.save_images}" if args.save_images else ""))
+
+
+def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
+    """Evaluation labels: uniform draws (ADM/DiT protocol) or each class equally often, shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    if mode == "uniform":
+        return torch.randint(num_classes, (n,), generator=g).numpy()
+    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)].numpy()
+
+
+def sample_npz(model, vae, diffusion, args, state, device):
+    """Resumable mass sampling: each batch is a shard on disk; finished shards are skipped on rerun."""
+    out = Path(args.npz)
+    parts = out.with_name(out.name + ".parts")
+    settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "device", "out", "save_images")}
+    if state.is_main_process:
+        parts.mkdir(parents=True, exist_ok=True)
+        meta = parts / "settings.json"
+        if meta.exists() and json.loads(meta.read_text()) != settings:
+            old = json.loads(meta.read_text())
+            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            raise UserError(f"{parts} holds an unfinished run with other settings ({', '.join(diff)}); "
+                            "rerun with the same flags to resume, or delete it to start over")
+        meta.write_text(json.dumps(settings, indent=1))
+    state.wait_for_everyone()
+    labels = make_labels(args.num_samples, model.num_classes, args.labels, args.seed)
+    bs, n = args.batch_size, args.num_samples
+    shards = [(a, min(a + bs, n)) for a in range(0, n, bs)][state.process_index :: state.num_processes]
+    todo = [(a, b) for a, b in shards if not (parts / f"{a:08d}.npz").exists()]
+    for a, b in tqdm(todo, desc=f"sampling (skipping {len(shards) - len(todo)} done)", disable=not state.is_main_process or args.no_progress):
+        images = generate(model, vae, diffusion, range(a, b), labels[a:b], args, device)
+        tmp = parts / f"{a:08d}.tmp.npz"
+        np.savez(tmp, images=images, labels=labels[a:b])
+        os.replace(tmp, parts / f"{a:08d}.npz")  # a shard exists only once complete
+    state.wait_for_everyone()
+    if state.is_main_process:
+        files = [parts / f"{a:08d}.npz" for a in range(0, n, bs)]
+        arrays = [np.load(f) for f in files]
+        images = np.concatenate([a["images"] for a in arrays])
+        tmp = out.with_name(out.name + ".tmp.npz")
+        np.savez(tmp, arr_0=images, arr_1=np.concatenate([a["labels"] for a in arrays]))
+        os.replace(tmp, out)
+        shutil.rmtree(parts)
+        print(f"wrote {out}: {images.shape[0]} samples, {images.shape[1]}x{images.shape[2]}, uint8 NHWC under arr_0")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    state = _state(args.device)
+    device = state.device
+    model, vae, diffusion = build(args, device)
+    show = state.is_main_process and not args.no_progress
+    try:
+        if args.npz:
+            sample_npz(model, vae, diffusion, args, state, device)
+        elif state.is_main_process:
+            sample_grid(model, vae, diffusion, args, device, show)
+    except OSError as e:
+        raise UserError(f"could not write output: {e}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
