@@ -24,17 +24,17 @@ import torch
 from tqdm import tqdm
 
 from dit.checkpoint import instantiate, load_weights
-from dit.config import MODEL_NAMES, preset_config
+from dit.config import MODEL_NAMES, check_image_size, preset_config
 from dit.diffusion import GaussianDiffusion
+from dit.dist import check_world, force_cpu
 from dit.errors import UserError, run_cli
-from dit.guidance import guided
-from dit.images import make_grid, save_png, to_uint8
-from dit.noise import PerSampleNoise
+from dit.generate import PRECISIONS
+from dit.generate import generate as generate_images
+from dit.images import make_grid, save_png
 from dit.schedulers import SAMPLER_NAMES, sample
 from dit.vae import DEFAULT_VAE, Autoencoder
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, 1000  # ImageNet, the paper's setting
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=_positive(int), default=32, help="per process")
     p.add_argument("--out", default="samples.png", help="grid PNG")
+    p.add_argument("--nrow", type=_positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
@@ -98,7 +99,9 @@ def _state(device: str):
         raise UserError("--device cuda, but no CUDA device is visible; use --device auto or cpu")
     if device == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps, but MPS is not available; use --device auto or cpu")
-    return PartialState(cpu=device == "cpu")
+    state = PartialState(cpu=force_cpu(device == "cpu"))
+    check_world(state)
+    return state
 
 
 def build(args, device):
@@ -108,10 +111,8 @@ def build(args, device):
     image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
     config = None
     if args.model:
-        latent, patch = vae.latent_size(image_size), int(args.model.rpartition("/")[2] or 0)
-        if args.model in MODEL_NAMES and latent % patch:
-            raise UserError(f"--image-size {image_size} gives a {latent}x{latent} latent, which patch size {patch} "
-                            f"does not divide; use an image size that is a multiple of {patch * vae.downsample}")
+        if args.model in MODEL_NAMES:
+            check_image_size(image_size, vae.downsample, int(args.model.rpartition("/")[2]))
         config = preset_config(args.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
                                num_classes=args.num_classes or DEFAULT_NUM_CLASSES)
     model = instantiate(ckpt, config, device)
@@ -129,22 +130,10 @@ def build(args, device):
 
 
 def generate(model, vae, diffusion, indices, labels, args, device) -> np.ndarray:
-    """uint8 NHWC images for global sample indices `indices` with class `labels`."""
-    dtype = PRECISIONS[args.precision]
-
-    def net(x, t, y):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return model(x, t, y).float()
-
-    noise = PerSampleNoise([args.seed + int(i) for i in indices], device)
-    s = model.input_size
-    x_T = noise(torch.empty(len(indices), model.in_channels, s, s, device=device))
-    y = torch.as_tensor(labels, device=device, dtype=torch.long)
+    """uint8 NHWC images for global sample indices `indices` (seeds --seed + i) with class `labels`."""
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
-    denoiser = guided(net, y, args.cfg_scale, model.null_class, args.cfg_channels, interval)
-    with torch.no_grad():
-        x0 = sample(denoiser, diffusion, x_T, sampler=args.sampler, steps=args.steps, eta=args.eta, noise=noise)
-        return to_uint8(vae.decode(x0))
+    return generate_images(model, vae, diffusion, [args.seed + int(i) for i in indices], labels, args.sampler,
+                           args.steps, args.cfg_scale, args.cfg_channels, interval, args.eta, args.precision, device)
 
 
 def _check_labels(labels, num_classes):
@@ -160,7 +149,7 @@ def sample_grid(model, vae, diffusion, args, device, show):
         idx = list(range(a, min(a + bs, n)))
         images.append(generate(model, vae, diffusion, idx, [args.classes[i] for i in idx], args, device))
     images = np.concatenate(images)
-    save_png(make_grid(images), args.out)
+    save_png(make_grid(images, nrow=args.nrow), args.out)
     if args.save_images:
         for i, img in enumerate(images):
             save_png(img, Path(args.save_images) / f"{i:06d}.png")

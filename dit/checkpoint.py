@@ -5,7 +5,8 @@ Kinds understood by `load_weights(spec)`:
 - the public repo's `.pt`: a plain state dict, or its training checkpoint {"model", "ema", ...}
   (EMA weights are used, as the public sample.py does);
 - our export: a `.safetensors` file whose metadata holds the run config (see `save_export`),
-  or a directory holding `ema.safetensors` / `model.safetensors` (training checkpoints);
+  or a directory holding one: a training run (`export.safetensors`, the newest EMA weights) or
+  one of its checkpoints (`checkpoints/step_*/ema.safetensors`);
 - a diffusers directory: a DiTPipeline (model_index.json + transformer/) or a bare
   DiTTransformer2DModel directory.
 Pickles are only ever read with `torch.load(weights_only=True)`, which refuses any object that
@@ -31,7 +32,8 @@ from dit.convert import config_from_diffusers, from_diffusers
 from dit.errors import UserError
 
 EXPORT_KEY = "dit"  # safetensors metadata key holding the JSON run config
-EXPORT_NAMES = ("ema.safetensors", "model.safetensors")
+# Looked for, in order, in a directory: a run's export, a training checkpoint's EMA, bare weights.
+EXPORT_NAMES = ("export.safetensors", "ema.safetensors", "model.safetensors")
 
 
 @dataclass
@@ -121,11 +123,13 @@ def load_weights(spec: str) -> Checkpoint:
         names = ", ".join(zoo.manifest()) or "none"
         raise UserError(f"checkpoint '{spec}' not found: give an existing file or directory, or a manifest name ({names})")
     if path.is_dir():
-        if (path / "model_index.json").is_file() or (path / "config.json").is_file():
+        if (path / "model_index.json").is_file():
             return _read_diffusers(path)
-        for name in EXPORT_NAMES:
+        for name in EXPORT_NAMES:  # before config.json: a training run directory also has one
             if (path / name).is_file():
                 return _read_safetensors(path / name)
+        if (path / "config.json").is_file():
+            return _read_diffusers(path)
         raise UserError(
             f"{path} is a directory without a DiT export ({' or '.join(EXPORT_NAMES)}) or a diffusers config.json"
         )

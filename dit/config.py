@@ -118,6 +118,21 @@ class ModelConfig:
         return DiT.from_config(self)
 
 
+def check_image_size(image_size: int, downsample: int, patch_size: int) -> int:
+    """Latent side for `image_size` pixels through an autoencoder that shrinks by `downsample`
+    (8 for the SD VAE, 1 in pixel space); a size the patch does not tile is a UserError."""
+    if image_size <= 0 or image_size % downsample:
+        raise UserError(f"image size {image_size} is not a positive multiple of the autoencoder's factor {downsample}")
+    latent = image_size // downsample
+    if latent % patch_size:
+        step = patch_size * downsample
+        raise UserError(
+            f"image size {image_size} gives a {latent}x{latent} latent, which patch size {patch_size} does not divide; "
+            f"use an image size that is a multiple of {step} (e.g. {max(step, image_size // step * step)})"
+        )
+    return latent
+
+
 def preset_config(name: str, **overrides) -> ModelConfig:
     """Config of a paper model, e.g. preset_config("DiT-XL/2", input_size=64) for 512px images."""
     base, _, patch = name.partition("/")

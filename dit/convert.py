@@ -106,3 +106,28 @@ def to_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Ten
             for n, part in zip("qkv", sd[f"{src}attn.qkv.{p}"].chunk(3)):
                 out[f"{dst}attn1.to_{n}.{p}"] = part.clone()
     return out
+
+
+def save_diffusers_pipeline(model, vae, diffusion, out, class_names: list[str] | None = None) -> None:
+    """Write a diffusers `DiTPipeline` directory: DiTTransformer2DModel + DDIM scheduler + the VAE.
+
+    model: our DiT (adaLN-Zero, mlp_ratio 4); vae: dit.vae.Autoencoder (its AutoencoderKL is saved
+    as the pipeline's `vae`, scaling_factor included); diffusion: the full T-step process, whose
+    betas the scheduler reproduces. Note diffusers' timestep features differ slightly from DiT's
+    (see the module docstring), as in the official facebook/DiT-XL-2-* conversions.
+    """
+    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    if vae.vae is None:
+        raise UserError("DiTPipeline always decodes with a VAE; a pixel-space model (--vae none) cannot be exported")
+    cfg = model.config
+    transformer = DiTTransformer2DModel(**config_to_diffusers(cfg))
+    transformer.load_state_dict(to_diffusers(model.state_dict(), cfg.depth), strict=True)
+    scheduler = DDIMScheduler(num_train_timesteps=diffusion.num_timesteps, trained_betas=diffusion.betas.tolist(),
+                              clip_sample=False, set_alpha_to_one=True, prediction_type="epsilon")
+    id2label = {i: name for i, name in enumerate(class_names)} if class_names else None
+    vae.vae.register_to_config(scaling_factor=vae.scale)
+    pipe = DiTPipeline(transformer=transformer.eval(), vae=vae.vae, scheduler=scheduler, id2label=id2label)
+    if id2label:  # DiTPipeline does not record it itself; from_pretrained passes it back from model_index.json
+        pipe.register_to_config(id2label={str(k): v for k, v in id2label.items()})
+    pipe.save_pretrained(str(out), safe_serialization=True)

@@ -136,7 +136,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             self.skipped.add(path)
             return None
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def read(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        """(image (3, S, S) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced)."""
         n = len(self.samples)
         for k in range(n):  # a bad file is replaced by the next readable one: deterministic
             path, label = self.samples[(index + k) % n]
@@ -146,7 +147,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         else:
             raise UserError(f"no readable images in {self.root}: all {n} files failed to decode")
         arr = np.asarray(center_crop_arr(img, self.image_size))  # (S, S, 3) uint8
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1)  # (3, S, S)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, k > 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x, label, _ = self.read(index)
         if self.flip and torch.rand((), generator=self.generator) < 0.5:
             x = x.flip(-1)
         return x, label

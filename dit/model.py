@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 
 from dit.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
 from dit.config import MODEL_NAMES, PRESETS, ModelConfig
@@ -46,6 +47,7 @@ class DiT(nn.Module):
         self.num_heads, self.num_classes, self.learn_sigma = num_heads, num_classes, learn_sigma
         self.null_class = cfg.null_class
         self.conditioning = conditioning
+        self.grad_checkpointing = False
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -111,28 +113,40 @@ class DiT(nn.Module):
         p, side = self.patch_size, self.input_size // self.patch_size
         return rearrange(x, "b (h w) (p1 p2 c) -> b c (h p1) (w p2)", h=side, w=side, p1=p, p2=p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
+        self.grad_checkpointing = enabled
+
+    def _run(self, block, *args):
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """force_drop_ids (N,): 1 where the label is replaced by the null class. Training passes it
+        (drawn per sample, see dit/loader.py) instead of the embedder's own random dropout."""
         if t.ndim == 0:  # allow one shared timestep
             t = t.expand(x.shape[0])
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p) * (W/p)
         t_emb = self.t_embedder(t)  # (N, D)
-        y_emb = self.y_embedder(y, self.training)  # (N, D); label dropout only in train mode
+        y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D); random dropout only in train mode
         if self.conditioning in ("adaln-zero", "adaln"):
             c = t_emb + y_emb  # DiT §3.2: adaLN regresses from the sum of the two embeddings
             for block in self.blocks:
-                x = block(x, c)
+                x = self._run(block, x, c)
             x = self.final_layer(x, c)
         elif self.conditioning == "in-context":
             n_img = x.shape[1]
             # DiT §3.2 in-context: t and y are two more tokens, like ViT's cls token ...
             x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T+2, D)
             for block in self.blocks:
-                x = block(x)
+                x = self._run(block, x)
             x = self.final_layer(x[:, :n_img])  # ... removed before the final layer
         else:  # cross-attention
             context = torch.stack([t_emb, y_emb], dim=1)  # (N, 2, D)
             for block in self.blocks:
-                x = block(x, context)
+                x = self._run(block, x, context)
             x = self.final_layer(x)
         return self.unpatchify(x)  # (N, out_channels, H, W)
 

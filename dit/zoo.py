@@ -28,10 +28,12 @@ def weights_dir() -> Path:
     return Path(os.environ.get("DIT_WEIGHTS_DIR", MODELS_DIR / "weights"))
 
 
-def manifest() -> dict:
+def manifest(feature_extractors: bool = False) -> dict:
+    """Manifest entries by name: DiT checkpoints, plus evaluation networks if asked for."""
     if not MANIFEST.is_file():
         return {}
-    return json.loads(MANIFEST.read_text())["checkpoints"]
+    entries = json.loads(MANIFEST.read_text())["checkpoints"]
+    return {k: v for k, v in entries.items() if feature_extractors or v.get("kind") != "feature-extractor"}
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -62,18 +64,18 @@ def _download(url: str, dest: Path) -> None:
 
 def resolve(name: str) -> tuple[Path, dict]:
     """Local path of manifest checkpoint `name` (downloaded and checksum-verified when needed)."""
-    entry = manifest()[name]
+    entry = manifest(feature_extractors=True)[name]
     path = weights_dir() / entry["file"]
     if not path.is_file():
         _download(entry["url"], path)
-    expected = entry.get("sha256")
-    if not expected:
+    expected, prefix = entry.get("sha256"), entry.get("sha256_prefix")
+    if not expected and not prefix:
         print(f"note: the manifest records no sha256 for {name}; this file's is {sha256_of(path)}", file=sys.stderr)
     else:
         actual = sha256_of(path)
-        if actual != expected:
+        if not actual.startswith(expected or prefix):
             raise UserError(
-                f"{path} has sha256 {actual}, but the manifest records {expected}: the file is corrupt or "
+                f"{path} has sha256 {actual}, but the manifest records {expected or prefix + '...'}: the file is corrupt or "
                 f"not the published one; delete it and run again to re-download"
             )
     return path, entry

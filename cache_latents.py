@@ -1,0 +1,75 @@
+"""Encode an ImageFolder dataset once through the VAE, for training from latents (dit/latent_cache.py).
+
+    python cache_latents.py --data /imagenet/train --out /data/imagenet256-latents --image-size 256
+    accelerate launch --num_processes 8 cache_latents.py --data ... --out ...   # split over GPUs
+
+Then: `accelerate launch train.py imagenet-256 --data /data/imagenet256-latents`.
+Re-running the same command resumes an interrupted run and repairs missing or damaged chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from dit.dist import check_world, force_cpu
+from dit.errors import UserError, run_cli
+from dit.latent_cache import DTYPES, build_cache
+from dit.vae import DEFAULT_VAE, Autoencoder
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see `python cache_latents.py --help`)")
+
+
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v
+
+
+def parse_args(argv=None):
+    p = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="ImageFolder root: <root>/<class>/<image>")
+    p.add_argument("--out", required=True, help="cache directory to create (or to resume)")
+    p.add_argument("--image-size", type=_positive, default=256)
+    p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id or a local diffusers AutoencoderKL directory")
+    p.add_argument("--batch-size", type=_positive, default=64, help="per process")
+    p.add_argument("--chunk-size", type=_positive, default=10_000, help="images per chunk file")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="storage type of the moments")
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from accelerate import PartialState
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is visible; use --device auto or cpu")
+    state = PartialState(cpu=force_cpu(args.device == "cpu"))
+    check_world(state)
+    vae = Autoencoder.load(args.vae, state.device)
+    vae.latent_size(args.image_size)  # the VAE's factor must divide the image size
+    index = build_cache(args.data, args.out, args.image_size, vae, state, args.batch_size, args.chunk_size,
+                        args.dtype, args.num_workers, progress=state.is_main_process and not args.no_progress)
+    if state.is_main_process:
+        print(f"wrote {args.out}: {index['images']} images in {len(index['chunks'])} chunks, latents "
+              f"{'x'.join(map(str, index['latent_shape']))}; skipped {len(index['skipped'])} unreadable files"
+              + (f" (e.g. {index['skipped'][0]})" if index["skipped"] else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

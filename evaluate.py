@@ -1,0 +1,99 @@
+"""Sample quality: FID / Inception Score / precision-recall (torch-fidelity), or the offline shapes metric.
+
+    # samples already written (sample.py --npz, or any folder of images)
+    python evaluate.py --samples DiT-XL-2-cfg1.5.npz --ref VIRTUAL_imagenet256_labeled.npz
+    # generate, then evaluate (split over processes with accelerate launch; resumable like sample.py)
+    accelerate launch evaluate.py --ckpt results/my-run --num-samples 50000 --ref ref.npz --cfg-scale 1.5
+    # the built-in dataset, offline: Fréchet distance in a shapes classifier's features + class accuracy
+    python evaluate.py --ckpt results/cpu-demo --num-samples 1000 --metric shapes --sampler ddim --steps 50
+
+Prints one JSON object of metrics (and writes it with --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dit.errors import UserError, run_cli
+
+METRICS = ("inception", "shapes")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see `python evaluate.py --help`)")
+
+
+def parse_args(argv=None):
+    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py)")
+    src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
+    src.add_argument("--ckpt", help="generate from this checkpoint (anything sample.py reads)")
+    src.add_argument("--num-samples", type=int, help="how many to generate (labels balanced over classes)")
+    p.add_argument("--metric", choices=METRICS, default="inception")
+    p.add_argument("--ref", help="inception: reference .npz (arr_0 images, or mu/sigma) or folder")
+    p.add_argument("--no-fid", action="store_true")
+    p.add_argument("--no-isc", action="store_true")
+    p.add_argument("--no-prc", action="store_true", help="skip precision/recall")
+    p.add_argument("--inception-weights", help="local Inception-v3 weights (default: models/weights/, downloaded)")
+    p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    args, rest = p.parse_known_args(argv)
+    if (args.samples is None) == (args.ckpt is None):
+        raise UserError("give --samples (existing images) or --ckpt with --num-samples (generate them)")
+    if args.ckpt and not args.num_samples:
+        raise UserError("--ckpt needs --num-samples")
+    if args.samples and rest:
+        raise UserError(f"unrecognized arguments: {' '.join(rest)}")
+    if args.metric == "inception" and args.ref is None and not (args.no_fid and args.no_prc):
+        raise UserError("--metric inception needs --ref for FID and precision/recall (or pass --no-fid --no-prc)")
+    return args, rest
+
+
+def generate_npz(args, rest) -> Path:
+    """sample.py's resumable, multi-process evaluation mode (balanced labels): returns the .npz path."""
+    import sample
+
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([str(Path(args.ckpt).resolve()), args.num_samples, rest]).encode()).hexdigest()[:12]
+    out = Path(args.cache_dir) / "samples" / f"{Path(args.ckpt).stem}-{args.num_samples}-{key}.npz"
+    argv = ["--ckpt", args.ckpt, "--num-samples", str(args.num_samples), "--npz", str(out), "--labels", "balanced",
+            "--device", args.device, *rest]
+    sample.main(argv)
+    return out
+
+
+def main(argv=None):
+    args, rest = parse_args(argv)
+    import torch
+    from accelerate import PartialState
+
+    from dit.dist import check_world, force_cpu
+    from dit.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
+
+    source = generate_npz(args, rest) if args.ckpt else args.samples
+    state = PartialState(cpu=force_cpu(args.device == "cpu"))
+    check_world(state)
+    if not state.is_main_process:
+        return
+    images, labels = load_images(source)
+    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    if args.metric == "shapes":
+        result = ShapesMetric(images.shape[1], args.cache_dir, device=device)(images, labels)
+    else:
+        extractor = InceptionFeatures(args.inception_weights, device)
+        result = inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
+                                   prc=not args.no_prc, cache_dir=args.cache_dir)
+    result = {"samples": str(source), "metric": args.metric, **result}
+    print(json.dumps(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,134 @@
+"""Training survives kills, NaNs, full disks and failing processes; nothing good is ever lost."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT
+from safetensors.torch import load_file
+from test_train import ENV, TINY, metrics, same_tensors, train_run
+
+import train
+from dit import parallel
+from dit.diffusion import GaussianDiffusion
+from dit.errors import run_cli
+from dit.train_state import list_checkpoints
+
+
+def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
+    """SIGKILL at random moments (checkpoints every step, so many kills land inside a save); every
+    restart resumes from the newest complete checkpoint, and the end result equals an unkilled run."""
+    flags = ["--max-steps", 60, "--ckpt-every", 1, "--keep-last", 2, "--log-every", 1]
+    reference = train_run(tmp_path, *flags, name="reference")
+    args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "killed", *flags]]
+    rng = random.Random(0)
+    steps_at_kill = []
+    for _ in range(4):
+        before = (list_checkpoints(tmp_path / "killed") or [(0, None)])[-1][0]
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 120  # until this run has saved a checkpoint of its own, then a random moment
+        while time.time() < deadline and proc.poll() is None:
+            if (list_checkpoints(tmp_path / "killed") or [(0, None)])[-1][0] > before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        done = list_checkpoints(tmp_path / "killed")
+        steps_at_kill.append(done[-1][0])
+        for _, path in done:  # every checkpoint that looks complete is complete and loadable
+            state = json.loads((path / "train_state.json").read_text())
+            assert state["images_seen"] == 8 * state["step"]
+            load_file(str(path / "model.safetensors"))
+            load_file(str(path / "ema.safetensors"))
+            torch.load(path / "optimizer.bin", weights_only=True)
+    assert steps_at_kill == sorted(steps_at_kill) and steps_at_kill[-1] < 60
+    train_run(tmp_path, *flags, name="killed")  # the same command, to the end
+    a, b = reference / "checkpoints" / "step_000000060", tmp_path / "killed" / "checkpoints" / "step_000000060"
+    for name in ("model.safetensors", "ema.safetensors"):
+        same_tensors(load_file(str(a / name)), load_file(str(b / name)))
+    assert json.loads((b / "train_state.json").read_text())["images_seen"] == 480
+    assert [m["step"] for m in metrics(tmp_path / "killed")][-1] == 60  # the log survived the kills
+
+
+def _poison(monkeypatch, bad_calls):
+    """Make training_losses return NaN on the given (0-based) call numbers."""
+    real, calls = GaussianDiffusion.training_losses, []
+
+    def losses(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if len(calls) in bad_calls:
+            out = {k: v * float("nan") for k, v in out.items()}
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(GaussianDiffusion, "training_losses", losses)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    clean = train_run(tmp_path, "--max-steps", 6, name="clean")
+    _poison(monkeypatch, {2, 3})
+    run = train_run(tmp_path, "--max-steps", 6, name="nan")
+    log = metrics(run)
+    assert log[-1]["skipped_steps"] == 2 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
+    weights = load_file(str(run / "checkpoints" / "step_000000006" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not torch.equal(weights["blocks.0.attn.qkv.weight"],
+                           load_file(str(clean / "checkpoints" / "step_000000006" / "model.safetensors"))["blocks.0.attn.qkv.weight"])
+
+
+def test_too_many_nonfinite_steps_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    _poison(monkeypatch, set(range(5, 100)))
+    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "diverged", "--max-steps", 50,
+                             "--ckpt-every", 4, "--max-nonfinite", 3]]
+    assert run_cli(train.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 consecutive steps with a non-finite loss" in err[0] and "step_000000004" in err[0]
+    (step, path), = list_checkpoints(tmp_path / "diverged")
+    assert step == 4 and all(torch.isfinite(v).all() for v in load_file(str(path / "model.safetensors")).values())
+
+
+def test_failed_checkpoint_write_reports_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    real, calls = parallel.Replicated.save, []
+
+    def full_disk(self, directory, meta):
+        calls.append(directory)
+        if len(calls) == 2:
+            real(self, directory, meta)  # half written, then the disk fills up
+            raise OSError(28, "No space left on device")
+        return real(self, directory, meta)
+
+    monkeypatch.setattr(parallel.Replicated, "save", full_disk)
+    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "full", "--max-steps", 6,
+                             "--ckpt-every", 2, "--keep-last", 1]]
+    assert run_cli(train.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "intact" in err[0]
+    (step, path), = list_checkpoints(tmp_path / "full")
+    assert step == 2 and not list((tmp_path / "full" / "checkpoints").glob(".tmp*"))
+    monkeypatch.setattr(parallel.Replicated, "save", real)
+    assert run_cli(train.main, argv) == 0  # space freed: the same command resumes from step 2
+    assert [s for s, _ in list_checkpoints(tmp_path / "full")] == [6]
+
+
+def test_one_failing_process_stops_the_whole_job(tmp_path):
+    args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "crash", "--max-steps", 1000,
+                             "--dist-timeout-min", 1]]
+    out = tmp_path / "o"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551",
+           str(ROOT / "tests" / "dist_train.py"), str(out), *args]
+    start = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**ENV, "DIT_TEST_FAIL_RANK": "1", "DIT_TEST_FAIL_STEP": "3"})
+    assert res.returncode != 0 and time.time() - start < 240
+    assert "injected failure on rank 1" in res.stderr
