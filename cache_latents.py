@@ -15,34 +15,19 @@ import sys
 import torch
 
 from dit.dist import check_world, force_cpu
-from dit.errors import UserError, run_cli
+from dit.errors import ArgumentParser, UserError, positive, run_cli
 from dit.latent_cache import DTYPES, build_cache
 from dit.vae import DEFAULT_VAE, Autoencoder
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `python cache_latents.py --help`)")
-
-
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-    return v
-
-
 def parse_args(argv=None):
-    p = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="ImageFolder root: <root>/<class>/<image>")
     p.add_argument("--out", required=True, help="cache directory to create (or to resume)")
-    p.add_argument("--image-size", type=_positive, default=256)
+    p.add_argument("--image-size", type=positive(), default=256)
     p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id or a local diffusers AutoencoderKL directory")
-    p.add_argument("--batch-size", type=_positive, default=64, help="per process")
-    p.add_argument("--chunk-size", type=_positive, default=10_000, help="images per chunk file")
+    p.add_argument("--batch-size", type=positive(), default=64, help="per process")
+    p.add_argument("--chunk-size", type=positive(), default=10_000, help="images per chunk file")
     p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="storage type of the moments")
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")

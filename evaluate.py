@@ -17,18 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from dit.errors import UserError, run_cli
+from dit.errors import ArgumentParser, UserError, run_cli
 
 METRICS = ("inception", "shapes")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `python evaluate.py --help`)")
-
-
 def parse_args(argv=None):
-    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py)")
     src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
     src.add_argument("--ckpt", help="generate from this checkpoint (anything sample.py reads)")
@@ -40,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--no-prc", action="store_true", help="skip precision/recall")
     p.add_argument("--inception-weights", help="local Inception-v3 weights (default: models/weights/, downloaded)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
+    p.add_argument("--classifier-steps", type=int, help="shapes metric: training steps of its classifier")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     args, rest = p.parse_known_args(argv)
@@ -84,7 +80,8 @@ def main(argv=None):
     images, labels = load_images(source)
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     if args.metric == "shapes":
-        result = ShapesMetric(images.shape[1], args.cache_dir, device=device)(images, labels)
+        result = ShapesMetric(images.shape[1], args.cache_dir, device=device,
+                              classifier_steps=args.classifier_steps)(images, labels)
     else:
         extractor = InceptionFeatures(args.inception_weights, device)
         result = inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,

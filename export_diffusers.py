@@ -8,24 +8,18 @@ The pipeline holds the transformer, a DDIM scheduler with the run's betas and th
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from dit.checkpoint import load_model
 from dit.convert import save_diffusers_pipeline
 from dit.diffusion import GaussianDiffusion
-from dit.errors import UserError, run_cli
+from dit.errors import ArgumentParser, UserError, run_cli
 from dit.vae import DEFAULT_VAE, Autoencoder
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `python export_diffusers.py --help`)")
-
-
 def main(argv=None):
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="any checkpoint sample.py accepts")
     p.add_argument("--out", required=True, help="new directory for the pipeline")
     p.add_argument("--vae", help="default: the checkpoint's, else ema")

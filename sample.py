@@ -27,57 +27,40 @@ from dit.checkpoint import instantiate, load_weights
 from dit.config import MODEL_NAMES, check_image_size, preset_config
 from dit.diffusion import GaussianDiffusion
 from dit.dist import check_world, force_cpu
-from dit.errors import UserError, run_cli
+from dit.errors import ArgumentParser, UserError, positive, run_cli
 from dit.generate import PRECISIONS
 from dit.generate import generate as generate_images
 from dit.images import make_grid, save_png
-from dit.schedulers import SAMPLER_NAMES, sample
+from dit.schedulers import SAMPLER_NAMES
 from dit.vae import DEFAULT_VAE, Autoencoder
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, 1000  # ImageNet, the paper's setting
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error, instead of usage + message
-        raise UserError(f"{message} (see `python sample.py --help`)")
-
-
-def _positive(kind):
-    def parse(s):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-        return v
-
-    return parse
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint: .pt, .safetensors export, training/diffusers directory, or manifest name")
     p.add_argument("--model", help=f"architecture ({', '.join(MODEL_NAMES)}); default: the checkpoint's own")
-    p.add_argument("--image-size", type=_positive(int), help="pixels per side; default: the checkpoint's, else 256")
-    p.add_argument("--num-classes", type=_positive(int), help="default: the checkpoint's, else 1000")
+    p.add_argument("--image-size", type=positive(int), help="pixels per side; default: the checkpoint's, else 256")
+    p.add_argument("--num-classes", type=positive(int), help="default: the checkpoint's, else 1000")
     p.add_argument("--vae", help="ema, mse, none (pixel space), hub id or directory; default: the checkpoint's, else ema")
     p.add_argument("--classes", type=int, nargs="+", help="class labels for a grid (one image each)")
-    p.add_argument("--num-samples", type=_positive(int), help="with --npz: how many samples for evaluation")
+    p.add_argument("--num-samples", type=positive(int), help="with --npz: how many samples for evaluation")
     p.add_argument("--npz", help="write samples as uint8 NHWC under arr_0 (labels under arr_1), ADM evaluator format")
     p.add_argument("--labels", choices=["uniform", "balanced"], default="uniform", help="labels for --num-samples")
     p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale; 1 = none")
-    p.add_argument("--cfg-channels", type=_positive(int), help="guide only the first N latent channels (3 = public release)")
+    p.add_argument("--cfg-channels", type=positive(int), help="guide only the first N latent channels (3 = public release)")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI] (0..999)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddpm")
-    p.add_argument("--steps", type=_positive(int), default=250)
+    p.add_argument("--steps", type=positive(int), default=250)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
-    p.add_argument("--batch-size", type=_positive(int), default=32, help="per process")
+    p.add_argument("--batch-size", type=positive(int), default=32, help="per process")
     p.add_argument("--out", default="samples.png", help="grid PNG")
-    p.add_argument("--nrow", type=_positive(int), help="images per grid row (default: a near-square grid)")
+    p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (eager if it fails)")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -205,6 +188,8 @@ def main(argv=None):
     state = _state(args.device)
     device = state.device
     model, vae, diffusion = build(args, device)
+    if args.compile:
+        model.compile_blocks()
     show = state.is_main_process and not args.no_progress
     try:
         if args.npz:

@@ -22,7 +22,6 @@ import math
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,24 +30,21 @@ from dit import train_state
 from dit.config import check_image_size
 from dit.diffusion import GaussianDiffusion
 from dit.dist import check_world, force_cpu
-from dit.errors import UserError, run_cli
+from dit.errors import ArgumentParser, UserError, run_cli
 from dit.generate import generate
+from dit.guard import StepGuard
 from dit.images import make_grid
-from dit.parallel import make_parallel
 from dit.loader import FolderImages, InMemoryImages, StreamBatches, TrainingItems, collate, per_process_batch
+from dit.parallel import make_parallel
 from dit.tracking import Tracker
 from dit.train_config import DEFAULT_PRESET, PRESETS, RESUME_MAY_CHANGE, SHAPES, TrainConfig, field_types, from_preset
 from dit.vae import Autoencoder
 
+CHECK_EVERY = 10  # steps between host syncs that look for non-finite runs and SIGTERM
 PREVIEW_SEED = 10_000  # previews always use the same noise, so successive grids show progress
 
 
 # --- command line ---------------------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `python train.py --help`)")
 
 
 def _parse_bool(s: str) -> bool:
@@ -69,13 +65,15 @@ def _typed(kind):
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
-    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog=f"presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); every field of "
-                       "dit/train_config.py:TrainConfig is a flag, e.g. --global-batch-size 512")
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); every field of "
+                              "dit/train_config.py:TrainConfig is a flag, e.g. --global-batch-size 512")
     p.add_argument("preset", nargs="?", default=DEFAULT_PRESET, help="named preset")
     p.add_argument("--resume", metavar="PATH", help="checkpoint (.../checkpoints/step_*) or run directory to resume")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-at", type=_typed(int), metavar="STEP",
+                   help="save and stop at this step (the schedule still runs to --max-steps); re-run to go on")
     defaults = TrainConfig()
     for name, kind in field_types().items():
         parse = _parse_bool if kind is bool else _typed(kind)
@@ -83,6 +81,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=parse, default=None, metavar=metavar,
                        help=f"(TrainConfig default: {getattr(defaults, name)!r})")
     args = p.parse_args(argv)
+    if args.stop_at is not None and args.stop_at < 1:
+        raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
     return from_preset(args.preset, **overrides), args
 
@@ -100,11 +100,11 @@ def build_data(config: TrainConfig, device):
     vae = Autoencoder.load(config.vae, device)
     patch = int(config.model.rpartition("/")[2])
     if config.data == SHAPES:
-        from dit.shapes import CLASS_NAMES, ShapesDataset
+        from dit.shapes import CLASS_NAMES, cached_uint8
 
         check_image_size(config.image_size, vae.downsample, patch)
-        images, labels = ShapesDataset(config.shapes_images, config.image_size).tensors()  # the same on every process
-        images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        # The same images on every process (rendered from seed 0), kept on disk for the next run.
+        images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
         base = InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
         encode_on_the_fly = vae.vae is not None
     elif is_cache(config.data):
@@ -209,7 +209,8 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    fused = device.type == "cuda" and config.distributed == "ddp"  # one kernel for the whole AdamW update
+    # Fused AdamW: one kernel for the whole update, and it can skip a bad step on the device (dit/guard.py).
+    fused = device.type in ("cuda", "cpu")
 
     def adamw(params):
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
@@ -217,7 +218,7 @@ def main(argv=None):
     parallel = make_parallel(config.distributed, accelerator, model, adamw, config.ema_decay)
     model, optimizer, net = parallel.model, parallel.optimizer, parallel.net
     if config.compile:
-        compile_blocks(net, shape, device)
+        net.compile_blocks(backward=True)
 
     # skipped_steps: non-finite steps; unreadable_images: corrupt files replaced by readable ones (all processes)
     state = {"images_seen": 0, "skipped_steps": 0, "unreadable_images": 0}
@@ -275,12 +276,13 @@ def main(argv=None):
 
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not is_main or args.no_progress,
                desc="training", dynamic_ncols=True)
-    window = {"loss": torch.zeros((), device=device), "grad_norm": torch.zeros((), device=device), "steps": 0,
-              "start": time.time()}
+    window = new_window(device)
+    guard = StepGuard(device, fp16=config.mixed_precision == "fp16")
+    skipped_before = state["skipped_steps"]
     model.train()
-    nonfinite_in_a_row = 0
     step = start_step
-    while step < config.max_steps:
+    end = min(config.max_steps, args.stop_at) if args.stop_at else config.max_steps
+    while step < end:
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -301,40 +303,35 @@ def main(argv=None):
                 parallel.backward(loss)
             step_loss += loss.detach()
         grad_norm = parallel.clip_grad_norm(config.grad_clip or math.inf)
-        # One host sync per step: is this step finite everywhere, and did any process get SIGTERM?
-        bad = ~torch.isfinite(step_loss)
-        if config.mixed_precision != "fp16":  # under fp16 the loss scaler handles inf gradients itself
-            bad |= ~torch.isfinite(grad_norm)
-        flags = accelerator.reduce(torch.stack([bad.float(), torch.tensor(float(stop["signal"] is not None),
-                                                                           device=device)]), "sum")
-        bad_step, stopping = flags.tolist()
-        if bad_step:
-            optimizer.zero_grad(set_to_none=True)
-            state["skipped_steps"] += 1
-            nonfinite_in_a_row += 1
-            accelerator.print(f"step {step}: non-finite loss or gradient, step skipped ({nonfinite_in_a_row} in a row)")
-            if nonfinite_in_a_row >= config.max_nonfinite:
-                last = train_state.list_checkpoints(run_dir)
-                raise UserError(
-                    f"{nonfinite_in_a_row} consecutive steps with a non-finite loss or gradient (up to step {step}); "
-                    f"stopping. The last good checkpoint is {last[-1][1] if last else 'none (no checkpoint yet)'}. "
-                    "Lower --lr, set --grad-clip 1.0, or use --mixed-precision bf16 instead of fp16"
-                )
-        else:
-            nonfinite_in_a_row = 0
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            parallel.ema_update(min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else None)
-            window["loss"] += step_loss
-            window["grad_norm"] += grad_norm.detach().float()
-            window["steps"] += 1
+        ok = guard.check(step_loss, grad_norm)  # no host sync: bad steps are skipped on the device
+        parallel.step(ok)
+        parallel.ema_update(min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else None, ok)
+        window["loss"] += torch.where(ok, step_loss, 0.0)
+        window["grad_norm"] += torch.where(ok, grad_norm.detach().float(), 0.0)
+        window["good"] += ok.float()
+        window["steps"] += 1
         step += 1
         state["images_seen"] += config.global_batch_size
         bar.update(1)
 
-        if step % config.log_every == 0 or step == config.max_steps:
+        logging = step % config.log_every == 0 or step == end
+        stopping = False
+        if logging or step % CHECK_EVERY == 0:  # the only host syncs of the loop
+            skipped, worst_run = guard.read(accelerator)
+            state["skipped_steps"] = skipped_before + skipped
+            if worst_run >= config.max_nonfinite:
+                last = train_state.list_checkpoints(run_dir)
+                raise UserError(
+                    f"{worst_run} consecutive steps with a non-finite loss or gradient (before step {step}); "
+                    f"stopping. The last good checkpoint is {last[-1][1] if last else 'none (no checkpoint yet)'}. "
+                    "Lower --lr, set --grad-clip 1.0, or use --mixed-precision bf16 instead of fp16"
+                )
+            flag = torch.tensor(float(stop["signal"] is not None), device=device)
+            stopping = bool(accelerator.reduce(flag, "sum").item())  # every process stops at the same step
+        if logging:
             metrics = log_window(accelerator, window, config, lr, {**state, "unreadable_images": unreadable_total()},
                                  device)
+            window = new_window(device)
             if metrics:
                 tracker.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.0f}")
@@ -356,6 +353,10 @@ def main(argv=None):
     done = train_state.list_checkpoints(run_dir)
     if not done or done[-1][0] != step:
         save(step)
+    if step < config.max_steps:
+        accelerator.print(f"stopped at step {step} as asked (--stop-at); re-run to continue to {config.max_steps}")
+        tracker.close()
+        return
     ema_model = parallel.ema_model()
     if is_main:
         grid = preview(ema_model, vae, diffusion, config, base.num_classes)
@@ -375,10 +376,16 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return lr
 
 
+def new_window(device) -> dict:
+    """Running sums since the last log, kept on the device (no sync until the log)."""
+    zero = torch.zeros((), device=device)
+    return {"loss": zero.clone(), "grad_norm": zero.clone(), "good": zero.clone(), "steps": 0, "start": time.time()}
+
+
 def log_window(accelerator, window, config: TrainConfig, lr: float, state: dict, device) -> dict:
-    """Means over the steps since the last log, averaged over processes; resets the window."""
-    n = max(window["steps"], 1)
-    local = torch.stack([window["loss"] / n, window["grad_norm"] / n])
+    """Means over the good steps since the last log, averaged over processes."""
+    good = torch.clamp(window["good"], min=1.0)
+    local = torch.stack([window["loss"] / good, window["grad_norm"] / good])
     per_process = accelerator.gather(local[None])  # (processes, 2)
     elapsed = time.time() - window["start"]
     metrics = {
@@ -394,29 +401,7 @@ def log_window(accelerator, window, config: TrainConfig, lr: float, state: dict,
     }
     if device.type == "cuda":
         metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    window.update(loss=torch.zeros((), device=device), grad_norm=torch.zeros((), device=device), steps=0,
-                  start=time.time())
     return metrics if accelerator.is_main_process else {}
-
-
-def compile_blocks(net, shape, device) -> None:
-    """torch.compile each transformer block in place (state-dict keys unchanged).
-
-    Compilation happens at the first call, so one forward and backward on a dummy batch is run here:
-    where no compiler works (no C++ toolchain, an unsupported platform) training falls back to eager.
-    """
-    for block in net.blocks:
-        block.compile()
-    try:
-        x = torch.zeros(2, *shape, device=device)
-        t, y = torch.zeros(2, device=device), torch.zeros(2, dtype=torch.long, device=device)
-        net(x, t, y).sum().backward()
-        net.zero_grad(set_to_none=True)
-    except Exception as e:  # noqa: BLE001 - any compiler problem means: run eager
-        for block in net.blocks:
-            block._compiled_call_impl = None
-        net.zero_grad(set_to_none=True)
-        warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly")
 
 
 if __name__ == "__main__":

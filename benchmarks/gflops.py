@@ -9,13 +9,12 @@ Models are built on the meta device, so this takes seconds on any machine.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 
 import torch
 
-from dit.errors import run_cli
+from dit.errors import ArgumentParser, run_cli
 from dit.flops import PAPER, count_forward_macs, count_params
 
 COLUMNS = ["model", "params", "paper_params", "params_rel_err", "gflops", "paper_gflops", "gflops_rel_err"]
@@ -40,7 +39,7 @@ def measure() -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     rows = measure()

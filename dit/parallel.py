@@ -2,8 +2,10 @@
 
 Both expose the same few operations to train.py: `model` (what the forward pass calls), `net`
 (the DiT module whose parameters are trained), `optimizer`, `no_sync()`, `backward(loss)`,
-`clip_grad_norm(max)`, the EMA (`ema_update`, `ema_model()`), and checkpoint `save(dir)` /
-`load(dir)`. A checkpoint written by either is the same set of files:
+`clip_grad_norm(max)`, `step(ok)`, the EMA (`ema_update`, `ema_model()`), and checkpoint
+`save(dir)` / `load(dir)`. `step(ok)` and `ema_update(decay, ok)` take a device flag (dit/guard.py)
+and skip the update where it is false without a host sync: through fused AdamW's `found_inf`
+where the optimizer is fused (CPU and CUDA), with one sync otherwise. A checkpoint written by either is the same set of files:
     model.safetensors   training weights (full, public key layout)
     optimizer.bin       optimizer state (plain tensors: read with weights_only=True)
     ema.safetensors     EMA weights + model config (dit.checkpoint.save_export)
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dit.ema import EMA
+from dit.ema import EMA, ema_lerp
 from dit.errors import UserError
 
 MODEL_FILE, OPTIMIZER_FILE, EMA_FILE = "model.safetensors", "optimizer.bin", "ema.safetensors"
@@ -57,8 +59,16 @@ class Replicated:
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         return self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
 
-    def ema_update(self, decay: float | None = None) -> None:
-        self.ema.update(self.net, decay)
+    def step(self, ok: torch.Tensor) -> None:
+        inner = self.optimizer.optimizer  # Accelerate's wrapper around the torch optimizer
+        if self.accelerator.scaler is not None:  # fp16: the loss scaler sets found_inf itself
+            self.optimizer.step()
+        else:
+            _guarded_step(inner, ok)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def ema_update(self, decay: float | None = None, ok: torch.Tensor | None = None) -> None:
+        self.ema.update(self.net, decay, ok)
 
     def ema_model(self):
         """The EMA network (a plain DiT on this process's device); collective for Sharded."""
@@ -115,10 +125,12 @@ class Sharded:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm else math.inf)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
-    @torch.no_grad()
-    def ema_update(self, decay: float | None = None) -> None:
-        decay = self.decay if decay is None else decay
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.model.parameters()], 1.0 - decay)
+    def step(self, ok: torch.Tensor) -> None:
+        _guarded_step(self.optimizer, ok)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def ema_update(self, decay: float | None = None, ok: torch.Tensor | None = None) -> None:
+        ema_lerp(self.shadow, list(self.model.parameters()), self.decay if decay is None else decay, ok)
 
     def _full(self, tensors) -> dict[str, torch.Tensor]:
         """Collective: gather sharded tensors into full CPU tensors, named like the state dict."""
@@ -159,3 +171,13 @@ class Sharded:
             for name, shard in zip(self.names, self.shadow):
                 full = ema[name].to(shard.device, shard.dtype)
                 shard.copy_(distribute_tensor(full, shard.device_mesh, shard.placements))
+
+
+def _guarded_step(optimizer, ok: torch.Tensor) -> None:
+    """optimizer.step() unless `ok` is false: on the device for fused optimizers, else one sync."""
+    # The groups' flag, not the constructor's: a checkpoint of a non-fused optimizer loads as non-fused.
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = (~ok).float()  # read by the fused kernel: a skipped step changes nothing
+        optimizer.step()
+    elif bool(ok):
+        optimizer.step()

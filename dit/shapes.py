@@ -180,6 +180,25 @@ class ShapesDataset(torch.utils.data.Dataset):
         return images, labels
 
 
+def cached_uint8(num_images: int, image_size: int, seed: int, cache_dir: str | os.PathLike | None):
+    """(uint8 images (N, 3, H, W), labels (N,)) of ShapesDataset(num_images, image_size, seed), rendered
+    once and kept in `cache_dir` (rendering 10,000 images takes seconds; sweeps start many runs)."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"shapes-v{VERSION}-{num_images}x{image_size}px-seed{seed}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                return torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
+    images, labels = ShapesDataset(num_images, image_size, seed).tensors()
+    images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=images.numpy(), labels=labels.numpy())
+        os.replace(tmp, path)
+    return images, labels
+
+
 def folder_names() -> list[str]:
     """Class directory names "00_red_circle", ...: sorted (as ImageFolder sorts) in label order."""
     return [f"{k:02d}_{name}" for k, name in enumerate(CLASS_NAMES)]

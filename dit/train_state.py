@@ -26,6 +26,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from dit.errors import UserError
 
 STEP_DIR = re.compile(r"^step_(\d{9})$")
@@ -73,43 +75,55 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, parallel
                     keep_last: int) -> Path:
     """Write checkpoint `step` on every process (weights, optimizer, EMA: see dit/parallel.py), atomically.
 
-    Raises OSError (on the main process) when the disk refuses; the previous checkpoints are then
-    untouched and the partial directory is removed.
+    Raises OSError on every process when any process could not write its part (disk full,
+    permission denied); the previous checkpoints are then untouched and the partial directory removed.
     """
     root = checkpoints_dir(run_dir)
     final = root / f"step_{step:09d}"
     tmp = root / f".tmp_step_{step:09d}"
     error = None
     if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp_step_*"):  # leftovers of a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    try:
-        parallel.save(tmp, export_meta)
-        if accelerator.is_main_process:
-            payload = json.dumps({**state, "step": step, "saved_at": time.time()}, indent=1)
-            with open(tmp / STATE_FILE, "w") as f:  # written last: its presence marks a complete checkpoint
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-    except OSError as e:
-        error = e
-    accelerator.wait_for_everyone()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp_step_*"):  # leftovers of a save that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+        except OSError as e:
+            error = e
+    error = _agree(accelerator, error, tmp)
+    if error is None:
+        try:
+            parallel.save(tmp, export_meta)  # a collective: every process takes part
+            if accelerator.is_main_process:
+                payload = json.dumps({**state, "step": step, "saved_at": time.time()}, indent=1)
+                with open(tmp / STATE_FILE, "w") as f:  # written last: its presence marks a complete checkpoint
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as e:
+            error = e
+        error = _agree(accelerator, error, tmp)
     if accelerator.is_main_process:
         if error is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise error
-        if final.exists():  # the same step saved again (e.g. the final save of a finished run)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        prune(run_dir, keep_last)
+        else:
+            if final.exists():  # the same step saved again (e.g. the final save of a finished run)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+            prune(run_dir, keep_last)
     accelerator.wait_for_everyone()
     if error is not None:
         raise error
     return final
+
+
+def _agree(accelerator, error: OSError | None, tmp: Path) -> OSError | None:
+    """Every process learns whether any process failed (so all stop together, none hangs)."""
+    failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum").item()
+    if failed and error is None:
+        error = OSError(f"another process failed to write its part of {tmp}")
+    return error
 
 
 def prune(run_dir: Path, keep_last: int) -> list[Path]:

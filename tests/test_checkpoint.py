@@ -158,6 +158,21 @@ def test_hub_vae_offline_says_where_to_put_it(monkeypatch):
         Autoencoder.load("mse")
 
 
+def test_downloaded_weights_are_checked_against_the_manifest(tmp_path, monkeypatch):
+    from dit import zoo
+
+    monkeypatch.setenv("DIT_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "w.pt").write_bytes(b"not the published bytes")
+    entry = {"url": "https://example.invalid/w.pt", "file": "w.pt", "sha256": "0" * 64}
+    monkeypatch.setattr(zoo, "manifest", lambda feature_extractors=False: {"w": entry})
+    with pytest.raises(UserError, match="corrupt or not the published one; delete it"):
+        zoo.resolve("w")
+    entry["sha256"] = zoo.sha256_of(tmp_path / "w.pt")
+    assert zoo.resolve("w")[0] == tmp_path / "w.pt"
+    entry.update(sha256=None, sha256_prefix=zoo.sha256_of(tmp_path / "w.pt")[:8])  # torch-hub style prefix
+    assert zoo.resolve("w")[0] == tmp_path / "w.pt"
+
+
 def test_manifest_entries_are_complete():
     from dit.zoo import MANIFEST, manifest
 

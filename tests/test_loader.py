@@ -85,3 +85,17 @@ def test_learning_rate_schedules():
     assert learning_rate(demo, 60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert learning_rate(demo, 110) == pytest.approx(0.0, abs=1e-12)
     assert np.all(np.diff([learning_rate(demo, s) for s in range(10, 111)]) <= 0)
+
+
+def test_guarded_step_skips_on_the_device_or_with_one_sync():
+    from dit.parallel import _guarded_step
+
+    for fused in (True, False):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.AdamW([p], lr=0.1, fused=fused, foreach=None if fused else True)
+        p.grad = torch.full((3,), float("nan"))
+        _guarded_step(opt, torch.tensor(False))
+        assert torch.equal(p.detach(), torch.ones(3)), fused  # nothing applied, nothing poisoned
+        p.grad = torch.ones(3)
+        _guarded_step(opt, torch.tensor(True))
+        assert (p.detach() < 1).all() and torch.isfinite(p).all(), fused

@@ -1,15 +1,12 @@
 """Training survives kills, NaNs, full disks and failing processes; nothing good is ever lost."""
 
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from conftest import ROOT
 from safetensors.torch import load_file

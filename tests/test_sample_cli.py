@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from conftest import ROOT, TINY, randomize
 from PIL import Image
 

@@ -1,0 +1,66 @@
+"""Shared by the speed benchmarks: a fake training batch and a timer that respects the device."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def fake_batch(batch: int, image_size: int, device, seed: int = 0) -> dict:
+    """What the training step consumes for 256/512 px ImageNet latents (8x VAE, 4 channels, 1000 classes)."""
+    s = image_size // 8
+    g = torch.Generator(device).manual_seed(seed)
+    return {"x": torch.randn(batch, 4, s, s, device=device, generator=g),
+            "t": torch.randint(0, 1000, (batch,), device=device, generator=g),
+            "y": torch.randint(0, 1000, (batch,), device=device, generator=g),
+            "noise": torch.randn(batch, 4, s, s, device=device, generator=g),
+            "drop": torch.zeros(batch, dtype=torch.long, device=device)}
+
+
+def median_seconds(fns, device, warmup: int, iters: int) -> list[float]:
+    """Median seconds per call of each fn; calls interleaved (fn0, fn1, fn0, ...) so that noise from
+    the rest of the machine hits all alike. On a GPU the device is synchronised around each call."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(iters):
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def add_speed_args(p, models: list[str], warmup: int, iters: int) -> None:
+    """The flags every speed benchmark takes."""
+    from dit.config import MODEL_NAMES
+
+    p.add_argument("--models", nargs="+", default=models, choices=MODEL_NAMES, metavar="MODEL")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--iters", type=int, default=iters)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--json", help="also write the rows to this file")
+
+
+def speed_device(args) -> tuple[torch.device, str]:
+    """Check the shared flags; the device to time on and how to name it."""
+    from dit.errors import UserError
+
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        raise UserError("--batch and --iters must be positive, --warmup >= 0")
+    if args.image_size % 64:
+        raise UserError("--image-size must be a multiple of 64 (the VAE's 8 x the largest patch 8)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is visible")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return device, where

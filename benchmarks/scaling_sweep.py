@@ -1,0 +1,295 @@
+"""The paper's scaling study (DiT §5, Fig. 2/6/8, Table 4): train S/B/L/XL x patch 2/4/8, evaluate, plot.
+
+    # CPU: a width-scaled family on the built-in shapes, about an hour on two cores
+    python benchmarks/scaling_sweep.py --preset cpu
+    # ImageNet: the paper's grid, 400K steps each, FID-50K without guidance, on a latent cache
+    python benchmarks/scaling_sweep.py --preset imagenet --data /data/imagenet256-latents \
+        --ref VIRTUAL_imagenet256_labeled.npz --launch "accelerate launch --multi_gpu --num_processes 8"
+
+Every model is trained for the same number of steps with the same batch (as in the paper) by
+train.py, paused at each evaluation point with --stop-at and evaluated from its EMA weights; all
+state lives in --out, so an interrupted sweep resumes where it stopped (finished evaluations are
+never redone, training resumes from its checkpoints). `--jobs K` trains K runs side by side,
+`--only XL/2` runs one combination (e.g. one cluster job each), `--report` only redraws the table
+and plots from what is there.
+
+Outputs in --out: results.csv / results.json (one row per model, patch and evaluation step:
+parameters, forward GFLOPs, images seen, training compute, quality), and the paper's plots as PNGs:
+quality vs forward GFLOPs at the last step (Fig. 8 left), quality vs training steps per model
+(Fig. 6), quality vs training compute (Fig. 9), with the correlation between quality and GFLOPs.
+
+Quality: --preset cpu reports the offline shapes metric (dit/metrics.py: `fd_shapes`, a Fréchet
+distance in a shapes classifier's features, not FID; and `class_acc`); --preset imagenet reports
+FID through torch-fidelity's Inception (needs --ref). Samples use no guidance, like Table 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+
+SIZES = ("S", "B", "L", "XL")
+PATCHES = (2, 4, 8)
+
+# The CPU family: widths of DiT Table 1 / 8 and depths / 4, so every ratio between S, B, L and XL is
+# the paper's (width 384:768:1024:1152, depth 12:12:24:28); heads 16 wide (heads ratio kept too).
+CPU_FAMILY = {"S": (48, 3, 3), "B": (96, 3, 6), "L": (128, 6, 8), "XL": (144, 7, 9)}  # hidden, depth, heads
+
+PRESETS = {
+    "cpu": dict(
+        train=["cpu-demo", "--image-size", "16", "--global-batch-size", "16", "--lr", "2e-3", "--lr-schedule",
+               "cosine", "--warmup-steps", "100", "--ema-warmup", "true", "--ckpt-every", "1000",
+               "--log-every", "100"],
+        steps=3000, eval_at=(1000, 2000, 3000), num_samples=300, sampler="ddim", sample_steps=25, family=CPU_FAMILY,
+        metric="shapes", quality="fd_shapes", threads=2, jobs=2),
+    "imagenet": dict(
+        train=["imagenet-256"], steps=400_000, eval_at=(50_000, 100_000, 200_000, 300_000, 400_000),
+        num_samples=50_000, sampler="ddpm", sample_steps=250, family=None, metric="inception", quality="fid",
+        threads=None, jobs=1),
+}
+
+
+@dataclass
+class Run:
+    size: str
+    patch: int
+    hidden: int | None = None  # None: the paper's (DiT Table 1)
+    depth: int | None = None
+    heads: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.size}-{self.patch}"
+
+    def flags(self) -> list[str]:
+        out = ["--model", f"DiT-{self.size}/{self.patch}"]
+        if self.hidden:
+            out += ["--hidden-size", str(self.hidden), "--depth", str(self.depth), "--num-heads", str(self.heads)]
+        return out
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    p.add_argument("--out", help="sweep directory (default results/sweep-<preset>)")
+    p.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
+    p.add_argument("--patches", nargs="+", type=int, choices=PATCHES, default=list(PATCHES))
+    p.add_argument("--only", help="one combination, e.g. XL/2")
+    p.add_argument("--steps", type=int, help="training steps per model (default: the preset's)")
+    p.add_argument("--eval-at", type=int, nargs="+", help="steps at which to evaluate (default: the preset's)")
+    p.add_argument("--num-samples", type=int, help="samples per evaluation")
+    p.add_argument("--sample-steps", type=int, help="sampler steps per evaluation")
+    p.add_argument("--data", help="training data for --preset imagenet (an ImageFolder or latent cache)")
+    p.add_argument("--ref", help="FID reference for --preset imagenet (see evaluate.py)")
+    p.add_argument("--launch", default="", help="prefix for train.py, e.g. 'accelerate launch --num_processes 8'")
+    p.add_argument("--jobs", type=int, help="runs trained side by side (default: the preset's; cpu: 2 of 1 thread)")
+    p.add_argument("--train-args", default="", help="extra train.py flags for every run")
+    p.add_argument("--classifier-steps", type=int, help="shapes metric: classifier training steps")
+    p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
+    args = p.parse_args(argv)
+    preset = dict(PRESETS[args.preset])
+    for key in ("steps", "eval_at", "num_samples", "sample_steps", "jobs"):
+        if getattr(args, key) is not None:
+            preset[key] = getattr(args, key)
+    args.jobs = preset["jobs"]
+    if preset["steps"] < 1 or args.jobs < 1 or preset["num_samples"] < 2 or preset["sample_steps"] < 1:
+        raise UserError("--steps, --jobs and --sample-steps must be positive and --num-samples at least 2")
+    preset["eval_at"] = sorted({s for s in preset["eval_at"] if s < preset["steps"]} | {preset["steps"]})
+    if args.preset == "imagenet" and not args.report and not (args.data and args.ref):
+        raise UserError("--preset imagenet needs --data (ImageFolder or latent cache) and --ref (FID reference)")
+    args.out = Path(args.out or ROOT / "results" / f"sweep-{args.preset}")
+    runs = [Run(s, p, *(preset["family"][s] if preset["family"] else ())) for s in args.sizes for p in args.patches]
+    # Longest first (forward cost ~ width^2 x depth x tokens), so that side-by-side jobs pack well.
+    runs.sort(key=lambda r: -(r.hidden or 1) ** 2 * (r.depth or 1) * (256 // r.patch**2) if preset["family"] else 0)
+    if args.only:
+        runs = [r for r in runs if f"{r.size}/{r.patch}" == args.only]
+        if not runs:
+            raise UserError(f"--only {args.only}: not one of {', '.join(f'{s}/{p}' for s in SIZES for p in PATCHES)}")
+    return args, preset, runs
+
+
+# --- one run: train to each evaluation point, evaluate, record ----------------------------------
+
+
+def run_one(run: Run, args, preset) -> list[dict]:
+    """Train `run` stage by stage (resumable) and evaluate each stage once; returns its rows."""
+    run_dir = args.out / "runs" / run.name
+    evals = args.out / "runs" / f"{run.name}.evals.jsonl"
+    done = {}
+    if evals.exists():
+        done = {r["step"]: r for r in map(json.loads, evals.read_text().splitlines())}
+    env = dict(os.environ)
+    if preset["threads"]:
+        env["OMP_NUM_THREADS"] = str(max(1, preset["threads"] // args.jobs))
+    for stop in preset["eval_at"]:
+        if stop in done:
+            continue
+        cmd = [*shlex.split(args.launch), *([] if args.launch else [sys.executable]), str(ROOT / "train.py"),
+               *preset["train"], *run.flags(), "--max-steps", str(preset["steps"]), "--stop-at", str(stop),
+               "--results-dir", str(args.out / "runs"), "--run-name", run.name, "--no-progress",
+               *(["--data", args.data] if args.data else []), *shlex.split(args.train_args)]
+        start = time.time()
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise UserError(f"training {run.name} failed: {tail[0]} (command: {shlex.join(cmd)})")
+        row = {"run": run.name, "size": run.size, "patch": run.patch, "step": stop,
+               "train_seconds": time.time() - start, **evaluate(run_dir, args, preset, env)}
+        with open(evals, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[stop] = row
+    return [done[s] for s in preset["eval_at"]]
+
+
+def evaluate(run_dir: Path, args, preset, env: dict) -> dict:
+    """Quality of the run's newest EMA weights through evaluate.py (fixed seeds, balanced labels, no
+    guidance; generation split over processes by --launch), plus its size and compute."""
+    from dit.checkpoint import load_model
+    from dit.flops import count_forward_macs, count_params
+
+    out = run_dir / "eval.json"
+    cmd = [*shlex.split(args.launch), *([] if args.launch else [sys.executable]), str(ROOT / "evaluate.py"),
+           "--ckpt", str(run_dir / "export.safetensors"), "--num-samples", str(preset["num_samples"]),
+           "--metric", preset["metric"], "--cache-dir", str(args.out / "eval-cache"), "--out", str(out),
+           "--cfg-scale", "1", "--sampler", preset["sampler"], "--steps", str(preset["sample_steps"]),
+           "--batch-size", "250" if preset["metric"] == "shapes" else "64", "--no-progress"]
+    if preset["metric"] == "shapes" and args.classifier_steps:
+        cmd += ["--classifier-steps", str(args.classifier_steps)]
+    if preset["metric"] == "inception":
+        cmd += ["--ref", args.ref, "--no-prc"]
+    start = time.time()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"evaluating {run_dir.name} failed: {tail[0]} (command: {shlex.join(cmd)})")
+    quality = {k: v for k, v in json.loads(out.read_text()).items() if k not in ("samples", "metric")}
+    model, _ = load_model(str(run_dir / "export.safetensors"))
+    state = json.loads((sorted((run_dir / "checkpoints").glob("step_*"))[-1] / "train_state.json").read_text())
+    gflops = count_forward_macs(model) / 1e9
+    return {"params": count_params(model), "gflops": gflops, "images_seen": state["images_seen"],
+            # training compute ~ 3 x forward (DiT §5, Fig. 9), per image seen
+            "train_gflops_total": 3 * gflops * state["images_seen"], "eval_seconds": time.time() - start, **quality}
+
+
+# --- report: table, plots, correlation ------------------------------------------------------------
+
+
+def spearman(x, y) -> float | None:
+    """Rank correlation; None where it is undefined (a constant input)."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = float(spearmanr(x, y).statistic)
+    return rho if math.isfinite(rho) else None
+
+
+def report(rows: list[dict], out: Path, quality: str) -> dict:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = sorted(rows, key=lambda r: (SIZES.index(r["size"]), r["patch"], r["step"]))
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    last = max(r["step"] for r in rows)
+    final = [r for r in rows if r["step"] == last]
+    lower_better = quality in ("fid", "fd_shapes")
+    summary = {"quality": quality, "step": last, "runs": len(final)}
+    if len(final) >= 3:
+        g, q = [r["gflops"] for r in final], [r[quality] for r in final]
+        summary["spearman_quality_vs_gflops"] = spearman(g, q)
+        pearson = float(np.corrcoef(np.log(g), q)[0, 1])
+        summary["pearson_quality_vs_log_gflops"] = pearson if math.isfinite(pearson) else None
+        if "class_acc" in final[0]:
+            summary["spearman_class_acc_vs_gflops"] = spearman(g, [r["class_acc"] for r in final])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+    colors = {"S": "tab:blue", "B": "tab:orange", "L": "tab:green", "XL": "tab:red"}
+    markers = {2: "o", 4: "s", 8: "^"}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in final:
+        ax.scatter(r["gflops"], r[quality], color=colors[r["size"]], marker=markers[r["patch"]], s=50,
+                   label=f"{r['size']}/{r['patch']}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")  # quality spans orders of magnitude across the grid (as the paper's FIDs do)
+    ax.set_xlabel("forward GFLOPs")
+    ax.set_ylabel(quality)
+    rho = summary.get("spearman_quality_vs_gflops")
+    ax.set_title(f"step {last}" + (f", Spearman rho = {rho:.2f}" if rho is not None else ""))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_gflops.png", dpi=120)
+    plt.close(fig)
+
+    for name, xkey, xlabel in (("quality_vs_steps.png", "step", "training steps"),
+                               ("quality_vs_compute.png", "train_gflops_total", "training compute (GFLOPs)")):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for run in sorted({r["run"] for r in rows}, key=lambda n: (SIZES.index(n.split("-")[0]), n)):
+            rr = [r for r in rows if r["run"] == run]
+            ax.plot([r[xkey] for r in rr], [r[quality] for r in rr], marker=markers[rr[0]["patch"]],
+                    color=colors[rr[0]["size"]], alpha={2: 1.0, 4: 0.7, 8: 0.45}[rr[0]["patch"]],
+                    label=run.replace("-", "/"))
+        if xkey == "train_gflops_total":
+            ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(quality + (" (lower is better)" if lower_better else ""))
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+    return summary
+
+
+def main(argv=None):
+    args, preset, runs = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:  # each run is a subprocess chain
+            for future in [pool.submit(run_one, r, args, preset) for r in runs]:
+                future.result()
+                print(".", end="", flush=True)
+        print()
+    rows = []
+    for f in sorted((args.out / "runs").glob("*.evals.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines()]
+    if not rows:
+        raise UserError(f"no evaluations in {args.out} yet; run the sweep first")
+    summary = report(rows, args.out, preset["quality"])
+    final = [r for r in rows if r["step"] == summary["step"]]
+    print(f"{'run':<8}{'params':>12}{'GFLOPs':>10}{'images':>10}{preset['quality']:>12}"
+          + ("{:>11}".format("class_acc") if "class_acc" in rows[0] else ""))
+    for r in sorted(final, key=lambda r: r["gflops"]):
+        print(f"{r['run']:<8}{r['params']:>12,}{r['gflops']:>10.4f}{r['images_seen']:>10,}{r[preset['quality']]:>12.3f}"
+              + (f"{r['class_acc']:>11.3f}" if "class_acc" in r else ""))
+    print(json.dumps(summary))
+    print(f"wrote {args.out}/results.csv, results.json, summary.json and quality_vs_{{gflops,steps,compute}}.png")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

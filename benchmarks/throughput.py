@@ -1,0 +1,221 @@
+"""Training and sampling throughput on whatever device is here: images/s, peak memory, MFU.
+
+    python benchmarks/throughput.py train --models DiT-S/2 DiT-B/2 --batch 8 --precision fp32
+    python benchmarks/throughput.py train --models DiT-XL/2 --batch 256 --precision bf16 --compile   # a GPU
+    python benchmarks/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
+    python benchmarks/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
+
+`train` times the real inner step of train.py from latents already in memory (cached latents,
+the loader out of the picture): autocast forward, the hybrid loss, backward, gradient norm,
+fused AdamW, the EMA update, the non-finite guard. `sample` times the guided denoiser with the
+chosen sampler (dit/schedulers.py). MFU = (3 x forward FLOPs per image for training, 1 x (2 x
+with CFG) per model call for sampling) x images/s over the device's peak (the table below, dense
+bf16/fp16 tensor-core peak; fp32 uses the TF32 peak; on a CPU, the measured rate of a 2048^3
+matmul). `--profile` prints where a training step spends its time. Prints a table; --json writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
+from dit.config import preset_config  # noqa: E402
+from dit.diffusion import GaussianDiffusion  # noqa: E402
+from dit.ema import EMA  # noqa: E402
+from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from dit.flops import count_forward_macs  # noqa: E402
+from dit.guard import StepGuard  # noqa: E402
+
+# Dense peak TFLOP/s per GPU, from the vendors' data sheets: (bf16/fp16 tensor core, tf32 tensor core).
+PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0),
+               "A10": (125.0, 62.5), "RTX 4090": (165.2, 82.6)}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_peak(device: torch.device, precision: str) -> float | None:
+    """FLOP/s at 100% utilisation: the data sheet's on a known GPU; on a CPU, measured (a large matmul)."""
+    if device.type == "cpu":
+        return cpu_matmul_peak(DTYPES[precision])
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, (half, tf32) in PEAK_TFLOPS.items():
+        if key in name:
+            return (tf32 if precision == "fp32" else half) * 1e12
+    return None
+
+
+def cpu_matmul_peak(dtype, n: int = 2048) -> float:
+    """FLOP/s of a square n x n matmul on this CPU (all threads): the practical ceiling for a
+    transformer, whose FLOPs are almost all matmuls."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    (sec,) = median_seconds([lambda: a @ b], torch.device("cpu"), 2, 7)
+    return 2 * n**3 / sec
+
+
+def build(name: str, image_size: int, device, grad_checkpointing=False, compile_=False, train=True):
+    cfg = preset_config(name, input_size=image_size // 8)
+    model = cfg.build().to(device)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if compile_:
+        model.compile_blocks(backward=train)
+    return model
+
+
+def train_row(name, args, device) -> dict:
+    model = build(name, args.image_size, device, args.grad_checkpointing, args.compile).train()
+    ema = EMA(model, 0.9999)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=device.type in ("cuda", "cpu"))
+    diffusion = GaussianDiffusion.from_schedule()
+    guard = StepGuard(device, fp16=args.precision == "fp16")
+    dtype = DTYPES[args.precision]
+    B = args.batch
+    batch = fake_batch(B, args.image_size, device)
+    x0, y, t, noise, drop = (batch[k] for k in ("x", "y", "t", "noise", "drop"))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = diffusion.training_losses(model, x0, t, {"y": y, "force_drop_ids": drop}, noise)["loss"].mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        ok = guard.check(loss, norm)
+        if args.precision == "fp16":
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.found_inf = (~ok).float()
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model, mask=ok)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    (sec,) = median_seconds([step], device, args.warmup, args.iters)
+    if args.profile:
+        profile(step, device)
+    macs = count_forward_macs(model)
+    ips = B / sec
+    peak = device_peak(device, args.precision)
+    return {"mode": "train", "model": name, "image_size": args.image_size, "batch": B, "precision": args.precision,
+            "compile": args.compile, "grad_ckpt": args.grad_checkpointing, "sec_per_step": sec, "images_per_s": ips,
+            "tflops": 6 * macs * ips / 1e12,
+            "mfu": (6 * macs * ips / peak) if peak else None,
+            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def sample_row(name, args, device) -> dict:
+    from dit.guidance import guided
+    from dit.noise import PerSampleNoise
+    from dit.schedulers import sample
+
+    model = build(name, args.image_size, device, compile_=args.compile, train=False).eval()
+    dtype = DTYPES[args.precision]
+    B, s = args.batch, args.image_size // 8
+    calls = {"n": 0}
+
+    def net(x, t, y):
+        calls["n"] += 1
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return model(x, t, y).float()
+
+    y = torch.arange(B, device=device) % model.num_classes
+    denoiser = guided(net, y, args.cfg_scale, model.null_class)
+    diffusion = GaussianDiffusion.from_schedule()
+
+    def run():
+        noise = PerSampleNoise(range(B), device)
+        with torch.no_grad():
+            sample(denoiser, diffusion, noise.initial((4, s, s)), args.sampler, args.steps, noise=noise)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    (sec,) = median_seconds([run], device, min(args.warmup, 1), max(1, args.iters // 5))
+    calls_per_run = calls["n"] / (min(args.warmup, 1) + max(1, args.iters // 5))
+    macs = count_forward_macs(model) * (2 if args.cfg_scale != 1 else 1)
+    ips = B / sec
+    peak = device_peak(device, args.precision)
+    return {"mode": "sample", "model": name, "image_size": args.image_size, "batch": B, "precision": args.precision,
+            "compile": args.compile, "sampler": args.sampler, "steps": args.steps, "cfg_scale": args.cfg_scale,
+            "sec_per_batch": sec, "images_per_s": ips, "model_calls": calls_per_run,
+            "mfu": (2 * macs * calls_per_run * ips / peak) if peak else None,
+            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def profile(fn, device, rows: int = 15) -> None:
+    """Print where one more call of `fn` spends its time (torch.profiler, top ops by own time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
+
+
+def max_batch(name, args, device) -> dict:
+    """Largest power-of-two-then-bisected batch whose training step fits in GPU memory."""
+    if device.type != "cuda":
+        raise UserError("max-batch searches GPU memory; it needs a CUDA device")
+    lo, hi = 0, args.batch
+
+    def fits(b):
+        args_b = argparse.Namespace(**{**vars(args), "batch": b, "warmup": 1, "iters": 1})
+        try:
+            train_row(name, args_b, device)
+            return True
+        except torch.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    while fits(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > max(1, lo // 16):  # to within ~6%
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    row = train_row(name, argparse.Namespace(**{**vars(args), "batch": lo}), device) if lo else {}
+    return {**row, "mode": "max-batch", "model": name, "max_batch": lo}
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["train", "sample", "max-batch"])
+    add_speed_args(p, ["DiT-S/2"], warmup=3, iters=10)
+    p.add_argument("--precision", choices=list(DTYPES), default="fp32")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--sampler", default="ddpm")
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--cfg-scale", type=float, default=4.0)
+    p.add_argument("--profile", action="store_true", help="train: print a torch.profiler table of one step")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        raise UserError("--steps must be positive")
+    device, where = speed_device(args)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what "fp32" means on a GPU here (the paper's TF32)
+        torch.backends.cudnn.allow_tf32 = True
+    run = {"train": train_row, "sample": sample_row, "max-batch": max_batch}[args.mode]
+    rows = [run(name, args, device) for name in args.models]
+    print(f"# {where}; torch {torch.__version__}")
+    for r in rows:
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,147 @@
+"""Our DiT against diffusers' DiTTransformer2DModel, configured identically, side by side in one run.
+
+    python benchmarks/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
+
+For each model: the same weights in both (converted with dit/convert.py), the same inputs; timed
+in alternation (ours, theirs, ours, ...) so that machine noise hits both alike:
+- train: forward, hybrid loss, backward and an AdamW step (fp32; fused AdamW for both);
+- sample: one classifier-free-guided denoiser call (the batch doubled with the null class), as a
+  sampler makes at every step.
+`--compile` compiles the transformer blocks of both. Reported: images/s of each and the ratio ours /
+diffusers (> 1: ours is faster), and the largest difference between the two outputs (they compute
+the same function: the timestep features are aligned first, see dit/convert.py). Prints a table;
+--json writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
+from dit.config import preset_config  # noqa: E402
+from dit.convert import config_to_diffusers, to_diffusers  # noqa: E402
+from dit.diffusion import GaussianDiffusion  # noqa: E402
+from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+
+
+class DiffusersAsDiT(torch.nn.Module):
+    """diffusers' transformer behind our forward(x, t, y) signature (what a user of it would write)."""
+
+    def __init__(self, transformer):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, x, t, y, force_drop_ids=None):
+        if force_drop_ids is not None:
+            y = torch.where(force_drop_ids == 1, self.transformer.config.num_embeds_ada_norm, y)
+        return self.transformer(x, timestep=t, class_labels=y).sample
+
+
+def pair(name: str, image_size: int, device):
+    from diffusers import DiTTransformer2DModel
+
+    cfg = preset_config(name, input_size=image_size // 8)
+    torch.manual_seed(0)
+    ours = cfg.build()
+    with torch.no_grad():  # trained-looking weights: the adaLN-Zero init would make every output 0
+        for n, p in ours.named_parameters():
+            if n != "pos_embed":
+                p.normal_(0, 0.02)
+    theirs = DiTTransformer2DModel(**config_to_diffusers(cfg))
+    theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.depth), strict=True)
+    for block in theirs.transformer_blocks:  # DiT's sinusoid convention (see dit/convert.py)
+        block.norm1.emb.time_proj.downscale_freq_shift = 0
+    return ours.to(device), DiffusersAsDiT(theirs).to(device)
+
+
+def compile_both(ours, theirs) -> None:
+    """torch.compile every transformer block of both, the same treatment (ours: DiT.compile_blocks)."""
+    import torch._dynamo
+
+    # Room for every block's train and no-grad graphs in both (diffusers' blocks recompile per
+    # instance; at the default limit of 8 its later blocks would silently run eagerly).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    if not ours.compile_blocks(backward=True):
+        raise UserError("--compile: torch.compile does not work here (see the warning above)")
+    for block in theirs.transformer.transformer_blocks:
+        block.compile()
+
+
+def compare(name: str, args, device) -> list[dict]:
+    ours, theirs = pair(name, args.image_size, device)
+    if args.compile:
+        compile_both(ours, theirs)
+    B = args.batch
+    batch = fake_batch(B, args.image_size, device, seed=1)
+    x, t, y, noise, drop = (batch[k] for k in ("x", "t", "y", "noise", "drop"))
+    diffusion = GaussianDiffusion.from_schedule()
+    rows = []
+
+    with torch.no_grad():  # the two compute the same function
+        diff = (ours.eval()(x, t.float(), y) - theirs.eval()(x, t.float(), y)).abs().max().item()
+
+    def train_step(model, opt):
+        def run():
+            loss = diffusion.training_losses(model, x, t, {"y": y, "force_drop_ids": drop}, noise)["loss"].mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    fused = device.type in ("cuda", "cpu")
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, fused=fused) for m in (ours, theirs)]
+    ours.train(), theirs.train()
+    sec = median_seconds([train_step(ours, opts[0]), train_step(theirs, opts[1])], device, args.warmup, args.iters)
+    rows.append(_row(name, "train", B, sec, diff))
+
+    from dit.guidance import guided
+
+    def guided_call(model):
+        denoiser = guided(model, y, 4.0, ours.null_class)
+        tt = t.float()
+
+        def run():
+            with torch.no_grad():
+                denoiser(x, tt)
+        return run
+
+    ours.eval(), theirs.eval()
+    sec = median_seconds([guided_call(ours), guided_call(theirs)], device, args.warmup, args.iters)
+    rows.append(_row(name, "guided sampling step", B, sec, diff))
+    return rows
+
+
+def _row(name, what, batch, sec, diff) -> dict:
+    ours, theirs = batch / sec[0], batch / sec[1]
+    return {"model": name, "what": what, "batch": batch, "ours_images_per_s": ours, "diffusers_images_per_s": theirs,
+            "ratio": ours / theirs, "max_abs_output_diff": diff}
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_speed_args(p, ["DiT-S/2", "DiT-B/2"], warmup=2, iters=5)
+    p.add_argument("--compile", action="store_true", help="torch.compile the blocks of both (warm-up compiles)")
+    args = p.parse_args(argv)
+    device, where = speed_device(args)
+    rows = [r for name in args.models for r in compare(name, args, device)]
+    import diffusers
+
+    print(f"# {where}; torch {torch.__version__}, diffusers {diffusers.__version__}; batch {args.batch}, fp32"
+          + (", blocks compiled" if args.compile else ", eager"))
+    print(f"{'model':<10}{'what':<24}{'ours img/s':>12}{'diffusers':>12}{'ratio':>8}{'max |diff|':>12}")
+    for r in rows:
+        print(f"{r['model']:<10}{r['what']:<24}{r['ours_images_per_s']:>12.2f}{r['diffusers_images_per_s']:>12.2f}"
+              f"{r['ratio']:>8.3f}{r['max_abs_output_diff']:>12.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
