@@ -83,6 +83,36 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
                            load_file(str(clean / "checkpoints" / "step_000000006" / "model.safetensors"))["blocks.0.attn.qkv.weight"])
 
 
+class _OneProcess:
+    @staticmethod
+    def reduce(tensor, op):
+        return tensor
+
+
+def test_guard_counts_nonfinite_losses_but_not_fp16_gradient_overflows():
+    from dit.guard import StepGuard
+
+    one, inf, nan = torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))
+    fp16 = StepGuard("cpu", fp16=True)
+    # An overflowing gradient under fp16 is the loss scaler's normal search: skipped, not counted.
+    assert [bool(fp16.check(loss, norm)) for loss, norm in [(one, inf), (one, inf), (one, one), (nan, nan)]] == [
+        False, False, True, False]
+    assert fp16.read(_OneProcess) == (1, 1)  # only the non-finite loss
+    plain = StepGuard("cpu", fp16=False)
+    for loss, norm in [(one, inf), (nan, nan), (one, one), (one, inf)]:
+        plain.check(loss, norm)
+    assert plain.read(_OneProcess) == (3, 2)  # every non-finite step; the longest run was 2
+    assert plain.read(_OneProcess) == (3, 1)  # the run in progress carries over to the next read
+
+
+def test_fp16_training_runs_without_tripping_the_guard(tmp_path):
+    run = train_run(tmp_path, "--max-steps", 6, "--mixed-precision", "fp16", name="fp16")
+    log = metrics(run)
+    assert log[-1]["skipped_steps"] == 0 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
+    weights = load_file(str(run / "checkpoints" / "step_000000006" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
 def test_too_many_nonfinite_steps_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     _poison(monkeypatch, set(range(5, 100)))
     argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "diverged", "--max-steps", 50,
