@@ -106,7 +106,11 @@ def test_guard_counts_nonfinite_losses_but_not_fp16_gradient_overflows():
 
 
 def test_fp16_training_runs_without_tripping_the_guard(tmp_path):
-    run = train_run(tmp_path, "--max-steps", 6, "--mixed-precision", "fp16", name="fp16")
+    # A process of its own: Accelerate's mixed-precision setting is fixed once per process.
+    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "fp16", "--max-steps", 6,
+                             "--mixed-precision", "fp16"]]
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], env=ENV, check=True, capture_output=True)
+    run = tmp_path / "fp16"
     log = metrics(run)
     assert log[-1]["skipped_steps"] == 0 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
     weights = load_file(str(run / "checkpoints" / "step_000000006" / "model.safetensors"))
