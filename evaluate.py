@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from dit.errors import ArgumentParser, UserError, run_cli
+from dit.errors import ArgumentParser, UserError, positive, run_cli
 
 METRICS = ("inception", "shapes")
 
@@ -35,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--no-prc", action="store_true", help="skip precision/recall")
     p.add_argument("--inception-weights", help="local Inception-v3 weights (default: models/weights/, downloaded)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
-    p.add_argument("--classifier-steps", type=int, help="shapes metric: training steps of its classifier")
+    p.add_argument("--classifier-steps", type=positive(), help="shapes metric: training steps of its classifier")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     args, rest = p.parse_known_args(argv)

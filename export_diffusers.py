@@ -29,8 +29,7 @@ def main(argv=None):
         raise UserError(f"--out {out} exists and is not empty; choose a new directory")
     model, ckpt = load_model(args.ckpt)
     vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE)
-    d = ckpt.meta.get("diffusion", {})
-    diffusion = GaussianDiffusion.from_schedule(d.get("schedule", "linear"), d.get("timesteps", 1000))
+    diffusion = GaussianDiffusion.from_meta(ckpt.meta)
     save_diffusers_pipeline(model, vae, diffusion, out, ckpt.meta.get("class_names"))
     print(f"wrote {out}: DiTPipeline.from_pretrained('{out}')")
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from dit.checkpoint import instantiate, load_weights
-from dit.config import MODEL_NAMES, check_image_size, preset_config
+from dit.config import IMAGENET_CLASSES, MODEL_NAMES, check_image_size, preset_config
 from dit.diffusion import GaussianDiffusion
 from dit.dist import check_world, force_cpu
 from dit.errors import ArgumentParser, UserError, positive, run_cli
@@ -34,7 +34,7 @@ from dit.images import make_grid, save_png
 from dit.schedulers import SAMPLER_NAMES
 from dit.vae import DEFAULT_VAE, Autoencoder
 
-DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, 1000  # ImageNet, the paper's setting
+DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,8 +107,7 @@ def build(args, device):
     if args.image_size and vae.latent_size(args.image_size) != model.input_size:
         raise UserError(f"--image-size {args.image_size} gives a {vae.latent_size(args.image_size)}-wide input, "
                         f"but the checkpoint was trained on {model.input_size}; pass --model to resize")
-    d = meta.get("diffusion", {})
-    diffusion = GaussianDiffusion.from_schedule(d.get("schedule", "linear"), d.get("timesteps", 1000))
+    diffusion = GaussianDiffusion.from_meta(meta)
     return model, vae, diffusion
 
 

@@ -316,7 +316,8 @@ def main(argv=None):
 
         logging = step % config.log_every == 0 or step == end
         stopping = False
-        if logging or step % CHECK_EVERY == 0:  # the only host syncs of the loop
+        # The only host syncs of the loop; also at checkpoints, so the saved counters are exact.
+        if logging or step % CHECK_EVERY == 0 or step % config.ckpt_every == 0:
             skipped, worst_run = guard.read(accelerator)
             state["skipped_steps"] = skipped_before + skipped
             if worst_run >= config.max_nonfinite:

@@ -7,14 +7,18 @@ import time
 
 import torch
 
+from dit.config import IMAGENET_CLASSES, MODEL_NAMES
+from dit.diffusion import TIMESTEPS
+from dit.errors import UserError
+
 
 def fake_batch(batch: int, image_size: int, device, seed: int = 0) -> dict:
     """What the training step consumes for 256/512 px ImageNet latents (8x VAE, 4 channels, 1000 classes)."""
     s = image_size // 8
     g = torch.Generator(device).manual_seed(seed)
     return {"x": torch.randn(batch, 4, s, s, device=device, generator=g),
-            "t": torch.randint(0, 1000, (batch,), device=device, generator=g),
-            "y": torch.randint(0, 1000, (batch,), device=device, generator=g),
+            "t": torch.randint(0, TIMESTEPS, (batch,), device=device, generator=g),
+            "y": torch.randint(0, IMAGENET_CLASSES, (batch,), device=device, generator=g),
             "noise": torch.randn(batch, 4, s, s, device=device, generator=g),
             "drop": torch.zeros(batch, dtype=torch.long, device=device)}
 
@@ -40,8 +44,6 @@ def median_seconds(fns, device, warmup: int, iters: int) -> list[float]:
 
 def add_speed_args(p, models: list[str], warmup: int, iters: int) -> None:
     """The flags every speed benchmark takes."""
-    from dit.config import MODEL_NAMES
-
     p.add_argument("--models", nargs="+", default=models, choices=MODEL_NAMES, metavar="MODEL")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
@@ -53,8 +55,6 @@ def add_speed_args(p, models: list[str], warmup: int, iters: int) -> None:
 
 def speed_device(args) -> tuple[torch.device, str]:
     """Check the shared flags; the device to time on and how to name it."""
-    from dit.errors import UserError
-
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise UserError("--batch and --iters must be positive, --warmup >= 0")
     if args.image_size % 64:

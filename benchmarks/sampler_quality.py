@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from dit.errors import ArgumentParser, UserError, positive, run_cli  # noqa: E402
 
 DEFAULT_GRID = {"ddpm": [25, 50, 100, 250], "ddim": [5, 10, 15, 25, 50], "dpm++": [5, 10, 15, 25, 50],
                 "unipc": [5, 10, 15, 25, 50]}
@@ -45,7 +45,7 @@ def main(argv=None):
     p.add_argument("--ref", help="FID reference (--metric inception)")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--cache-dir", default="results/eval-cache")
-    p.add_argument("--classifier-steps", type=int, help="shapes metric: classifier training steps")
+    p.add_argument("--classifier-steps", type=positive(), help="shapes metric: classifier training steps")
     p.add_argument("--out", default="results/sampler-quality")
     p.add_argument("--report", action="store_true", help="only redo the summary and plot from --out")
     args = p.parse_args(argv)
@@ -77,8 +77,7 @@ def main(argv=None):
     if args.metric == "inception" and not args.ref:
         raise UserError("--metric inception needs --ref")
     model, ckpt = load_model(args.ckpt)
-    d = ckpt.meta.get("diffusion", {})
-    diffusion = GaussianDiffusion.from_schedule(d.get("schedule", "linear"), d.get("timesteps", 1000))
+    diffusion = GaussianDiffusion.from_meta(ckpt.meta)
     vae = Autoencoder.load(ckpt.meta.get("vae", "none"))
     n = args.num_samples
     labels = np.arange(n) % model.num_classes

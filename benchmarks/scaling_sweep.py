@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from dit.errors import ArgumentParser, UserError, positive, run_cli  # noqa: E402
 
 SIZES = ("S", "B", "L", "XL")
 PATCHES = (2, 4, 8)
@@ -98,7 +98,7 @@ def parse_args(argv=None):
     p.add_argument("--launch", default="", help="prefix for train.py, e.g. 'accelerate launch --num_processes 8'")
     p.add_argument("--jobs", type=int, help="runs trained side by side (default: the preset's; cpu: 2 of 1 thread)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run")
-    p.add_argument("--classifier-steps", type=int, help="shapes metric: classifier training steps")
+    p.add_argument("--classifier-steps", type=positive(), help="shapes metric: classifier training steps")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
     args = p.parse_args(argv)
     preset = dict(PRESETS[args.preset])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dit.errors import UserError
 
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attention", "in-context")  # DiT §3.2, Table 4
+IMAGENET_CLASSES = 1000  # the paper's (and the public checkpoints') number of classes
 
 # DiT Table 1. Values are ModelConfig fields, so `PRESETS[name]` can be compared with a config.
 PRESETS = {
@@ -44,7 +45,7 @@ class ModelConfig:
     num_heads: int = 16
     mlp_ratio: float = 4.0
     class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance
-    num_classes: int = 1000
+    num_classes: int = IMAGENET_CLASSES
     learn_sigma: bool = True  # second half of output channels = variance interpolation (IDDPM)
     conditioning: str = "adaln-zero"
 

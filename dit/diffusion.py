@@ -23,12 +23,15 @@ import torch
 
 from dit.errors import UserError
 
+TIMESTEPS = 1000  # T of DiT (and DDPM): every schedule default and the reference for rescaling
+SCHEDULE = "linear"
 
-def beta_schedule(name: str, T: int = 1000) -> torch.Tensor:
+
+def beta_schedule(name: str, T: int = TIMESTEPS) -> torch.Tensor:
     """Betas (T,) in float64. "linear" is DDPM's 1e-4..0.02 (rescaled so any T spans the same
     total noise), "cosine" is Improved DDPM eq. 17 with s = 0.008."""
     if name == "linear":
-        scale = 1000 / T
+        scale = TIMESTEPS / T
         return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
     if name == "cosine":
         def alpha_bar(u):  # Improved DDPM eq. 17 (the normalisation f(0) cancels in the ratio)
@@ -118,8 +121,15 @@ class GaussianDiffusion:
         self._f32 = {}  # (table name, device) -> float32 copy; cast-then-gather == gather-then-cast
 
     @classmethod
-    def from_schedule(cls, name: str = "linear", T: int = 1000) -> "GaussianDiffusion":
+    def from_schedule(cls, name: str = SCHEDULE, T: int = TIMESTEPS) -> "GaussianDiffusion":
         return cls(beta_schedule(name, T))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "GaussianDiffusion":
+        """The process a checkpoint was trained with (its meta's "diffusion" entry, written by
+        train.py); the paper's where the checkpoint does not say (public weights)."""
+        d = meta.get("diffusion", {})
+        return cls.from_schedule(d.get("schedule", SCHEDULE), d.get("timesteps", TIMESTEPS))
 
     @property
     def is_respaced(self) -> bool:

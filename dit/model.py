@@ -15,7 +15,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from dit.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
-from dit.config import MODEL_NAMES, PRESETS, ModelConfig
+from dit.config import IMAGENET_CLASSES, MODEL_NAMES, PRESETS, ModelConfig
 from dit.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed
 
 
@@ -32,7 +32,7 @@ class DiT(nn.Module):
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         class_dropout_prob: float = 0.1,
-        num_classes: int = 1000,
+        num_classes: int = IMAGENET_CLASSES,
         learn_sigma: bool = True,
         conditioning: str = "adaln-zero",
     ):

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass
 
 from dit.config import MODEL_NAMES, ModelConfig, preset_config
+from dit.diffusion import SCHEDULE, TIMESTEPS
 from dit.errors import UserError
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/shapes.py)
@@ -43,8 +44,8 @@ class TrainConfig:
     num_workers: int = 4
 
     # --- diffusion ---
-    schedule: str = "linear"
-    timesteps: int = 1000
+    schedule: str = SCHEDULE
+    timesteps: int = TIMESTEPS
 
     # --- optimisation (DiT §4: AdamW, lr 1e-4 constant, no weight decay, batch 256, EMA 0.9999) ---
     global_batch_size: int = 256

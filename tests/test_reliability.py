@@ -10,7 +10,7 @@ import time
 import torch
 from conftest import ROOT
 from safetensors.torch import load_file
-from test_train import ENV, TINY, metrics, same_tensors, train_run
+from test_train import ENV, metrics, same_tensors, tiny_argv, train_run
 
 import train
 from dit import parallel
@@ -24,7 +24,7 @@ def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
     restart resumes from the newest complete checkpoint, and the end result equals an unkilled run."""
     flags = ["--max-steps", 60, "--ckpt-every", 1, "--keep-last", 2, "--log-every", 1]
     reference = train_run(tmp_path, *flags, name="reference")
-    args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "killed", *flags]]
+    args = tiny_argv(tmp_path, "killed", *flags)
     rng = random.Random(0)
     steps_at_kill = []
     for _ in range(4):
@@ -107,8 +107,7 @@ def test_guard_counts_nonfinite_losses_but_not_fp16_gradient_overflows():
 
 def test_fp16_training_runs_without_tripping_the_guard(tmp_path):
     # A process of its own: Accelerate's mixed-precision setting is fixed once per process.
-    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "fp16", "--max-steps", 6,
-                             "--mixed-precision", "fp16"]]
+    argv = tiny_argv(tmp_path, "fp16", "--max-steps", 6, "--mixed-precision", "fp16")
     subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], env=ENV, check=True, capture_output=True)
     run = tmp_path / "fp16"
     log = metrics(run)
@@ -119,8 +118,7 @@ def test_fp16_training_runs_without_tripping_the_guard(tmp_path):
 
 def test_too_many_nonfinite_steps_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     _poison(monkeypatch, set(range(5, 100)))
-    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "diverged", "--max-steps", 50,
-                             "--ckpt-every", 4, "--max-nonfinite", 3]]
+    argv = tiny_argv(tmp_path, "diverged", "--max-steps", 50, "--ckpt-every", 4, "--max-nonfinite", 3)
     assert run_cli(train.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 consecutive steps with a non-finite loss" in err[0] and "step_000000004" in err[0]
@@ -139,8 +137,7 @@ def test_failed_checkpoint_write_reports_and_keeps_the_previous_one(tmp_path, mo
         return real(self, directory, meta)
 
     monkeypatch.setattr(parallel.Replicated, "save", full_disk)
-    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "full", "--max-steps", 6,
-                             "--ckpt-every", 2, "--keep-last", 1]]
+    argv = tiny_argv(tmp_path, "full", "--max-steps", 6, "--ckpt-every", 2, "--keep-last", 1)
     assert run_cli(train.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and "intact" in err[0]
@@ -152,8 +149,7 @@ def test_failed_checkpoint_write_reports_and_keeps_the_previous_one(tmp_path, mo
 
 
 def test_one_failing_process_stops_the_whole_job(tmp_path):
-    args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "crash", "--max-steps", 1000,
-                             "--dist-timeout-min", 1]]
+    args = tiny_argv(tmp_path, "crash", "--max-steps", 1000, "--dist-timeout-min", 1)
     out = tmp_path / "o"
     out.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551",

@@ -27,9 +27,13 @@ TINY = ["--model", "DiT-S/4", "--hidden-size", 32, "--depth", 2, "--num-heads", 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
+def tiny_argv(tmp_path, name, *extra) -> list[str]:
+    """train.py flags of a TINY run called `name` under tmp_path."""
+    return [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", name, *extra]]
+
+
 def train_run(tmp_path, *extra, name="run"):
-    argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", name, *extra]]
-    assert run_cli(train.main, argv) == 0
+    assert run_cli(train.main, tiny_argv(tmp_path, name, *extra)) == 0
     return tmp_path / name
 
 
@@ -149,8 +153,7 @@ def test_loss_falls_on_the_builtin_shapes(tmp_path):
 
 
 def test_sigterm_saves_and_stops(tmp_path):
-    args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "term", "--max-steps", 100000,
-                             "--ckpt-every", 100000]]
+    args = tiny_argv(tmp_path, "term", "--max-steps", 100000, "--ckpt-every", 100000)
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     log = tmp_path / "term" / "metrics.jsonl"
@@ -187,7 +190,7 @@ def test_bad_input_gives_one_line_and_touches_nothing(tmp_path, capsys):
     }
     for name, (extra, expected) in cases.items():
         capsys.readouterr()
-        argv = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "bad", "--max-steps", 2, *extra]]
+        argv = tiny_argv(tmp_path, "bad", "--max-steps", 2, *extra)
         assert run_cli(train.main, argv) == 2, name
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], (name, err)
