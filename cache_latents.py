@@ -1,4 +1,4 @@
-"""Encode an ImageFolder dataset once through the VAE, for training from latents (dit/latent_cache.py).
+"""Encode an ImageFolder dataset once through the VAE, for training from latents (dit/data/latent_cache.py).
 
     python cache_latents.py --data /imagenet/train --out /data/imagenet256-latents --image-size 256
     accelerate launch --num_processes 8 cache_latents.py --data ... --out ...   # split over GPUs
@@ -15,9 +15,10 @@ import sys
 import torch
 
 from dit.dist import check_world, force_cpu
-from dit.errors import ArgumentParser, UserError, positive, run_cli
-from dit.latent_cache import DTYPES, build_cache
-from dit.vae import DEFAULT_VAE, Autoencoder
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError
+from dit.data.latent_cache import DTYPES, build_cache
+from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
 
 
 def parse_args(argv=None):

@@ -17,17 +17,22 @@ import json
 import sys
 from pathlib import Path
 
-from dit.errors import ArgumentParser, UserError, positive, run_cli
+from dit.registry import load_plugins
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError
 
 METRICS = ("inception", "shapes")
 
 
 def parse_args(argv=None):
+    load_plugins()  # architectures and processes registered outside the package ($DIT_PLUGINS)
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py)")
     src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
     src.add_argument("--ckpt", help="generate from this checkpoint (anything sample.py reads)")
     src.add_argument("--num-samples", type=int, help="how many to generate (labels balanced over classes)")
+    src.add_argument("--arch", help="architecture key of --ckpt (default: the checkpoint's; older ones: dit)")
+    src.add_argument("--process", help="process key of --ckpt (default: the checkpoint's; older ones: gaussian)")
     p.add_argument("--metric", choices=METRICS, default="inception")
     p.add_argument("--ref", help="inception: reference .npz (arr_0 images, or mu/sigma) or folder")
     p.add_argument("--no-fid", action="store_true")
@@ -43,6 +48,8 @@ def parse_args(argv=None):
         raise UserError("give --samples (existing images) or --ckpt with --num-samples (generate them)")
     if args.ckpt and not args.num_samples:
         raise UserError("--ckpt needs --num-samples")
+    if args.samples and (args.arch or args.process):
+        raise UserError("--arch and --process describe --ckpt; existing --samples have none")
     if args.samples and rest:
         raise UserError(f"unrecognized arguments: {' '.join(rest)}")
     if args.metric == "inception" and args.ref is None and not (args.no_fid and args.no_prc):
@@ -58,10 +65,21 @@ def generate_npz(args, rest) -> Path:
 
     key = hashlib.sha256(json.dumps([str(Path(args.ckpt).resolve()), args.num_samples, rest]).encode()).hexdigest()[:12]
     out = Path(args.cache_dir) / "samples" / f"{Path(args.ckpt).stem}-{args.num_samples}-{key}.npz"
+    keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
     argv = ["--ckpt", args.ckpt, "--num-samples", str(args.num_samples), "--npz", str(out), "--labels", "balanced",
-            "--device", args.device, *rest]
+            "--device", args.device, *keys, *rest]
     sample.main(argv)
     return out
+
+
+def keys_of(args) -> dict:
+    """The architecture and process that made the samples (None for existing --samples)."""
+    if not args.ckpt:
+        return {"arch": None, "process": None}
+    from dit.io.checkpoint import load_weights
+
+    ckpt = load_weights(args.ckpt)
+    return {"arch": args.arch or ckpt.arch, "process": args.process or ckpt.process}
 
 
 def main(argv=None):
@@ -70,7 +88,8 @@ def main(argv=None):
     from accelerate import PartialState
 
     from dit.dist import check_world, force_cpu
-    from dit.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
+    from dit.io.atomic import write_json
+    from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
     source = generate_npz(args, rest) if args.ckpt else args.samples
     state = PartialState(cpu=force_cpu(args.device == "cpu"))
@@ -86,10 +105,10 @@ def main(argv=None):
         extractor = InceptionFeatures(args.inception_weights, device)
         result = inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
                                    prc=not args.no_prc, cache_dir=args.cache_dir)
-    result = {"samples": str(source), "metric": args.metric, **result}
+    result = {"samples": str(source), "metric": args.metric, **keys_of(args), **result}
     print(json.dumps(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dit.checkpoint import load_model
-from dit.convert import save_diffusers_pipeline
-from dit.diffusion import GaussianDiffusion
-from dit.errors import ArgumentParser, UserError, run_cli
-from dit.vae import DEFAULT_VAE, Autoencoder
+from dit.io.checkpoint import load_model
+from dit.io.diffusers import save_diffusers_pipeline
+from dit.processes import process_from_meta
+from dit.cli import ArgumentParser, run_cli
+from dit.errors import UserError
+from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
 
 
 def main(argv=None):
@@ -28,8 +29,11 @@ def main(argv=None):
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} exists and is not empty; choose a new directory")
     model, ckpt = load_model(args.ckpt)
+    if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):
+        raise UserError(f"{args.ckpt} holds a {ckpt.arch!r} network with the {ckpt.process!r} process; a diffusers "
+                        "DiTPipeline holds only a DiT with Gaussian diffusion")
     vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE)
-    diffusion = GaussianDiffusion.from_meta(ckpt.meta)
+    diffusion = process_from_meta(ckpt.meta)
     save_diffusers_pipeline(model, vae, diffusion, out, ckpt.meta.get("class_names"))
     print(f"wrote {out}: DiTPipeline.from_pretrained('{out}')")
 

@@ -7,14 +7,14 @@ Evaluation batch in the ADM evaluator's format (split over processes, resumable)
     accelerate launch sample.py --ckpt DiT-XL-2-256x256 --num-samples 50000 --npz samples.npz \
         --cfg-scale 1.5 --cfg-channels 3
 Sample i is always drawn from seed (--seed + i): the same image whatever the batch size or
-number of processes.
+number of processes. `--arch` / `--process` default to the checkpoint's own (older checkpoints:
+dit, gaussian); `--sampler` names a sampler registered for the process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,23 +23,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dit.checkpoint import instantiate, load_weights
-from dit.config import IMAGENET_CLASSES, MODEL_NAMES, check_image_size, preset_config
-from dit.diffusion import GaussianDiffusion
+from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
+from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
-from dit.errors import ArgumentParser, UserError, positive, run_cli
-from dit.generate import PRECISIONS
-from dit.generate import generate as generate_images
-from dit.images import make_grid, save_png
-from dit.schedulers import SAMPLER_NAMES
-from dit.vae import DEFAULT_VAE, Autoencoder
+from dit.errors import UserError
+from dit.io.atomic import atomic_path, write_json
+from dit.io.checkpoint import instantiate, load_weights
+from dit.io.images import make_grid, save_png
+from dit.networks import ARCHITECTURES
+from dit.networks.conditioning import IMAGENET_CLASSES
+from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
+from dit.precision import ALIASES, PRECISIONS, check_precision
+from dit.processes import PROCESSES, process_from_meta
+from dit.registry import load_plugins
+from dit.sampling import sampler_names
+from dit.sampling.generate import generate_images
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    load_plugins()  # modules in $DIT_PLUGINS register their architectures, processes and samplers first
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint: .pt, .safetensors export, training/diffusers directory, or manifest name")
+    p.add_argument("--arch", choices=ARCHITECTURES.keys(), help="architecture key; default: the checkpoint's (older ones: dit)")
+    p.add_argument("--process", choices=PROCESSES.keys(), help="process key; default: the checkpoint's (older ones: gaussian)")
     p.add_argument("--model", help=f"architecture ({', '.join(MODEL_NAMES)}); default: the checkpoint's own")
     p.add_argument("--image-size", type=positive(int), help="pixels per side; default: the checkpoint's, else 256")
     p.add_argument("--num-classes", type=positive(int), help="default: the checkpoint's, else 1000")
@@ -51,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale; 1 = none")
     p.add_argument("--cfg-channels", type=positive(int), help="guide only the first N latent channels (3 = public release)")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI] (0..999)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddpm")
+    p.add_argument("--sampler", default="ddpm", help="a sampler of the process (gaussian: "
+                   f"{', '.join(sampler_names('gaussian'))})")
     p.add_argument("--steps", type=positive(int), default=250)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
@@ -59,8 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="samples.png", help="grid PNG")
     p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (eager if it fails)")
+    p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="autocast: no (float32), fp16, bf16")
+    add_switch(p, "compile", default=False, help="torch.compile the transformer blocks (eager if it fails)")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -72,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError("--classes is for grids; --npz draws its labels with --labels uniform|balanced")
     if args.cfg_scale < 0:
         raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
+    args.precision = check_precision(args.precision)
     return args
 
 
@@ -87,34 +97,50 @@ def _state(device: str):
     return state
 
 
+def _keys(args, ckpt) -> None:
+    """--arch / --process name what a checkpoint that does not say holds; they cannot contradict one that does."""
+    for flag, key in (("arch", "arch"), ("process", "process")):
+        given, recorded = getattr(args, flag), ckpt.meta.get(key)
+        if given and recorded and given != recorded:
+            raise UserError(f"--{flag} {given}, but {ckpt.source} holds a {recorded!r} {flag}; drop --{flag}")
+        if given:
+            ckpt.meta[key] = given
+
+
 def build(args, device):
-    """Model, autoencoder and diffusion process for the checkpoint and flags."""
+    """Network, autoencoder and process for the checkpoint and flags."""
     ckpt = load_weights(args.ckpt)
+    _keys(args, ckpt)
+    process = process_from_meta(ckpt.meta)
+    if args.sampler not in sampler_names(process.key):
+        raise UserError(f"unknown sampler {args.sampler!r} for the {process.key!r} process; choose one of "
+                        f"{', '.join(sampler_names(process.key))}")
     vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
     image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
     config = None
+    if args.model and ckpt.arch != "dit":
+        raise UserError(f"--model names a DiT preset; {ckpt.source} holds a {ckpt.arch!r} network")
     if args.model:
         if args.model in MODEL_NAMES:
             check_image_size(image_size, vae.downsample, int(args.model.rpartition("/")[2]))
         config = preset_config(args.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
                                num_classes=args.num_classes or DEFAULT_NUM_CLASSES)
     model = instantiate(ckpt, config, device)
-    meta = ckpt.meta
-    if vae.latent_channels != model.in_channels:
-        raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {model.in_channels}; check --vae")
+    channels, side = model.input_shape[0], model.input_shape[-1]
+    if vae.latent_channels != channels:
+        raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {channels}; check --vae")
     if args.num_classes and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} but the checkpoint has {model.num_classes} classes")
-    if args.image_size and vae.latent_size(args.image_size) != model.input_size:
+    if args.image_size and vae.latent_size(args.image_size) != side:
         raise UserError(f"--image-size {args.image_size} gives a {vae.latent_size(args.image_size)}-wide input, "
-                        f"but the checkpoint was trained on {model.input_size}; pass --model to resize")
-    diffusion = GaussianDiffusion.from_meta(meta)
-    return model, vae, diffusion
+                        f"but the checkpoint was trained on {side}; pass --model to resize")
+    return model, vae, process
 
 
-def generate(model, vae, diffusion, indices, labels, args, device) -> np.ndarray:
+def generate(model, vae, process, indices, labels, args, device) -> np.ndarray:
     """uint8 NHWC images for global sample indices `indices` (seeds --seed + i) with class `labels`."""
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
-    return generate_images(model, vae, diffusion, [args.seed + int(i) for i in indices], labels, args.sampler,
+    return generate_images(model, vae, process, [args.seed + int(i) for i in indices], labels, args.sampler,
                            args.steps, args.cfg_scale, args.cfg_channels, interval, args.eta, args.precision, device)
 
 
@@ -124,12 +150,12 @@ def _check_labels(labels, num_classes):
         raise UserError(f"class labels {bad[:8]} are outside [0, {num_classes}); this model has {num_classes} classes")
 
 
-def sample_grid(model, vae, diffusion, args, device, show):
+def sample_grid(model, vae, process, args, device, show):
     _check_labels(args.classes, model.num_classes)
     n, bs, images = len(args.classes), args.batch_size, []
     for a in tqdm(range(0, n, bs), desc="sampling", disable=not show):
         idx = list(range(a, min(a + bs, n)))
-        images.append(generate(model, vae, diffusion, idx, [args.classes[i] for i in idx], args, device))
+        images.append(generate(model, vae, process, idx, [args.classes[i] for i in idx], args, device))
     images = np.concatenate(images)
     save_png(make_grid(images, nrow=args.nrow), args.out)
     if args.save_images:
@@ -146,7 +172,7 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)].numpy()
 
 
-def sample_npz(model, vae, diffusion, args, state, device):
+def sample_npz(model, vae, process, args, state, device):
     """Resumable mass sampling: each batch is a shard on disk; finished shards are skipped on rerun."""
     out = Path(args.npz)
     parts = out.with_name(out.name + ".parts")
@@ -159,25 +185,23 @@ def sample_npz(model, vae, diffusion, args, state, device):
             diff = sorted(k for k in settings if old.get(k) != settings[k])
             raise UserError(f"{parts} holds an unfinished run with other settings ({', '.join(diff)}); "
                             "rerun with the same flags to resume, or delete it to start over")
-        meta.write_text(json.dumps(settings, indent=1))
+        write_json(meta, settings)
     state.wait_for_everyone()
     labels = make_labels(args.num_samples, model.num_classes, args.labels, args.seed)
     bs, n = args.batch_size, args.num_samples
     shards = [(a, min(a + bs, n)) for a in range(0, n, bs)][state.process_index :: state.num_processes]
     todo = [(a, b) for a, b in shards if not (parts / f"{a:08d}.npz").exists()]
     for a, b in tqdm(todo, desc=f"sampling (skipping {len(shards) - len(todo)} done)", disable=not state.is_main_process or args.no_progress):
-        images = generate(model, vae, diffusion, range(a, b), labels[a:b], args, device)
-        tmp = parts / f"{a:08d}.tmp.npz"
-        np.savez(tmp, images=images, labels=labels[a:b])
-        os.replace(tmp, parts / f"{a:08d}.npz")  # a shard exists only once complete
+        images = generate(model, vae, process, range(a, b), labels[a:b], args, device)
+        with atomic_path(parts / f"{a:08d}.npz") as tmp:  # a shard exists only once complete
+            np.savez(tmp, images=images, labels=labels[a:b])
     state.wait_for_everyone()
     if state.is_main_process:
         files = [parts / f"{a:08d}.npz" for a in range(0, n, bs)]
         arrays = [np.load(f) for f in files]
         images = np.concatenate([a["images"] for a in arrays])
-        tmp = out.with_name(out.name + ".tmp.npz")
-        np.savez(tmp, arr_0=images, arr_1=np.concatenate([a["labels"] for a in arrays]))
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            np.savez(tmp, arr_0=images, arr_1=np.concatenate([a["labels"] for a in arrays]))
         shutil.rmtree(parts)
         print(f"wrote {out}: {images.shape[0]} samples, {images.shape[1]}x{images.shape[2]}, uint8 NHWC under arr_0")
 
@@ -186,15 +210,15 @@ def main(argv=None):
     args = parse_args(argv)
     state = _state(args.device)
     device = state.device
-    model, vae, diffusion = build(args, device)
+    model, vae, process = build(args, device)
     if args.compile:
         model.compile_blocks()
     show = state.is_main_process and not args.no_progress
     try:
         if args.npz:
-            sample_npz(model, vae, diffusion, args, state, device)
+            sample_npz(model, vae, process, args, state, device)
         elif state.is_main_process:
-            sample_grid(model, vae, diffusion, args, device, show)
+            sample_grid(model, vae, process, args, device, show)
     except OSError as e:
         raise UserError(f"could not write output: {e}") from None
 

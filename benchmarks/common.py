@@ -7,8 +7,8 @@ import time
 
 import torch
 
-from dit.config import IMAGENET_CLASSES, MODEL_NAMES
-from dit.diffusion import TIMESTEPS
+from dit.networks.dit_config import IMAGENET_CLASSES, MODEL_NAMES
+from dit.processes.gaussian import TIMESTEPS
 from dit.errors import UserError
 
 

@@ -3,7 +3,7 @@
     python benchmarks/gflops.py [--csv out.csv]
 
 Rows: the 12 presets at 256px (DiT Table 1 / Fig. 2), DiT-XL/2 at 512px (§5), and the four
-conditioning variants of XL/2 (Table 4). GFLOPs are forward MACs at batch 1 (see dit/flops.py).
+conditioning variants of XL/2 (Table 4). GFLOPs are forward MACs at batch 1 (see dit/analysis/flops.py).
 Models are built on the meta device, so this takes seconds on any machine.
 """
 
@@ -14,8 +14,9 @@ import sys
 
 import torch
 
-from dit.errors import ArgumentParser, run_cli
-from dit.flops import PAPER, count_forward_macs, count_params
+from dit.cli import ArgumentParser, run_cli
+from dit.analysis.flops import PAPER, count_forward_macs, count_params
+from dit.networks.dit import DiT
 
 COLUMNS = ["model", "params", "paper_params", "params_rel_err", "gflops", "paper_gflops", "gflops_rel_err"]
 
@@ -24,7 +25,7 @@ def measure() -> list[dict]:
     rows = []
     for row in PAPER.values():
         with torch.device("meta"):  # no memory, no init arithmetic
-            model = row.config().build()
+            model = DiT.from_config(row.config())
         params, gflops = count_params(model), count_forward_macs(model) / 1e9
         rows.append({
             "model": row.label,

@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dit.errors import ArgumentParser, UserError, positive, run_cli  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError  # noqa: E402
 
 DEFAULT_GRID = {"ddpm": [25, 50, 100, 250], "ddim": [5, 10, 15, 25, 50], "dpm++": [5, 10, 15, 25, 50],
                 "unipc": [5, 10, 15, 25, 50]}
@@ -60,12 +61,13 @@ def main(argv=None):
 
     import torch
 
-    from dit.checkpoint import load_model
-    from dit.diffusion import GaussianDiffusion
-    from dit.generate import generate
-    from dit.schedulers import SAMPLER_NAMES
-    from dit.vae import Autoencoder
+    from dit.io.checkpoint import load_model
+    from dit.processes import process_from_meta
+    from dit.sampling import sampler_names
+    from dit.sampling.generate import generate_images as generate
+    from dit.autoencoders.vae import Autoencoder
 
+    SAMPLER_NAMES = sampler_names("gaussian")
     bad = [s for s in args.samplers if s not in SAMPLER_NAMES]
     if bad:
         raise UserError(f"unknown samplers {bad}; choose from {', '.join(SAMPLER_NAMES)}")
@@ -77,17 +79,17 @@ def main(argv=None):
     if args.metric == "inception" and not args.ref:
         raise UserError("--metric inception needs --ref")
     model, ckpt = load_model(args.ckpt)
-    diffusion = GaussianDiffusion.from_meta(ckpt.meta)
+    diffusion = process_from_meta(ckpt.meta)
     vae = Autoencoder.load(ckpt.meta.get("vae", "none"))
     n = args.num_samples
     labels = np.arange(n) % model.num_classes
     if args.metric == "shapes":
-        from dit.metrics import ShapesMetric
+        from dit.eval.metrics import ShapesMetric
 
         metric = ShapesMetric(model.input_size * vae.downsample, args.cache_dir,
                               classifier_steps=args.classifier_steps)
     else:
-        from dit.metrics import InceptionFeatures, inception_metrics
+        from dit.eval.metrics import InceptionFeatures, inception_metrics
 
         extractor = InceptionFeatures()
         metric = lambda images, labels: inception_metrics(images, extractor, args.ref, prc=False,  # noqa: E731

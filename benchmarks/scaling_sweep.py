@@ -18,7 +18,7 @@ parameters, forward GFLOPs, images seen, training compute, quality), and the pap
 quality vs forward GFLOPs at the last step (Fig. 8 left), quality vs training steps per model
 (Fig. 6), quality vs training compute (Fig. 9), with the correlation between quality and GFLOPs.
 
-Quality: --preset cpu reports the offline shapes metric (dit/metrics.py: `fd_shapes`, a Fréchet
+Quality: --preset cpu reports the offline shapes metric (dit/eval/metrics.py: `fd_shapes`, a Fréchet
 distance in a shapes classifier's features, not FID; and `class_acc`); --preset imagenet reports
 FID through torch-fidelity's Inception (needs --ref). Samples use no guidance, like Table 4.
 """
@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dit.errors import ArgumentParser, UserError, positive, run_cli  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError  # noqa: E402
 
 SIZES = ("S", "B", "L", "XL")
 PATCHES = (2, 4, 8)
@@ -158,8 +159,8 @@ def run_one(run: Run, args, preset) -> list[dict]:
 def evaluate(run_dir: Path, args, preset, env: dict) -> dict:
     """Quality of the run's newest EMA weights through evaluate.py (fixed seeds, balanced labels, no
     guidance; generation split over processes by --launch), plus its size and compute."""
-    from dit.checkpoint import load_model
-    from dit.flops import count_forward_macs, count_params
+    from dit.io.checkpoint import load_model
+    from dit.analysis.flops import count_forward_macs, count_params
 
     out = run_dir / "eval.json"
     cmd = [*shlex.split(args.launch), *([] if args.launch else [sys.executable]), str(ROOT / "evaluate.py"),

@@ -1,6 +1,6 @@
 """Training and sampling throughput on whatever device is here: images/s, peak memory, MFU.
 
-    python benchmarks/throughput.py train --models DiT-S/2 DiT-B/2 --batch 8 --precision fp32
+    python benchmarks/throughput.py train --models DiT-S/2 DiT-B/2 --batch 8 --precision no
     python benchmarks/throughput.py train --models DiT-XL/2 --batch 256 --precision bf16 --compile   # a GPU
     python benchmarks/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
     python benchmarks/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
@@ -8,9 +8,9 @@
 `train` times the real inner step of train.py from latents already in memory (cached latents,
 the loader out of the picture): autocast forward, the hybrid loss, backward, gradient norm,
 fused AdamW, the EMA update, the non-finite guard. `sample` times the guided denoiser with the
-chosen sampler (dit/schedulers.py). MFU = (3 x forward FLOPs per image for training, 1 x (2 x
+chosen sampler (dit/sampling/schedulers.py). MFU = (3 x forward FLOPs per image for training, 1 x (2 x
 with CFG) per model call for sampling) x images/s over the device's peak (the table below, dense
-bf16/fp16 tensor-core peak; fp32 uses the TF32 peak; on a CPU, the measured rate of a 2048^3
+bf16/fp16 tensor-core peak; no (float32) uses the TF32 peak; on a CPU, the measured rate of a 2048^3
 matmul). `--profile` prints where a training step spends its time. Prints a table; --json writes the rows.
 """
 
@@ -26,29 +26,31 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
-from dit.config import preset_config  # noqa: E402
-from dit.diffusion import GaussianDiffusion  # noqa: E402
-from dit.ema import EMA  # noqa: E402
-from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
-from dit.flops import count_forward_macs  # noqa: E402
-from dit.guard import StepGuard  # noqa: E402
+from dit.networks.dit_config import preset_config  # noqa: E402
+from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
+from dit.training.ema import EMA  # noqa: E402
+from dit.cli import ArgumentParser, run_cli
+from dit.errors import UserError  # noqa: E402
+from dit.analysis.flops import count_forward_macs  # noqa: E402
+from dit.training.guard import StepGuard  # noqa: E402
+from dit.precision import ALIASES, PRECISIONS, autocast_dtype, check_precision  # noqa: E402
+from dit.networks.dit import DiT
 
 # Dense peak TFLOP/s per GPU, from the vendors' data sheets: (bf16/fp16 tensor core, tf32 tensor core).
 PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0),
                "A10": (125.0, 62.5), "RTX 4090": (165.2, 82.6)}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def device_peak(device: torch.device, precision: str) -> float | None:
     """FLOP/s at 100% utilisation: the data sheet's on a known GPU; on a CPU, measured (a large matmul)."""
     if device.type == "cpu":
-        return cpu_matmul_peak(DTYPES[precision])
+        return cpu_matmul_peak(autocast_dtype(precision))
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
     for key, (half, tf32) in PEAK_TFLOPS.items():
         if key in name:
-            return (tf32 if precision == "fp32" else half) * 1e12
+            return (tf32 if precision == "no" else half) * 1e12
     return None
 
 
@@ -62,7 +64,7 @@ def cpu_matmul_peak(dtype, n: int = 2048) -> float:
 
 def build(name: str, image_size: int, device, grad_checkpointing=False, compile_=False, train=True):
     cfg = preset_config(name, input_size=image_size // 8)
-    model = cfg.build().to(device)
+    model = DiT.from_config(cfg).to(device)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     if compile_:
@@ -76,7 +78,7 @@ def train_row(name, args, device) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=device.type in ("cuda", "cpu"))
     diffusion = GaussianDiffusion.from_schedule()
     guard = StepGuard(device, fp16=args.precision == "fp16")
-    dtype = DTYPES[args.precision]
+    dtype = autocast_dtype(args.precision)
     B = args.batch
     batch = fake_batch(B, args.image_size, device)
     x0, y, t, noise, drop = (batch[k] for k in ("x", "y", "t", "noise", "drop"))
@@ -84,7 +86,7 @@ def train_row(name, args, device) -> dict:
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = diffusion.training_losses(model, x0, t, {"y": y, "force_drop_ids": drop}, noise)["loss"].mean()
+            loss = diffusion.loss(model, {"x0": x0, "cond": {"y": y, "drop": drop}, "t": t, "noise": noise})["loss"].mean()
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
@@ -114,28 +116,29 @@ def train_row(name, args, device) -> dict:
 
 
 def sample_row(name, args, device) -> dict:
-    from dit.guidance import guided
-    from dit.noise import PerSampleNoise
-    from dit.schedulers import sample
+    from dit.sampling.guidance import guided
+    from dit.sampling.noise import PerSampleNoise
+    from dit.networks.conditioning import unconditional
+    from dit.sampling import run_sampler
 
     model = build(name, args.image_size, device, compile_=args.compile, train=False).eval()
-    dtype = DTYPES[args.precision]
+    dtype = autocast_dtype(args.precision)
     B, s = args.batch, args.image_size // 8
     calls = {"n": 0}
 
-    def net(x, t, y):
+    def net(x, t, cond):
         calls["n"] += 1
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return model(x, t, y).float()
+            return model(x, t, cond).float()
 
-    y = torch.arange(B, device=device) % model.num_classes
-    denoiser = guided(net, y, args.cfg_scale, model.null_class)
+    cond = {"y": torch.arange(B, device=device) % model.num_classes}
+    denoiser = guided(net, cond, unconditional(cond, model.num_classes), args.cfg_scale)
     diffusion = GaussianDiffusion.from_schedule()
 
     def run():
         noise = PerSampleNoise(range(B), device)
         with torch.no_grad():
-            sample(denoiser, diffusion, noise.initial((4, s, s)), args.sampler, args.steps, noise=noise)
+            run_sampler(denoiser, diffusion, noise.initial((4, s, s)), args.sampler, args.steps, noise=noise)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -194,7 +197,7 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["train", "sample", "max-batch"])
     add_speed_args(p, ["DiT-S/2"], warmup=3, iters=10)
-    p.add_argument("--precision", choices=list(DTYPES), default="fp32")
+    p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="no (float32; TF32 on a GPU), bf16, fp16")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--sampler", default="ddpm")
@@ -202,11 +205,12 @@ def main(argv=None):
     p.add_argument("--cfg-scale", type=float, default=4.0)
     p.add_argument("--profile", action="store_true", help="train: print a torch.profiler table of one step")
     args = p.parse_args(argv)
+    args.precision = check_precision(args.precision)
     if args.steps < 1:
         raise UserError("--steps must be positive")
     device, where = speed_device(args)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what "fp32" means on a GPU here (the paper's TF32)
+        torch.backends.cuda.matmul.allow_tf32 = True  # what "no" (float32) means on a GPU here (the paper's TF32)
         torch.backends.cudnn.allow_tf32 = True
     run = {"train": train_row, "sample": sample_row, "max-batch": max_batch}[args.mode]
     rows = [run(name, args, device) for name in args.models]

@@ -2,14 +2,14 @@
 
     python benchmarks/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
 
-For each model: the same weights in both (converted with dit/convert.py), the same inputs; timed
+For each model: the same weights in both (converted with dit/io/diffusers.py), the same inputs; timed
 in alternation (ours, theirs, ours, ...) so that machine noise hits both alike:
 - train: forward, hybrid loss, backward and an AdamW step (fp32; fused AdamW for both);
 - sample: one classifier-free-guided denoiser call (the batch doubled with the null class), as a
   sampler makes at every step.
 `--compile` compiles the transformer blocks of both. Reported: images/s of each and the ratio ours /
 diffusers (> 1: ours is faster), and the largest difference between the two outputs (they compute
-the same function: the timestep features are aligned first, see dit/convert.py). Prints a table;
+the same function: the timestep features are aligned first, see dit/io/diffusers.py). Prints a table;
 --json writes the rows.
 """
 
@@ -25,22 +25,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
-from dit.config import preset_config  # noqa: E402
-from dit.convert import config_to_diffusers, to_diffusers  # noqa: E402
-from dit.diffusion import GaussianDiffusion  # noqa: E402
-from dit.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from dit.networks.dit_config import preset_config  # noqa: E402
+from dit.io.diffusers import config_to_diffusers, to_diffusers  # noqa: E402
+from dit.networks.conditioning import as_cond  # noqa: E402
+from dit.networks.dit import DiT  # noqa: E402
+from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
+from dit.cli import ArgumentParser, run_cli
+from dit.errors import UserError  # noqa: E402
 
 
 class DiffusersAsDiT(torch.nn.Module):
-    """diffusers' transformer behind our forward(x, t, y) signature (what a user of it would write)."""
+    """diffusers' transformer behind our forward(x, t, cond) signature (what a user of it would write)."""
 
     def __init__(self, transformer):
         super().__init__()
         self.transformer = transformer
 
-    def forward(self, x, t, y, force_drop_ids=None):
-        if force_drop_ids is not None:
-            y = torch.where(force_drop_ids == 1, self.transformer.config.num_embeds_ada_norm, y)
+    def forward(self, x, t, cond, force_drop_ids=None):
+        cond = as_cond(cond)
+        y, drop = cond["y"], cond.get("drop", force_drop_ids)
+        if drop is not None:
+            y = torch.where(drop == 1, self.transformer.config.num_embeds_ada_norm, y)
         return self.transformer(x, timestep=t, class_labels=y).sample
 
 
@@ -49,14 +54,14 @@ def pair(name: str, image_size: int, device):
 
     cfg = preset_config(name, input_size=image_size // 8)
     torch.manual_seed(0)
-    ours = cfg.build()
+    ours = DiT.from_config(cfg)
     with torch.no_grad():  # trained-looking weights: the adaLN-Zero init would make every output 0
         for n, p in ours.named_parameters():
             if n != "pos_embed":
                 p.normal_(0, 0.02)
     theirs = DiTTransformer2DModel(**config_to_diffusers(cfg))
     theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.depth), strict=True)
-    for block in theirs.transformer_blocks:  # DiT's sinusoid convention (see dit/convert.py)
+    for block in theirs.transformer_blocks:  # DiT's sinusoid convention (see dit/io/diffusers.py)
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     return ours.to(device), DiffusersAsDiT(theirs).to(device)
 
@@ -89,7 +94,7 @@ def compare(name: str, args, device) -> list[dict]:
 
     def train_step(model, opt):
         def run():
-            loss = diffusion.training_losses(model, x, t, {"y": y, "force_drop_ids": drop}, noise)["loss"].mean()
+            loss = diffusion.training_losses(model, x, t, {"y": y, "drop": drop}, noise)["loss"].mean()
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -101,10 +106,11 @@ def compare(name: str, args, device) -> list[dict]:
     sec = median_seconds([train_step(ours, opts[0]), train_step(theirs, opts[1])], device, args.warmup, args.iters)
     rows.append(_row(name, "train", B, sec, diff))
 
-    from dit.guidance import guided
+    from dit.networks.conditioning import unconditional
+    from dit.sampling.guidance import guided
 
     def guided_call(model):
-        denoiser = guided(model, y, 4.0, ours.null_class)
+        denoiser = guided(model, y, unconditional(y, ours.num_classes), 4.0)
         tt = t.float()
 
         def run():

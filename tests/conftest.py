@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dit.networks.dit import DiT
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the scripts (sample.py, train.py) are imported by the tests
@@ -41,10 +42,10 @@ def tiny_vae_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_vae_dir):
     """A tiny trained-looking DiT exported as safetensors with its config, for 16px images."""
-    from dit.checkpoint import save_export
-    from dit.config import ModelConfig
+    from dit.io.checkpoint import save_export
+    from dit.networks.dit_config import ModelConfig
 
-    model = randomize(ModelConfig(**TINY).build())
+    model = randomize(DiT.from_config(ModelConfig(**TINY)))
     path = tmp_path_factory.mktemp("export") / "tiny.safetensors"
     save_export(path, model, image_size=16, vae=str(tiny_vae_dir))
     return path

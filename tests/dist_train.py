@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from dit import parallel as parallel_module  # noqa: E402
+from dit.training import parallel as parallel_module  # noqa: E402
 
 
 def main():
@@ -28,7 +28,7 @@ def main():
     train.make_parallel = remember
     fail_rank = os.environ.get("DIT_TEST_FAIL_RANK")
     if fail_rank is not None and os.environ.get("RANK") == fail_rank:  # one process dies mid-run
-        from dit.diffusion import GaussianDiffusion
+        from dit.processes.gaussian import GaussianDiffusion
 
         real_losses, calls = GaussianDiffusion.training_losses, []
 

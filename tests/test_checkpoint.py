@@ -6,11 +6,13 @@ import pytest
 import torch
 from conftest import TINY, randomize
 
-from dit.checkpoint import infer_config, load_model, load_weights, save_export
-from dit.config import ModelConfig, preset_config
-from dit.convert import config_to_diffusers, from_diffusers, to_diffusers
+from dit.io.checkpoint import load_model, load_weights, save_export
+from dit.networks.dit_config import infer_config
+from dit.networks.dit_config import ModelConfig, preset_config
+from dit.io.diffusers import config_to_diffusers, from_diffusers, to_diffusers
 from dit.errors import UserError
-from dit.vae import LATENT_SCALE, Autoencoder
+from dit.autoencoders.vae import LATENT_SCALE, Autoencoder
+from dit.networks.dit import DiT
 
 
 def _inputs(cfg, n=3, seed=0):
@@ -20,10 +22,10 @@ def _inputs(cfg, n=3, seed=0):
 
 
 def test_export_round_trip_keeps_weights_and_config(tmp_path):
-    model = randomize(ModelConfig(**TINY).build())
+    model = randomize(DiT.from_config(ModelConfig(**TINY)))
     save_export(tmp_path / "m.safetensors", model, image_size=16, vae="none")
     loaded, ckpt = load_model(str(tmp_path / "m.safetensors"))
-    assert loaded.config == model.config and ckpt.meta == {"image_size": 16, "vae": "none"}
+    assert loaded.config == model.config and ckpt.meta == {"arch": "dit", "process": "gaussian", "image_size": 16, "vae": "none"}
     x, t, y = _inputs(model.config)
     assert torch.equal(loaded(x, t, y), model.eval()(x, t, y))
     assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, then renamed
@@ -31,7 +33,7 @@ def test_export_round_trip_keeps_weights_and_config(tmp_path):
 
 def test_public_pt_state_dict_and_training_checkpoint(tmp_path):
     cfg = preset_config("DiT-S/8", input_size=16, num_classes=10)
-    model = randomize(cfg.build())
+    model = randomize(DiT.from_config(cfg))
     torch.save(model.state_dict(), tmp_path / "plain.pt")
     ema = {k: v + 1 for k, v in model.state_dict().items()}
     import argparse
@@ -46,12 +48,12 @@ def test_public_pt_state_dict_and_training_checkpoint(tmp_path):
 
 
 def test_infer_config_reads_presets():
-    sd = preset_config("DiT-B/4").build().state_dict()
+    sd = DiT.from_config(preset_config("DiT-B/4")).state_dict()
     assert infer_config(sd) == preset_config("DiT-B/4")
 
 
 def test_mismatched_checkpoint_names_keys(tmp_path):
-    torch.save(preset_config("DiT-S/8", input_size=16, num_classes=10).build().state_dict(), tmp_path / "s.pt")
+    torch.save(DiT.from_config(preset_config("DiT-S/8", input_size=16, num_classes=10)).state_dict(), tmp_path / "s.pt")
     with pytest.raises(UserError) as e:
         load_model(str(tmp_path / "s.pt"), preset_config("DiT-B/8", input_size=16, num_classes=10))
     msg = str(e.value)
@@ -74,13 +76,13 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
 def test_corrupt_or_truncated_files(tmp_path, content):
     good = tmp_path / "good.safetensors"
-    save_export(good, ModelConfig(**TINY).build())
+    save_export(good, DiT.from_config(ModelConfig(**TINY)))
     for suffix in (".pt", ".safetensors"):
         bad = tmp_path / f"bad{suffix}"
         if content is None:  # truncated copy of a real file
             src = good if suffix == ".safetensors" else tmp_path / "g.pt"
             if suffix == ".pt":
-                torch.save(ModelConfig(**TINY).build().state_dict(), src)
+                torch.save(DiT.from_config(ModelConfig(**TINY)).state_dict(), src)
             bad.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
         else:
             bad.write_bytes(content)
@@ -97,10 +99,10 @@ def test_diffusers_transformer_and_pipeline_dirs_match_diffusers_outputs(tmp_pat
     from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     cfg = ModelConfig(**TINY)
-    ours = randomize(cfg.build()).eval()
+    ours = randomize(DiT.from_config(cfg)).eval()
     theirs = DiTTransformer2DModel(**config_to_diffusers(cfg)).eval()
     theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.depth), strict=True)
-    for block in theirs.transformer_blocks:  # diffusers shifts its frequencies by one (see dit/convert.py)
+    for block in theirs.transformer_blocks:  # diffusers shifts its frequencies by one (see dit/io/diffusers.py)
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     x, t, y = _inputs(cfg)
     with torch.no_grad():
@@ -116,7 +118,7 @@ def test_diffusers_transformer_and_pipeline_dirs_match_diffusers_outputs(tmp_pat
 
 
 def test_diffusers_conversion_round_trip():
-    sd = randomize(ModelConfig(**TINY).build()).state_dict()
+    sd = randomize(DiT.from_config(ModelConfig(**TINY))).state_dict()
     back = from_diffusers(to_diffusers(sd, TINY["depth"]), TINY["depth"])
     assert set(back) == set(sd) - {"pos_embed"}
     assert all(torch.equal(back[k], sd[k]) for k in back)
@@ -150,16 +152,16 @@ def test_pixel_space_and_bad_vae_names(tmp_path):
 
 
 def test_hub_vae_offline_says_where_to_put_it(monkeypatch):
-    import dit.vae
+    import dit.autoencoders.vae
 
-    monkeypatch.setattr(dit.vae, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(dit.autoencoders.vae, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "")
     with pytest.raises(UserError, match=r"huggingface-cli download stabilityai/sd-vae-ft-mse.*--vae"):
         Autoencoder.load("mse")
 
 
 def test_downloaded_weights_are_checked_against_the_manifest(tmp_path, monkeypatch):
-    from dit import zoo
+    from dit.io import zoo
 
     monkeypatch.setenv("DIT_WEIGHTS_DIR", str(tmp_path))
     (tmp_path / "w.pt").write_bytes(b"not the published bytes")
@@ -174,7 +176,7 @@ def test_downloaded_weights_are_checked_against_the_manifest(tmp_path, monkeypat
 
 
 def test_manifest_entries_are_complete():
-    from dit.zoo import MANIFEST, manifest
+    from dit.io.zoo import MANIFEST, manifest
 
     entries = manifest()
     assert {"DiT-XL-2-256x256", "DiT-XL-2-512x512"} <= set(entries)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY, randomize
 
-from dit.errors import run_cli
+from dit.cli import run_cli
+from dit.networks.dit import DiT
 
 SCRIPTS = ["train.py", "sample.py", "cache_latents.py", "evaluate.py", "export_diffusers.py", "benchmarks/gflops.py",
            "benchmarks/throughput.py", "benchmarks/vs_diffusers.py", "benchmarks/sampler_quality.py",
@@ -29,11 +30,11 @@ def script(path):
 
 @pytest.fixture
 def files(tmp_path):
-    from dit.checkpoint import save_export
-    from dit.config import ModelConfig
+    from dit.io.checkpoint import save_export
+    from dit.networks.dit_config import ModelConfig
 
     pixel = tmp_path / "pixel.safetensors"
-    save_export(pixel, randomize(ModelConfig(**{**TINY, "in_channels": 3}).build()), image_size=8, vae="none")
+    save_export(pixel, randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3}))), image_size=8, vae="none")
     floats = tmp_path / "floats.npz"
     np.savez(floats, arr_0=np.zeros((4, 8, 8, 3), np.float32))
     full = tmp_path / "full"

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dit import classifier, shapes
-from dit.data import ImageFolderDataset, center_crop_arr
+from dit.data import shapes
+from dit.eval import classifier
+from dit.data.folders import ImageFolderDataset, center_crop_arr
 from dit.errors import UserError
 
 # ---------------------------------------------------------------- shapes

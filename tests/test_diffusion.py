@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dit.diffusion import GaussianDiffusion, beta_schedule, discretized_gaussian_log_likelihood, space_timesteps
+from dit.processes.gaussian import GaussianDiffusion, beta_schedule, discretized_gaussian_log_likelihood, space_timesteps
 from dit.errors import UserError
 
 T = 1000

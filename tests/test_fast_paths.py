@@ -7,12 +7,13 @@ import pytest
 import torch
 from conftest import TINY, randomize
 
-from dit.config import ModelConfig
-from dit.diffusion import GaussianDiffusion
+from dit.networks.dit_config import ModelConfig
+from dit.processes.gaussian import GaussianDiffusion
+from dit.networks.dit import DiT
 
 
 def model_and_batch(seed=0, **overrides):
-    model = randomize(ModelConfig(**{**TINY, **overrides}).build(), seed=seed)
+    model = randomize(DiT.from_config(ModelConfig(**{**TINY, **overrides})), seed=seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4, 4, 8, 8, generator=g)
     t = torch.tensor([0.0, 10.0, 500.0, 999.0])
@@ -66,7 +67,7 @@ def test_bf16_autocast_stays_close_to_fp32():
 
 def test_sdpa_attention_equals_the_written_out_softmax():
     """Attention calls torch's fused scaled_dot_product_attention; it must be plain softmax attention."""
-    from dit.layers import Attention
+    from dit.networks.layers import Attention
 
     torch.manual_seed(0)
     attn = Attention(32, num_heads=4)
@@ -94,7 +95,7 @@ def test_fused_adamw_matches_foreach_over_training_steps():
 
 
 def test_guarded_ema_update_equals_the_plain_update_or_nothing():
-    from dit.ema import EMA
+    from dit.training.ema import EMA
 
     model, *_ = model_and_batch()
     ema_a, ema_b, ema_c = EMA(model, 0.9), EMA(model, 0.9), EMA(model, 0.9)

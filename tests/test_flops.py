@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from dit.config import ModelConfig
-from dit.flops import PAPER, count_forward_macs, count_params
-from dit.model import DiT
+from dit.networks.dit_config import ModelConfig
+from dit.analysis.flops import PAPER, count_forward_macs, count_params
+from dit.networks.dit import DiT
 
 REL_TOL = 0.005
 SMALL = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
@@ -15,7 +15,7 @@ SMALL = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2,
 
 def meta_model(row):
     with torch.device("meta"):
-        return row.config().build()
+        return DiT.from_config(row.config())
 
 
 @pytest.mark.parametrize("label", list(PAPER))

@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 from test_train import ENV, metrics, train_run
 
 import cache_latents
-from dit import shapes
-from dit.data import ImageFolderDataset
-from dit.errors import UserError, run_cli
-from dit.latent_cache import LatentCache, chunk_name
-from dit.vae import Autoencoder
+from dit.data import shapes
+from dit.data.folders import ImageFolderDataset
+from dit.cli import run_cli
+from dit.errors import UserError
+from dit.data.latent_cache import LatentCache, chunk_name
+from dit.autoencoders.vae import Autoencoder
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_train_from_cache_and_from_images_then_export_to_diffusers(cache, folder
     from diffusers import DiTPipeline
 
     import export_diffusers
-    from dit.checkpoint import load_model
+    from dit.io.checkpoint import load_model
 
     common = ["--model", "DiT-S/2", "--vae", tiny_vae_dir, "--max-steps", 3, "--global-batch-size", 4]
     latent_run = train_run(tmp_path, *common, "--data", cache, name="latents")

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dit.ema import EMA
+from dit.training.ema import EMA
 from dit.errors import UserError
-from dit.loader import InMemoryImages, StreamBatches, TrainingItems, collate, per_process_batch
-from dit.train_config import TrainConfig, from_preset
-from train import learning_rate
+from dit.processes.gaussian import GaussianDiffusion
+from dit.data.stream import InMemoryImages, StreamBatches, TrainingItems, collate, per_process_batch
+from dit.training.config import TrainConfig, from_preset
+from dit.training.step import learning_rate
 
 
 def test_stream_partitions_each_global_batch_across_processes_and_micro_batches():
@@ -49,10 +50,13 @@ def test_per_process_batch_errors():
 def test_items_are_a_function_of_position_only():
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
     base = InMemoryImages(images, torch.arange(10), flip=True, num_classes=10)
-    items = TrainingItems(base, seed=0, timesteps=1000, label_dropout=0.5, latent_shape=(3, 4, 4))
-    a, b = items[(17, 3)], items[(17, 3)]
-    assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
+    process = GaussianDiffusion.from_schedule("linear", 1000)
+    items = TrainingItems(base, seed=0, process=process, label_dropout=0.5, latent_shape=(3, 4, 4))
+    a, b = collate([items[(17, 3)]]), collate([items[(17, 3)]])
+    assert all(torch.equal(a[k], b[k]) for k in ("x", "y", "drop")) and a["draws"].keys() == {"t", "noise"}
+    assert all(torch.equal(a["draws"][k], b["draws"][k]) for k in a["draws"])
     many = collate([items[(p, 3)] for p in range(400)])
+    many.update(many.pop("draws"))  # the process's draws: t and noise
     assert many["x"].shape == (400, 3, 4, 4) and many["noise"].shape == (400, 3, 4, 4)
     flipped = (many["x"] != many["x"][0]).flatten(1).any(1).float().mean()  # the same image, flipped or not
     assert 0.35 < flipped < 0.65
@@ -88,7 +92,7 @@ def test_learning_rate_schedules():
 
 
 def test_guarded_step_skips_on_the_device_or_with_one_sync():
-    from dit.parallel import _guarded_step
+    from dit.training.parallel import _guarded_step
 
     for fused in (True, False):
         p = torch.nn.Parameter(torch.ones(3))

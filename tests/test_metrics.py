@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from dit import shapes
+from dit.data import shapes
 from dit.errors import UserError
-from dit.images import to_uint8
-from dit.metrics import ShapesMetric, feature_statistics, frechet_distance, load_images
+from dit.autoencoders.pixels import to_uint8
+from dit.eval.metrics import ShapesMetric, feature_statistics, frechet_distance, load_images
 
 
 def test_frechet_distance_closed_forms():
@@ -80,7 +80,7 @@ def test_shapes_metric_ranks_real_above_degraded(metric):
 
 
 def test_shapes_metric_reference_is_cached(metric, tmp_path_factory, monkeypatch):
-    from dit import metrics as metrics_module
+    from dit.eval import metrics as metrics_module
 
     cache = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("metric"))
     monkeypatch.setattr(metrics_module, "feature_statistics", lambda *a: (_ for _ in ()).throw(AssertionError))
@@ -111,7 +111,7 @@ def random_inception(tmp_path_factory):
 
 
 def test_inception_metrics_end_to_end_with_local_weights(random_inception, tmp_path):
-    from dit.metrics import InceptionFeatures, inception_metrics
+    from dit.eval.metrics import InceptionFeatures, inception_metrics
 
     rng = np.random.default_rng(0)
     real = to_uint8(shapes.ShapesDataset(24, 16).tensors()[0])
@@ -136,7 +136,7 @@ def test_inception_weights_offline_and_unsafe(tmp_path, monkeypatch):
     import urllib.error
     import urllib.request
 
-    from dit.metrics import inception_weights
+    from dit.eval.metrics import inception_weights
 
     monkeypatch.setenv("DIT_WEIGHTS_DIR", str(tmp_path))
 

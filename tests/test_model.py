@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dit.config import CONDITIONINGS, MODEL_NAMES, ModelConfig, null_class, preset_config
+from dit.networks.dit_config import CONDITIONINGS, MODEL_NAMES, ModelConfig, null_class, preset_config
 from dit.errors import UserError
-from dit.flops import PAPER, count_params
-from dit.layers import LabelEmbedder, get_2d_sincos_pos_embed, timestep_embedding
-from dit.model import DiT, DiT_models
+from dit.analysis.flops import PAPER, count_params
+from dit.networks.layers import LabelEmbedder, get_2d_sincos_pos_embed, timestep_embedding
+from dit.networks.dit import DiT, DiT_models
 
 SMALL = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
 
@@ -42,7 +42,7 @@ def inputs(n=3, cfg=ModelConfig(**SMALL), seed=1):
 def test_parameter_counts_match_public_models(label):
     row = PAPER[label]
     with torch.device("meta"):
-        model = row.config().build()
+        model = DiT.from_config(row.config())
     assert count_params(model) == row.params
 
 
@@ -260,7 +260,7 @@ def test_config_roundtrip_presets_and_overrides():
     assert preset_config("DiT-S/8", in_channels=3).out_channels == 6  # pixel space
     assert ModelConfig(learn_sigma=False).out_channels == 4
     assert ModelConfig(mlp_ratio=4).mlp_ratio == 4.0 and isinstance(ModelConfig(mlp_ratio=4).mlp_ratio, float)
-    model = ModelConfig(**SMALL).build()
+    model = DiT.from_config(ModelConfig(**SMALL))
     assert isinstance(model, DiT) and model.config == ModelConfig(**SMALL)
     assert DiT.from_config(model.config).config == model.config
 

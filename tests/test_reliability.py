@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from test_train import ENV, metrics, same_tensors, tiny_argv, train_run
 
 import train
-from dit import parallel
-from dit.diffusion import GaussianDiffusion
-from dit.errors import run_cli
-from dit.train_state import list_checkpoints
+from dit.training import parallel
+from dit.processes.gaussian import GaussianDiffusion
+from dit.cli import run_cli
+from dit.training.state import list_checkpoints
 
 
 def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
@@ -90,7 +90,7 @@ class _OneProcess:
 
 
 def test_guard_counts_nonfinite_losses_but_not_fp16_gradient_overflows():
-    from dit.guard import StepGuard
+    from dit.training.guard import StepGuard
 
     one, inf, nan = torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))
     fp16 = StepGuard("cpu", fp16=True)

@@ -10,8 +10,9 @@ from conftest import ROOT, TINY, randomize
 from PIL import Image
 
 import sample
-from dit.config import ModelConfig
-from dit.errors import run_cli
+from dit.networks.dit_config import ModelConfig
+from dit.cli import run_cli
+from dit.networks.dit import DiT
 
 
 def run(argv):
@@ -89,9 +90,9 @@ def _bad_inputs(tmp_path, tiny_export, tiny_vae_dir):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02garbage")
     other = tmp_path / "other.safetensors"
-    from dit.checkpoint import save_export
+    from dit.io.checkpoint import save_export
 
-    save_export(other, randomize(ModelConfig(**{**TINY, "hidden_size": 64}).build()), vae=str(tiny_vae_dir))
+    save_export(other, randomize(DiT.from_config(ModelConfig(**{**TINY, "hidden_size": 64}))), vae=str(tiny_vae_dir))
     ck = ["--ckpt", tiny_export]
     return {
         "unknown model": ([*ck, "--model", "DiT-XXL/2", "--classes", 1], "DiT-XL/2"),
@@ -108,7 +109,7 @@ def _bad_inputs(tmp_path, tiny_export, tiny_vae_dir):
         "corrupt file": (["--ckpt", corrupt, "--classes", 1], "corrupt"),
         "no work": ([*ck], "nothing to sample"),
         "npz without count": ([*ck, "--npz", tmp_path / "x.npz"], "go together"),
-        "unknown sampler": ([*ck, "--classes", 1, "--sampler", "magic"], "invalid choice"),
+        "unknown sampler": ([*ck, "--classes", 1, "--sampler", "magic"], "unknown sampler 'magic' for the 'gaussian' process; choose one of"),
         "negative cfg": ([*ck, "--classes", 1, "--cfg-scale", -2], ">= 0"),
         "too many cfg channels": ([*ck, "--classes", 1, "--cfg-channels", 9], "channel"),
         "unknown flag": ([*ck, "--classes", 1, "--frobnicate"], "unrecognized"),

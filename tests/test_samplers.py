@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dit.diffusion import GaussianDiffusion
+from dit.processes.gaussian import GaussianDiffusion
 from dit.errors import UserError
-from dit.noise import PerSampleNoise
-from dit.samplers import ddim_sample, ddpm_sample
-from dit.schedulers import SAMPLER_NAMES, SCHEDULERS, make_scheduler, sample
+from dit.sampling.noise import PerSampleNoise
+from dit.sampling.ancestral import ddim_sample, ddpm_sample
+from dit.sampling import run_sampler, sampler_names
+from dit.sampling.schedulers import SCHEDULERS, make_scheduler
 
 MU, S, T = 0.5, 0.3, 1000
 FULL = GaussianDiffusion.from_schedule("linear", T)
@@ -60,14 +61,14 @@ CASES = [
 @pytest.mark.parametrize("name,steps,kw,v", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3]}" for c in CASES])
 def test_sampler_recovers_gaussian_data(x_T, name, steps, kw, v):
     torch.manual_seed(1)
-    x = sample(gaussian_denoiser(learned_v=v), FULL, x_T, name, steps, **kw)
+    x = run_sampler(gaussian_denoiser(learned_v=v), FULL, x_T, name, steps, **kw)
     assert x.shape == x_T.shape and x.dtype == x_T.dtype
     mean_err, std_err = errors(x)
     assert mean_err < 0.01 and std_err < 0.02, (mean_err, std_err)
 
 
 def test_covered_all_samplers():
-    assert {c[0] for c in CASES} == set(SAMPLER_NAMES)
+    assert {c[0] for c in CASES} == set(sampler_names("gaussian"))
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
@@ -85,7 +86,7 @@ def test_ode_samplers_follow_exact_flow_map(x_T, name, steps):
     checked per sample, which also catches scaling slips (init_noise_sigma, scale_model_input)."""
     aT = FULL.alphas_cumprod[-1].item()
     target = MU + S * (x_T - math.sqrt(aT) * MU) / math.sqrt(aT * S ** 2 + 1 - aT)
-    x = sample(gaussian_denoiser(), FULL, x_T, name, steps)
+    x = run_sampler(gaussian_denoiser(), FULL, x_T, name, steps)
     assert (x - target).abs().max().item() < 0.035
 
 
@@ -113,14 +114,14 @@ def test_ddpm_matches_exact_linear_gaussian_law(x_T):
 def test_few_step_bias_is_discretisation(x_T):
     """Few-step ODE samplers under-disperse a sharp Gaussian; the bias must shrink as steps grow."""
     for name in ("ddim", "dpm++"):
-        std_errs = [S - sample(gaussian_denoiser(), FULL, x_T, name, n).std().item() for n in (10, 25, 50)]
+        std_errs = [S - run_sampler(gaussian_denoiser(), FULL, x_T, name, n).std().item() for n in (10, 25, 50)]
         assert std_errs[0] > std_errs[1] > std_errs[2] > -0.01, (name, std_errs)
 
 
 @pytest.mark.parametrize("bad", [dict(sign=-1.0), dict(reverse_time=True)])
 def test_wrong_sign_or_time_direction_fails(x_T, bad):
     for name, steps in (("ddim", 50), ("dpm++", 25)):
-        x = sample(gaussian_denoiser(**bad), FULL, x_T, name, steps)
+        x = run_sampler(gaussian_denoiser(**bad), FULL, x_T, name, steps)
         mean_err, std_err = errors(x)
         assert not (mean_err < 0.01 and std_err < 0.02)  # (NaN errors also fail the check)
 
@@ -212,7 +213,7 @@ def test_per_seed_determinism_across_batches(name, kw):
 
     def run(seeds):
         noise = PerSampleNoise(seeds)
-        return sample(lambda x, t: net(x, t), FULL, noise.initial((4, 4, 4)), name, 8, noise=noise, **kw)
+        return run_sampler(lambda x, t: net(x, t), FULL, noise.initial((4, 4, 4)), name, 8, noise=noise, **kw)
 
     whole = run([0, 1, 2, 3])
     split = torch.cat([run([0, 1]), run([2, 3])])
@@ -232,16 +233,16 @@ def test_per_sample_noise_matches_diffusers_randn_tensor():
 def test_sample_rejects_bad_arguments(x_T):
     den = gaussian_denoiser()
     with pytest.raises(UserError, match="unknown sampler"):
-        sample(den, FULL, x_T, "plms")
+        run_sampler(den, FULL, x_T, "plms")
     with pytest.raises(UserError, match="eta"):
-        sample(den, FULL, x_T, "ddpm", 10, eta=0.5)
+        run_sampler(den, FULL, x_T, "ddpm", 10, eta=0.5)
     with pytest.raises(UserError, match="eta"):
-        sample(den, FULL, x_T, "euler", 10, eta=0.5)
+        run_sampler(den, FULL, x_T, "euler", 10, eta=0.5)
     with pytest.raises(UserError):
-        sample(den, FULL, x_T, "dpm++", 0)
+        run_sampler(den, FULL, x_T, "dpm++", 0)
     with pytest.raises(UserError):
-        sample(den, FULL, x_T, "ddim", 1001)
+        run_sampler(den, FULL, x_T, "ddim", 1001)
     with pytest.raises(UserError):
-        sample(den, FULL, x_T, "ddpm", 1)
+        run_sampler(den, FULL, x_T, "ddpm", 1)
     with pytest.raises(ValueError):
-        sample(den, FULL.respace(10), x_T, "ddpm", 10)
+        run_sampler(den, FULL.respace(10), x_T, "ddpm", 10)

@@ -8,7 +8,8 @@ from conftest import TINY, randomize
 from PIL import Image
 from test_cli_errors import script
 
-from dit.errors import run_cli
+from dit.cli import run_cli
+from dit.networks.dit import DiT
 
 MICRO = ["--sizes", "S", "B", "--patches", "4", "8", "--steps", "4", "--eval-at", "2", "--num-samples", "20",
          "--sample-steps", "2", "--classifier-steps", "50", "--jobs", "2",
@@ -41,10 +42,10 @@ def test_micro_sweep_table_plots_and_resume(tmp_path, capsys):
 
 def test_evaluate_npz_and_generation(tmp_path, capsys):
     import evaluate
-    from dit import shapes
-    from dit.checkpoint import save_export
-    from dit.config import ModelConfig
-    from dit.images import to_uint8
+    from dit.data import shapes
+    from dit.io.checkpoint import save_export
+    from dit.networks.dit_config import ModelConfig
+    from dit.autoencoders.pixels import to_uint8
 
     x, y = shapes.ShapesDataset(40, 16, seed=3).tensors()
     npz = tmp_path / "real.npz"
@@ -56,7 +57,7 @@ def test_evaluate_npz_and_generation(tmp_path, capsys):
     assert real == json.loads((tmp_path / "m.json").read_text()) and real["class_acc"] > 0.8
 
     ckpt = tmp_path / "pixel.safetensors"
-    model = randomize(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16}).build())
+    model = randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16})))
     save_export(ckpt, model, image_size=16, vae="none")
     argv = ["--ckpt", str(ckpt), "--num-samples", "12", "--metric", "shapes", "--cache-dir", str(cache),
             "--classifier-steps", "100", "--steps", "3", "--sampler", "ddim", "--cfg-scale", "1", "--no-progress"]
@@ -87,11 +88,11 @@ def adm_read_batches(path, batch_size=5):
 
 
 def test_sampler_quality_grid_summary_and_report(tmp_path, capsys):
-    from dit.checkpoint import save_export
-    from dit.config import ModelConfig
+    from dit.io.checkpoint import save_export
+    from dit.networks.dit_config import ModelConfig
 
     ckpt = tmp_path / "pixel.safetensors"
-    save_export(ckpt, randomize(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16}).build()),
+    save_export(ckpt, randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16}))),
                 image_size=16, vae="none")
     bench = script("benchmarks/sampler_quality.py")
     out = tmp_path / "sq"

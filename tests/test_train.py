@@ -15,8 +15,8 @@ from conftest import ROOT
 from safetensors.torch import load_file
 
 import train
-from dit.errors import run_cli
-from dit.train_state import list_checkpoints
+from dit.cli import run_cli
+from dit.training.state import list_checkpoints
 
 # A DiT-S/4-shaped net at width 32, depth 2, on 16 px built-in shapes in pixel space: 16 tokens.
 # The optimisation flags are pinned so that the tests do not follow changes to the cpu-demo preset.

@@ -1,0 +1,247 @@
+"""Latent cache: a dataset encoded once through the VAE, read by many training processes.
+
+Why: the public DiT training re-encodes every image through the VAE at every step, which costs
+about as much as the DiT forward pass for XL/2 and more for smaller models.
+
+What is stored (per image): the scaled mean and std of the VAE posterior q(z|x) for the image
+AND its horizontal flip, so training can still draw a fresh latent z = mean + std * eps every
+epoch and still flip (as the paper trains), instead of freezing one sample as fast-DiT does.
+
+Layout of a cache directory:
+    settings.json              what was encoded (data root, image size, VAE, dtype, chunk size)
+    chunk_00000.safetensors    images [k*C, (k+1)*C) of the sorted file list: "mean", "std" (n, 2, c, h, w)
+    ...                        ([:, 0] the image, [:, 1] its flip), "labels" (n,), "indices" (n,)
+    index.json                 written last: chunk names and row counts, classes, skipped files
+Chunks are written to a temporary name and renamed, so a chunk either exists whole or not at all.
+Chunk k is encoded by process k mod P, so processes never write the same file; a re-run skips the
+chunks already present and checks them, so a killed or damaged cache is repaired by re-running the
+same command. safetensors files are memory-mapped: many processes share one page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from dit.errors import UserError
+from dit.io.atomic import atomic_path, write_json
+
+INDEX, SETTINGS = "index.json", "settings.json"
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def chunk_name(k: int) -> str:
+    return f"chunk_{k:05d}.safetensors"
+
+
+def is_cache(path: str | os.PathLike) -> bool:
+    return (Path(path) / SETTINGS).is_file()
+
+
+def write_chunk(path: Path, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                skipped: list[str], dtype: torch.dtype) -> None:
+    """One chunk, atomically: the final name appears only once the whole file is on disk."""
+    tensors = {"mean": mean.to(dtype).contiguous(), "std": std.to(dtype).contiguous(),
+               "labels": labels.long().contiguous(), "indices": indices.long().contiguous()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"rows": str(len(labels)), "skipped": json.dumps(skipped)})
+
+
+def read_chunk_header(path: Path) -> dict:
+    """Rows and skipped files of a chunk; raises UserError when it is missing or unreadable."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in ("mean", "std", "labels", "indices")}
+        rows = int(meta["rows"])
+        if any(s[0] != rows for s in shapes.values()):
+            raise ValueError(f"row counts {shapes} disagree with the header's {rows}")
+        # A truncated file can still have a readable header: check the data actually reaches the end.
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+        end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+        if os.path.getsize(path) < 8 + header_len + end:
+            raise ValueError("the file is shorter than its header says (truncated)")
+        return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes["mean"][1:]}
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"latent cache chunk {path} is damaged ({e}); delete it and re-run cache_latents.py with the "
+                        "same arguments to re-encode it") from None
+
+
+class LatentCache:
+    """A finished cache: `get(index, rng)` draws a latent of image `index` (flipped or not) from q(z|x)."""
+
+    def __init__(self, root: str | os.PathLike, flip: bool = True):
+        self.root, self.flip = Path(root), flip
+        if not (self.root / INDEX).is_file():
+            if is_cache(self.root):
+                raise UserError(f"latent cache {self.root} is incomplete (no {INDEX}: the encoding was interrupted); "
+                                "re-run cache_latents.py with the same arguments to finish it")
+            raise UserError(f"{self.root} is not a latent cache (no {INDEX}); write one with cache_latents.py")
+        self.index = json.loads((self.root / INDEX).read_text())
+        self.settings = self.index["settings"]
+        self.class_names = self.index["class_names"]
+        self.num_classes = len(self.class_names)
+        self.rows = [c["rows"] for c in self.index["chunks"]]
+        self.offsets = np.cumsum([0] + self.rows)
+        for c in self.index["chunks"]:  # detect missing or truncated chunks now, not mid-epoch
+            path = self.root / c["name"]
+            if not path.is_file():
+                raise UserError(f"latent cache {self.root} is missing {c['name']}; re-run cache_latents.py with the "
+                                "same arguments to re-encode it")
+            if read_chunk_header(path)["rows"] != c["rows"]:
+                raise UserError(f"latent cache chunk {path} does not match {INDEX}; delete it and re-run "
+                                "cache_latents.py with the same arguments")
+        self.latent_shape = tuple(self.index["latent_shape"])
+        self._handles: dict[int, object] = {}  # opened lazily, per process (DataLoader workers fork)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _chunk(self, k: int):
+        if k not in self._handles:
+            self._handles[k] = safe_open(str(self.root / self.index["chunks"][k]["name"]), "pt")
+        return self._handles[k]
+
+    def moments(self, index: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        row = index - int(self.offsets[k])
+        f = self._chunk(k)
+        v = int(flipped)
+        mean = f.get_slice("mean")[row : row + 1, v : v + 1][0, 0].float()
+        std = f.get_slice("std")[row : row + 1, v : v + 1][0, 0].float()
+        label = int(f.get_slice("labels")[row : row + 1][0])
+        return mean, std, label
+
+    def get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
+        flipped = bool(rng.random() < 0.5) and self.flip
+        mean, std, label = self.moments(index, flipped)
+        eps = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
+        return mean + std * eps, label, False  # a fresh draw from q(z|x) every time (scaled, see dit/autoencoders/vae.py)
+
+    def __getstate__(self):  # file handles do not cross process boundaries
+        return {**self.__dict__, "_handles": {}}
+
+
+class _Images(torch.utils.data.Dataset):
+    """Rows of an ImageFolderDataset for caching: (image or None if unreadable, label, index, path)."""
+
+    def __init__(self, folder, indices: range):
+        self.folder, self.indices = folder, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        from dit.data.folders import center_crop_arr
+
+        index = self.indices[i]
+        path, label = self.folder.samples[index]
+        img = self.folder._read(path)  # None for a corrupt or unreadable file (counted, not fatal)
+        if img is None:
+            return None, label, index, path
+        arr = np.asarray(center_crop_arr(img, self.folder.image_size))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, index, path
+
+
+def _collate(items):
+    good = [it for it in items if it[0] is not None]
+    bad = [it[3] for it in items if it[0] is None]
+    if not good:
+        return None, None, None, bad
+    return (torch.stack([it[0] for it in good]), torch.tensor([it[1] for it in good]),
+            torch.tensor([it[2] for it in good]), bad)
+
+
+def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: int = 64, chunk_size: int = 10_000,
+                dtype: str = "float16", num_workers: int = 4, progress: bool = True) -> dict:
+    """Encode ImageFolder `data` into cache `out`; chunk k by process k mod P. Returns the index.
+
+    `vae` is a loaded dit.vae.Autoencoder (not pixel space); `state` an accelerate PartialState.
+    """
+    import warnings
+
+    from tqdm import tqdm
+
+    from dit.data.folders import ImageFolderDataset
+
+    if vae.vae is None:
+        raise UserError("--vae none: pixel-space training reads the image folder directly, there is nothing to cache")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    folder = ImageFolderDataset(data, image_size)  # sorted class dirs and files: the same list on every process
+    settings = {"data": str(Path(data).resolve()), "files": len(folder), "image_size": image_size, "vae": vae.name,
+                "scale": vae.scale, "dtype": dtype, "chunk_size": chunk_size}
+    if state.is_main_process:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a directory")
+        if (out / SETTINGS).is_file():
+            old = json.loads((out / SETTINGS).read_text())
+            if old != settings:
+                diff = sorted(k for k in settings if old.get(k) != settings[k])
+                raise UserError(f"{out} holds a cache made with other settings ({', '.join(diff)}); use another --out "
+                                "or the same arguments")
+        elif out.is_dir() and any(out.iterdir()):
+            raise UserError(f"--out {out} is a non-empty directory that is not a latent cache; choose a new directory")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SETTINGS, settings)
+    state.wait_for_everyone()
+
+    n_chunks = -(-len(folder) // chunk_size)
+    mine = range(state.process_index, n_chunks, state.num_processes)
+    todo = []
+    for k in mine:
+        try:
+            read_chunk_header(out / chunk_name(k))
+        except FileNotFoundError:
+            todo.append(k)
+        except UserError:  # damaged: encode it again
+            todo.append(k)
+    device = state.device
+    for k in tqdm(todo, desc=f"encoding chunks (process {state.process_index})", disable=not progress):
+        rows = range(k * chunk_size, min((k + 1) * chunk_size, len(folder)))
+        loader = torch.utils.data.DataLoader(_Images(folder, rows), batch_size=batch_size, num_workers=num_workers,
+                                             collate_fn=_collate)
+        means, stds, labels, indices, skipped = [], [], [], [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unreadable files are counted and listed instead
+            for x, y, idx, bad in loader:
+                skipped += bad
+                if x is None:
+                    continue
+                x = x.to(device)
+                m0, s0 = vae.encode_moments(x)
+                m1, s1 = vae.encode_moments(x.flip(-1))
+                means.append(torch.stack([m0, m1], 1).cpu())
+                stds.append(torch.stack([s0, s1], 1).cpu())
+                labels.append(y)
+                indices.append(idx)
+        if not means:
+            raise UserError(f"none of the {len(rows)} images of chunk {k} could be read")
+        write_chunk(out / chunk_name(k), torch.cat(means), torch.cat(stds), torch.cat(labels), torch.cat(indices),
+                    skipped, DTYPES[dtype])
+    state.wait_for_everyone()
+
+    index = None
+    if state.is_main_process:
+        chunks, skipped, shape = [], [], None
+        for k in range(n_chunks):
+            header = read_chunk_header(out / chunk_name(k))
+            chunks.append({"name": chunk_name(k), "rows": header["rows"]})
+            skipped += header["skipped"]
+            shape = header["shape"]
+        index = {"settings": settings, "chunks": chunks, "class_names": folder.class_names,
+                 "latent_shape": list(shape[1:]), "images": sum(c["rows"] for c in chunks), "skipped": skipped}
+        write_json(out / INDEX, index)
+    state.wait_for_everyone()
+    return index

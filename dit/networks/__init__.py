@@ -1,0 +1,18 @@
+"""Networks: pure functions (x, t, cond) -> output that know nothing of the process.
+
+    conditioning.py   what `cond` holds; the null class
+    layers.py         embedders, attention, the 2-D sin-cos position table
+    blocks.py         the transformer blocks of DiT's four conditioning variants
+    dit_config.py     DiT's typed config and the paper's presets (Table 1)
+    dit.py            the DiT network and the public-repo constructors DiT_models
+    registry.py       the architecture registry and the network contract
+
+Importing this package registers the built-in architectures.
+"""
+
+from dit.networks.dit import ARCH as _DIT
+from dit.networks.registry import ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, register_architecture
+
+register_architecture(_DIT)
+
+__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]

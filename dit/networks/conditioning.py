@@ -1,0 +1,53 @@
+"""The conditioning vocabulary every network reads: what `cond` holds, and the null class.
+
+`cond` is a dict of per-sample tensors, one row per sample of x:
+    "y"     (B,) long   class labels; the null class (below) means "no class"
+    "drop"  (B,) long   optional, 1 where training replaces the label by the null class
+                        (label dropout for classifier-free guidance, drawn per sample by the data stream)
+Systems add their own keys (a mask, a frame flag); a network ignores keys it does not know.
+A bare tensor of labels is accepted wherever a cond is, as in the public DiT's model(x, t, y).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+IMAGENET_CLASSES = 1000  # the paper's (and the public checkpoints') number of classes
+
+
+def null_class(num_classes: int) -> int:
+    """Index of the "no class" label used for classifier-free guidance (DiT §3.1, CFG).
+
+    The label table has num_classes + 1 rows and the extra, last row is the null label. This is
+    the only place that convention is written down; everything else calls this function.
+    """
+    return num_classes
+
+
+def as_cond(cond) -> dict:
+    """A cond dict from a cond dict or a bare label tensor."""
+    if isinstance(cond, Mapping):
+        return dict(cond)
+    return {"y": cond}
+
+
+def labels_of(cond) -> torch.Tensor:
+    return as_cond(cond)["y"]
+
+
+def cat_cond(a, b) -> dict:
+    """Two conds stacked along the batch (rows of `a` first), key by key."""
+    a, b = as_cond(a), as_cond(b)
+    if a.keys() != b.keys():
+        raise ValueError(f"cannot stack conds with keys {sorted(a)} and {sorted(b)}")
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+def unconditional(cond, num_classes: int) -> dict:
+    """The same cond with every label replaced by the null class (the CFG unconditional branch)."""
+    out = as_cond(cond)
+    out["y"] = torch.full_like(out["y"], null_class(num_classes))
+    out.pop("drop", None)
+    return out

@@ -1,0 +1,180 @@
+"""DiT's configuration: one typed, validated dataclass and the paper's named presets.
+
+The paper's models (DiT Table 1) are a width/depth family {S, B, L, XL} crossed with a patch
+size {2, 4, 8}: "DiT-XL/2" is XL with 2x2 patches. Everything else (latent size, channels,
+classes, conditioning variant of §3.2) is a flat override of `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from dit.errors import UserError
+from dit.networks.conditioning import IMAGENET_CLASSES, null_class
+
+CONDITIONINGS = ("adaln-zero", "adaln", "cross-attention", "in-context")  # DiT §3.2, Table 4
+
+# DiT Table 1. Values are ModelConfig fields, so `PRESETS[name]` can be compared with a config.
+PRESETS = {
+    "DiT-S": dict(depth=12, hidden_size=384, num_heads=6),
+    "DiT-B": dict(depth=12, hidden_size=768, num_heads=12),
+    "DiT-L": dict(depth=24, hidden_size=1024, num_heads=16),
+    "DiT-XL": dict(depth=28, hidden_size=1152, num_heads=16),
+}
+PATCH_SIZES = (2, 4, 8)
+MODEL_NAMES = [f"{base}/{p}" for base in PRESETS for p in PATCH_SIZES]
+
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    input_size: int = 32  # latent side (256px images through the 8x SD VAE)
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance
+    num_classes: int = IMAGENET_CLASSES
+    learn_sigma: bool = True  # second half of output channels = variance interpolation (IDDPM)
+    conditioning: str = "adaln-zero"
+
+    def __post_init__(self):
+        self._check_types()
+        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.mlp_ratio <= 0:
+            raise UserError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                f"choose a divisor such as {[h for h in range(1, 33) if self.hidden_size % h == 0][-3:]} "
+                f"(the paper uses 64-wide heads: num_heads = hidden_size / 64)"
+            )
+        if self.input_size % self.patch_size:
+            side = self.input_size
+            ok = [p for p in PATCH_SIZES if side % p == 0] or [1]
+            nearest = round(side / self.patch_size) * self.patch_size or self.patch_size
+            raise UserError(
+                f"a {side}x{side} latent (input_size {side}) is not divisible by patch size {self.patch_size}; "
+                f"use an image size whose latent side is a multiple of {self.patch_size} (e.g. input_size "
+                f"{nearest}) or patch size {ok[-1]}"
+            )
+        if self.conditioning not in CONDITIONINGS:
+            raise UserError(f"unknown conditioning '{self.conditioning}'; choose one of {', '.join(CONDITIONINGS)}")
+        if not 0.0 <= self.class_dropout_prob < 1.0:
+            raise UserError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+
+    def _check_types(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+            # bool is an int subclass in Python: reject True as a depth, accept 4 as mlp_ratio 4.0.
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
+            elif not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise UserError(f"{f.name} must be of type {f.type}, got {v!r} ({type(v).__name__})")
+
+    @property
+    def out_channels(self) -> int:
+        # learn_sigma: the model also predicts the variance interpolation (IDDPM), DiT §3.1
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def null_class(self) -> int:
+        return null_class(self.num_classes)
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "ModelConfig":
+        return ModelConfig.from_dict({**self.to_dict(), **overrides})
+
+
+def check_image_size(image_size: int, downsample: int, patch_size: int) -> int:
+    """Latent side for `image_size` pixels through an autoencoder that shrinks by `downsample`
+    (8 for the SD VAE, 1 in pixel space); a size the patch does not tile is a UserError."""
+    if image_size <= 0 or image_size % downsample:
+        raise UserError(f"image size {image_size} is not a positive multiple of the autoencoder's factor {downsample}")
+    latent = image_size // downsample
+    if latent % patch_size:
+        step = patch_size * downsample
+        raise UserError(
+            f"image size {image_size} gives a {latent}x{latent} latent, which patch size {patch_size} does not divide; "
+            f"use an image size that is a multiple of {step} (e.g. {max(step, image_size // step * step)})"
+        )
+    return latent
+
+
+def preset_config(name: str, **overrides) -> ModelConfig:
+    """Config of a paper model, e.g. preset_config("DiT-XL/2", input_size=64) for 512px images."""
+    base, _, patch = name.partition("/")
+    if name not in MODEL_NAMES:
+        raise UserError(f"unknown model '{name}'; choose one of {', '.join(MODEL_NAMES)}")
+    return ModelConfig.from_dict({**PRESETS[base], "patch_size": int(patch), **overrides})
+
+
+def config_for_run(run, data: dict) -> ModelConfig:
+    """The DiT of a training run: the `--model` preset, resized by --hidden-size / --depth /
+    --num-heads, on the data's channels, latent side and classes (see networks/registry.py)."""
+    overrides = {k: getattr(run, k) for k in ("hidden_size", "depth", "num_heads") if getattr(run, k) is not None}
+    if "hidden_size" in overrides and "num_heads" not in overrides:
+        overrides["num_heads"] = max(1, overrides["hidden_size"] // 64)  # the paper's 64-wide heads
+    if run.model not in MODEL_NAMES:
+        raise UserError(f"unknown model '{run.model}'; choose one of {', '.join(MODEL_NAMES)}")
+    patch = int(run.model.rpartition("/")[2])
+    if "image_size" in data:  # the message in pixels, the unit the user chose
+        check_image_size(data["image_size"], data.get("downsample", 1), patch)
+    return preset_config(
+        run.model, input_size=data["input_size"], in_channels=data["in_channels"], num_classes=data["num_classes"],
+        conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
+        **overrides,
+    )
+
+
+def check_run(run) -> None:
+    """Validate a run's network flags (hidden size vs heads, preset, conditioning) before any data
+    is read: any input side the patch divides, any channel and class count will do here."""
+    patch = int(run.model.rpartition("/")[2]) if run.model in MODEL_NAMES else 1
+    config_for_run(run, {"in_channels": 4, "input_size": patch, "num_classes": 10})
+
+
+def infer_config(sd: dict) -> ModelConfig:
+    """Architecture of a public-layout adaLN-Zero state dict, read off its tensor shapes."""
+    try:
+        _, tokens, hidden = sd["pos_embed"].shape
+        _, in_ch, p, _ = sd["x_embedder.proj.weight"].shape
+        depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+        out_ch = sd["final_layer.linear.weight"].shape[0] // (p * p)
+        mlp_hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+        classes = sd["y_embedder.embedding_table.weight"].shape[0] - 1
+    except (KeyError, ValueError) as e:
+        raise UserError(f"cannot tell the architecture from this state dict (missing {e}); pass --model") from None
+    # Heads leave no trace in the weights: take the paper preset of this width, else 64-wide heads.
+    heads = next((p_["num_heads"] for p_ in PRESETS.values() if p_["hidden_size"] == hidden), max(1, hidden // 64))
+    return ModelConfig(
+        input_size=int(round(tokens**0.5)) * p, patch_size=p, in_channels=in_ch, hidden_size=hidden,
+        depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / hidden, num_classes=classes,
+        learn_sigma=out_ch == 2 * in_ch,
+    )
+
+
+def describe(cfg: ModelConfig) -> str:
+    name = next((n for n, p in PRESETS.items() if all(getattr(cfg, k) == v for k, v in p.items())), None)
+    arch = f"{name}/{cfg.patch_size}" if name else f"depth {cfg.depth}, hidden {cfg.hidden_size}, patch {cfg.patch_size}"
+    return f"{arch} on a {cfg.input_size}x{cfg.input_size}x{cfg.in_channels} input with {cfg.num_classes} classes"

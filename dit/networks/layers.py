@@ -1,0 +1,151 @@
+"""Building blocks of DiT (Peebles & Xie 2022): embedders, attention, the 2-D position table.
+
+Every numeric convention here matches the public DiT release so its checkpoints load and give
+the same numbers (see /work/shared/REFERENCE.md, "Conventions"). Module attribute names are
+part of that contract: they are the state-dict keys (`t_embedder.mlp.0`, `attn.qkv`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import Mlp, PatchEmbed
+
+from dit.networks.conditioning import null_class
+
+__all__ = [
+    "Attention", "CrossAttention", "LabelEmbedder", "Mlp", "PatchEmbed", "TimestepEmbedder",
+    "get_2d_sincos_pos_embed", "make_mlp", "modulate", "timestep_embedding",
+]
+
+FREQUENCY_EMBEDDING_SIZE = 256  # DiT §3.2: t is embedded with 256 sinusoidal frequencies
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN (DiT §3.2): x (N, T, D), shift/scale (N, D). `1 + scale` so that scale 0 is identity."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max_period: float = 10000) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, t (N,) -> (N, dim).
+
+    Frequencies go from 1 down to 1/max_period geometrically; cos before sin as in the public
+    DiT (the transformer "Attention is all you need" order is the reverse: mind it when porting).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]  # (N, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """t (N,) in the original 0..999 index space -> (N, hidden). Sinusoids, then Linear-SiLU-Linear."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = FREQUENCY_EMBEDDING_SIZE):
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.frequency_embedding_size))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels (N,) -> (N, hidden), with label dropout for classifier-free guidance.
+
+    The table always has num_classes + 1 rows (the last is the null label, see conditioning.null_class),
+    even with dropout 0, so every checkpoint fits every dropout setting.
+    """
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Replace labels by the null class with probability dropout_prob (or where force_drop_ids == 1)."""
+        if force_drop_ids is None:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop = force_drop_ids == 1
+        return torch.where(drop, null_class(self.num_classes), labels)
+
+    def forward(self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        return self.embedding_table(labels)
+
+
+def _1d_sincos(embed_dim: int, pos: np.ndarray) -> np.ndarray:
+    """pos (M,) -> (M, embed_dim): [sin(pos * omega), cos(pos * omega)], omega = 1/10000^(k/(D/2))."""
+    omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2.0))
+    out = np.outer(pos.reshape(-1).astype(np.float64), omega)  # (M, D/2)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
+    """Fixed MAE-style 2-D table, (grid_size**2, embed_dim) float32, tokens in row-major (h, w) order.
+
+    The first embed_dim/2 channels encode the token's column (width coordinate), the second half
+    its row: the public DiT builds meshgrid(w, h) and embeds grid[0] first. Kept for compatibility.
+    """
+    if embed_dim % 4:
+        raise ValueError(f"2-D sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
+    coords = np.arange(grid_size, dtype=np.float64)
+    w, h = np.meshgrid(coords, coords)  # each (grid, grid); w varies along the last axis
+    emb = np.concatenate([_1d_sincos(embed_dim // 2, w), _1d_sincos(embed_dim // 2, h)], axis=1)
+    return torch.from_numpy(emb).float()
+
+
+def make_mlp(hidden_size: int, mlp_ratio: float) -> Mlp:
+    """Transformer MLP with tanh-approximated GELU, as in the public DiT (keys fc1, fc2)."""
+    return Mlp(
+        in_features=hidden_size, hidden_features=int(hidden_size * mlp_ratio),
+        act_layer=lambda: nn.GELU(approximate="tanh"), drop=0,
+    )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with qkv bias (ViT), computed by PyTorch's fused SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The qkv feature axis is laid out (3, heads, head_dim), as in timm: checkpoints depend on it.
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+        x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        return self.proj(rearrange(x, "b h t d -> b t (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from x (N, T, D) to a context sequence (N, S, D), DiT §3.2 cross-attention."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)
+        k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
+        x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        return self.proj(rearrange(x, "b h t d -> b t (h d)"))

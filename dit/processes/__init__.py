@@ -1,0 +1,19 @@
+"""Processes: how data becomes noise (or masks) and back, and the loss that teaches a network to undo it.
+
+    base.py          the Process contract (draw, loss, network time, output conversion, prior, meta)
+    registry.py      the process registry
+    schedules.py     Gaussian noise schedules, T = 1000, respacing
+    likelihoods.py   Gaussian KL and the discretised likelihood (the variational bound's terms)
+    gaussian.py      DiT's Gaussian diffusion (DDPM/IDDPM): the "gaussian" process
+
+Importing this package registers the built-in processes.
+"""
+
+from dit.processes.base import Process
+from dit.processes.gaussian import GaussianDiffusion
+from dit.processes.registry import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
+
+register_process(GaussianDiffusion)
+
+__all__ = ["DEFAULT_PROCESS", "GaussianDiffusion", "PROCESSES", "Process", "get_process", "process_from_meta",
+           "register_process"]

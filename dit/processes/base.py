@@ -1,0 +1,65 @@
+"""The process contract: everything about time, noise and the loss, nothing about the network.
+
+A process owns
+- how a training sample's randomness is drawn (`draw`: t, noise, masks, ...), from a generator
+  the data stream keys by the sample's position in the stream, so a run does not depend on batch
+  size, process count or resumption (dit/data/stream.py);
+- how x_t is formed and the training loss (`loss(network, batch)`);
+- what the network is fed as time (`network_time`) and what its output means (`convert`: to
+  epsilon, x0, velocity, score or token logits, whatever its samplers consume);
+- the prior samplers start from (`prior`) and its own settings, saved in every checkpoint
+  (`to_meta` / `from_meta`) under the key it is registered with.
+It calls the network only as `network(x_t, network_time(t), cond)`, so any registered architecture
+fits any process whose data it can take. Samplers for a process are registered per process
+(dit/sampling/registry.py); guidance wraps the denoiser they call.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+Noise = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal of like's shape (dit/sampling/noise.py)
+
+
+class Process(abc.ABC):
+    key: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_run(cls, run) -> "Process":
+        """The process a training config asks for (its fields are read, the config is not imported)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_meta(cls, meta: dict) -> "Process":
+        """The process a checkpoint recorded with `to_meta`."""
+
+    @abc.abstractmethod
+    def to_meta(self) -> dict:
+        """JSON-able settings that rebuild this process with `from_meta`."""
+
+    @abc.abstractmethod
+    def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        """One training sample's randomness for data of `shape`: ints and tensors (collated per key).
+        Append new draws at the end: changing the order changes every run's data."""
+
+    @abc.abstractmethod
+    def loss(self, network, batch: dict) -> dict:
+        """Per-sample losses {"loss": (B,), ...} for batch {"x0": (B, ...), "cond": {...}, **draws}."""
+
+    @abc.abstractmethod
+    def prior(self, noise: Noise, batch: int, shape: Sequence[int], device) -> torch.Tensor:
+        """Where sampling starts: (batch, *shape), drawn through `noise` (per-sample generators)."""
+
+    def network_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The time value the network is fed for process time t (identity unless the process says)."""
+        return t
+
+    @abc.abstractmethod
+    def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
+        """The network's output at (x_t, t) expressed as `to` (the names the process supports)."""

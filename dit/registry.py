@@ -1,0 +1,81 @@
+"""Registries: a key that travels (config, checkpoint, export, --out JSON) -> the thing it names.
+
+Two registries hold the family's contracts: architectures (dit/networks/registry.py) and
+processes (dit/processes/registry.py); samplers are registered per process
+(dit/sampling/registry.py). A key is looked up, never guessed: an unknown key is a UserError that
+lists the known ones.
+
+Code outside the package registers its own entries by being imported. The scripts import every
+module named in the environment variable DIT_PLUGINS (comma-separated module names or paths to
+.py files) before they read any key, so `DIT_PLUGINS=my_arch.py python train.py --arch mlp`
+trains an architecture no library file names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from dit.errors import UserError
+
+T = TypeVar("T")
+PLUGINS_ENV = "DIT_PLUGINS"
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, key: str, entry: T, replace: bool = False) -> T:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"a {self.kind} key must be a non-empty string, got {key!r}")
+        if key in self._entries and not replace and self._entries[key] is not entry:
+            raise ValueError(f"{self.kind} {key!r} is already registered (pass replace=True to override it)")
+        self._entries[key] = entry
+        return entry
+
+    def get(self, key: str) -> T:
+        if key not in self._entries:
+            load_plugins()
+        if key not in self._entries:
+            raise UserError(f"unknown {self.kind} {key!r}; choose one of {', '.join(self.keys()) or 'none'} "
+                            f"(or register it in a module named in ${PLUGINS_ENV})")
+        return self._entries[key]
+
+    def keys(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+
+_loaded: set[str] = set()
+
+
+def load_plugins(spec: str | None = None) -> None:
+    """Import the modules named in $DIT_PLUGINS (or `spec`) once each; they register themselves."""
+    spec = os.environ.get(PLUGINS_ENV, "") if spec is None else spec
+    for name in (s.strip() for s in spec.split(",")):
+        if not name or name in _loaded:
+            continue
+        _loaded.add(name)
+        try:
+            if name.endswith(".py"):
+                path = Path(name).expanduser().resolve()
+                if not path.is_file():
+                    raise UserError(f"${PLUGINS_ENV} names {name}, which does not exist")
+                module_name = f"dit_plugin_{path.stem}"
+                module_spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[module_name] = module
+                module_spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except ImportError as e:
+            _loaded.discard(name)
+            raise UserError(f"cannot import {name!r} named in ${PLUGINS_ENV}: {e}") from None

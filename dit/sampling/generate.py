@@ -1,0 +1,38 @@
+"""Images from a trained network: the one function sample.py, training previews and evaluation call."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dit.autoencoders.pixels import to_uint8
+from dit.networks.conditioning import unconditional
+from dit.precision import autocast_dtype
+from dit.sampling.guidance import guided
+from dit.sampling.noise import PerSampleNoise
+from dit.sampling.registry import run_sampler
+
+
+@torch.no_grad()
+def generate_images(network, autoencoder, process, seeds, labels, sampler: str = "ddpm", steps: int = 250,
+                    cfg_scale: float = 1.0, cfg_channels: int | None = None,
+                    interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
+                    device=None) -> np.ndarray:
+    """uint8 NHWC images; image i is drawn from seed `seeds[i]` with class `labels[i]`.
+
+    network: any registered architecture in eval mode; process: its full (un-respaced) process;
+    autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py).
+    """
+    device = torch.device(device) if device is not None else next(network.parameters()).device
+    dtype = autocast_dtype(precision)
+
+    def net(x, t, cond):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return network(x, t, cond).float()
+
+    noise = PerSampleNoise([int(s) for s in seeds], device)
+    x_T = process.prior(noise, len(noise), network.input_shape, device)
+    cond = {"y": torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)}
+    denoiser = guided(net, cond, unconditional(cond, network.num_classes), cfg_scale, cfg_channels, interval)
+    x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, eta=eta)
+    return to_uint8(autoencoder.decode(x0))

@@ -1,0 +1,40 @@
+"""Samplers, registered per process, and `run_sampler`, the one entry point that calls them.
+
+A sampler is a function over a denoiser:
+    sampler(denoiser, process, x_T, steps, noise=None, progress=False, **options) -> x_0
+`denoiser(x, t)` returns the network's output at network time t (the process's `network_time`);
+guidance wraps it (dit/sampling/guidance.py). `noise` is None (global RNG), torch.randn_like or a
+PerSampleNoise (dit/sampling/noise.py). A new process registers its samplers under its own key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dit.errors import UserError
+from dit.registry import Registry
+
+Sampler = Callable[..., object]
+
+_BY_PROCESS: dict[str, Registry[Sampler]] = {}
+
+
+def register_sampler(process_key: str, name: str, fn: Sampler, replace: bool = False) -> Sampler:
+    table = _BY_PROCESS.setdefault(process_key, Registry(f"sampler of the {process_key!r} process"))
+    return table.register(name, fn, replace)
+
+
+def sampler_names(process_key: str) -> list[str]:
+    table = _BY_PROCESS.get(process_key)
+    return table.keys() if table else []
+
+
+def get_sampler(process_key: str, name: str) -> Sampler:
+    if process_key not in _BY_PROCESS:
+        raise UserError(f"no samplers are registered for the {process_key!r} process")
+    return _BY_PROCESS[process_key].get(name)
+
+
+def run_sampler(denoiser, process, x_T, sampler: str, steps: int = 250, noise=None, progress: bool = False, **options):
+    """Sample with `sampler` (a name registered for `process.key`) from x_T."""
+    return get_sampler(process.key, sampler)(denoiser, process, x_T, steps, noise, progress, **options)

@@ -1,0 +1,200 @@
+"""Training configuration: one typed dataclass, named presets, flat overrides with type checks.
+
+    python train.py                      # the CPU demo on the built-in shapes (PRESETS["cpu-demo"])
+    python train.py xl2-256 --data /imagenet/train --global-batch-size 256
+
+Every field is a flag (`--global-batch-size 512`); a preset sets some of them; flags win. The
+resolved config is printed at start, saved as `config.json` in the run directory and inside every
+checkpoint, and compared on resume (`RESUME_MAY_CHANGE` lists what may differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+
+from dit.autoencoders.vae import DEFAULT_VAE
+from dit.errors import UserError
+from dit.networks import DEFAULT_ARCH, get_architecture
+from dit.precision import ALIASES, PRECISIONS
+from dit.processes import DEFAULT_PROCESS, get_process
+from dit.processes.schedules import SCHEDULE, TIMESTEPS
+
+SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
+DISTRIBUTED = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- what is trained: registry keys (dit/networks/registry.py, dit/processes/registry.py) ---
+    arch: str = DEFAULT_ARCH
+    process: str = DEFAULT_PROCESS
+
+    # --- model (DiT Table 1 preset, optionally resized for small experiments) ---
+    model: str = "DiT-XL/2"
+    hidden_size: int | None = None  # None: the preset's
+    depth: int | None = None
+    num_heads: int | None = None
+    conditioning: str = "adaln-zero"
+    learn_sigma: bool = True  # learned-range variance + hybrid loss, as the paper trains
+    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance (DiT §4)
+
+    # --- data ---
+    data: str = SHAPES  # "shapes", an ImageFolder root, or a latent cache written by cache_latents.py
+    image_size: int = 256
+    vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
+    shapes_images: int = 20000  # size of the built-in dataset
+    flip: bool = True  # random horizontal flip, the paper's only augmentation
+    num_workers: int = 4
+
+    # --- the Gaussian process ---
+    schedule: str = SCHEDULE
+    timesteps: int = TIMESTEPS
+
+    # --- optimisation (DiT §4: AdamW, lr 1e-4 constant, no weight decay, batch 256, EMA 0.9999) ---
+    global_batch_size: int = 256
+    grad_accum: int = 1  # micro-batches per optimizer step (per-process micro-batch = global / (processes * accum))
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant (the paper) or cosine (decays to 0 at max_steps: short runs)
+    grad_clip: float = 0.0  # 0: off, as the paper
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs forget the init sooner
+    max_steps: int = 400_000
+    mixed_precision: str = "no"  # no, bf16, fp16
+    grad_checkpointing: bool = False
+    compile: bool = False
+    distributed: str = "ddp"  # ddp or fsdp (sharded parameters, for the large presets)
+    seed: int = 0
+    dist_timeout_min: int = 30  # a collective stuck this long (a dead or hung process) ends the job
+
+    # --- checkpoints, logging, previews ---
+    results_dir: str = "results"
+    run_name: str = ""  # default: the preset name; re-running the same command resumes
+    ckpt_every: int = 50_000
+    keep_last: int = 2  # full training checkpoints kept (0: all)
+    log_every: int = 100
+    sample_every: int = 0  # preview grid every N steps (0: only at the end)
+    sample_steps: int = 50  # preview sampler steps
+    sample_sampler: str = "ddim"
+    sample_cfg: float = 4.0
+    samples_per_class: int = 1  # preview grid rows = classes shown, columns = samples each
+    max_nonfinite: int = 10  # consecutive non-finite losses / gradients before the run stops
+    wandb: bool = False
+    wandb_project: str = "dit"
+    wandb_mode: str = "offline"  # offline by default: nothing needs a network
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        object.__setattr__(self, "mixed_precision", ALIASES.get(self.mixed_precision, self.mixed_precision))
+        positive = ["image_size", "shapes_images", "timesteps", "global_batch_size", "grad_accum", "max_steps",
+                    "ckpt_every", "log_every", "sample_steps", "samples_per_class", "max_nonfinite", "dist_timeout_min"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("num_workers", "warmup_steps", "keep_last", "sample_every", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.sample_cfg < 0:
+            raise UserError(f"--sample-cfg must be >= 0 (1 = no guidance), got {self.sample_cfg}")
+        for name, choices in (("mixed_precision", PRECISIONS), ("distributed", DISTRIBUTED),
+                              ("lr_schedule", ("constant", "cosine")),
+                              ("wandb_mode", ("offline", "online", "disabled"))):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        get_process(self.process)  # an unknown key fails here, before any work
+        arch = get_architecture(self.arch)
+        if arch.check_run is not None:
+            arch.check_run(self)  # the network's flags (e.g. hidden size vs heads), before any data is read
+
+    def network_config(self, data: dict):
+        """The network of this run once the data is known: `data` holds in_channels, input_size,
+        num_classes, image_size and downsample (the autoencoder's factor)."""
+        return get_architecture(self.arch).config_for_run(self, data)
+
+    def make_process(self):
+        return get_process(self.process).from_run(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides) -> TrainConfig:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise UserError(f"unknown training options {unknown}; see `python train.py --help`")
+        return dataclasses.replace(self, **overrides)
+
+
+# Fields a resumed run may change: they affect bookkeeping, not what is being trained.
+RESUME_MAY_CHANGE = {
+    "max_steps", "ckpt_every", "keep_last", "log_every", "sample_every", "sample_steps", "sample_sampler",
+    "sample_cfg", "samples_per_class", "num_workers", "wandb", "wandb_project", "wandb_mode", "results_dir",
+    "max_nonfinite", "compile", "grad_checkpointing", "dist_timeout_min",
+}
+
+_CPU_DEMO = dict(
+    # A DiT-S/2-shaped network at width 128 and depth 4 (1.3M parameters) in pixel space on the
+    # built-in shapes at 16 px (64 tokens): ~13 steps/s of 16 images on two CPU cores. On a
+    # budget of minutes, many small steps and a decaying learning rate learn the most (measured:
+    # benchmarks/RESULTS.md, "CPU demo").
+    model="DiT-S/2", hidden_size=128, depth=4, num_heads=2, data=SHAPES, shapes_images=10000, image_size=16,
+    vae="none", global_batch_size=16, lr=2e-3, warmup_steps=100, lr_schedule="cosine", ema_decay=0.999,
+    ema_warmup=True, max_steps=5000, num_workers=0, ckpt_every=1000, log_every=100, sample_every=0,
+    sample_steps=50, samples_per_class=4, sample_cfg=3.0,
+)
+_IMAGENET = dict(data="", image_size=256, vae=DEFAULT_VAE, num_workers=8, ckpt_every=50_000, log_every=100)
+PRESETS: dict[str, dict] = {
+    "cpu-demo": _CPU_DEMO,
+    # DiT §4 / Table 4: the scaling study, any --model, 400K steps.
+    "imagenet-256": dict(_IMAGENET, model="DiT-XL/2", max_steps=400_000),
+    # DiT Table 2: DiT-XL/2 on ImageNet 256, 7M steps (FID 2.27 with cfg 1.5).
+    "xl2-256": dict(_IMAGENET, model="DiT-XL/2", max_steps=7_000_000),
+    # DiT Table 3: DiT-XL/2 on ImageNet 512, 3M steps.
+    "xl2-512": dict(_IMAGENET, model="DiT-XL/2", image_size=512, max_steps=3_000_000),
+}
+DEFAULT_PRESET = "cpu-demo"
+
+
+def from_preset(name: str = DEFAULT_PRESET, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **overrides}
+    values.setdefault("run_name", name)
+    if not values.get("run_name"):
+        values["run_name"] = name
+    return TrainConfig().replace(**values)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def field_types() -> dict[str, type]:
+    """Field name -> the plain type a flag parses to (int, float, bool, str)."""
+    out = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if args else hint
+    return out
+
+
+def _coerce(name: str, value, hint):
+    """Check one field's value against its annotation; ints are accepted for floats."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if value is None and optional:
+        return None
+    want = field_types()[name]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise UserError(f"--{_flag(name)} must be of type {want.__name__}, got {value!r}")
+    return value

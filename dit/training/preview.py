@@ -1,0 +1,22 @@
+"""Preview grids during and after training: the EMA network sampled through the same function as sample.py."""
+
+from __future__ import annotations
+
+from dit.io.images import make_grid
+from dit.sampling.generate import generate_images
+
+PREVIEW_SEED = 10_000  # previews always use the same noise, so successive grids show progress
+
+
+def preview_labels(num_classes: int, per_class: int) -> list[int]:
+    """Rows of the preview grid: every class of a small dataset, eight spread-out classes otherwise."""
+    classes = list(range(num_classes)) if num_classes <= 10 else [round(i * (num_classes - 1) / 7) for i in range(8)]
+    return [c for c in classes for _ in range(per_class)]
+
+
+def preview_grid(ema_model, process, autoencoder, config, num_classes: int):
+    labels = preview_labels(num_classes, config.samples_per_class)
+    seeds = [PREVIEW_SEED + i for i in range(len(labels))]
+    images = generate_images(ema_model, autoencoder, process, seeds, labels, config.sample_sampler,
+                             config.sample_steps, config.sample_cfg)
+    return make_grid(images, nrow=config.samples_per_class)

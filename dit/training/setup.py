@@ -1,0 +1,126 @@
+"""What train.py builds before its loop: the accelerator, the data and autoencoder, the network
+config, and the checkpoint to resume from (all of which only read: bad input fails before anything
+is written); then the run directory's config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dit.autoencoders.vae import Autoencoder
+from dit.dist import check_world, force_cpu
+from dit.errors import UserError
+from dit.training import state as train_state
+from dit.training.config import RESUME_MAY_CHANGE, SHAPES, TrainConfig
+
+
+def make_accelerator(config: TrainConfig, cpu: bool):
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    # A collective that waits longer than this (a process died or hangs) fails the job instead of hanging it.
+    kwargs = [InitProcessGroupKwargs(timeout=timedelta(minutes=config.dist_timeout_min)),
+              DistributedDataParallelKwargs(find_unused_parameters=False)]
+    try:
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=force_cpu(cpu), kwargs_handlers=kwargs)
+    except ValueError as e:  # e.g. fp16 without a GPU
+        raise UserError(f"cannot set up --mixed-precision {config.mixed_precision}: {e}") from None
+    check_world(accelerator.state)
+    return accelerator
+
+
+@dataclass
+class RunData:
+    base: object  # a dataset with get(index, rng), num_classes, class_names
+    autoencoder: Autoencoder
+    shape: tuple[int, ...]  # one training input (C, H, W): what the network sees
+    encode_on_the_fly: bool  # pixels in the stream, encoded through the VAE at every step
+    network_config: object  # the architecture's config for this data
+
+
+def build_data(config: TrainConfig, device) -> RunData:
+    """The base dataset, the autoencoder, the shape of one training input and the network config."""
+    from dit.data.latent_cache import LatentCache, is_cache
+    from dit.data.stream import FolderImages, InMemoryImages
+
+    if not config.data:
+        raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
+                        "written by cache_latents.py; `--data shapes` uses the built-in dataset")
+    vae = Autoencoder.load(config.vae, device)
+    side = vae.latent_size(config.image_size)
+    data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
+            "downsample": vae.downsample}
+    if config.data == SHAPES:
+        from dit.data.shapes import CLASS_NAMES, cached_uint8
+
+        config.network_config({**data, "num_classes": len(CLASS_NAMES)})  # size checks before rendering
+        # The same images on every process (rendered from seed 0), kept on disk for the next run.
+        images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
+        base = InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
+        encode_on_the_fly = vae.vae is not None
+    elif is_cache(config.data):
+        base = LatentCache(config.data, flip=config.flip)
+        if base.settings["image_size"] != config.image_size:
+            raise UserError(f"latent cache {config.data} holds {base.settings['image_size']}px images but "
+                            f"--image-size is {config.image_size}; pass --image-size {base.settings['image_size']}")
+        if vae.vae is None:
+            raise UserError("--vae none, but --data is a latent cache: pass the VAE it was encoded with (--vae ema)")
+        encode_on_the_fly = False
+    else:
+        from dit.data.folders import ImageFolderDataset
+
+        config.network_config({**data, "num_classes": 1})  # size checks before the folder is scanned
+        base = FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip)
+        encode_on_the_fly = vae.vae is not None
+    shape = (vae.latent_channels, side, side)
+    if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
+        raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
+                        f"{config.image_size}px gives {shape}")
+    network_config = config.network_config({**data, "num_classes": base.num_classes})
+    return RunData(base, vae, shape, encode_on_the_fly, network_config)
+
+
+def find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint to continue from: --resume, else the newest one of this run, else None."""
+    if resume:
+        path = Path(resume)
+        if not path.exists():
+            raise UserError(f"--resume {resume} does not exist")
+        if not (path / train_state.STATE_FILE).is_file():
+            found = train_state.list_checkpoints(path)
+            if not found:
+                raise UserError(f"--resume {resume} is neither a checkpoint nor a run directory with checkpoints")
+            path = found[-1][1]
+    else:
+        found = train_state.list_checkpoints(run_dir)
+        if not found:
+            return None
+        path = found[-1][1]
+    # Checkpoints written before the registry keys existed hold the defaults (dit, gaussian).
+    saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, **train_state.read_state(path).get("config", {})}
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if k not in RESUME_MAY_CHANGE and k != "run_name" and saved.get(k, v) != v)
+    if changed:
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise UserError(f"checkpoint {path} was trained with other settings ({diffs}); pass the same flags to resume "
+                        f"it, or choose a new --run-name to start another run")
+    return path
+
+
+def compile_network(net, config: TrainConfig) -> None:
+    if not hasattr(net, "compile_blocks"):
+        raise UserError(f"--compile: the {config.arch!r} network has no compile_blocks(); train it without --compile")
+    net.compile_blocks(backward=True)
+
+
+def start_run(run_dir: Path, config: TrainConfig, description: str) -> None:
+    """Main process: create the run directory, write config.json (atomically), print the resolved config."""
+    from dit.io.atomic import write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", config.to_dict())
+    print(f"run {run_dir}: {config.arch} network, {config.process} process; {description}")
+    print(json.dumps(config.to_dict()))
