@@ -1,9 +1,10 @@
-# `make test` sets up .venv from a fresh clone and runs the test suite (what CI runs).
+# Two commands from a fresh clone: `make demo` (set up .venv, train on the built-in data, print where the
+# grid and checkpoint are) and `make test` (set up .venv, run the test suite: what CI runs).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test gflops
+.PHONY: install demo test gflops
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -12,6 +13,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -e .
+
+demo: install
+	$(BIN)/python train.py
+	@echo "samples: results/cpu-demo/samples.png  checkpoints: results/cpu-demo/checkpoints/  EMA export: results/cpu-demo/export.safetensors"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -36,6 +37,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    # Cheap checks before the (possibly absent) VAE is sought.
+    if args.vae == "none":
+        raise UserError("--vae none: pixel-space training reads the image folder directly, there is nothing to cache")
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data} does not exist or is not a directory: give an ImageFolder root "
+                        "(<root>/<class>/<image>)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; give a directory for the cache")
     return args
 
 

@@ -7,7 +7,12 @@
     # the built-in dataset, offline: Fréchet distance in a shapes classifier's features + class accuracy
     python evaluate.py --ckpt results/cpu-demo --num-samples 1000 --metric shapes --sampler ddim --steps 50
 
-Prints one JSON object of metrics (and writes it with --out).
+Prints one JSON object of metrics (and writes it with --out), with what produced them: the checkpoint
+and its sha256 (of the weights file the loader reads), sampler, steps, cfg scale and the other drawing
+flags, the seed range ("seeds": [first, last]; sample i used seed first + i), the number of samples,
+the reference and its sha256, and the code version (git commit, else the package version).
+
+Generation is unguided unless asked: --cfg-scale defaults to 1 here (FID protocol), not sample.py's 4.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ METRICS = ("inception", "shapes")
 def parse_args(argv=None):
     load_plugins()  # architectures and processes registered outside the package ($DIT_PLUGINS)
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py)")
+    src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py, "
+                              "but --cfg-scale defaults to 1: unguided)")
     src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
     src.add_argument("--ckpt", help="generate from this checkpoint (anything sample.py reads)")
     src.add_argument("--num-samples", type=int, help="how many to generate (labels balanced over classes)")
@@ -57,19 +63,72 @@ def parse_args(argv=None):
     return args, rest
 
 
-def generate_npz(args, rest) -> Path:
-    """sample.py's resumable, multi-process evaluation mode (balanced labels): returns the .npz path."""
-    import sample
+DEFAULT_CFG_SCALE = 1.0  # FID is measured without guidance unless --cfg-scale asks for it
 
+
+def sample_argv(args, rest) -> list[str]:
+    """sample.py's flags for generating the evaluation batch (without --npz). --cfg-scale 1 comes
+    before the user's own flags, so a --cfg-scale the user gives (in any spelling) wins."""
+    keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
+    return ["--ckpt", args.ckpt, "--num-samples", str(args.num_samples), "--labels", "balanced",
+            "--device", args.device, "--cfg-scale", str(DEFAULT_CFG_SCALE), *keys, *rest]
+
+
+def generate_npz(args, argv) -> Path:
+    """sample.py's resumable, multi-process evaluation mode (balanced labels): returns the .npz path."""
     import hashlib
 
-    key = hashlib.sha256(json.dumps([str(Path(args.ckpt).resolve()), args.num_samples, rest]).encode()).hexdigest()[:12]
+    import sample
+
+    key = hashlib.sha256(json.dumps([str(Path(args.ckpt).resolve()), argv]).encode()).hexdigest()[:12]
     out = Path(args.cache_dir) / "samples" / f"{Path(args.ckpt).stem}-{args.num_samples}-{key}.npz"
-    keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
-    argv = ["--ckpt", args.ckpt, "--num-samples", str(args.num_samples), "--npz", str(out), "--labels", "balanced",
-            "--device", args.device, *keys, *rest]
-    sample.main(argv)
+    sample.main([*argv, "--npz", str(out)])
     return out
+
+
+def code_version() -> str | None:
+    """The git commit of this checkout, else the installed package's version (None if neither is known)."""
+    import subprocess
+    from importlib import metadata
+
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=30)
+        if res.returncode == 0 and res.stdout.strip():
+            return res.stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, a hung filesystem
+        pass
+    for dist in dict.fromkeys(metadata.packages_distributions().get("dit", [])):  # the distribution named for dit/
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return None
+
+
+def file_sha256(path) -> str | None:
+    from dit.io.zoo import sha256_of
+
+    return sha256_of(Path(path)) if path and Path(path).is_file() else None
+
+
+def provenance(args, argv, num_samples: int) -> dict:
+    """What produced the numbers: checkpoint (and its sha256), the drawing flags, seeds, reference, code."""
+    record = {"checkpoint": None, "checkpoint_sha256": None, "sampler": None, "steps": None, "cfg_scale": None,
+              "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
+              "seeds": None}
+    if args.ckpt:
+        import sample
+
+        s = sample.parse_args([*argv, "--npz", "unused.npz"])
+        record.update(checkpoint=args.ckpt, checkpoint_sha256=sample.checkpoint_sha256(args.ckpt), sampler=s.sampler,
+                      steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
+                      guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
+                      seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i
+    reference = args.ref if args.metric == "inception" else "built-in shapes (dit/eval/metrics.py ShapesMetric)"
+    return {**record, "num_samples": num_samples, "reference": reference,
+            "reference_sha256": file_sha256(args.ref) if args.metric == "inception" else None,
+            "code_version": code_version()}
 
 
 def keys_of(args) -> dict:
@@ -91,7 +150,8 @@ def main(argv=None):
     from dit.io.atomic import write_json
     from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
-    source = generate_npz(args, rest) if args.ckpt else args.samples
+    argv = sample_argv(args, rest) if args.ckpt else None
+    source = generate_npz(args, argv) if args.ckpt else args.samples
     state = PartialState(cpu=force_cpu(args.device == "cpu"))
     check_world(state)
     if not state.is_main_process:
@@ -105,7 +165,8 @@ def main(argv=None):
         extractor = InceptionFeatures(args.inception_weights, device)
         result = inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
                                    prc=not args.no_prc, cache_dir=args.cache_dir)
-    result = {"samples": str(source), "metric": args.metric, **keys_of(args), **result}
+    result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, len(images)),
+              **result}
     print(json.dumps(result))
     if args.out:
         write_json(args.out, result)

@@ -1,9 +1,13 @@
-"""Export any DiT checkpoint sample.py reads as a diffusers `DiTPipeline` directory.
+"""Export a DiT checkpoint as a diffusers `DiTPipeline` directory.
 
     python export_diffusers.py --ckpt results/my-run/export.safetensors --out my-run-diffusers
     python -c "from diffusers import DiTPipeline; p = DiTPipeline.from_pretrained('my-run-diffusers')"
 
-The pipeline holds the transformer, a DDIM scheduler with the run's betas and the VAE.
+The pipeline holds the transformer, a DDIM scheduler with the run's betas (trailing spacing, as
+`sample.py --sampler diffusers-ddim`) and the VAE. What exports: a DiT with adaLN-Zero or adaLN
+conditioning, mlp_ratio 4 and at most 1000 classes, trained with Gaussian diffusion in a VAE's
+latent space; anything else is refused before --out is created. `sample.py --ckpt` reads the
+directory back as the same model, process and VAE.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dit.io.checkpoint import load_model
-from dit.io.diffusers import save_diffusers_pipeline
-from dit.processes import process_from_meta
+from dit.autoencoders.vae import DEFAULT_VAE, PIXEL, Autoencoder
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
-from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
+from dit.io.checkpoint import load_model
+from dit.io.diffusers import EXPORTS, check_exportable
+from dit.io.diffusers_pipeline import save_diffusers_pipeline
+from dit.processes import process_from_meta
 
 
 def main(argv=None):
@@ -26,13 +31,19 @@ def main(argv=None):
     p.add_argument("--vae", help="default: the checkpoint's, else ema")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not empty; choose a new directory")
     model, ckpt = load_model(args.ckpt)
+    # Every refusal comes before anything is written (the pipeline itself is written atomically).
     if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):
-        raise UserError(f"{args.ckpt} holds a {ckpt.arch!r} network with the {ckpt.process!r} process; a diffusers "
-                        "DiTPipeline holds only a DiT with Gaussian diffusion")
-    vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE)
+        raise UserError(f"cannot export: {args.ckpt} holds a {ckpt.arch!r} network with the {ckpt.process!r} "
+                        f"process; {EXPORTS}")
+    vae_name = args.vae or ckpt.meta.get("vae") or DEFAULT_VAE
+    check_exportable(model.config, pixel_space=vae_name == PIXEL)
+    vae = Autoencoder.load(vae_name)
+    if vae.latent_channels != model.in_channels:
+        raise UserError(f"cannot export: the VAE {vae_name} gives {vae.latent_channels}-channel latents but the "
+                        f"model takes {model.in_channels}; pass the --vae it was trained with")
     diffusion = process_from_meta(ckpt.meta)
     save_diffusers_pipeline(model, vae, diffusion, out, ckpt.meta.get("class_names"))
     print(f"wrote {out}: DiTPipeline.from_pretrained('{out}')")

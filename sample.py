@@ -14,9 +14,11 @@ dit, gaussian); `--sampler` names a sampler registered for the process.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
 from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
-from dit.io.atomic import atomic_path, write_json
+from dit.io.atomic import atomic_path
 from dit.io.checkpoint import instantiate, load_weights
 from dit.io.images import make_grid, save_png
 from dit.networks import ARCHITECTURES
@@ -36,8 +38,9 @@ from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.precision import ALIASES, PRECISIONS, check_precision
 from dit.processes import PROCESSES, process_from_meta
 from dit.registry import load_plugins
-from dit.sampling import sampler_names
+from dit.sampling import check_sampler, sampler_names
 from dit.sampling.generate import generate_images
+from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 
@@ -69,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="autocast: no (float32), fp16, bf16")
-    add_switch(p, "compile", default=False, help="torch.compile the transformer blocks (eager if it fails)")
+    add_switch(p, "compile", default=False, help="torch.compile the transformer blocks (a failure is an error)")
+    add_switch(p, "compile-best-effort", default=False, help="with --compile: run eagerly (and say so) if compiling fails")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -112,20 +116,18 @@ def build(args, device):
     ckpt = load_weights(args.ckpt)
     _keys(args, ckpt)
     process = process_from_meta(ckpt.meta)
-    if args.sampler not in sampler_names(process.key):
-        raise UserError(f"unknown sampler {args.sampler!r} for the {process.key!r} process; choose one of "
-                        f"{', '.join(sampler_names(process.key))}")
-    vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
-    image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
-    config = None
+    check_sampler(process, args.sampler, args.steps)
     if args.model and ckpt.arch != "dit":
         raise UserError(f"--model names a DiT preset; {ckpt.source} holds a {ckpt.arch!r} network")
+    model = None if args.model else instantiate(ckpt, None, device)  # the file is checked before the VAE is sought
+    vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
     if args.model:
+        image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
         if args.model in MODEL_NAMES:
             check_image_size(image_size, vae.downsample, int(args.model.rpartition("/")[2]))
         config = preset_config(args.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
                                num_classes=args.num_classes or DEFAULT_NUM_CLASSES)
-    model = instantiate(ckpt, config, device)
+        model = instantiate(ckpt, config, device)
     channels, side = model.input_shape[0], model.input_shape[-1]
     if vae.latent_channels != channels:
         raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {channels}; check --vae")
@@ -172,38 +174,127 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)].numpy()
 
 
+# --- evaluation batches (--npz): shards that say what they hold, streamed into one .npz -----------
+
+# Flags that change how samples are computed but not which samples (or only at float rounding, as
+# the device does); everything else in the namespace, plus the checkpoint's hash, is what a shard holds.
+_NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
+                "compile", "compile_best_effort"}
+
+
+def weights_files(spec: str) -> list[Path]:
+    """The file(s) whose bytes dit.io.checkpoint.load_weights(spec) reads as weights (same lookup order)."""
+    from dit.io import zoo
+    from dit.io.checkpoint import EXPORT_NAMES
+
+    if spec in zoo.manifest():
+        return [zoo.resolve(spec)[0]]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        diffusers = path / "transformer" if (path / "model_index.json").is_file() else None
+        if diffusers is None:
+            for name in EXPORT_NAMES:
+                if (path / name).is_file():
+                    return [path / name]
+            diffusers = path
+        return sorted(diffusers.glob("*.safetensors")) or sorted(diffusers.glob("*.bin"))
+    return [path]
+
+
+def checkpoint_sha256(spec: str) -> str:
+    """sha256 of the weights file load_weights reads for `spec` (several files, as in a diffusers
+    directory: the sha256 of their "<name> <sha256>" lines)."""
+    from dit.io.zoo import sha256_of
+
+    files = weights_files(spec)
+    if len(files) == 1:
+        return sha256_of(files[0])
+    return hashlib.sha256("".join(f"{f.name} {sha256_of(f)}\n" for f in files).encode()).hexdigest()
+
+
+def shard_settings(args) -> dict:
+    """What decides the content of sample i: the checkpoint's bytes and every drawing flag (JSON-normalised)."""
+    content = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONTENT}
+    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **content}))
+
+
+def _shard_path(parts: Path, a: int) -> Path:
+    return parts / f"{a:08d}.npz"  # where shard a..b lives; whether it counts is read from inside it
+
+
+def read_shard(path: Path, settings: dict, a: int, b: int, labels: np.ndarray):
+    """(images, labels) if `path` loads and holds samples a..b-1 drawn with `settings`, else None."""
+    try:
+        with np.load(path) as z:
+            record = json.loads(str(z["meta"][()]))
+            if record != {"settings": settings, "start": a, "stop": b}:
+                return None
+            images, shard_labels = z["images"], z["labels"]
+    except Exception:  # noqa: BLE001 - missing, truncated, not a zip, no record: in every case, redo it
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != b - a:
+        return None
+    if not np.array_equal(shard_labels, labels[a:b]):
+        return None
+    return images, shard_labels
+
+
+def write_shard(path: Path, images: np.ndarray, settings: dict, a: int, b: int, labels: np.ndarray) -> None:
+    record = json.dumps({"settings": settings, "start": a, "stop": b})
+    with atomic_path(path) as tmp:  # a shard exists only once complete
+        np.savez(tmp, images=images, labels=labels[a:b], meta=np.array(record))
+
+
+def assemble_npz(out: Path, parts: Path, shards, settings: dict, labels: np.ndarray) -> tuple[int, ...]:
+    """Write `out` (arr_0: uint8 NHWC images, arr_1: labels) from the shards, one shard open and in
+    memory at a time: arr_0.npy is streamed into the zip (an .npy header, then each shard's bytes)."""
+    shape = None
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            for a, b in shards:
+                shard = read_shard(_shard_path(parts, a), settings, a, b, labels)
+                if shard is None:
+                    raise UserError(f"shard {_shard_path(parts, a)} (samples {a}..{b - 1}) is missing or damaged; "
+                                    "rerun the same command to redo it")
+                images = np.ascontiguousarray(shard[0])
+                if shape is None:
+                    shape = (len(labels), *images.shape[1:])
+                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(images.dtype),
+                                                             "fortran_order": False, "shape": shape})
+                elif images.shape[1:] != shape[1:]:
+                    raise UserError(f"shard {_shard_path(parts, a)} holds {images.shape[1:]} images, others "
+                                    f"{shape[1:]}; delete {parts} and rerun")
+                f.write(images.reshape(-1))
+        with zf.open("arr_1.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asarray(labels), allow_pickle=False)
+    return shape
+
+
 def sample_npz(model, vae, process, args, state, device):
-    """Resumable mass sampling: each batch is a shard on disk; finished shards are skipped on rerun."""
+    """Resumable mass sampling. Each batch is a shard file recording the settings that drew it
+    (checkpoint sha256, sampler, seeds, ...) and its sample range; a rerun keeps a shard only if it
+    loads and its record matches, and redoes damaged, foreign or differently-batched ones. The .npz
+    is then assembled shard by shard (never all images in memory, one file open at a time)."""
     out = Path(args.npz)
     parts = out.with_name(out.name + ".parts")
-    settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "device", "out", "save_images")}
+    settings = shard_settings(args)
     if state.is_main_process:
         parts.mkdir(parents=True, exist_ok=True)
-        meta = parts / "settings.json"
-        if meta.exists() and json.loads(meta.read_text()) != settings:
-            old = json.loads(meta.read_text())
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
-            raise UserError(f"{parts} holds an unfinished run with other settings ({', '.join(diff)}); "
-                            "rerun with the same flags to resume, or delete it to start over")
-        write_json(meta, settings)
     state.wait_for_everyone()
     labels = make_labels(args.num_samples, model.num_classes, args.labels, args.seed)
     bs, n = args.batch_size, args.num_samples
-    shards = [(a, min(a + bs, n)) for a in range(0, n, bs)][state.process_index :: state.num_processes]
-    todo = [(a, b) for a, b in shards if not (parts / f"{a:08d}.npz").exists()]
-    for a, b in tqdm(todo, desc=f"sampling (skipping {len(shards) - len(todo)} done)", disable=not state.is_main_process or args.no_progress):
+    shards = [(a, min(a + bs, n)) for a in range(0, n, bs)]
+    mine = shards[state.process_index :: state.num_processes]
+    todo = [(a, b) for a, b in mine if read_shard(_shard_path(parts, a), settings, a, b, labels) is None]
+    for a, b in tqdm(todo, desc=f"sampling (keeping {len(mine) - len(todo)} finished shards)",
+                     disable=not state.is_main_process or args.no_progress):
         images = generate(model, vae, process, range(a, b), labels[a:b], args, device)
-        with atomic_path(parts / f"{a:08d}.npz") as tmp:  # a shard exists only once complete
-            np.savez(tmp, images=images, labels=labels[a:b])
+        write_shard(_shard_path(parts, a), images, settings, a, b, labels)
     state.wait_for_everyone()
     if state.is_main_process:
-        files = [parts / f"{a:08d}.npz" for a in range(0, n, bs)]
-        arrays = [np.load(f) for f in files]
-        images = np.concatenate([a["images"] for a in arrays])
-        with atomic_path(out) as tmp:
-            np.savez(tmp, arr_0=images, arr_1=np.concatenate([a["labels"] for a in arrays]))
+        shape = assemble_npz(out, parts, shards, settings, labels)
         shutil.rmtree(parts)
-        print(f"wrote {out}: {images.shape[0]} samples, {images.shape[1]}x{images.shape[2]}, uint8 NHWC under arr_0")
+        print(f"wrote {out}: {shape[0]} samples, {shape[1]}x{shape[2]}, uint8 NHWC under arr_0")
 
 
 def main(argv=None):
@@ -212,7 +303,7 @@ def main(argv=None):
     device = state.device
     model, vae, process = build(args, device)
     if args.compile:
-        model.compile_blocks()
+        compile_network(model, args.compile_best_effort, backward=False)
     show = state.is_main_process and not args.no_progress
     try:
         if args.npz:

@@ -17,8 +17,6 @@ the EMA. Mechanisms live in dit/training/; this file wires them together.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import sys
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
 from dit.training.setup import build_data, compile_network, find_resume, make_accelerator, start_run
-from dit.training.step import learning_rate, micro_batch_loss
+from dit.training.step import train_step
 from dit.training.tracking import Tracker
 
 
@@ -71,7 +69,7 @@ def main(argv=None):
     device, is_main = accelerator.device, accelerator.is_main_process
     per_proc = per_process_batch(config.global_batch_size, accelerator.num_processes, config.grad_accum)
     run_dir = Path(config.results_dir) / config.run_name
-    resume_from = find_resume(config, run_dir, args.resume)
+    resume_from = find_resume(config, run_dir, args.resume, accelerator)
     data = build_data(config, device)
     process = config.make_process()
     # Everything above only reads: bad input has touched nothing on disk.
@@ -84,9 +82,8 @@ def main(argv=None):
     fused = device.type in ("cuda", "cpu")
     parallel = make_parallel(config.distributed, accelerator, network, config.ema_decay, lambda params: torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay, fused=fused))
-    model, optimizer = parallel.model, parallel.optimizer
     if config.compile:
-        compile_network(parallel.net, config)
+        compile_network(parallel.net, config.compile_best_effort)
     start_step, counters = train_state.resume(accelerator, parallel, resume_from)
     if is_main:
         start_run(run_dir, config, f"{accelerator.num_processes} process(es) on {device.type}, per-process batch "
@@ -106,26 +103,10 @@ def main(argv=None):
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not is_main or args.no_progress, desc="training",
                dynamic_ncols=True)
     encoder = data.autoencoder if data.encode_on_the_fly else None
-    model.train()
+    parallel.model.train()
     step = start_step
     while step < end:
-        lr = learning_rate(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = torch.zeros((), device=device)
-        for k in range(config.grad_accum):
-            batch = next(stream)
-            monitor.unreadable_here += batch["unreadable"].sum()
-            last = k == config.grad_accum - 1  # all-reduce gradients only after the last micro-batch
-            with contextlib.nullcontext() if last else parallel.no_sync():
-                with accelerator.autocast():
-                    loss = micro_batch_loss(process, model, batch, device, encoder, config.grad_accum)
-                parallel.backward(loss)
-            step_loss += loss.detach()
-        grad_norm = parallel.clip_grad_norm(config.grad_clip or math.inf)
-        ok = monitor.check(step_loss, grad_norm)  # no host sync: bad steps are skipped on the device
-        parallel.step(ok)
-        parallel.ema_update(min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else None, ok)
+        lr = train_step(step, config, accelerator, parallel, process, stream, monitor, encoder)
         step += 1
         bar.update(1)
         if monitor.after_step(step, end, lr, bar):
@@ -137,7 +118,7 @@ def main(argv=None):
         if config.sample_every and step % config.sample_every == 0 and step < config.max_steps:
             ema = parallel.ema_model()  # a collective under FSDP
             if is_main:
-                grid = preview_grid(ema, process, data.autoencoder, config, data.base.num_classes)
+                grid = preview_grid(ema.to(device), process, data.autoencoder, config, data.base.num_classes)
                 tracker.image("samples", grid, step, run_dir / "samples" / f"step_{step:09d}.png")
             accelerator.wait_for_everyone()
     bar.close()
@@ -150,7 +131,7 @@ def main(argv=None):
         return tracker.close()
     ema = parallel.ema_model()
     if is_main:
-        tracker.image("samples", preview_grid(ema, process, data.autoencoder, config, data.base.num_classes), step,
+        tracker.image("samples", preview_grid(ema.to(device), process, data.autoencoder, config, data.base.num_classes), step,
                       run_dir / "samples.png")
         print(f"finished at step {step} ({counters['images_seen']:,} images): checkpoint in "
               f"{train_state.checkpoints_dir(run_dir)}, EMA export {run_dir / 'export.safetensors'}, samples "

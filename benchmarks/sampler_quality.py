@@ -5,12 +5,29 @@
 For a trained model: every sampler (ddpm, ddim, dpm++, unipc, ...) at every step count draws the
 same samples (seeds 0..N-1, balanced labels) and is scored with the offline shapes metric
 (`--metric shapes`, for the built-in dataset) or FID (`--metric inception --ref ...`). Writes
-sampler_quality.csv / .json and sampler_quality.png (quality and wall time vs steps) to --out, and
-reports, for each fast sampler, the fewest steps whose quality is within --tolerance (5%) of the
-reference (250-step DDPM, the paper's protocol) and the wall-clock speed-up that gives. "Within"
-means every metric: the distance (fd_shapes or FID) at most 5% above the reference's, and the
-class accuracy (shapes) at least 95% of it, because a few-step sampler's blur can lower a
-Fréchet distance on its own. `--report` redoes the summary and plot from the saved rows.
+sampler_quality.csv / .json / .md and sampler_quality.png (quality and wall time vs steps) to --out,
+and reports, for each fast sampler, the fewest steps that match the reference (250-step DDPM, the
+paper's protocol) and the wall-clock speed-up that gives.
+
+Every quality number comes with a 95% bootstrap interval: the N samples are resampled with
+replacement (--bootstrap 200 times, --bootstrap-seed 0) and each metric recomputed on the resample
+from per-sample features computed once (shapes: the classifier's features and whether it assigns
+each sample its class; inception: pool_3 features and logits). The interval is the 2.5th..97.5th
+percentile of the resampled values, shifted by the bootstrap's estimate of the bias (their mean
+minus the point estimate): a resample repeats samples, which inflates a Fréchet distance (whose
+estimate is biased upwards at finite N), so unshifted percentiles of a distance can lie wholly above
+the number they qualify; for an accuracy the shift is ~0. Distances are clipped at 0. The same
+resampled index sets are used for every row, so samplers (which share seeds and labels) are
+compared on the same draws.
+
+"Matches the reference" means, on every metric, that the sampler's interval overlaps the
+reference's interval or lies on its better side: a distance (fd_shapes, FID) whose interval starts
+at or below the top of the reference's, and a class accuracy / Inception Score whose interval
+reaches the bottom of the reference's, i.e. not worse than the reference beyond what N samples can
+resolve. Both metrics must hold, because a few-step sampler's blur can lower a Fréchet distance
+on its own. With --bootstrap 0 (no intervals) the older rule applies: every metric within
+--tolerance (5%) of the reference's point estimate. `--report` redoes the summary and plot from
+the saved rows.
 """
 
 from __future__ import annotations
@@ -31,6 +48,8 @@ from dit.errors import UserError  # noqa: E402
 
 DEFAULT_GRID = {"ddpm": [25, 50, 100, 250], "ddim": [5, 10, 15, 25, 50], "dpm++": [5, 10, 15, 25, 50],
                 "unipc": [5, 10, 15, 25, 50]}
+LOWER_BETTER, HIGHER_BETTER = ("fd_shapes", "fid"), ("class_acc", "inception_score")
+LEVEL = 0.95  # bootstrap interval coverage
 
 
 def main(argv=None):
@@ -41,7 +60,9 @@ def main(argv=None):
     p.add_argument("--samplers", nargs="+", default=list(DEFAULT_GRID))
     p.add_argument("--steps", type=int, nargs="+", help="one step grid for every sampler (default: per sampler)")
     p.add_argument("--reference", default="ddpm:250", help="SAMPLER:STEPS to match")
-    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--tolerance", type=float, default=0.05, help="the match rule without intervals (--bootstrap 0)")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% intervals (0: none)")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--metric", choices=["shapes", "inception"], default="shapes")
     p.add_argument("--ref", help="FID reference (--metric inception)")
     p.add_argument("--batch-size", type=int, default=200)
@@ -55,8 +76,8 @@ def main(argv=None):
         if not saved.exists():
             raise UserError(f"--report: {saved} does not exist; run the benchmark first")
         data = json.loads(saved.read_text())
-        finish(data["rows"], {k: data["summary"][k] for k in ("reference", "torch_threads", "num_samples",
-                                                              "cfg_scale")}, args)
+        kept = ("reference", "torch_threads", "num_samples", "cfg_scale", "metric", "bootstrap")
+        finish(data["rows"], {k: data["summary"][k] for k in kept if k in data["summary"]}, args)
         return
 
     import torch
@@ -76,6 +97,8 @@ def main(argv=None):
         raise UserError(f"--reference must be SAMPLER:STEPS, e.g. ddpm:250, got {args.reference!r}")
     if args.num_samples < 2 or args.batch_size < 1 or not 0 < args.tolerance < 1:
         raise UserError("--num-samples must be >= 2, --batch-size positive and --tolerance in (0, 1)")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        raise UserError(f"--bootstrap must be 0 (no intervals) or at least 2 resamples, got {args.bootstrap}")
     if args.metric == "inception" and not args.ref:
         raise UserError("--metric inception needs --ref")
     model, ckpt = load_model(args.ckpt)
@@ -86,14 +109,10 @@ def main(argv=None):
     if args.metric == "shapes":
         from dit.eval.metrics import ShapesMetric
 
-        metric = ShapesMetric(model.input_size * vae.downsample, args.cache_dir,
-                              classifier_steps=args.classifier_steps)
+        scorer = ShapesScorer(ShapesMetric(model.input_size * vae.downsample, args.cache_dir,
+                                           classifier_steps=args.classifier_steps))
     else:
-        from dit.eval.metrics import InceptionFeatures, inception_metrics
-
-        extractor = InceptionFeatures()
-        metric = lambda images, labels: inception_metrics(images, extractor, args.ref, prc=False,  # noqa: E731
-                                                          cache_dir=args.cache_dir)
+        scorer = InceptionScorer(args.ref, args.cache_dir)
 
     grid = [(s, k) for s in args.samplers for k in (args.steps or DEFAULT_GRID.get(s, [5, 10, 25, 50]))]
     if (ref_sampler, int(ref_steps)) not in grid:
@@ -110,41 +129,199 @@ def main(argv=None):
                      sampler, steps, args.cfg_scale)
             for a in range(0, n, args.batch_size)])
         seconds = time.perf_counter() - start
-        q = metric(images, labels)
-        rows.append({"sampler": sampler, "steps": steps, "seconds": seconds, "images_per_s": n / seconds,
-                     **{k: v for k, v in q.items() if k != "num_samples"}})
+        data = scorer.per_sample(images, labels)
+        point = scorer.statistics(data)
+        row = {"sampler": sampler, "steps": steps, "seconds": seconds, "images_per_s": n / seconds, **point}
+        for key, (lo, hi) in bootstrap(scorer, data, point, args.bootstrap, args.bootstrap_seed).items():
+            row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
     finish(rows, {"reference": args.reference, "torch_threads": torch.get_num_threads(), "num_samples": n,
-                  "cfg_scale": args.cfg_scale}, args)
+                  "cfg_scale": args.cfg_scale, "metric": args.metric,
+                  "bootstrap": {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "level": LEVEL}}, args)
 
 
-LOWER_BETTER, HIGHER_BETTER = ("fd_shapes", "fid"), ("class_acc", "inception_score")
+# --- per-sample scores, statistics on any resample, bootstrap intervals ----------------------------
+
+
+class ShapesScorer:
+    """fd_shapes and class_acc (dit/eval/metrics.py ShapesMetric) from what each sample contributes,
+    computed once: its classifier features (for the Fréchet distance) and whether the classifier
+    assigns it its class. A resample is then a row selection, with no classifier call."""
+
+    keys = ("fd_shapes", "class_acc")
+
+    def __init__(self, metric):
+        self.metric = metric
+        self.fd_to_ref = FrechetToReference(metric.ref_mu, metric.ref_sigma)
+
+    def per_sample(self, images: np.ndarray, labels: np.ndarray) -> dict:
+        import torch
+
+        m = self.metric
+        if images.shape[1] != m.image_size:
+            raise UserError(f"samples are {images.shape[1]} px but the metric was built for {m.image_size} px")
+        x = m.to_float(images)
+        with torch.no_grad():  # as ShapesMetric does: features in batches of 500, logits = head(features)
+            feats = torch.cat([m.classifier.features(x[i : i + 500].to(m.device)).cpu() for i in range(0, len(x), 500)])
+            predicted = m.classifier.head(feats.to(m.device)).argmax(1).cpu().numpy()
+        return {"features": feats.double().numpy(), "hits": (predicted == np.asarray(labels)).astype(np.float64)}
+
+    def statistics(self, data: dict, idx=None) -> dict:
+        """The metrics of all samples (idx None: exactly ShapesMetric's numbers) or of the resample idx."""
+        from dit.eval.metrics import feature_statistics, frechet_distance
+
+        if idx is None:
+            fd = frechet_distance(*feature_statistics(data["features"]), self.metric.ref_mu, self.metric.ref_sigma)
+            return {"fd_shapes": fd, "class_acc": float(data["hits"].mean())}
+        return {"fd_shapes": self.fd_to_ref(data["features"][idx]), "class_acc": float(data["hits"][idx].mean())}
+
+
+class InceptionScorer:
+    """FID and Inception Score from per-sample pool_3 features and logits (one Inception pass)."""
+
+    keys = ("fid", "inception_score")
+
+    def __init__(self, reference, cache_dir):
+        from dit.eval.metrics import InceptionFeatures, reference_statistics
+
+        self.extractor = InceptionFeatures()
+        self.ref = reference_statistics(reference, self.extractor, cache_dir)
+        self.fd_to_ref = FrechetToReference(self.ref["mu"], self.ref["sigma"])
+
+    def per_sample(self, images: np.ndarray, labels: np.ndarray) -> dict:
+        feats = self.extractor(images)
+        return {"pool": feats["pool"].numpy(), "logits": feats["logits"].numpy()}
+
+    def statistics(self, data: dict, idx=None) -> dict:
+        import torch
+        from torch_fidelity.metric_isc import isc_features_to_metric
+
+        from dit.eval.metrics import feature_statistics, frechet_distance
+
+        if idx is None:  # all samples: the same formula as dit.eval.metrics.inception_metrics
+            fid = frechet_distance(*feature_statistics(data["pool"]), self.ref["mu"], self.ref["sigma"])
+            logits = data["logits"]
+        else:
+            fid, logits = self.fd_to_ref(data["pool"][idx]), data["logits"][idx]
+        isc = isc_features_to_metric(torch.from_numpy(logits), splits=10)
+        return {"fid": fid, "inception_score": isc["inception_score_mean"],
+                "inception_score_std": isc["inception_score_std"]}
+
+
+class FrechetToReference:
+    """Fréchet distance (dit.eval.metrics.frechet_distance) from feature sets to fixed reference
+    statistics, for many resamples: with R = S_ref^(1/2), Tr((S S_ref)^(1/2)) is the sum of the
+    square roots of the eigenvalues of the symmetric R S R (similar to S S_ref), a symmetric
+    eigenproblem several times faster than the general one; equal to frechet_distance to rounding."""
+
+    def __init__(self, mu, sigma):
+        w, v = np.linalg.eigh(np.asarray(sigma, np.float64))
+        self.root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        self.mu, self.trace = np.asarray(mu, np.float64), float(np.trace(sigma))
+
+    def __call__(self, features: np.ndarray) -> float:
+        from dit.eval.metrics import feature_statistics
+
+        mu, sigma = feature_statistics(features)
+        eig = np.linalg.eigvalsh(self.root @ sigma @ self.root)
+        diff = mu - self.mu
+        return float(diff @ diff + np.trace(sigma) + self.trace - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def bootstrap(scorer, data: dict, point: dict, resamples: int, seed: int, level: float = LEVEL) -> dict:
+    """{metric: (lo, hi)} for each of scorer.keys ({} when resamples is 0): the percentile interval
+    of the metric over `resamples` resamples of the samples with replacement, shifted by the
+    bootstrap bias estimate (mean over resamples - `point`, the all-samples value); distances are
+    clipped at 0. The index sets depend only on (seed, number of samples, resamples), so every
+    sampler is resampled identically."""
+    if resamples <= 0:
+        return {}
+    n = len(next(iter(data.values())))
+    rng = np.random.default_rng(seed)
+    draws = {k: np.empty(resamples) for k in scorer.keys}
+    for i in range(resamples):
+        stats = scorer.statistics(data, rng.integers(0, n, n))
+        for k in scorer.keys:
+            draws[k][i] = stats[k]
+    tail = (1 - level) / 2
+    out = {}
+    for k, v in draws.items():
+        lo, hi = np.quantile(v, [tail, 1 - tail]) - (v.mean() - point[k])
+        out[k] = (max(float(lo), 0.0) if k in LOWER_BETTER else float(lo), float(hi))
+    return out
+
+
+# --- the match rule, summary, files, plot -------------------------------------------------------
+
+
+def match_rule(rows: list[dict], ref: dict, keys: list[str], tolerance: float):
+    """(description, predicate on a row): the interval rule when every row has intervals, else tolerance."""
+    if all(f"{k}_lo" in r and f"{k}_hi" in r for r in rows for k in keys):
+        def matches(r):
+            return all(r[f"{k}_lo"] <= ref[f"{k}_hi"] if k in LOWER_BETTER else r[f"{k}_hi"] >= ref[f"{k}_lo"]
+                       for k in keys)
+        return ("on every metric, its 95% bootstrap interval overlaps the reference's or lies on the better side "
+                "of it (not worse beyond what the sample size resolves)"), matches
+
+    def within(r):
+        return all(r[k] <= ref[k] * (1 + tolerance) if k in LOWER_BETTER else r[k] >= ref[k] * (1 - tolerance)
+                   for k in keys)
+    return f"every metric within {tolerance:.0%} of the reference's point estimate (no intervals)", within
+
+
+def _interval(r: dict, k: str):
+    return [r[f"{k}_lo"], r[f"{k}_hi"]] if f"{k}_lo" in r else None
 
 
 def finish(rows: list[dict], summary: dict, args) -> None:
-    """Summary (fewest steps per sampler within tolerance of the reference on every metric), files, plot."""
+    """Summary (fewest steps per sampler matching the reference on every metric), files, plot."""
     ref_sampler, _, ref_steps = summary["reference"].partition(":")
     ref = next(r for r in rows if r["sampler"] == ref_sampler and r["steps"] == int(ref_steps))
     keys = [k for k in LOWER_BETTER + HIGHER_BETTER if k in ref]
-    tol = args.tolerance
-
-    def within(r):
-        return all(r[k] <= ref[k] * (1 + tol) if k in LOWER_BETTER else r[k] >= ref[k] * (1 - tol) for k in keys)
-
-    summary.update(reference_quality={k: ref[k] for k in keys}, tolerance=tol)
+    rule, matches = match_rule(rows, ref, keys, args.tolerance)
+    summary.update(reference_quality={k: ref[k] for k in keys},
+                   reference_ci={k: _interval(ref, k) for k in keys}, match_rule=rule, tolerance=args.tolerance)
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        best = min((r for r in rows if r["sampler"] == sampler and within(r)), key=lambda r: r["steps"], default=None)
+        best = min((r for r in rows if r["sampler"] == sampler and matches(r)), key=lambda r: r["steps"], default=None)
         summary[sampler] = None if best is None else {
-            "steps": best["steps"], **{k: best[k] for k in keys}, "speedup": ref["seconds"] / best["seconds"]}
+            "steps": best["steps"], **{k: best[k] for k in keys}, **{f"{k}_ci": _interval(best, k) for k in keys},
+            "speedup": ref["seconds"] / best["seconds"]}
     out = Path(args.out)
     (out / "sampler_quality.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     with open(out / "sampler_quality.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    (out / "sampler_quality.md").write_text(markdown(rows, summary, keys, matches))
     plot(rows, keys, ref, out / "sampler_quality.png")
     print(json.dumps(summary))
-    print(f"wrote {out}/sampler_quality.csv, .json and .png")
+    print(f"wrote {out}/sampler_quality.csv, .json, .md and .png")
+
+
+def markdown(rows, summary, keys, matches) -> str:
+    def cell(r, k):
+        ci = _interval(r, k)
+        return f"{r[k]:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+
+    boot = summary.get("bootstrap") or {}
+    lines = [f"# Sampler quality vs steps (reference {summary['reference']}, {summary.get('num_samples')} samples, "
+             f"cfg {summary.get('cfg_scale')})", ""]
+    if boot.get("resamples"):
+        lines.append(f"Intervals: {boot['level']:.0%} percentile bootstrap over {boot['resamples']} resamples of the "
+                     f"samples (seed {boot['seed']}).")
+    lines += [f"A row matches the reference when {summary['match_rule']}.", "",
+              "| sampler | steps | seconds | " + " | ".join(keys) + " | matches |",
+              "|---|---|---|" + "---|" * len(keys) + "---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.2f} | "
+                     + " | ".join(cell(r, k) for k in keys) + f" | {'yes' if matches(r) else 'no'} |")
+    lines += ["", "Fewest steps that match the reference:", "", "| sampler | steps | speed-up |", "|---|---|---|"]
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        best = summary[sampler]
+        lines.append(f"| {sampler} | "
+                     + ("none | - |" if best is None else f"{best['steps']} | {best['speedup']:.1f}x |"))
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows, keys, ref, path):
@@ -159,7 +336,12 @@ def plot(rows, keys, ref, path):
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         rr = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["steps"])
         for ax, (key, _) in zip(axes, panels):
-            ax.plot([r["steps"] for r in rr], [r[key] for r in rr], marker="o", label=sampler)
+            steps, values = [r["steps"] for r in rr], [r[key] for r in rr]
+            if key != "seconds" and all(_interval(r, key) for r in rr):  # 95% intervals as error bars
+                err = [[r[key] - r[f"{key}_lo"] for r in rr], [r[f"{key}_hi"] - r[key] for r in rr]]
+                ax.errorbar(steps, values, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=sampler)
+            else:
+                ax.plot(steps, values, marker="o", label=sampler)
     for ax, (key, label) in zip(axes, panels):
         if key != "seconds":
             ax.axhline(ref[key], color="gray", ls="--", lw=1)

@@ -5,9 +5,10 @@
     python benchmarks/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
     python benchmarks/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
 
-`train` times the real inner step of train.py from latents already in memory (cached latents,
-the loader out of the picture): autocast forward, the hybrid loss, backward, gradient norm,
-fused AdamW, the EMA update, the non-finite guard. `sample` times the guided denoiser with the
+`train` times train.py's own step (dit/training/step.py: train_step, through Accelerate as
+train.py runs it) from latents already in memory (cached latents, the loader out of the picture):
+autocast forward, the process's loss (DiT's hybrid loss), backward, gradient norm, the
+non-finite guard, fused AdamW, the EMA update. `sample` times the guided denoiser with the
 chosen sampler (dit/sampling/schedulers.py). MFU = (3 x forward FLOPs per image for training, 1 x (2 x
 with CFG) per model call for sampling) x images/s over the device's peak (the table below, dense
 bf16/fp16 tensor-core peak; no (float32) uses the TF32 peak; on a CPU, the measured rate of a 2048^3
@@ -28,11 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
 from dit.networks.dit_config import preset_config  # noqa: E402
 from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
-from dit.training.ema import EMA  # noqa: E402
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError  # noqa: E402
 from dit.analysis.flops import count_forward_macs  # noqa: E402
-from dit.training.guard import StepGuard  # noqa: E402
 from dit.precision import ALIASES, PRECISIONS, autocast_dtype, check_precision  # noqa: E402
 from dit.networks.dit import DiT
 
@@ -73,32 +72,34 @@ def build(name: str, image_size: int, device, grad_checkpointing=False, compile_
 
 
 def train_row(name, args, device) -> dict:
-    model = build(name, args.image_size, device, args.grad_checkpointing, args.compile).train()
-    ema = EMA(model, 0.9999)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=device.type in ("cuda", "cpu"))
-    diffusion = GaussianDiffusion.from_schedule()
-    guard = StepGuard(device, fp16=args.precision == "fp16")
-    dtype = autocast_dtype(args.precision)
+    """Images/s of train.py's own step (dit/training/step.py: train_step) on random latents: the
+    process's loss, backward, gradient clipping, the sync-free guard, fused AdamW and the EMA update."""
+    import itertools
+
+    from dit.training.config import from_preset
+    from dit.training.monitor import Monitor
+    from dit.training.parallel import make_parallel
+    from dit.training.setup import make_accelerator
+    from dit.training.step import train_step
+
     B = args.batch
-    batch = fake_batch(B, args.image_size, device)
-    x0, y, t, noise, drop = (batch[k] for k in ("x", "y", "t", "noise", "drop"))
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    config = from_preset("imagenet-256", model=name, image_size=args.image_size, global_batch_size=B,
+                         mixed_precision=args.precision, grad_checkpointing=args.grad_checkpointing)
+    accelerator = make_accelerator(config, cpu=device.type == "cpu")
+    model = build(name, args.image_size, device, args.grad_checkpointing, args.compile).train()
+    fused = device.type in ("cuda", "cpu")
+    parallel = make_parallel("ddp", accelerator, model, config.ema_decay, lambda params: torch.optim.AdamW(
+        params, lr=config.lr, weight_decay=config.weight_decay, fused=fused))
+    monitor = Monitor(accelerator, config, None, {"images_seen": 0, "skipped_steps": 0, "unreadable_images": 0}, None)
+    fake = fake_batch(B, args.image_size, device)
+    batch = {"x": fake["x"], "y": fake["y"], "drop": fake["drop"], "unreadable": torch.zeros(B, dtype=torch.long),
+             "draws": {"t": fake["t"], "noise": fake["noise"]}}
+    stream = itertools.repeat(batch)  # the step's input as the data stream collates it (dit/data/stream.py)
+    process = config.make_process()
+    counter = itertools.count()
 
     def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = diffusion.loss(model, {"x0": x0, "cond": {"y": y, "drop": drop}, "t": t, "noise": noise})["loss"].mean()
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-        ok = guard.check(loss, norm)
-        if args.precision == "fp16":
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.found_inf = (~ok).float()
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model, mask=ok)
+        train_step(next(counter), config, accelerator, parallel, process, stream, monitor)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -26,6 +26,10 @@ def main():
         return captured["parallel"]
 
     train.make_parallel = remember
+    if os.environ.get("DIT_TEST_BLIND_RANK") == os.environ.get("RANK"):  # this process sees no checkpoints
+        from dit.training import state
+
+        state.list_checkpoints = lambda run_dir: []
     fail_rank = os.environ.get("DIT_TEST_FAIL_RANK")
     if fail_rank is not None and os.environ.get("RANK") == fail_rank:  # one process dies mid-run
         from dit.processes.gaussian import GaussianDiffusion
@@ -43,8 +47,10 @@ def main():
     from safetensors.torch import save_file
 
     par = captured["parallel"]
-    if isinstance(par, parallel_module.Sharded):
+    if isinstance(par, parallel_module.Sharded):  # gathered on the main process only: the others write nothing
         weights, ema = par._full(list(par.model.parameters())), par._full(par.shadow)
+        if not weights:
+            return
     else:
         weights, ema = par.net.state_dict(), par.ema.state_dict()
     rank = int(os.environ.get("RANK", 0))

@@ -71,16 +71,28 @@ def _poison(monkeypatch, bad_calls):
     monkeypatch.setattr(GaussianDiffusion, "training_losses", losses)
 
 
+def _step_state(run, step):
+    """Weights, EMA and optimizer state saved at `step`."""
+    path = run / "checkpoints" / f"step_{step:09d}"
+    optim = torch.load(path / "optimizer.bin", weights_only=True)["state"]
+    return (load_file(str(path / "model.safetensors")), load_file(str(path / "ema.safetensors")),
+            {f"{i}.{k}": v for i, s in optim.items() for k, v in s.items()})
+
+
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
-    clean = train_run(tmp_path, "--max-steps", 6, name="clean")
-    _poison(monkeypatch, {2, 3})
-    run = train_run(tmp_path, "--max-steps", 6, name="nan")
+    _poison(monkeypatch, {2, 3})  # the losses of steps 3 and 4 are NaN
+    run = train_run(tmp_path, "--max-steps", 6, "--ckpt-every", 1, "--keep-last", 10, name="nan")
     log = metrics(run)
-    assert log[-1]["skipped_steps"] == 2 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
-    weights = load_file(str(run / "checkpoints" / "step_000000006" / "model.safetensors"))
+    assert [m["skipped_steps"] for m in log] == [0, 0, 1, 2, 2, 2]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
+    # A skipped step changes nothing: weights, EMA and optimizer state (moments, step count) after
+    # steps 3 and 4 are those after step 2; steps 5 and 6 train again, from finite weights.
+    before, after = _step_state(run, 2), _step_state(run, 4)
+    for saved, kept in zip(before, after):
+        same_tensors(saved, kept)
+    weights = _step_state(run, 6)[0]
     assert all(torch.isfinite(v).all() for v in weights.values())
-    assert not torch.equal(weights["blocks.0.attn.qkv.weight"],
-                           load_file(str(clean / "checkpoints" / "step_000000006" / "model.safetensors"))["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(weights["blocks.0.attn.qkv.weight"], after[0]["blocks.0.attn.qkv.weight"])
 
 
 class _OneProcess:
@@ -105,15 +117,56 @@ def test_guard_counts_nonfinite_losses_but_not_fp16_gradient_overflows():
     assert plain.read(_OneProcess) == (3, 1)  # the run in progress carries over to the next read
 
 
-def test_fp16_training_runs_without_tripping_the_guard(tmp_path):
-    # A process of its own: Accelerate's mixed-precision setting is fixed once per process.
-    argv = tiny_argv(tmp_path, "fp16", "--max-steps", 6, "--mixed-precision", "fp16")
-    subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], env=ENV, check=True, capture_output=True)
+# train.py in a process of its own (Accelerate fixes mixed precision once per process), with the
+# gradients of steps 3-5 made infinite while their loss stays finite: what an fp16 overflow looks like.
+_OVERFLOW = """
+import sys
+import torch
+import train
+from dit.cli import run_cli
+from dit.processes.gaussian import GaussianDiffusion
+
+class Overflow(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+real, calls = GaussianDiffusion.training_losses, []
+
+def losses(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    if len(calls) in (2, 3, 4):
+        out["loss"] = Overflow.apply(out["loss"])
+    calls.append(1)
+    return out
+
+GaussianDiffusion.training_losses = losses
+sys.exit(run_cli(train.main, sys.argv[1:]))
+"""
+
+
+def test_fp16_gradient_overflows_are_skipped_without_tripping_the_guard(tmp_path):
+    """Under fp16, overflowing gradients (finite loss) are the loss scaler's normal search: the steps are
+    skipped, but not counted, so three in a row do not stop a run whose limit is 2."""
+    argv = tiny_argv(tmp_path, "fp16", "--max-steps", 7, "--mixed-precision", "fp16", "--max-nonfinite", 2,
+                     "--ckpt-every", 1, "--keep-last", 10)
+    res = subprocess.run([sys.executable, "-c", _OVERFLOW, *argv], env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "fp16"
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "fp16"
     log = metrics(run)
-    assert log[-1]["skipped_steps"] == 0 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
-    weights = load_file(str(run / "checkpoints" / "step_000000006" / "model.safetensors"))
+    assert [m["step"] for m in log] == list(range(1, 8)) and all(m["skipped_steps"] == 0 for m in log)
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
+    before, after = _step_state(run, 2), _step_state(run, 5)
+    for saved, kept in zip(before, after):  # the overflowing steps 3-5 changed nothing
+        same_tensors(saved, kept)
+    weights = _step_state(run, 7)[0]
     assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not torch.equal(weights["blocks.0.attn.qkv.weight"], after[0]["blocks.0.attn.qkv.weight"])
 
 
 def test_too_many_nonfinite_steps_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

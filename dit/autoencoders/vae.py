@@ -1,9 +1,10 @@
 """The autoencoder between pixels and the latents DiT models: the one place its constants live.
 
 Conventions (DiT §4, following LDM): images are float tensors in [-1, 1], NCHW, RGB.
-Latents are `vae.encode(x).latent_dist.sample() * scale` with scale 0.18215 for the
-Stable Diffusion VAEs (sd-vae-ft-ema / -mse), 4 channels, 8x smaller per side; decoding
-divides by the scale first. `none` keeps pixel space (3 channels, identity), as in the
+Latents are `(vae.encode(x).latent_dist.sample() - shift) * scale` with scale 0.18215 and shift 0
+for the Stable Diffusion VAEs (sd-vae-ft-ema / -mse), 4 channels, 8x smaller per side; decoding
+inverts it first. Both come from the VAE's own config (`scaling_factor`, `shift_factor`: later VAEs
+such as SD3's set a shift), LDM's 0.18215 where an older config records none. `none` keeps pixel space (3 channels, identity), as in the
 paper's pixel-space ablations.
 """
 
@@ -51,9 +52,10 @@ def _is_hub_id(name: str) -> bool:
 class Autoencoder:
     """Encode images to DiT latents and decode them back (or the identity in pixel space)."""
 
-    def __init__(self, vae=None, scale: float = LATENT_SCALE, name: str = PIXEL):
+    def __init__(self, vae=None, scale: float = LATENT_SCALE, name: str = PIXEL, shift: float = 0.0):
         self.vae = vae
         self.scale = scale
+        self.shift = shift
         self.name = name
 
     @classmethod
@@ -92,9 +94,18 @@ class Autoencoder:
             raise UserError(f"could not load the VAE '{source}' ({type(e).__name__}: the files are missing or "
                             f"broken). {help_}") from None
         vae.eval().requires_grad_(False).to(device)
+        # Decode (and encode) one image at a time: a 512 px batch decoded at once needs gigabytes of
+        # activations; slicing gives the same images (tests/test_hardening.py) at a fraction of the memory.
+        vae.enable_slicing()
         # Older SD VAE configs carry no scaling_factor; diffusers then defaults to LDM's 0.18215.
         scale = float(getattr(vae.config, "scaling_factor", None) or LATENT_SCALE)
-        return cls(vae, scale, name)
+        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        return cls(vae, scale, name, shift)
+
+    def describe(self) -> dict:
+        """What a latent depends on: the VAE (name as given, and where it came from), scale and shift."""
+        return {"vae": self.name, "vae_source": VAE_SOURCES.get(self.name, self.name), "scale": self.scale,
+                "shift": self.shift}
 
     @property
     def latent_channels(self) -> int:
@@ -121,7 +132,7 @@ class Autoencoder:
         if self.vae is None:
             return images, torch.zeros_like(images)
         dist = self.vae.encode(images.to(self._vae_dtype())).latent_dist
-        return dist.mean.float() * self.scale, dist.std.float() * self.scale
+        return (dist.mean.float() - self.shift) * self.scale, dist.std.float() * self.scale
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator=None) -> torch.Tensor:
@@ -135,4 +146,4 @@ class Autoencoder:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return latents.float()
-        return self.vae.decode((latents / self.scale).to(self._vae_dtype())).sample.float()
+        return self.vae.decode((latents / self.scale + self.shift).to(self._vae_dtype())).sample.float()

@@ -8,7 +8,8 @@ AND its horizontal flip, so training can still draw a fresh latent z = mean + st
 epoch and still flip (as the paper trains), instead of freezing one sample as fast-DiT does.
 
 Layout of a cache directory:
-    settings.json              what was encoded (data root, image size, VAE, dtype, chunk size)
+    settings.json              what was encoded (data root, image size, the VAE: name, source, scale and
+                               shift; dtype, chunk size)
     chunk_00000.safetensors    images [k*C, (k+1)*C) of the sorted file list: "mean", "std" (n, 2, c, h, w)
     ...                        ([:, 0] the image, [:, 1] its flip), "labels" (n,), "indices" (n,)
     index.json                 written last: chunk names and row counts, classes, skipped files
@@ -180,8 +181,8 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out = Path(out)
     folder = ImageFolderDataset(data, image_size)  # sorted class dirs and files: the same list on every process
-    settings = {"data": str(Path(data).resolve()), "files": len(folder), "image_size": image_size, "vae": vae.name,
-                "scale": vae.scale, "dtype": dtype, "chunk_size": chunk_size}
+    settings = {"data": str(Path(data).resolve()), "files": len(folder), "image_size": image_size, **vae.describe(),
+                "dtype": dtype, "chunk_size": chunk_size}
     if state.is_main_process:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} exists and is not a directory")

@@ -22,6 +22,7 @@ reports two numbers, named for what they are:
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def load_images(source) -> tuple[np.ndarray, np.ndarray | None]:
         with np.load(path) as data:
             images = data["arr_0"]
             labels = data["arr_1"] if "arr_1" in data else None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable .npz with images under arr_0 ({type(e).__name__}: {e})") from None
     return _check_images(images, str(path)), labels
 

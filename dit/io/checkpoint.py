@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from dit.errors import UserError
 from dit.io import zoo
 from dit.io.atomic import atomic_path
 from dit.io.diffusers import config_from_diffusers, from_diffusers
+from dit.io.diffusers_pipeline import pipeline_meta
 from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.networks.dit_config import preset_config
 from dit.processes import DEFAULT_PROCESS
@@ -87,19 +89,25 @@ def _read_safetensors(path: Path) -> Checkpoint:
 def _read_pickle(path: Path) -> Checkpoint:
     try:
         # The public training script stores its argparse Namespace next to the weights.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says what matters
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.split("error:", 1)[1].strip() for ln in str(e).splitlines() if "Unpickler error:" in ln), "")
-        detail = detail.split(". ")[0]
-        if "global" not in detail.lower():  # not a refused object: the bytes are just not a pickle
-            raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
-        raise UserError(
-            f"refused to load {path}: it contains Python objects other than tensors, which could run code "
-            f"when unpickled ({detail}). Only plain state dicts are accepted"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad bytes; all mean "cannot read"
+        text = str(e)
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        # A torch.save zip ("PK") or a pickle stream (protocol header 0x80) that the safe unpickler read
+        # and refused: it holds objects (or instructions) beyond tensors and plain containers.
+        pickled = magic == b"PK" or magic[:1] == b"\x80"
+        if pickled and isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in text:
+            # The safe unpickler read a valid pickle and refused something in it (an object, a code path).
+            lines = [ln.strip() for ln in text.splitlines()]
+            detail = next((ln.split("error:", 1)[-1].strip() for ln in lines if "Unsupported" in ln), "")
+            detail = detail.split(". ")[0] or "an object outside the allowed tensors and containers"
+            raise UserError(f"{path} holds Python objects that safe loading refuses ({detail[:160]}); only load "
+                            f"files you trust, and convert them to a plain state dict or safetensors") from None
+        reason = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
     if isinstance(obj, dict) and "ema" in obj:
         obj = obj["ema"]
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -110,7 +118,10 @@ def _read_pickle(path: Path) -> Checkpoint:
 
 
 def _read_diffusers(path: Path) -> Checkpoint:
-    if (path / "model_index.json").is_file():
+    # A pipeline also says how to sample (its scheduler's betas, its VAE, the image size): that goes
+    # into meta, so sample.py reads the pipeline as the model, process and VAE it was exported from.
+    root = path if (path / "model_index.json").is_file() else None
+    if root is not None:
         path = path / "transformer"
     cfg = json.loads((path / "config.json").read_text())
     config = config_from_diffusers(cfg)
@@ -120,7 +131,8 @@ def _read_diffusers(path: Path) -> Checkpoint:
     sd = {}
     for f in files:
         sd.update(_read_safetensors(f).state_dict if f.suffix == ".safetensors" else _read_pickle(f).state_dict)
-    return Checkpoint(from_diffusers(sd, config.depth), config, str(path), {"format": "diffusers"})
+    meta = pipeline_meta(root, config) if root is not None else {"format": "diffusers"}
+    return Checkpoint(from_diffusers(sd, config.depth, config.conditioning, config.num_classes), config, str(path), meta)
 
 
 def load_weights(spec: str) -> Checkpoint:
@@ -191,11 +203,17 @@ def instantiate(ckpt: Checkpoint, config=None, device="cpu"):
         if spec.infer_config is None:
             raise UserError(f"checkpoint {ckpt.source} records no {ckpt.arch!r} config and none can be inferred")
         config = spec.infer_config(ckpt.state_dict)
-    model = spec.build(config)
     sd = dict(ckpt.state_dict)
-    if "pos_embed" not in sd and ckpt.meta.get("format") == "diffusers":
-        sd["pos_embed"] = model.pos_embed.detach().clone()  # diffusers recomputes it
-    check_fit(model, sd, ckpt.source, ckpt.arch)
+    # First on the meta device (shapes only, no memory): metadata that disagrees with the tensors
+    # (say, a hidden size of 65,536 claimed for a 55K-parameter file) is refused before it can
+    # allocate gigabytes; the real network is built only once every shape fits.
+    with torch.device("meta"):
+        shadow = spec.build(config)
+    diffusers_pos = "pos_embed" not in sd and ckpt.meta.get("format") == "diffusers"  # diffusers recomputes it
+    check_fit(shadow, {**sd, "pos_embed": shadow.pos_embed} if diffusers_pos else sd, ckpt.source, ckpt.arch)
+    model = spec.build(config)
+    if diffusers_pos:
+        sd["pos_embed"] = model.pos_embed.detach().clone()
     model.load_state_dict(sd, strict=True)
     return model.to(device).eval()
 

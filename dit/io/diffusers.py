@@ -6,26 +6,47 @@ The two hold the same weights arranged differently:
   DiT shares one `t_embedder` / `y_embedder`. Converting to DiT requires the copies to agree.
 - diffusers splits the fused `attn.qkv` into to_q / to_k / to_v.
 - diffusers recomputes the frozen sin-cos `pos_embed` instead of storing it.
-diffusers' sinusoidal embedding uses `downscale_freq_shift=1` (frequencies over half-1,
-not half), so diffusers' pipeline and ours differ slightly in the timestep features even with
-identical weights (up to ~2e-2 in the output of a tiny model). A diffusers checkpoint loaded
-here behaves as the public DiT code would with the same weights, which is what the official
-diffusers conversions (facebook/DiT-XL-2-*) were made from.
+- diffusers' blocks always have adaLN-Zero's residual gates; an adaLN DiT (no gates) is written
+  with gates whose output is the constant 1 (zero weight, bias 1), which is exactly a plain residual.
+
+What diffusers' config cannot say is recorded under "_dit" in the transformer's config.json
+(`RECORD`): the class count, conditioning, label dropout and timestep-frequency convention of the
+network the weights came from. diffusers drops private ("_") config keys without a warning and
+writes them back when it re-saves, so stock diffusers loads these files unchanged.
+
+Timestep frequencies: diffusers' DiT computes them with `downscale_freq_shift=1` (exponents over
+half-1), the original DiT with shift 0 (over half); the same weights compute slightly different
+functions under each (ModelConfig.timestep_freq_shift). A transformer without our record (a stock
+diffusers file such as facebook/DiT-XL-2-256) is read with shift 1, so it computes here what it
+computes in diffusers; one we exported records the shift of its source, so reading it back gives
+the original network exactly. Stock diffusers runs every file with shift 1: an exported shift-0
+model carries that difference inside diffusers (see save_diffusers_pipeline). One difference is
+not modelled: stock files normalise before each MLP with diffusers' default eps 1e-5 where DiT
+uses 1e-6 (we export 1e-6); on a tiny random model it changes outputs by 3e-7 relative.
 """
 
 from __future__ import annotations
 
 import torch
 
-from dit.networks.dit_config import ModelConfig
 from dit.errors import UserError
+from dit.networks.blocks import LN_EPS
+from dit.networks.conditioning import IMAGENET_CLASSES
+from dit.networks.dit_config import ModelConfig
+
+RECORD = "_dit"  # our key in the transformer's config.json (see the module docstring)
+DIFFUSERS_FREQ_SHIFT = 1  # CombinedTimestepLabelEmbeddings: Timesteps(256, True, downscale_freq_shift=1)
+DIFFUSERS_CONDITIONINGS = ("adaln-zero", "adaln")  # what a DiTTransformer2DModel can compute exactly
+# What export_diffusers.py can write; every refusal ends with it.
+EXPORTS = ("a diffusers DiTPipeline holds a DiT (adaLN-Zero or adaLN conditioning, mlp_ratio 4, at most "
+           f"{IMAGENET_CLASSES} classes) trained with Gaussian diffusion in a VAE's latent space")
 
 _BLOCK_MAP = {  # ours -> diffusers, inside blocks.{i}
     "attn.proj": "attn1.to_out.0",
     "mlp.fc1": "ff.net.0.proj",
     "mlp.fc2": "ff.net.2",
-    "adaLN_modulation.1": "norm1.linear",
 }
+_ADALN = ("adaLN_modulation.1", "norm1.linear")  # converted on its own: adaLN gets constant gates
 _TOP_MAP = {
     "x_embedder.proj": "pos_embed.proj",
     "final_layer.adaLN_modulation.1": "proj_out_1",
@@ -36,6 +57,24 @@ _EMB_MAP = {
     "t_embedder.mlp.2": "norm1.emb.timestep_embedder.linear_2",
     "y_embedder.embedding_table": "norm1.emb.class_embedder.embedding_table",
 }
+_TABLE = "y_embedder.embedding_table.weight"
+_UNGATED = (0, 1, 3, 4)  # adaLN-Zero's chunks (shift, scale, gate) x (attention, MLP) without the gates
+
+
+def check_exportable(cfg: ModelConfig, pixel_space: bool = False) -> None:
+    """Refuse, in one line naming what exports, a network diffusers' DiTPipeline cannot hold."""
+    why = None
+    if cfg.conditioning not in DIFFUSERS_CONDITIONINGS:
+        why = f"the model has {cfg.conditioning} conditioning, which diffusers' DiTTransformer2DModel does not implement"
+    elif cfg.mlp_ratio != 4.0:
+        why = f"the model has mlp_ratio {cfg.mlp_ratio}; diffusers' DiT blocks are fixed at 4"
+    elif cfg.num_classes > IMAGENET_CLASSES:
+        why = (f"the model has {cfg.num_classes} classes; DiTPipeline's guidance uses label {IMAGENET_CLASSES} as "
+               "its null class, which would be one of them")
+    elif pixel_space:
+        why = "a pixel-space model (--vae none) has no VAE, and DiTPipeline always decodes with one"
+    if why:
+        raise UserError(f"cannot export: {why}; {EXPORTS}")
 
 
 def config_from_diffusers(cfg: dict) -> ModelConfig:
@@ -44,26 +83,62 @@ def config_from_diffusers(cfg: dict) -> ModelConfig:
         raise UserError("this diffusers transformer is not a class-conditional adaLN-Zero DiT; it cannot be loaded")
     in_ch = cfg.get("in_channels", 4)
     out_ch = cfg.get("out_channels") or in_ch
+    rec, table = cfg.get(RECORD) or {}, cfg["num_embeds_ada_norm"]
+    classes = rec.get("num_classes", table)
+    if not 1 <= classes <= table or rec.get("conditioning", "adaln-zero") not in DIFFUSERS_CONDITIONINGS:
+        raise UserError(f"the {RECORD!r} entry of this transformer's config.json ({rec}) does not fit its "
+                        f"{table}-class label table; remove the entry to read it as a plain diffusers DiT")
+    kept = {k: rec[k] for k in ("conditioning", "class_dropout_prob") if k in rec}
     return ModelConfig(
         input_size=cfg["sample_size"], patch_size=cfg["patch_size"], in_channels=in_ch,
         hidden_size=cfg["num_attention_heads"] * cfg["attention_head_dim"], depth=cfg["num_layers"],
-        num_heads=cfg["num_attention_heads"], num_classes=cfg["num_embeds_ada_norm"],
-        learn_sigma=out_ch == 2 * in_ch,
+        num_heads=cfg["num_attention_heads"], num_classes=classes, learn_sigma=out_ch == 2 * in_ch,
+        timestep_freq_shift=rec.get("timestep_freq_shift", DIFFUSERS_FREQ_SHIFT), **kept,
     )
 
 
-def config_to_diffusers(cfg: ModelConfig) -> dict:
-    if cfg.conditioning != "adaln-zero" or cfg.mlp_ratio != 4.0:
-        raise UserError("only adaLN-Zero DiTs with mlp_ratio 4 have a diffusers DiTTransformer2DModel equivalent")
+def config_to_diffusers(cfg: ModelConfig, table_classes: int | None = None) -> dict:
+    """DiTTransformer2DModel keyword arguments for `cfg`, our record included.
+
+    table_classes: the label table diffusers sees (num_embeds_ada_norm, + 1 null row); default
+    cfg.num_classes. save_diffusers_pipeline widens it to 1000 (see to_diffusers).
+    """
+    check_exportable(cfg)
+    record = {"num_classes": cfg.num_classes, "conditioning": cfg.conditioning,
+              "class_dropout_prob": cfg.class_dropout_prob, "timestep_freq_shift": cfg.timestep_freq_shift}
     return dict(
         num_attention_heads=cfg.num_heads, attention_head_dim=cfg.hidden_size // cfg.num_heads,
         in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_layers=cfg.depth,
-        sample_size=cfg.input_size, patch_size=cfg.patch_size, num_embeds_ada_norm=cfg.num_classes,
+        sample_size=cfg.input_size, patch_size=cfg.patch_size, num_embeds_ada_norm=table_classes or cfg.num_classes,
+        # diffusers' default 1e-5 would apply to the LayerNorm before each MLP; DiT's are all 1e-6.
+        norm_eps=LN_EPS, **{RECORD: record},
     )
 
 
-def from_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """diffusers DiTTransformer2DModel state dict -> public DiT layout (without `pos_embed`)."""
+def _gated(t: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation weight (4D, D) or bias (4D,) -> adaLN-Zero's (6D, ...), gates inserted after
+    each (shift, scale) pair: zero weight and bias 1, so every gate is exactly 1 whatever c is."""
+    parts = list(t.chunk(4))
+    gate = torch.zeros_like(parts[0]) if t.dim() == 2 else torch.ones_like(parts[0])
+    return torch.cat(parts[:2] + [gate] + parts[2:] + [gate.clone()])
+
+
+def _ungated(w: torch.Tensor, b: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ws, bs = w.chunk(6), b.chunk(6)
+    for i in (2, 5):
+        if ws[i].any() or not torch.equal(bs[i], torch.ones_like(bs[i])):
+            raise UserError(f"{where}: the gates of this adaLN transformer are no longer the constant 1 it was "
+                            f"exported with; remove the 'conditioning' of its {RECORD!r} record to read it as adaLN-Zero")
+    return torch.cat([ws[i] for i in _UNGATED]), torch.cat([bs[i] for i in _UNGATED])
+
+
+def from_diffusers(sd: dict[str, torch.Tensor], depth: int, conditioning: str = "adaln-zero",
+                   num_classes: int | None = None) -> dict[str, torch.Tensor]:
+    """diffusers DiTTransformer2DModel state dict -> public DiT layout (without `pos_embed`).
+
+    num_classes: the network's classes when the table is wider (an exported pipeline's 1001 rows):
+    rows 0..num_classes-1 and the last (null) row are kept.
+    """
     out = {}
     for ours, theirs in _TOP_MAP.items():
         for p in ("weight", "bias"):
@@ -78,18 +153,35 @@ def from_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.T
                         "across blocks, so it cannot be converted exactly"
                     )
             out[f"{ours}.{p}"] = first
+    if num_classes is not None:
+        out[_TABLE] = torch.cat([out[_TABLE][:num_classes], out[_TABLE][-1:]])
     for i in range(depth):
         src, dst = f"transformer_blocks.{i}.", f"blocks.{i}."
         for ours, theirs in _BLOCK_MAP.items():
             for p in ("weight", "bias"):
                 out[f"{dst}{ours}.{p}"] = sd[f"{src}{theirs}.{p}"]
+        w, b = sd[f"{src}{_ADALN[1]}.weight"], sd[f"{src}{_ADALN[1]}.bias"]
+        if conditioning == "adaln":
+            w, b = _ungated(w, b, f"block {i}")
+        out[f"{dst}{_ADALN[0]}.weight"], out[f"{dst}{_ADALN[0]}.bias"] = w, b
         for p in ("weight", "bias"):
             out[f"{dst}attn.qkv.{p}"] = torch.cat([sd[f"{src}attn1.to_{n}.{p}"] for n in "qkv"])
     return out
 
 
-def to_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """Public DiT layout -> diffusers DiTTransformer2DModel state dict (embedders copied into every block)."""
+def to_diffusers(sd: dict[str, torch.Tensor], depth: int, conditioning: str = "adaln-zero",
+                 table_classes: int | None = None) -> dict[str, torch.Tensor]:
+    """Public DiT layout -> diffusers DiTTransformer2DModel state dict (embedders copied into every block).
+
+    table_classes (>= the network's classes): widen the label table to table_classes + 1 rows with
+    the null row last. The rows between belong to no class; they repeat the null row, so such a
+    label samples unconditionally rather than from an arbitrary embedding.
+    """
+    sd = dict(sd)
+    table = sd[_TABLE]
+    if table_classes is not None and table_classes + 1 > len(table):
+        null = table[-1:]
+        sd[_TABLE] = torch.cat([table[:-1], null.expand(table_classes + 1 - len(table), -1), null])
     out = {}
     for ours, theirs in _TOP_MAP.items():
         for p in ("weight", "bias"):
@@ -103,31 +195,8 @@ def to_diffusers(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Ten
             for p in ("weight", "bias"):
                 out[f"{dst}{theirs}.{p}"] = sd[f"{src}{ours}.{p}"]
         for p in ("weight", "bias"):
+            t = sd[f"{src}{_ADALN[0]}.{p}"]
+            out[f"{dst}{_ADALN[1]}.{p}"] = _gated(t) if conditioning == "adaln" else t
             for n, part in zip("qkv", sd[f"{src}attn.qkv.{p}"].chunk(3)):
                 out[f"{dst}attn1.to_{n}.{p}"] = part.clone()
     return out
-
-
-def save_diffusers_pipeline(model, vae, diffusion, out, class_names: list[str] | None = None) -> None:
-    """Write a diffusers `DiTPipeline` directory: DiTTransformer2DModel + DDIM scheduler + the VAE.
-
-    model: our DiT (adaLN-Zero, mlp_ratio 4); vae: dit.vae.Autoencoder (its AutoencoderKL is saved
-    as the pipeline's `vae`, scaling_factor included); diffusion: the full T-step process, whose
-    betas the scheduler reproduces. Note diffusers' timestep features differ slightly from DiT's
-    (see the module docstring), as in the official facebook/DiT-XL-2-* conversions.
-    """
-    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    if vae.vae is None:
-        raise UserError("DiTPipeline always decodes with a VAE; a pixel-space model (--vae none) cannot be exported")
-    cfg = model.config
-    transformer = DiTTransformer2DModel(**config_to_diffusers(cfg))
-    transformer.load_state_dict(to_diffusers(model.state_dict(), cfg.depth), strict=True)
-    scheduler = DDIMScheduler(num_train_timesteps=diffusion.num_timesteps, trained_betas=diffusion.betas.tolist(),
-                              clip_sample=False, set_alpha_to_one=True, prediction_type="epsilon")
-    id2label = {i: name for i, name in enumerate(class_names)} if class_names else None
-    vae.vae.register_to_config(scaling_factor=vae.scale)
-    pipe = DiTPipeline(transformer=transformer.eval(), vae=vae.vae, scheduler=scheduler, id2label=id2label)
-    if id2label:  # DiTPipeline does not record it itself; from_pretrained passes it back from model_index.json
-        pipe.register_to_config(id2label={str(k): v for k, v in id2label.items()})
-    pipe.save_pretrained(str(out), safe_serialization=True)

@@ -1,7 +1,10 @@
 """The model zoo: known pretrained checkpoints listed in models/manifest.json.
 
 The manifest is data (source URL, sha256 when recorded, licence, the config each checkpoint
-needs); weights are downloaded into models/weights/ (git-ignored) or $DIT_WEIGHTS_DIR.
+needs). It ships inside the package as dit/io/manifest.json (in the source tree a link to
+models/manifest.json), so a wheel or a non-editable install knows the zoo too. Weights are
+downloaded into $DIT_WEIGHTS_DIR, else models/weights/ of a source checkout (git-ignored), else
+~/.cache/dit/weights for an installed copy.
 Downloads are written to a temporary file and renamed only after the checksum passes, so an
 interrupted download never leaves a file that looks complete.
 """
@@ -21,12 +24,14 @@ from tqdm import tqdm
 from dit.errors import UserError
 from dit.io.atomic import atomic_path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-MANIFEST = MODELS_DIR / "manifest.json"
+MANIFEST = Path(__file__).resolve().with_name("manifest.json")  # package data
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # exists in a source checkout only
 
 
 def weights_dir() -> Path:
-    return Path(os.environ.get("DIT_WEIGHTS_DIR", MODELS_DIR / "weights"))
+    if "DIT_WEIGHTS_DIR" in os.environ:
+        return Path(os.environ["DIT_WEIGHTS_DIR"])
+    return MODELS_DIR / "weights" if MODELS_DIR.is_dir() else Path.home() / ".cache" / "dit" / "weights"
 
 
 def manifest(feature_extractors: bool = False) -> dict:

@@ -39,12 +39,14 @@ class DiT(nn.Module):
         num_classes: int = IMAGENET_CLASSES,
         learn_sigma: bool = True,
         conditioning: str = "adaln-zero",
+        timestep_freq_shift: int = 0,
     ):
         super().__init__()
         self.config = cfg = ModelConfig(
             input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, conditioning=conditioning,
+            timestep_freq_shift=timestep_freq_shift,
         )
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels, self.out_channels = in_channels, cfg.out_channels
@@ -54,7 +56,7 @@ class DiT(nn.Module):
         self.grad_checkpointing = False
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
-        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size, freq_shift=timestep_freq_shift)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         # Fixed 2-D sin-cos table (DiT §3.1), a frozen Parameter rather than a buffer only because
         # that is where the public checkpoints keep it.
@@ -149,7 +151,8 @@ class DiT(nn.Module):
         except Exception as e:  # noqa: BLE001 - any compiler problem means: run eager
             for block in self.blocks:
                 block._compiled_call_impl = None
-            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly", stacklevel=2)
+            self.compile_error = f"{type(e).__name__}: {str(e)[:200]}"
+            warnings.warn(f"torch.compile failed ({self.compile_error}); running eagerly", stacklevel=2)
             return False
         finally:
             self.zero_grad(set_to_none=True)

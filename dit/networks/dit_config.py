@@ -40,6 +40,10 @@ class ModelConfig:
     num_classes: int = IMAGENET_CLASSES
     learn_sigma: bool = True  # second half of output channels = variance interpolation (IDDPM)
     conditioning: str = "adaln-zero"
+    # Timestep frequencies exp(-ln(1e4) k / (128 - shift)): 0 is DiT's (every file written before
+    # this field existed), 1 is diffusers' DiTTransformer2DModel's, so weights read from diffusers
+    # compute what diffusers computes (layers.timestep_embedding).
+    timestep_freq_shift: int = 0
 
     def __post_init__(self):
         self._check_types()
@@ -65,6 +69,8 @@ class ModelConfig:
             )
         if self.conditioning not in CONDITIONINGS:
             raise UserError(f"unknown conditioning '{self.conditioning}'; choose one of {', '.join(CONDITIONINGS)}")
+        if self.timestep_freq_shift not in (0, 1):
+            raise UserError(f"timestep_freq_shift must be 0 (DiT's frequencies) or 1 (diffusers'), got {self.timestep_freq_shift}")
         if not 0.0 <= self.class_dropout_prob < 1.0:
             raise UserError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
 

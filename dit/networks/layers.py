@@ -31,14 +31,20 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max_period: float = 10000) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max_period: float = 10000,
+                       freq_shift: int = 0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, t (N,) -> (N, dim).
 
-    Frequencies go from 1 down to 1/max_period geometrically; cos before sin as in the public
-    DiT (the transformer "Attention is all you need" order is the reverse: mind it when porting).
+    Frequencies are exp(-ln(max_period) * k / (half - freq_shift)), k = 0..half-1; cos before sin
+    as in the public DiT (the transformer "Attention is all you need" order is the reverse: mind
+    it when porting). freq_shift 0 is DiT's convention (the lowest frequency stops just above
+    1/max_period); 1 is diffusers' `downscale_freq_shift=1` (it reaches 1/max_period), which its
+    DiTTransformer2DModel uses: the same weights compute another function under each.
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    # (-ln P * k) / (half - shift), in diffusers' order of operations, so shift 1 matches it bit for bit
+    # and shift 0 is the expression this function always computed.
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - freq_shift))
     args = t[:, None].float() * freqs[None]  # (N, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
     if dim % 2:
@@ -49,9 +55,10 @@ def timestep_embedding(t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max
 class TimestepEmbedder(nn.Module):
     """t (N,) in the original 0..999 index space -> (N, hidden). Sinusoids, then Linear-SiLU-Linear."""
 
-    def __init__(self, hidden_size: int, frequency_embedding_size: int = FREQUENCY_EMBEDDING_SIZE):
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = FREQUENCY_EMBEDDING_SIZE, freq_shift: int = 0):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
+        self.freq_shift = freq_shift  # 0: DiT's frequencies, 1: diffusers' (see timestep_embedding)
         self.mlp = nn.Sequential(
             nn.Linear(frequency_embedding_size, hidden_size),
             nn.SiLU(),
@@ -59,7 +66,7 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.frequency_embedding_size))
+        return self.mlp(timestep_embedding(t, self.frequency_embedding_size, freq_shift=self.freq_shift))
 
 
 class LabelEmbedder(nn.Module):

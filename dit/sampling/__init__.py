@@ -11,11 +11,11 @@ Importing this package registers the Gaussian process's samplers.
 """
 
 from dit.sampling import ancestral, schedulers
-from dit.sampling.registry import get_sampler, register_sampler, run_sampler, sampler_names
+from dit.sampling.registry import check_sampler, get_sampler, register_sampler, run_sampler, sampler_names
 
 register_sampler("gaussian", "ddpm", ancestral.ddpm)
 register_sampler("gaussian", "ddim", ancestral.ddim)
 for _name in schedulers.SCHEDULERS:
     register_sampler("gaussian", _name, schedulers.scheduler_sampler(_name))
 
-__all__ = ["get_sampler", "register_sampler", "run_sampler", "sampler_names"]
+__all__ = ["check_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]

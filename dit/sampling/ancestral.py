@@ -64,12 +64,16 @@ def ddim_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Ten
     return x
 
 
+def check_steps(name: str, diffusion: GaussianDiffusion, steps) -> None:
+    # One evenly spaced step would be t = 0 alone: the sampler would never see t = T-1.
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 2 <= steps <= diffusion.num_timesteps:
+        raise UserError(f"{name} steps must be an int in 2..{diffusion.num_timesteps}, got {steps!r}")
+
+
 def _respaced(diffusion: GaussianDiffusion, name: str, steps) -> GaussianDiffusion:
     if diffusion.is_respaced:
         raise ValueError("the sampler respaces the process itself: pass the full T-step process")
-    # One evenly spaced step would be t = 0 alone: the sampler would never see t = T-1.
-    if not isinstance(steps, int) or not 2 <= steps <= diffusion.num_timesteps:
-        raise UserError(f"{name} steps must be an int in 2..{diffusion.num_timesteps}, got {steps!r}")
+    check_steps(name, diffusion, steps)
     return diffusion.respace(steps)
 
 
@@ -85,3 +89,7 @@ def ddim(denoiser, diffusion: GaussianDiffusion, x_T, steps, noise=None, progres
     """Registry entry "ddim": the full process respaced evenly to `steps`."""
     return ddim_sample(denoiser, _respaced(diffusion, "ddim", steps), x_T, eta, torch.randn_like if noise is None else noise,
                        clip_denoised, progress)
+
+
+ddpm.check = lambda diffusion, steps: check_steps("ddpm", diffusion, steps)
+ddim.check = lambda diffusion, steps: check_steps("ddim", diffusion, steps)

@@ -5,6 +5,9 @@ A sampler is a function over a denoiser:
 `denoiser(x, t)` returns the network's output at network time t (the process's `network_time`);
 guidance wraps it (dit/sampling/guidance.py). `noise` is None (global RNG), torch.randn_like or a
 PerSampleNoise (dit/sampling/noise.py). A new process registers its samplers under its own key.
+
+A sampler may carry `sampler.check(process, steps)`, which raises a UserError for a step count it
+cannot take: scripts call `check_sampler` while they validate flags, before any work starts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ def get_sampler(process_key: str, name: str) -> Sampler:
     if process_key not in _BY_PROCESS:
         raise UserError(f"no samplers are registered for the {process_key!r} process")
     return _BY_PROCESS[process_key].get(name)
+
+
+def check_sampler(process, name: str, steps: int) -> None:
+    """Refuse an unknown sampler of `process`, or a step count it cannot take, in one line."""
+    if name not in sampler_names(process.key):
+        raise UserError(f"unknown sampler {name!r} for the {process.key!r} process; choose one of "
+                        f"{', '.join(sampler_names(process.key)) or 'none'}")
+    check = getattr(get_sampler(process.key, name), "check", None)
+    if check is not None:
+        check(process, steps)
 
 
 def run_sampler(denoiser, process, x_T, sampler: str, steps: int = 250, noise=None, progress: bool = False, **options):

@@ -69,8 +69,7 @@ def scheduler_sample(denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, 
         raise UserError(f"clip_denoised is only supported by ddpm and ddim, not {name!r}")
     if diffusion.is_respaced:
         raise ValueError("diffusers schedulers need the full T-step process, not a respaced one")
-    if not isinstance(steps, int) or not 1 <= steps <= diffusion.num_timesteps:
-        raise UserError(f"steps must be in 1..{diffusion.num_timesteps}, got {steps}")
+    check_steps(name, diffusion, steps)
     scheduler = make_scheduler(name, diffusion)
     scheduler.set_timesteps(steps, device=x_T.device)
     step_params = inspect.signature(scheduler.step).parameters
@@ -100,4 +99,10 @@ def scheduler_sampler(name: str):
     def run(denoiser, process, x_T, steps, noise=None, progress=False, **options):
         return scheduler_sample(denoiser, process, x_T, name, steps, noise, progress, **options)
     run.__name__ = f"sample_{name.replace('-', '_').replace('+', 'p')}"
+    run.check = lambda diffusion, steps: check_steps(name, diffusion, steps)
     return run
+
+
+def check_steps(name: str, diffusion: GaussianDiffusion, steps) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= diffusion.num_timesteps:
+        raise UserError(f"{name} steps must be an int in 1..{diffusion.num_timesteps}, got {steps!r}")

@@ -21,6 +21,7 @@ from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.precision import ALIASES, PRECISIONS
 from dit.processes import DEFAULT_PROCESS, get_process
 from dit.processes.schedules import SCHEDULE, TIMESTEPS
+from dit.sampling import check_sampler
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
 DISTRIBUTED = ("ddp", "fsdp")
@@ -66,7 +67,8 @@ class TrainConfig:
     max_steps: int = 400_000
     mixed_precision: str = "no"  # no, bf16, fp16
     grad_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the blocks; a failure is an error ...
+    compile_best_effort: bool = False  # ... unless this is set: then run eagerly and say so
     distributed: str = "ddp"  # ddp or fsdp (sharded parameters, for the large presets)
     seed: int = 0
     dist_timeout_min: int = 30  # a collective stuck this long (a dead or hung process) ends the job
@@ -111,7 +113,8 @@ class TrainConfig:
                               ("wandb_mode", ("offline", "online", "disabled"))):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        get_process(self.process)  # an unknown key fails here, before any work
+        # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
+        check_sampler(self.make_process(), self.sample_sampler, self.sample_steps)
         arch = get_architecture(self.arch)
         if arch.check_run is not None:
             arch.check_run(self)  # the network's flags (e.g. hidden size vs heads), before any data is read
@@ -138,7 +141,7 @@ class TrainConfig:
 RESUME_MAY_CHANGE = {
     "max_steps", "ckpt_every", "keep_last", "log_every", "sample_every", "sample_steps", "sample_sampler",
     "sample_cfg", "samples_per_class", "num_workers", "wandb", "wandb_project", "wandb_mode", "results_dir",
-    "max_nonfinite", "compile", "grad_checkpointing", "dist_timeout_min",
+    "max_nonfinite", "compile", "compile_best_effort", "grad_checkpointing", "dist_timeout_min",
 }
 
 _CPU_DEMO = dict(

@@ -14,7 +14,8 @@ plus, for DDP, Accelerate's scaler and RNG files.
 Sharded: every transformer block and then the whole DiT are wrapped with
 `torch.distributed.fsdp.fully_shard`, so parameters, gradients and AdamW moments are split over
 the processes (DiT-XL/2's fp32 weights + AdamW state + EMA take ~11 GB replicated). Its EMA is
-kept sharded the same way and gathered only to sample or save. Works with the gloo backend too,
+kept sharded the same way and gathered, tensor by tensor, into CPU memory on the main process
+only, to sample or save; the optimizer state is gathered the same way (cpu_offload). Works with the gloo backend too,
 which is how the tests run it on CPU. fp16 (which needs a sharded loss scaler) is not offered
 with it: use bf16.
 """
@@ -97,7 +98,9 @@ class Sharded:
         if not torch.distributed.is_initialized():
             raise UserError("--distributed fsdp needs several processes: launch with `accelerate launch` or torchrun")
         self.accelerator = accelerator
-        self.full = copy.deepcopy(model).eval().requires_grad_(False)  # gathered EMA lands here
+        # The gathered EMA lands here: on the main process only, and in CPU memory (no process holds a
+        # full copy of the weights on its GPU).
+        self.full = copy.deepcopy(model).eval().requires_grad_(False) if accelerator.is_main_process else None
         model.to(accelerator.device)
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if accelerator.mixed_precision == "bf16" else MixedPrecisionPolicy()
@@ -133,12 +136,23 @@ class Sharded:
         ema_lerp(self.shadow, list(self.model.parameters()), self.decay if decay is None else decay, ok)
 
     def _full(self, tensors) -> dict[str, torch.Tensor]:
-        """Collective: gather sharded tensors into full CPU tensors, named like the state dict."""
-        return {n: t.full_tensor().cpu() for n, t in zip(self.names, tensors)}
+        """Collective: gather sharded tensors one at a time into full CPU tensors, kept on the main
+        process only (elsewhere: {}); at most one full tensor is on any GPU at a time."""
+        main, out = self.accelerator.is_main_process, {}
+        for n, t in zip(self.names, tensors):
+            full = t.full_tensor()
+            if main:
+                out[n] = full.cpu()
+            del full
+        return out
 
     def ema_model(self):
-        self.full.load_state_dict(self._full(self.shadow), strict=True)
-        return self.full.to(self.accelerator.device)
+        """Collective: the EMA network on the main process (in CPU memory), None on the others."""
+        ema = self._full(self.shadow)
+        if self.full is None:
+            return None
+        self.full.load_state_dict(ema, strict=True)
+        return self.full
 
     def save(self, directory: Path, export_meta: dict) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 
 from dit.autoencoders.vae import Autoencoder
@@ -13,6 +14,7 @@ from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.training import state as train_state
 from dit.training.config import RESUME_MAY_CHANGE, SHAPES, TrainConfig
+from dit.training.step import learning_rate
 
 
 def make_accelerator(config: TrainConfig, cpu: bool):
@@ -49,7 +51,20 @@ def build_data(config: TrainConfig, device) -> RunData:
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
+    cached = None
+    if config.data != SHAPES and is_cache(config.data):
+        cached = LatentCache(config.data, flip=config.flip)
+        made_with = cached.settings.get("vae")
+        if made_with is not None and made_with != config.vae:  # checked before loading a VAE that may be absent
+            raise UserError(f"latent cache {config.data} was encoded with --vae {made_with}, but --vae is {config.vae}; "
+                            f"pass --vae {made_with} (latents only decode with the VAE that made them)")
     vae = Autoencoder.load(config.vae, device)
+    if cached is not None:
+        recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
+        if recorded != {"scale": vae.scale, "shift": vae.shift}:
+            raise UserError(f"latent cache {config.data} was encoded with scale {recorded['scale']} and shift "
+                            f"{recorded['shift']}, but the VAE {config.vae} now has scale {vae.scale} and shift "
+                            f"{vae.shift}: it is not the VAE that made the cache; re-encode with cache_latents.py")
     side = vae.latent_size(config.image_size)
     data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
             "downsample": vae.downsample}
@@ -61,8 +76,8 @@ def build_data(config: TrainConfig, device) -> RunData:
         images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
         base = InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
         encode_on_the_fly = vae.vae is not None
-    elif is_cache(config.data):
-        base = LatentCache(config.data, flip=config.flip)
+    elif cached is not None:
+        base = cached
         if base.settings["image_size"] != config.image_size:
             raise UserError(f"latent cache {config.data} holds {base.settings['image_size']}px images but "
                             f"--image-size is {config.image_size}; pass --image-size {base.settings['image_size']}")
@@ -83,8 +98,30 @@ def build_data(config: TrainConfig, device) -> RunData:
     return RunData(base, vae, shape, encode_on_the_fly, network_config)
 
 
-def find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint to continue from: --resume, else the newest one of this run, else None."""
+def find_resume(config: TrainConfig, run_dir: Path, resume: str | None, accelerator=None) -> Path | None:
+    """The checkpoint to continue from: --resume, else the newest one of this run, else None.
+
+    Decided on the main process and broadcast, so every process of a multi-node job resumes the
+    same checkpoint even where the nodes' views of a shared file system differ for a moment (or
+    refuses with the same message, instead of some processes waiting forever for the others)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return _find_resume(config, run_dir, resume)
+    from accelerate.utils import broadcast_object_list
+
+    decision = [None, None]  # (path, error message)
+    if accelerator.is_main_process:
+        try:
+            found = _find_resume(config, run_dir, resume)
+            decision = [None if found is None else str(found), None]
+        except UserError as e:
+            decision = [None, str(e)]
+    path, error = broadcast_object_list(decision, from_process=0)
+    if error is not None:
+        raise UserError(error)
+    return None if path is None else Path(path)
+
+
+def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path | None:
     if resume:
         path = Path(resume)
         if not path.exists():
@@ -107,13 +144,31 @@ def find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path 
         diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise UserError(f"checkpoint {path} was trained with other settings ({diffs}); pass the same flags to resume "
                         f"it, or choose a new --run-name to start another run")
+    if config.lr_schedule == "cosine" and saved.get("max_steps", config.max_steps) != config.max_steps:
+        # The cosine decays to 0 at max_steps: another max_steps would make the learning rate jump.
+        step = train_state.read_state(path)["step"]
+        old, new = (learning_rate(SimpleNamespace(**{**config.to_dict(), "max_steps": m}), step)
+                    for m in (saved["max_steps"], config.max_steps))
+        raise UserError(f"checkpoint {path} follows a cosine schedule to --max-steps {saved['max_steps']}; resuming with "
+                        f"--max-steps {config.max_steps} would make the learning rate jump from {old:.3g} to {new:.3g} "
+                        f"at step {step}. Pass --max-steps {saved['max_steps']}, or start a new --run-name")
     return path
 
 
-def compile_network(net, config: TrainConfig) -> None:
+def compile_network(net, best_effort: bool, backward: bool = True) -> bool:
+    """torch.compile the network's blocks; True if compiled. A failure is a UserError unless
+    `best_effort`, in which case the network runs eagerly and the caller reports it."""
     if not hasattr(net, "compile_blocks"):
-        raise UserError(f"--compile: the {config.arch!r} network has no compile_blocks(); train it without --compile")
-    net.compile_blocks(backward=True)
+        raise UserError(f"--compile: this {type(net).__name__} network has no compile_blocks(); run it without --compile")
+    if net.compile_blocks(backward=backward):
+        print("compile: the transformer blocks are compiled (torch.compile)")
+        return True
+    reason = getattr(net, "compile_error", "unknown reason")
+    if not best_effort:
+        raise UserError(f"--compile: torch.compile failed ({reason}); fix the compiler toolchain (a C++ compiler, "
+                        "Triton on GPU) or pass --compile-best-effort to run eagerly")
+    print(f"compile: FAILED ({reason}); running eagerly as --compile-best-effort allows")
+    return False
 
 
 def start_run(run_dir: Path, config: TrainConfig, description: str) -> None:

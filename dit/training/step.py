@@ -8,6 +8,7 @@ draws; the process forms x_t and the loss. Nothing here names epsilon, sigma or 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -22,6 +23,35 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     cond = {"y": batch["y"].to(device), "drop": batch["drop"].to(device)}
     draws = {k: v.to(device, non_blocking=True) for k, v in batch["draws"].items()}
     return process.loss(model, {"x0": x0, "cond": cond, **draws})["loss"].mean() / accum
+
+
+def train_step(step: int, config, accelerator, parallel, process, stream, monitor, autoencoder=None) -> float:
+    """One optimizer step (of `step`, counted from 0) as train.py runs it; returns its learning rate.
+
+    `stream` yields collated micro-batches (dit/data/stream.py); `parallel` holds the network,
+    optimizer and EMA (dit/training/parallel.py); `monitor` the non-finite guard and running sums
+    (dit/training/monitor.py). No host sync: a bad step is skipped on the device.
+    benchmarks/throughput.py times exactly this function.
+    """
+    lr = learning_rate(config, step)
+    for group in parallel.optimizer.param_groups:
+        group["lr"] = lr
+    device = accelerator.device
+    step_loss = torch.zeros((), device=device)
+    for k in range(config.grad_accum):
+        batch = next(stream)
+        monitor.unreadable_here += batch["unreadable"].sum()
+        last = k == config.grad_accum - 1  # all-reduce gradients only after the last micro-batch
+        with contextlib.nullcontext() if last else parallel.no_sync():
+            with accelerator.autocast():
+                loss = micro_batch_loss(process, parallel.model, batch, device, autoencoder, config.grad_accum)
+            parallel.backward(loss)
+        step_loss += loss.detach()
+    grad_norm = parallel.clip_grad_norm(config.grad_clip or math.inf)
+    ok = monitor.check(step_loss, grad_norm)
+    parallel.step(ok)
+    parallel.ema_update(min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else None, ok)
+    return lr
 
 
 def learning_rate(config, step: int) -> float:
