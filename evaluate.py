@@ -119,9 +119,10 @@ def provenance(args, argv, num_samples: int) -> dict:
               "seeds": None}
     if args.ckpt:
         import sample
+        from dit.io.checkpoint import checkpoint_sha256
 
         s = sample.parse_args([*argv, "--npz", "unused.npz"])
-        record.update(checkpoint=args.ckpt, checkpoint_sha256=sample.checkpoint_sha256(args.ckpt), sampler=s.sampler,
+        record.update(checkpoint=args.ckpt, checkpoint_sha256=checkpoint_sha256(args.ckpt), sampler=s.sampler,
                       steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
                       seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i

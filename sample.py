@@ -14,11 +14,9 @@ dit, gaussian); `--sampler` names a sampler registered for the process.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +27,9 @@ from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
 from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
-from dit.io.atomic import atomic_path
-from dit.io.checkpoint import instantiate, load_weights
+from dit.io.checkpoint import checkpoint_sha256, instantiate, load_weights
 from dit.io.images import make_grid, save_png
+from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
 from dit.networks import ARCHITECTURES
 from dit.networks.conditioning import IMAGENET_CLASSES
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
@@ -182,92 +180,10 @@ _NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "
                 "compile", "compile_best_effort"}
 
 
-def weights_files(spec: str) -> list[Path]:
-    """The file(s) whose bytes dit.io.checkpoint.load_weights(spec) reads as weights (same lookup order)."""
-    from dit.io import zoo
-    from dit.io.checkpoint import EXPORT_NAMES
-
-    if spec in zoo.manifest():
-        return [zoo.resolve(spec)[0]]
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        diffusers = path / "transformer" if (path / "model_index.json").is_file() else None
-        if diffusers is None:
-            for name in EXPORT_NAMES:
-                if (path / name).is_file():
-                    return [path / name]
-            diffusers = path
-        return sorted(diffusers.glob("*.safetensors")) or sorted(diffusers.glob("*.bin"))
-    return [path]
-
-
-def checkpoint_sha256(spec: str) -> str:
-    """sha256 of the weights file load_weights reads for `spec` (several files, as in a diffusers
-    directory: the sha256 of their "<name> <sha256>" lines)."""
-    from dit.io.zoo import sha256_of
-
-    files = weights_files(spec)
-    if len(files) == 1:
-        return sha256_of(files[0])
-    return hashlib.sha256("".join(f"{f.name} {sha256_of(f)}\n" for f in files).encode()).hexdigest()
-
-
 def shard_settings(args) -> dict:
     """What decides the content of sample i: the checkpoint's bytes and every drawing flag (JSON-normalised)."""
     content = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONTENT}
     return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **content}))
-
-
-def _shard_path(parts: Path, a: int) -> Path:
-    return parts / f"{a:08d}.npz"  # where shard a..b lives; whether it counts is read from inside it
-
-
-def read_shard(path: Path, settings: dict, a: int, b: int, labels: np.ndarray):
-    """(images, labels) if `path` loads and holds samples a..b-1 drawn with `settings`, else None."""
-    try:
-        with np.load(path) as z:
-            record = json.loads(str(z["meta"][()]))
-            if record != {"settings": settings, "start": a, "stop": b}:
-                return None
-            images, shard_labels = z["images"], z["labels"]
-    except Exception:  # noqa: BLE001 - missing, truncated, not a zip, no record: in every case, redo it
-        return None
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != b - a:
-        return None
-    if not np.array_equal(shard_labels, labels[a:b]):
-        return None
-    return images, shard_labels
-
-
-def write_shard(path: Path, images: np.ndarray, settings: dict, a: int, b: int, labels: np.ndarray) -> None:
-    record = json.dumps({"settings": settings, "start": a, "stop": b})
-    with atomic_path(path) as tmp:  # a shard exists only once complete
-        np.savez(tmp, images=images, labels=labels[a:b], meta=np.array(record))
-
-
-def assemble_npz(out: Path, parts: Path, shards, settings: dict, labels: np.ndarray) -> tuple[int, ...]:
-    """Write `out` (arr_0: uint8 NHWC images, arr_1: labels) from the shards, one shard open and in
-    memory at a time: arr_0.npy is streamed into the zip (an .npy header, then each shard's bytes)."""
-    shape = None
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-            for a, b in shards:
-                shard = read_shard(_shard_path(parts, a), settings, a, b, labels)
-                if shard is None:
-                    raise UserError(f"shard {_shard_path(parts, a)} (samples {a}..{b - 1}) is missing or damaged; "
-                                    "rerun the same command to redo it")
-                images = np.ascontiguousarray(shard[0])
-                if shape is None:
-                    shape = (len(labels), *images.shape[1:])
-                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(images.dtype),
-                                                             "fortran_order": False, "shape": shape})
-                elif images.shape[1:] != shape[1:]:
-                    raise UserError(f"shard {_shard_path(parts, a)} holds {images.shape[1:]} images, others "
-                                    f"{shape[1:]}; delete {parts} and rerun")
-                f.write(images.reshape(-1))
-        with zf.open("arr_1.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.asarray(labels), allow_pickle=False)
-    return shape
 
 
 def sample_npz(model, vae, process, args, state, device):
@@ -285,11 +201,11 @@ def sample_npz(model, vae, process, args, state, device):
     bs, n = args.batch_size, args.num_samples
     shards = [(a, min(a + bs, n)) for a in range(0, n, bs)]
     mine = shards[state.process_index :: state.num_processes]
-    todo = [(a, b) for a, b in mine if read_shard(_shard_path(parts, a), settings, a, b, labels) is None]
+    todo = [(a, b) for a, b in mine if read_shard(shard_path(parts, a), settings, a, b, labels) is None]
     for a, b in tqdm(todo, desc=f"sampling (keeping {len(mine) - len(todo)} finished shards)",
                      disable=not state.is_main_process or args.no_progress):
         images = generate(model, vae, process, range(a, b), labels[a:b], args, device)
-        write_shard(_shard_path(parts, a), images, settings, a, b, labels)
+        write_shard(shard_path(parts, a), images, settings, a, b, labels)
     state.wait_for_everyone()
     if state.is_main_process:
         shape = assemble_npz(out, parts, shards, settings, labels)

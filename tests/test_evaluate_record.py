@@ -13,7 +13,7 @@ from conftest import ROOT, TINY, randomize
 import evaluate
 import sample
 from dit.cli import run_cli
-from dit.io.checkpoint import load_weights, save_export
+from dit.io.checkpoint import checkpoint_sha256, load_weights, save_export, weights_files
 from dit.networks.dit import DiT
 from dit.networks.dit_config import ModelConfig
 
@@ -89,8 +89,8 @@ def test_checkpoint_hash_is_of_the_file_the_loader_reads(tmp_path):
     model = randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16})), seed=1)
     save_export(step / "ema.safetensors", model, image_size=16, vae="none")
     for spec in (run, run / "export.safetensors", step):
-        (read,) = sample.weights_files(str(spec))
+        (read,) = weights_files(str(spec))
         assert str(read) == load_weights(str(spec)).source
-        assert sample.checkpoint_sha256(str(spec)) == sha256(read)
-    assert re.fullmatch("[0-9a-f]{64}", sample.checkpoint_sha256(str(step)))
-    assert sample.checkpoint_sha256(str(step)) != sample.checkpoint_sha256(str(run))  # ema, not the raw weights
+        assert checkpoint_sha256(str(spec)) == sha256(read)
+    assert re.fullmatch("[0-9a-f]{64}", checkpoint_sha256(str(step)))
+    assert checkpoint_sha256(str(step)) != checkpoint_sha256(str(run))  # ema, not the raw weights

@@ -6,4 +6,5 @@
     diffusers.py    convert weights and config to and from diffusers' DiTTransformer2DModel
     diffusers_pipeline.py   write a diffusers DiTPipeline; read a pipeline's scheduler, VAE and image size
     images.py       image grids and PNG files
+    shards.py       evaluation batches: shards that record what drew them, the .npz assembled from them
 """

@@ -16,6 +16,7 @@ is not a tensor or plain container, so a malicious file cannot run code.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -222,3 +223,28 @@ def load_model(spec: str, config=None, device="cpu"):
     """`instantiate(load_weights(spec), ...)`: returns (model, Checkpoint)."""
     ckpt = load_weights(spec)
     return instantiate(ckpt, config, device), ckpt
+
+
+def weights_files(spec: str) -> list[Path]:
+    """The file(s) whose bytes dit.io.checkpoint.load_weights(spec) reads as weights (same lookup order)."""
+    if spec in zoo.manifest():
+        return [zoo.resolve(spec)[0]]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        diffusers = path / "transformer" if (path / "model_index.json").is_file() else None
+        if diffusers is None:
+            for name in EXPORT_NAMES:
+                if (path / name).is_file():
+                    return [path / name]
+            diffusers = path
+        return sorted(diffusers.glob("*.safetensors")) or sorted(diffusers.glob("*.bin"))
+    return [path]
+
+
+def checkpoint_sha256(spec: str) -> str:
+    """sha256 of the weights file load_weights reads for `spec` (several files, as in a diffusers
+    directory: the sha256 of their "<name> <sha256>" lines)."""
+    files = weights_files(spec)
+    if len(files) == 1:
+        return zoo.sha256_of(files[0])
+    return hashlib.sha256("".join(f"{f.name} {zoo.sha256_of(f)}\n" for f in files).encode()).hexdigest()
