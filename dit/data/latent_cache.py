@@ -167,7 +167,7 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
                 dtype: str = "float16", num_workers: int = 4, progress: bool = True) -> dict:
     """Encode ImageFolder `data` into cache `out`; chunk k by process k mod P. Returns the index.
 
-    `vae` is a loaded dit.vae.Autoencoder (not pixel space); `state` an accelerate PartialState.
+    `vae` is a loaded dit.autoencoders.vae.Autoencoder (not pixel space); `state` an accelerate PartialState.
     """
     import warnings
 

@@ -8,7 +8,7 @@ and skip the update where it is false without a host sync: through fused AdamW's
 where the optimizer is fused (CPU and CUDA), with one sync otherwise. A checkpoint written by either is the same set of files:
     model.safetensors   training weights (full, public key layout)
     optimizer.bin       optimizer state (plain tensors: read with weights_only=True)
-    ema.safetensors     EMA weights + model config (dit.checkpoint.save_export)
+    ema.safetensors     EMA weights + model config (dit.io.checkpoint.save_export)
 plus, for DDP, Accelerate's scaler and RNG files.
 
 Sharded: every transformer block and then the whole DiT are wrapped with

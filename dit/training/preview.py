@@ -14,9 +14,15 @@ def preview_labels(num_classes: int, per_class: int) -> list[int]:
     return [c for c in classes for _ in range(per_class)]
 
 
-def preview_grid(ema_model, process, autoencoder, config, num_classes: int):
+def preview_grid(ema_model, process, autoencoder, config, num_classes: int, device):
+    """A grid from the EMA network, sampled on `device`; the network goes back where it was (under
+    FSDP the gathered EMA lives in the main process's CPU memory and must not stay on its GPU)."""
     labels = preview_labels(num_classes, config.samples_per_class)
     seeds = [PREVIEW_SEED + i for i in range(len(labels))]
-    images = generate_images(ema_model, autoencoder, process, seeds, labels, config.sample_sampler,
-                             config.sample_steps, config.sample_cfg)
+    home = next(ema_model.parameters()).device
+    try:
+        images = generate_images(ema_model.to(device), autoencoder, process, seeds, labels, config.sample_sampler,
+                                 config.sample_steps, config.sample_cfg)
+    finally:
+        ema_model.to(home)
     return make_grid(images, nrow=config.samples_per_class)
