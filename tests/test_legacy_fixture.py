@@ -63,3 +63,18 @@ def test_legacy_training_checkpoint_resumes_exactly(tmp_path):
     new = load_file(str(tmp_path / "legacy" / "checkpoints" / "step_000000060" / "model.safetensors"))
     old = load_file(str(FIXTURE / "model_step60.safetensors"))
     assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in old)
+
+
+def test_arch_flag_cannot_relabel_a_legacy_export(tmp_path):
+    """A legacy export records a DiT config without a key: --arch may confirm it, not contradict it."""
+    from dit.errors import UserError
+
+    argv = ["--ckpt", str(FIXTURE / "export.safetensors"), "--classes", "1", "--steps", "2",
+            "--out", str(tmp_path / "g.png"), "--device", "cpu", "--no-progress"]
+    assert run_cli(sample.main, [*argv, "--arch", "dit"]) == 0
+    from dit.networks import ARCHITECTURES, Architecture, register_architecture
+
+    if "other" not in ARCHITECTURES:
+        register_architecture(Architecture("other", dict, lambda c: None, lambda r, d: None))
+    with pytest.raises(UserError, match="--arch other, but .* holds a 'dit' arch"):
+        sample.main([*argv, "--arch", "other"])
