@@ -103,8 +103,6 @@ def _keys(args, ckpt) -> None:
     """--arch / --process name what a checkpoint that does not say holds; they cannot contradict one that does."""
     for flag, key in (("arch", "arch"), ("process", "process")):
         given, recorded = getattr(args, flag), ckpt.meta.get(key)
-        if flag == "arch" and recorded is None and ckpt.config is not None:
-            recorded = ckpt.arch  # a config without a key: written before keys existed, a DiT
         if given and recorded and given != recorded:
             raise UserError(f"--{flag} {given}, but {ckpt.source} holds a {recorded!r} {flag}; drop --{flag}")
         if given:

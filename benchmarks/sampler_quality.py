@@ -153,6 +153,8 @@ class ShapesScorer:
 
     def __init__(self, metric):
         self.metric = metric
+        from dit.eval.metrics import FrechetToReference
+
         self.fd_to_ref = FrechetToReference(metric.ref_mu, metric.ref_sigma)
 
     def per_sample(self, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -183,7 +185,7 @@ class InceptionScorer:
     keys = ("fid", "inception_score")
 
     def __init__(self, reference, cache_dir):
-        from dit.eval.metrics import InceptionFeatures, reference_statistics
+        from dit.eval.metrics import FrechetToReference, InceptionFeatures, reference_statistics
 
         self.extractor = InceptionFeatures()
         self.ref = reference_statistics(reference, self.extractor, cache_dir)
@@ -207,26 +209,6 @@ class InceptionScorer:
         isc = isc_features_to_metric(torch.from_numpy(logits), splits=10)
         return {"fid": fid, "inception_score": isc["inception_score_mean"],
                 "inception_score_std": isc["inception_score_std"]}
-
-
-class FrechetToReference:
-    """Fréchet distance (dit.eval.metrics.frechet_distance) from feature sets to fixed reference
-    statistics, for many resamples: with R = S_ref^(1/2), Tr((S S_ref)^(1/2)) is the sum of the
-    square roots of the eigenvalues of the symmetric R S R (similar to S S_ref), a symmetric
-    eigenproblem several times faster than the general one; equal to frechet_distance to rounding."""
-
-    def __init__(self, mu, sigma):
-        w, v = np.linalg.eigh(np.asarray(sigma, np.float64))
-        self.root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-        self.mu, self.trace = np.asarray(mu, np.float64), float(np.trace(sigma))
-
-    def __call__(self, features: np.ndarray) -> float:
-        from dit.eval.metrics import feature_statistics
-
-        mu, sigma = feature_statistics(features)
-        eig = np.linalg.eigvalsh(self.root @ sigma @ self.root)
-        diff = mu - self.mu
-        return float(diff @ diff + np.trace(sigma) + self.trace - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
 
 
 def bootstrap(scorer, data: dict, point: dict, resamples: int, seed: int, level: float = LEVEL) -> dict:

@@ -173,7 +173,9 @@ def test_latent_cache_records_its_vae_and_training_refuses_another(tmp_path, tin
     assert run_cli(cache_latents.main, ["--data", str(root), "--out", str(out), "--image-size", "16", "--vae",
                                         str(tiny_vae_dir), "--num-workers", "0", "--no-progress"]) == 0
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["vae"] == str(tiny_vae_dir) and settings["scale"] == 0.18215 and settings["shift"] == 0.0
+    from dit.autoencoders.vae import LATENT_SCALE
+
+    assert settings["vae"] == str(tiny_vae_dir) and settings["scale"] == LATENT_SCALE and settings["shift"] == 0.0
     flags = [*TINY_RUN, "--data", str(out), "--model", "DiT-S/2", "--results-dir", str(tmp_path), "--max-steps", "1"]
     # Another VAE name: refused before that VAE is even looked for (here it could not be: no hub).
     with pytest.raises(UserError, match=f"was encoded with --vae {tiny_vae_dir}, but --vae is ema; pass --vae"):

@@ -4,8 +4,8 @@ Conventions (DiT §4, following LDM): images are float tensors in [-1, 1], NCHW,
 Latents are `(vae.encode(x).latent_dist.sample() - shift) * scale` with scale 0.18215 and shift 0
 for the Stable Diffusion VAEs (sd-vae-ft-ema / -mse), 4 channels, 8x smaller per side; decoding
 inverts it first. Both come from the VAE's own config (`scaling_factor`, `shift_factor`: later VAEs
-such as SD3's set a shift), LDM's 0.18215 where an older config records none. `none` keeps pixel space (3 channels, identity), as in the
-paper's pixel-space ablations.
+such as SD3's set a shift), LDM's 0.18215 where an older config records none. `none` keeps pixel
+space (3 channels, identity), as in the paper's pixel-space ablations.
 """
 
 from __future__ import annotations

@@ -63,6 +63,24 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
+class FrechetToReference:
+    """Fréchet distance (frechet_distance above) from feature sets to fixed reference
+    statistics, for many resamples: with R = S_ref^(1/2), Tr((S S_ref)^(1/2)) is the sum of the
+    square roots of the eigenvalues of the symmetric R S R (similar to S S_ref), a symmetric
+    eigenproblem several times faster than the general one; equal to frechet_distance to rounding."""
+
+    def __init__(self, mu, sigma):
+        w, v = np.linalg.eigh(np.asarray(sigma, np.float64))
+        self.root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        self.mu, self.trace = np.asarray(mu, np.float64), float(np.trace(sigma))
+
+    def __call__(self, features: np.ndarray) -> float:
+        mu, sigma = feature_statistics(features)
+        eig = np.linalg.eigvalsh(self.root @ sigma @ self.root)
+        diff = mu - self.mu
+        return float(diff @ diff + np.trace(sigma) + self.trace - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+
+
 # --- inputs ------------------------------------------------------------------------------------
 
 

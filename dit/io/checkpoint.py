@@ -83,7 +83,10 @@ def _read_safetensors(path: Path) -> Checkpoint:
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None
     meta = json.loads(header) if header else {}
-    config = get_architecture(meta.get("arch", DEFAULT_ARCH)).config_from_dict(meta.pop("model")) if "model" in meta else None
+    if "model" in meta:  # an export written before the keys existed holds a DiT trained with Gaussian diffusion
+        meta.setdefault("arch", DEFAULT_ARCH)
+        meta.setdefault("process", DEFAULT_PROCESS)
+    config = get_architecture(meta["arch"]).config_from_dict(meta.pop("model")) if "model" in meta else None
     return Checkpoint(sd, config, str(path), meta)
 
 
@@ -126,45 +129,54 @@ def _read_diffusers(path: Path) -> Checkpoint:
         path = path / "transformer"
     cfg = json.loads((path / "config.json").read_text())
     config = config_from_diffusers(cfg)
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    if not files:
-        raise UserError(f"{path} has a diffusers config.json but no weights file")
     sd = {}
-    for f in files:
+    for f in _diffusers_weights(path):
         sd.update(_read_safetensors(f).state_dict if f.suffix == ".safetensors" else _read_pickle(f).state_dict)
     meta = pipeline_meta(root, config) if root is not None else {"format": "diffusers"}
     return Checkpoint(from_diffusers(sd, config.depth, config.conditioning, config.num_classes), config, str(path), meta)
 
 
-def load_weights(spec: str) -> Checkpoint:
-    """Read checkpoint `spec` (a path or a manifest name) without building a model."""
-    meta = {}
+def _diffusers_weights(path: Path) -> list[Path]:
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        raise UserError(f"{path} has a diffusers config.json but no weights file")
+    return files
+
+
+def locate(spec: str) -> tuple[str, Path]:
+    """What kind of checkpoint `spec` names and where it is: ("manifest" | "diffusers" |
+    "safetensors" | "pickle", path). The one lookup order load_weights and weights_files share."""
     if spec in zoo.manifest():
-        path, entry = zoo.resolve(spec)
-        meta = {"image_size": entry.get("image_size"), "vae": entry.get("vae")}
-        ckpt = _read_pickle(path)
-        cfg = dict(entry["config"])
-        ckpt.config = preset_config(cfg.pop("preset"), **cfg)
-        ckpt.meta.update(meta)
-        return ckpt
+        return "manifest", zoo.resolve(spec)[0]
     path = Path(spec).expanduser()
     if not path.exists():
         names = ", ".join(zoo.manifest()) or "none"
         raise UserError(f"checkpoint '{spec}' not found: give an existing file or directory, or a manifest name ({names})")
     if path.is_dir():
         if (path / "model_index.json").is_file():
-            return _read_diffusers(path)
+            return "diffusers", path
         for name in EXPORT_NAMES:  # before config.json: a training run directory also has one
             if (path / name).is_file():
-                return _read_safetensors(path / name)
+                return "safetensors", path / name
         if (path / "config.json").is_file():
-            return _read_diffusers(path)
+            return "diffusers", path
         raise UserError(
             f"{path} is a directory without a DiT export ({' or '.join(EXPORT_NAMES)}) or a diffusers config.json"
         )
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    return _read_pickle(path)
+    return ("safetensors" if path.suffix == ".safetensors" else "pickle"), path
+
+
+def load_weights(spec: str) -> Checkpoint:
+    """Read checkpoint `spec` (a path or a manifest name) without building a model."""
+    kind, path = locate(spec)
+    if kind == "manifest":
+        entry = zoo.manifest(feature_extractors=True)[spec]
+        ckpt = _read_pickle(path)
+        cfg = dict(entry["config"])
+        ckpt.config = preset_config(cfg.pop("preset"), **cfg)
+        ckpt.meta.update({"image_size": entry.get("image_size"), "vae": entry.get("vae")})
+        return ckpt
+    return {"diffusers": _read_diffusers, "safetensors": _read_safetensors, "pickle": _read_pickle}[kind](path)
 
 
 def check_fit(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str = DEFAULT_ARCH) -> None:
@@ -226,19 +238,11 @@ def load_model(spec: str, config=None, device="cpu"):
 
 
 def weights_files(spec: str) -> list[Path]:
-    """The file(s) whose bytes dit.io.checkpoint.load_weights(spec) reads as weights (same lookup order)."""
-    if spec in zoo.manifest():
-        return [zoo.resolve(spec)[0]]
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        diffusers = path / "transformer" if (path / "model_index.json").is_file() else None
-        if diffusers is None:
-            for name in EXPORT_NAMES:
-                if (path / name).is_file():
-                    return [path / name]
-            diffusers = path
-        return sorted(diffusers.glob("*.safetensors")) or sorted(diffusers.glob("*.bin"))
-    return [path]
+    """The file(s) whose bytes load_weights(spec) reads as weights (through the same `locate`)."""
+    kind, path = locate(spec)
+    if kind != "diffusers":
+        return [path]
+    return _diffusers_weights(path / "transformer" if (path / "model_index.json").is_file() else path)
 
 
 def checkpoint_sha256(spec: str) -> str:
