@@ -5,6 +5,9 @@
 
 Then: `accelerate launch train.py imagenet-256 --data /data/imagenet256-latents`.
 Re-running the same command resumes an interrupted run and repairs missing or damaged chunks.
+A finished cache also gets its per-channel latent statistics (stats.json, for `--latent-norm
+channel`); for a cache written before they existed, measure them without re-encoding:
+    python cache_latents.py --stats-only --out /data/imagenet256-latents
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import torch
 from dit.dist import check_world, force_cpu
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
-from dit.data.latent_cache import DTYPES, build_cache
+from dit.data.latent_cache import DTYPES, LatentCache, build_cache, is_cache, write_stats
 from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
 
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="ImageFolder root: <root>/<class>/<image>")
+    p.add_argument("--data", help="ImageFolder root: <root>/<class>/<image> (required unless --stats-only)")
     p.add_argument("--out", required=True, help="cache directory to create (or to resume)")
     p.add_argument("--image-size", type=positive(), default=256)
     p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id or a local diffusers AutoencoderKL directory")
@@ -34,7 +37,16 @@ def parse_args(argv=None):
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stats-only", action="store_true",
+                   help="(re)measure the per-channel statistics of the finished cache --out; encode nothing")
     args = p.parse_args(argv)
+    if args.stats_only:
+        if not is_cache(args.out):
+            raise UserError(f"--stats-only: --out {args.out} is not a latent cache; write one with cache_latents.py "
+                            "--data ... --out ...")
+        return args
+    if args.data is None:
+        raise UserError("--data is required (an ImageFolder root to encode), unless --stats-only")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     # Cheap checks before the (possibly absent) VAE is sought.
@@ -48,8 +60,17 @@ def parse_args(argv=None):
     return args
 
 
+def print_stats(out) -> None:
+    norm = LatentCache(out).read_channel_norm()
+    print(f"per-channel latent statistics of {out} (for train.py --latent-norm channel): mean "
+          f"{[round(v, 4) for v in norm.mean]}, std {[round(v, 4) for v in norm.std]}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.stats_only:
+        write_stats(args.out)
+        return print_stats(args.out)
     from accelerate import PartialState
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -64,6 +85,7 @@ def main(argv=None):
         print(f"wrote {args.out}: {index['images']} images in {len(index['chunks'])} chunks, latents "
               f"{'x'.join(map(str, index['latent_shape']))}; skipped {len(index['skipped'])} unreadable files"
               + (f" (e.g. {index['skipped'][0]})" if index["skipped"] else ""))
+        print_stats(args.out)
 
 
 if __name__ == "__main__":

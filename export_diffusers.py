@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dit.autoencoders.vae import DEFAULT_VAE, PIXEL, Autoencoder
+from dit.autoencoders.vae import DEFAULT_VAE, PIXEL, Autoencoder, ChannelNorm
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
 from dit.io.checkpoint import load_model
@@ -38,6 +38,9 @@ def main(argv=None):
     if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):
         raise UserError(f"cannot export: {args.ckpt} holds a {ckpt.arch!r} network with the {ckpt.process!r} "
                         f"process; {EXPORTS}")
+    if ChannelNorm.from_meta(ckpt.meta) is not None:
+        raise UserError(f"cannot export: {args.ckpt} was trained with --latent-norm channel, and DiTPipeline decodes "
+                        "with one scalar scaling_factor; sample it with sample.py instead")
     vae_name = args.vae or ckpt.meta.get("vae") or DEFAULT_VAE
     check_exportable(model.config, pixel_space=vae_name == PIXEL)
     vae = Autoencoder.load(vae_name)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
+from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder, ChannelNorm
 from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
@@ -36,7 +36,7 @@ from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.precision import ALIASES, PRECISIONS, check_precision
 from dit.processes import PROCESSES, process_from_meta
 from dit.registry import load_plugins
-from dit.sampling import check_sampler, sampler_names
+from dit.sampling import check_sampler, default_sampler, sampler_names
 from dit.sampling.generate import generate_images
 from dit.training.setup import compile_network
 
@@ -59,11 +59,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--labels", choices=["uniform", "balanced"], default="uniform", help="labels for --num-samples")
     p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale; 1 = none")
     p.add_argument("--cfg-channels", type=positive(int), help="guide only the first N latent channels (3 = public release)")
-    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI] (0..999)")
-    p.add_argument("--sampler", default="ddpm", help="a sampler of the process (gaussian: "
-                   f"{', '.join(sampler_names('gaussian'))})")
-    p.add_argument("--steps", type=positive(int), default=250)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"),
+                   help="guide only where the network's time is in [T_LO, T_HI]: gaussian 0..999 (999 = noise), "
+                        "flow t in 0..1 (1 = data; LightningDiT: 0.11 1)")
+    p.add_argument("--sampler", help="a sampler of the process; default: the process's first (gaussian: "
+                   f"{', '.join(sampler_names('gaussian'))}; flow: {', '.join(sampler_names('flow'))})")
+    p.add_argument("--steps", type=positive(int), default=250, help="sampler steps (heun: 2 evaluations each; dopri5: unused)")
+    p.add_argument("--eta", type=float, help="DDIM stochasticity (gaussian ddim, diffusers-ddim); default 0")
+    # Options of the flow samplers (dit/sampling/flow.py); given to a sampler without them, they are an error.
+    p.add_argument("--shift", type=float, help="flow euler/heun/sde/diffusers-euler: timestep shift s, t' = s t / (1 + (s-1) t); default 1")
+    p.add_argument("--atol", type=float, help="flow dopri5: absolute tolerance; default 1e-6")
+    p.add_argument("--rtol", type=float, help="flow dopri5: relative tolerance; default 1e-3")
+    p.add_argument("--diffusion-form", help="flow sde: w(t), one of constant, SBDM, sigma, linear, decreasing, "
+                                            "increasing-decreasing; default sigma")
+    p.add_argument("--diffusion-norm", type=float, help="flow sde: scale of w(t); default 1")
+    p.add_argument("--last-step", type=float, help="flow sde: size of the final noise-free step; default 0.04")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=positive(int), default=32, help="per process")
     p.add_argument("--out", default="samples.png", help="grid PNG")
@@ -114,11 +124,14 @@ def build(args, device):
     ckpt = load_weights(args.ckpt)
     _keys(args, ckpt)
     process = process_from_meta(ckpt.meta)
-    check_sampler(process, args.sampler, args.steps)
+    args.sampler = args.sampler or default_sampler(process.key)
+    check_sampler(process, args.sampler, args.steps, **sampler_options(args))
     if args.model and ckpt.arch != "dit":
         raise UserError(f"--model names a DiT preset; {ckpt.source} holds a {ckpt.arch!r} network")
     model = None if args.model else instantiate(ckpt, None, device)  # the file is checked before the VAE is sought
+    # The latent space the network was trained in: the VAE, and the per-channel normalisation if it recorded one.
     vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
+    vae.with_norm(ChannelNorm.from_meta(ckpt.meta))
     if args.model:
         image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
         if args.model in MODEL_NAMES:
@@ -137,11 +150,26 @@ def build(args, device):
     return model, vae, process
 
 
-def generate(model, vae, process, indices, labels, args, device) -> np.ndarray:
+SAMPLER_OPTIONS = ("eta", "shift", "atol", "rtol", "diffusion_form", "diffusion_norm", "last_step")  # = keywords
+
+
+def sampler_options(args) -> dict:
+    """The sampler keywords the user set (unset ones keep the sampler's defaults)."""
+    return {k: getattr(args, k) for k in SAMPLER_OPTIONS if getattr(args, k) is not None}
+
+
+def generate(model, vae, process, indices, labels, args, device, stats=None) -> np.ndarray:
     """uint8 NHWC images for global sample indices `indices` (seeds --seed + i) with class `labels`."""
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
     return generate_images(model, vae, process, [args.seed + int(i) for i in indices], labels, args.sampler,
-                           args.steps, args.cfg_scale, args.cfg_channels, interval, args.eta, args.precision, device)
+                           args.steps, args.cfg_scale, args.cfg_channels, interval, 0.0, args.precision, device,
+                           options=sampler_options(args), stats=stats)
+
+
+def report(stats: dict, args) -> None:
+    if stats.get("batches"):
+        guided = " (2 network passes each with guidance)" if args.cfg_scale != 1 else ""
+        print(f"{args.sampler}: {stats['nfe'] / stats['batches']:.1f} function evaluations per batch{guided}")
 
 
 def _check_labels(labels, num_classes):
@@ -152,10 +180,11 @@ def _check_labels(labels, num_classes):
 
 def sample_grid(model, vae, process, args, device, show):
     _check_labels(args.classes, model.num_classes)
-    n, bs, images = len(args.classes), args.batch_size, []
+    n, bs, images, stats = len(args.classes), args.batch_size, [], {}
     for a in tqdm(range(0, n, bs), desc="sampling", disable=not show):
         idx = list(range(a, min(a + bs, n)))
-        images.append(generate(model, vae, process, idx, [args.classes[i] for i in idx], args, device))
+        images.append(generate(model, vae, process, idx, [args.classes[i] for i in idx], args, device, stats))
+    report(stats, args)
     images = np.concatenate(images)
     save_png(make_grid(images, nrow=args.nrow), args.out)
     if args.save_images:
@@ -202,10 +231,13 @@ def sample_npz(model, vae, process, args, state, device):
     shards = [(a, min(a + bs, n)) for a in range(0, n, bs)]
     mine = shards[state.process_index :: state.num_processes]
     todo = [(a, b) for a, b in mine if read_shard(shard_path(parts, a), settings, a, b, labels) is None]
+    stats = {}
     for a, b in tqdm(todo, desc=f"sampling (keeping {len(mine) - len(todo)} finished shards)",
                      disable=not state.is_main_process or args.no_progress):
-        images = generate(model, vae, process, range(a, b), labels[a:b], args, device)
+        images = generate(model, vae, process, range(a, b), labels[a:b], args, device, stats)
         write_shard(shard_path(parts, a), images, settings, a, b, labels)
+    if state.is_main_process:
+        report(stats, args)
     state.wait_for_everyone()
     if state.is_main_process:
         shape = assemble_npz(out, parts, shards, settings, labels)

@@ -33,7 +33,7 @@ from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_type
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import build_data, compile_network, find_resume, make_accelerator, start_run
+from dit.training.setup import build_data, check_latent_norm, compile_network, find_resume, make_accelerator, start_run
 from dit.training.step import train_step
 from dit.training.tracking import Tracker
 
@@ -60,7 +60,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
-    return from_preset(args.preset, **overrides), args
+    config = from_preset(args.preset, **overrides)
+    check_latent_norm(config)
+    return config, args
 
 
 def main(argv=None):
@@ -93,7 +95,8 @@ def main(argv=None):
                       config.run_name)
     monitor = Monitor(accelerator, config, tracker, counters, run_dir)
     export_meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
-                   "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names}
+                   "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
+                   **data.autoencoder.norm_meta()}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, export_meta, monitor)
     items = TrainingItems(data.base, config.seed, process, config.class_dropout_prob, data.shape, data.encode_on_the_fly)
     batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,

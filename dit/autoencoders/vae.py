@@ -6,10 +6,16 @@ for the Stable Diffusion VAEs (sd-vae-ft-ema / -mse), 4 channels, 8x smaller per
 inverts it first. Both come from the VAE's own config (`scaling_factor`, `shift_factor`: later VAEs
 such as SD3's set a shift), LDM's 0.18215 where an older config records none. `none` keeps pixel
 space (3 channels, identity), as in the paper's pixel-space ablations.
+
+Optionally (`ChannelNorm`, LightningDiT / EDM2) the scaled latents are further normalised per
+channel, z' = (z - mean_c) / std_c, with statistics measured over a latent cache: one scalar leaves
+the SD VAE's channels at different offsets and spreads. Encoding applies it, decoding inverts it
+before the VAE; checkpoints record it (`NORM_KEYS`) so sampling rebuilds the same latent space.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -26,6 +32,8 @@ VAE_SOURCES = {
 }
 PIXEL = "none"
 DEFAULT_VAE = "ema"
+LATENT_NORMS = ("scalar", "channel")  # TrainConfig.latent_norm: the scale alone, or ChannelNorm on top of it
+NORM_KEYS = ("channel_mean", "channel_std")  # how a checkpoint (and a cache's statistics) record a ChannelNorm
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -49,14 +57,51 @@ def _is_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
+class ChannelNorm:
+    """z' = (z - mean_c) / std_c over channel c of (already scaled) latents shaped (..., C, H, W).
+
+    Holds plain floats and two small tensors, so data-loader workers can carry it cheaply."""
+
+    def __init__(self, mean, std):
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        if not self.mean or len(self.mean) != len(self.std) or not all(map(math.isfinite, self.mean + self.std)) \
+                or min(self.std) <= 0:
+            raise UserError(f"bad per-channel latent statistics (mean {self.mean}, std {self.std}): one finite mean "
+                            "and one positive std per channel are needed")
+        self._mean = torch.tensor(self.mean).view(-1, 1, 1)
+        self._std = torch.tensor(self.std).view(-1, 1, 1)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ChannelNorm | None":
+        """The normalisation recorded in `meta`; None where there is none (scalar runs, older files)."""
+        if meta.get(NORM_KEYS[0]) is None:
+            return None
+        return cls(*(meta[k] for k in NORM_KEYS))
+
+    def describe(self) -> dict:
+        return dict(zip(NORM_KEYS, (self.mean, self.std)))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self._mean.to(z)) / self._std.to(z)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self._std.to(z) + self._mean.to(z)
+
+    def moments(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior after the map: an affine map shifts the mean and divides the spread."""
+        return self.normalize(mean), std / self._std.to(std)
+
+
 class Autoencoder:
     """Encode images to DiT latents and decode them back (or the identity in pixel space)."""
 
-    def __init__(self, vae=None, scale: float = LATENT_SCALE, name: str = PIXEL, shift: float = 0.0):
+    def __init__(self, vae=None, scale: float = LATENT_SCALE, name: str = PIXEL, shift: float = 0.0,
+                 channel_norm: ChannelNorm | None = None):
         self.vae = vae
         self.scale = scale
         self.shift = shift
         self.name = name
+        self.channel_norm = channel_norm
 
     @classmethod
     def load(cls, name: str = DEFAULT_VAE, device="cpu", dtype=torch.float32) -> "Autoencoder":
@@ -103,9 +148,22 @@ class Autoencoder:
         return cls(vae, scale, name, shift)
 
     def describe(self) -> dict:
-        """What a latent depends on: the VAE (name as given, and where it came from), scale and shift."""
+        """What a latent depends on: the VAE (name as given, and where it came from), scale and shift,
+        and the per-channel normalisation when there is one."""
         return {"vae": self.name, "vae_source": VAE_SOURCES.get(self.name, self.name), "scale": self.scale,
-                "shift": self.shift}
+                "shift": self.shift, **self.norm_meta()}
+
+    def norm_meta(self) -> dict:
+        """What a checkpoint records beside the VAE's name so that sampling decodes the same latents."""
+        return {} if self.channel_norm is None else self.channel_norm.describe()
+
+    def with_norm(self, channel_norm: ChannelNorm | None) -> "Autoencoder":
+        """This autoencoder with `channel_norm` applied on encode and inverted on decode (None: none)."""
+        if channel_norm is not None and len(channel_norm.mean) != self.latent_channels:
+            raise UserError(f"the per-channel latent statistics have {len(channel_norm.mean)} channels but the VAE "
+                            f"{self.name} gives {self.latent_channels}; use the VAE they were measured with")
+        self.channel_norm = channel_norm
+        return self
 
     @property
     def latent_channels(self) -> int:
@@ -128,11 +186,13 @@ class Autoencoder:
 
     @torch.no_grad()
     def encode_moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled mean and std of q(z|x), so a cache can draw a fresh latent every epoch."""
+        """Scaled (and channel-normalised) mean and std of q(z|x), so a cache can draw a fresh latent every epoch."""
         if self.vae is None:
-            return images, torch.zeros_like(images)
-        dist = self.vae.encode(images.to(self._vae_dtype())).latent_dist
-        return (dist.mean.float() - self.shift) * self.scale, dist.std.float() * self.scale
+            mean, std = images, torch.zeros_like(images)
+        else:
+            dist = self.vae.encode(images.to(self._vae_dtype())).latent_dist
+            mean, std = (dist.mean.float() - self.shift) * self.scale, dist.std.float() * self.scale
+        return (mean, std) if self.channel_norm is None else self.channel_norm.moments(mean, std)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator=None) -> torch.Tensor:
@@ -144,6 +204,8 @@ class Autoencoder:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.channel_norm is not None:
+            latents = self.channel_norm.denormalize(latents)
         if self.vae is None:
             return latents.float()
         return self.vae.decode((latents / self.scale + self.shift).to(self._vae_dtype())).sample.float()

@@ -13,6 +13,8 @@ Layout of a cache directory:
     chunk_00000.safetensors    images [k*C, (k+1)*C) of the sorted file list: "mean", "std" (n, 2, c, h, w)
     ...                        ([:, 0] the image, [:, 1] its flip), "labels" (n,), "indices" (n,)
     index.json                 written last: chunk names and row counts, classes, skipped files
+    stats.json                 per-channel mean and std of the latents (for --latent-norm channel), and the
+                               chunks they were measured over; written after index.json (`write_stats`)
 Chunks are written to a temporary name and renamed, so a chunk either exists whole or not at all.
 Chunk k is encoded by process k mod P, so processes never write the same file; a re-run skips the
 chunks already present and checks them, so a killed or damaged cache is repaired by re-running the
@@ -30,10 +32,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dit.autoencoders.vae import NORM_KEYS, ChannelNorm
 from dit.errors import UserError
 from dit.io.atomic import atomic_path, write_json
 
-INDEX, SETTINGS = "index.json", "settings.json"
+INDEX, SETTINGS, STATS = "index.json", "settings.json", "stats.json"
+STATS_ROWS = 1024  # images read at a time while measuring the statistics: bounded memory at any image size
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -103,7 +107,23 @@ class LatentCache:
                 raise UserError(f"latent cache chunk {path} does not match {INDEX}; delete it and re-run "
                                 "cache_latents.py with the same arguments")
         self.latent_shape = tuple(self.index["latent_shape"])
+        self.norm: ChannelNorm | None = None  # set (read_channel_norm) for --latent-norm channel: get() applies it
         self._handles: dict[int, object] = {}  # opened lazily, per process (DataLoader workers fork)
+
+    def read_channel_norm(self) -> ChannelNorm:
+        """The cache's per-channel statistics (stats.json); a UserError naming the fix when absent or stale."""
+        fix = f"compute them with `python cache_latents.py --stats-only --out {self.root}`"
+        path = self.root / STATS
+        if not path.is_file():
+            raise UserError(f"latent cache {self.root} has no per-channel statistics ({STATS}); {fix}")
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"latent cache statistics {path} are unreadable ({e}); {fix}") from None
+        if stats.get("chunks") != self.index["chunks"] or any(k not in stats for k in NORM_KEYS):
+            raise UserError(f"latent cache statistics {path} were measured over other chunks than the cache now "
+                            f"holds; {fix}")
+        return ChannelNorm.from_meta(stats)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -127,10 +147,58 @@ class LatentCache:
         flipped = bool(rng.random() < 0.5) and self.flip
         mean, std, label = self.moments(index, flipped)
         eps = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
-        return mean + std * eps, label, False  # a fresh draw from q(z|x) every time (scaled, see dit/autoencoders/vae.py)
+        z = mean + std * eps  # a fresh draw from q(z|x) every time (scaled, see dit/autoencoders/vae.py)
+        return (z if self.norm is None else self.norm.normalize(z)), label, False
 
     def __getstate__(self):  # file handles do not cross process boundaries
         return {**self.__dict__, "_handles": {}}
+
+
+def measure_channels(root: str | os.PathLike) -> dict:
+    """Per-channel mean and std of the latents training draws from the cache at `root`.
+
+    Of the draws z = mean + std * eps (over every image and its flip), not of the posterior means:
+    the draws are what the network sees, and their variance is Var[mean] + E[std^2]. Both moments
+    follow exactly from the stored moments (eps has zero mean and unit variance), so no noise is
+    drawn. float64 throughout, STATS_ROWS images at a time, merged with Chan et al.'s parallel update
+    (a streaming two-moment Welford), so ImageNet at 512 px fits in memory and loses no precision."""
+    root = Path(root)
+    index = json.loads((root / INDEX).read_text())
+    channels = index["latent_shape"][0]
+    count = 0
+    mu, m2, sq_std = (torch.zeros(channels, dtype=torch.float64) for _ in range(3))
+    for c in index["chunks"]:
+        with safe_open(str(root / c["name"]), "pt") as f:
+            means, stds = f.get_slice("mean"), f.get_slice("std")  # (n, 2, C, H, W)
+            for a in range(0, c["rows"], STATS_ROWS):
+                m = means[a : a + STATS_ROWS].double().movedim(2, 0).reshape(channels, -1)
+                sq_std += stds[a : a + STATS_ROWS].double().movedim(2, 0).reshape(channels, -1).square().sum(1)
+                k, mu_k = m.shape[1], m.mean(1)
+                delta, total = mu_k - mu, count + k
+                m2 += (m - mu_k[:, None]).square().sum(1) + delta.square() * (count * k / total)
+                mu += delta * (k / total)
+                count = total
+    std = ((m2 + sq_std) / count).sqrt()
+    return {NORM_KEYS[0]: mu.tolist(), NORM_KEYS[1]: std.tolist(), "values_per_channel": count,
+            "of": "draws z = mean + std * eps of q(z|x), every image and its flip, as training reads them"}
+
+
+def write_stats(root: str | os.PathLike) -> dict:
+    """Measure the statistics of a finished cache and write them to stats.json (atomically); returns them."""
+    root = Path(root)
+    LatentCache(root)  # refuses an unfinished or damaged cache before reading it all
+    stats = {**measure_channels(root), "chunks": json.loads((root / INDEX).read_text())["chunks"]}
+    ChannelNorm.from_meta(stats)  # a channel with zero spread cannot be normalised: say so now, not at training
+    write_json(root / STATS, stats)
+    return stats
+
+
+def stats_current(root: str | os.PathLike) -> bool:
+    try:
+        LatentCache(root).read_channel_norm()
+        return True
+    except UserError:
+        return False
 
 
 class _Images(torch.utils.data.Dataset):
@@ -245,4 +313,7 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
                  "latent_shape": list(shape[1:]), "images": sum(c["rows"] for c in chunks), "skipped": skipped}
         write_json(out / INDEX, index)
     state.wait_for_everyone()
+    # After the last barrier: the other processes may finish while the main one reads the whole cache.
+    if state.is_main_process and not stats_current(out):
+        write_stats(out)
     return index

@@ -174,7 +174,8 @@ def load_weights(spec: str) -> Checkpoint:
         ckpt = _read_pickle(path)
         cfg = dict(entry["config"])
         ckpt.config = preset_config(cfg.pop("preset"), **cfg)
-        ckpt.meta.update({"image_size": entry.get("image_size"), "vae": entry.get("vae")})
+        ckpt.meta.update({"image_size": entry.get("image_size"), "vae": entry.get("vae"),
+                          "process": entry.get("process", DEFAULT_PROCESS), "process_config": entry.get("process_config", {})})
         return ckpt
     return {"diffusers": _read_diffusers, "safetensors": _read_safetensors, "pickle": _read_pickle}[kind](path)
 

@@ -21,6 +21,7 @@ from dit.networks import dit_config
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed
 from dit.networks.registry import Architecture
+from dit.networks.rope import rope_2d
 
 
 class DiT(nn.Module):
@@ -40,13 +41,17 @@ class DiT(nn.Module):
         learn_sigma: bool = True,
         conditioning: str = "adaln-zero",
         timestep_freq_shift: int = 0,
+        mlp: str = "gelu",
+        norm: str = "layernorm",
+        pos: str = "sincos",
+        qk_norm: bool = False,
     ):
         super().__init__()
         self.config = cfg = ModelConfig(
             input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, conditioning=conditioning,
-            timestep_freq_shift=timestep_freq_shift,
+            timestep_freq_shift=timestep_freq_shift, mlp=mlp, norm=norm, pos=pos, qk_norm=qk_norm,
         )
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels, self.out_channels = in_channels, cfg.out_channels
@@ -59,17 +64,21 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size, freq_shift=timestep_freq_shift)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         # Fixed 2-D sin-cos table (DiT §3.1), a frozen Parameter rather than a buffer only because
-        # that is where the public checkpoints keep it.
+        # that is where the public checkpoints keep it. With pos "rope2d" it holds zeros (positions
+        # enter through q and k only) but stays, so every DiT has the same top-level keys.
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, hidden_size), requires_grad=False)
 
+        options = dict(mlp=mlp, norm=norm, qk_norm=qk_norm)
         if conditioning in ("adaln-zero", "adaln"):
             gated = conditioning == "adaln-zero"
-            self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, gated) for _ in range(depth))
-            self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+            self.blocks = nn.ModuleList(
+                DiTBlock(hidden_size, num_heads, mlp_ratio, gated, **options) for _ in range(depth))
+            self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm)
         else:
             cross = conditioning == "cross-attention"
-            self.blocks = nn.ModuleList(ViTBlock(hidden_size, num_heads, mlp_ratio, cross) for _ in range(depth))
-            self.final_layer = PlainFinalLayer(hidden_size, patch_size, self.out_channels)
+            self.blocks = nn.ModuleList(
+                ViTBlock(hidden_size, num_heads, mlp_ratio, cross, **options) for _ in range(depth))
+            self.final_layer = PlainFinalLayer(hidden_size, patch_size, self.out_channels, norm)
         self.initialize_weights()
 
     @classmethod
@@ -86,7 +95,9 @@ class DiT(nn.Module):
 
         - every nn.Linear: xavier-uniform weight, zero bias (ViT/JAX convention);
         - patch-embed conv: xavier-uniform on its (out, in*p*p) view, i.e. initialised like the linear it is;
-        - pos_embed: the fixed sin-cos table, never trained;
+        - pos_embed: the fixed sin-cos table (zeros with pos "rope2d"), never trained;
+        - affine norm weights (ViT blocks, qk-norm) 1 and biases 0, PyTorch's defaults; SwiGLU's
+          three Linears xavier like every other (LightningDiT; not timm's near-zero gate init);
         - label table and both timestep-MLP weights: N(0, 0.02);
         - adaLN-Zero (DiT §3.2): each block's modulation Linear is zero, so all gates are 0 and every
           block is the identity; the final layer (modulation and linear) is zero, so the untrained
@@ -102,7 +113,10 @@ class DiT(nn.Module):
 
         self.apply(_basic_init)
         grid = int(self.config.num_tokens**0.5)
-        self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0))
+        if self.config.pos == "rope2d":
+            self.pos_embed.data.zero_()
+        else:
+            self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0))
 
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -157,6 +171,14 @@ class DiT(nn.Module):
         finally:
             self.zero_grad(set_to_none=True)
 
+    def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """rope.rope_2d's (cos, sin) for this patch grid, or None without RoPE. Recomputed per
+        forward (a few thousand trig ops) rather than kept, so the state dict and devices stay as they are."""
+        if not self.config.rope:
+            return None
+        side = self.input_size // self.patch_size
+        return rope_2d(side, side, self.config.hidden_size // self.num_heads, device=device)
+
     def _run(self, block, *args):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, *args, use_reentrant=False)
@@ -170,25 +192,26 @@ class DiT(nn.Module):
         y, drop = cond["y"], cond.get("drop", force_drop_ids)
         if t.ndim == 0:  # allow one shared timestep
             t = t.expand(x.shape[0])
-        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p) * (W/p)
+        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p) * (W/p); pos_embed is 0 for rope2d
+        rope = self.rope_tables(x.device)
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, drop)  # (N, D); random dropout only in train mode
         if self.conditioning in ("adaln-zero", "adaln"):
             c = t_emb + y_emb  # DiT §3.2: adaLN regresses from the sum of the two embeddings
             for block in self.blocks:
-                x = self._run(block, x, c)
+                x = self._run(block, x, c, rope)
             x = self.final_layer(x, c)
         elif self.conditioning == "in-context":
             n_img = x.shape[1]
             # DiT §3.2 in-context: t and y are two more tokens, like ViT's cls token ...
             x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T+2, D)
             for block in self.blocks:
-                x = self._run(block, x)
+                x = self._run(block, x, None, rope)  # rope turns the first n_img tokens only
             x = self.final_layer(x[:, :n_img])  # ... removed before the final layer
         else:  # cross-attention
             context = torch.stack([t_emb, y_emb], dim=1)  # (N, 2, D)
             for block in self.blocks:
-                x = self._run(block, x, context)
+                x = self._run(block, x, context, rope)
             x = self.final_layer(x)
         return self.unpatchify(x)  # (N, out_channels, H, W)
 

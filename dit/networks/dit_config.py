@@ -14,6 +14,11 @@ from dit.errors import UserError
 from dit.networks.conditioning import IMAGENET_CLASSES, null_class
 
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attention", "in-context")  # DiT §3.2, Table 4
+# LightningDiT's block options (Yao et al. 2025); the first of each is the public DiT's.
+MLPS = ("gelu", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("sincos", "rope2d", "sincos+rope2d")
+BLOCK_DEFAULTS = dict(mlp="gelu", norm="layernorm", pos="sincos", qk_norm=False)
 
 # DiT Table 1. Values are ModelConfig fields, so `PRESETS[name]` can be compared with a config.
 PRESETS = {
@@ -44,6 +49,15 @@ class ModelConfig:
     # this field existed), 1 is diffusers' DiTTransformer2DModel's, so weights read from diffusers
     # compute what diffusers computes (layers.timestep_embedding).
     timestep_freq_shift: int = 0
+    # Block options, all off by default (the public DiT). mlp "swiglu": SiLU-gated MLP at
+    # 2/3 the width, parameter-matched (layers.swiglu_hidden). norm "rmsnorm": every norm of the
+    # blocks and final layer is an RMSNorm. pos: "sincos" adds DiT's fixed table to the tokens;
+    # "rope2d" rotates q and k instead (rope.py) and pos_embed holds zeros; "sincos+rope2d" does
+    # both, as LightningDiT. qk_norm: learnable per-head RMSNorm of q and k.
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    pos: str = "sincos"
+    qk_norm: bool = False
 
     def __post_init__(self):
         self._check_types()
@@ -69,6 +83,12 @@ class ModelConfig:
             )
         if self.conditioning not in CONDITIONINGS:
             raise UserError(f"unknown conditioning '{self.conditioning}'; choose one of {', '.join(CONDITIONINGS)}")
+        for name, choices in (("mlp", MLPS), ("norm", NORMS), ("pos", POSITIONS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise UserError(f"pos {self.pos} needs a head width (hidden_size / num_heads = "
+                            f"{self.hidden_size // self.num_heads}) divisible by 4: half the dims turn with the row, half with the column")
         if self.timestep_freq_shift not in (0, 1):
             raise UserError(f"timestep_freq_shift must be 0 (DiT's frequencies) or 1 (diffusers'), got {self.timestep_freq_shift}")
         if not 0.0 <= self.class_dropout_prob < 1.0:
@@ -88,6 +108,10 @@ class ModelConfig:
     def out_channels(self) -> int:
         # learn_sigma: the model also predicts the variance interpolation (IDDPM), DiT §3.1
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def rope(self) -> bool:
+        return "rope2d" in self.pos
 
     @property
     def null_class(self) -> int:
@@ -149,7 +173,7 @@ def config_for_run(run, data: dict) -> ModelConfig:
     return preset_config(
         run.model, input_size=data["input_size"], in_channels=data["in_channels"], num_classes=data["num_classes"],
         conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
-        **overrides,
+        **{k: getattr(run, k, v) for k, v in BLOCK_DEFAULTS.items()}, **overrides,
     )
 
 
@@ -160,14 +184,28 @@ def check_run(run) -> None:
     config_for_run(run, {"in_channels": 4, "input_size": patch, "num_classes": 10})
 
 
+def _swiglu_ratio(hidden: int, swiglu_width: int) -> float:
+    """An mlp_ratio whose SwiGLU width (layers.swiglu_hidden: 2 * int(D * r) // 3) is swiglu_width."""
+    for ratio in (4.0, (3 * swiglu_width + 1) // 2 / hidden):
+        if 2 * int(hidden * ratio) // 3 == swiglu_width:
+            return ratio
+    raise UserError(f"no mlp_ratio gives a SwiGLU of width {swiglu_width} at hidden size {hidden}; pass --model")
+
+
 def infer_config(sd: dict) -> ModelConfig:
-    """Architecture of a public-layout adaLN-Zero state dict, read off its tensor shapes."""
+    """Architecture of a public-layout adaLN-Zero state dict, read off its tensor shapes.
+
+    Of the block options, swiglu (mlp.fc1_g), qk_norm (attn.q_norm) and rope2d (an all-zero
+    pos_embed) leave a trace; rmsnorm does not (adaLN norms have no weights) and sincos+rope2d
+    reads as sincos: such files need their config.
+    """
     try:
         _, tokens, hidden = sd["pos_embed"].shape
         _, in_ch, p, _ = sd["x_embedder.proj.weight"].shape
         depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
         out_ch = sd["final_layer.linear.weight"].shape[0] // (p * p)
-        mlp_hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+        swiglu = "blocks.0.mlp.fc1_g.weight" in sd
+        mlp_hidden = sd["blocks.0.mlp.fc1_g.weight" if swiglu else "blocks.0.mlp.fc1.weight"].shape[0]
         classes = sd["y_embedder.embedding_table.weight"].shape[0] - 1
     except (KeyError, ValueError) as e:
         raise UserError(f"cannot tell the architecture from this state dict (missing {e}); pass --model") from None
@@ -175,12 +213,18 @@ def infer_config(sd: dict) -> ModelConfig:
     heads = next((p_["num_heads"] for p_ in PRESETS.values() if p_["hidden_size"] == hidden), max(1, hidden // 64))
     return ModelConfig(
         input_size=int(round(tokens**0.5)) * p, patch_size=p, in_channels=in_ch, hidden_size=hidden,
-        depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / hidden, num_classes=classes,
-        learn_sigma=out_ch == 2 * in_ch,
+        depth=depth, num_heads=heads, num_classes=classes, learn_sigma=out_ch == 2 * in_ch,
+        mlp_ratio=_swiglu_ratio(hidden, mlp_hidden) if swiglu else mlp_hidden / hidden,
+        mlp="swiglu" if swiglu else "gelu", qk_norm="blocks.0.attn.q_norm.weight" in sd,
+        pos="sincos" if bool(sd["pos_embed"].any()) else "rope2d",
     )
 
 
 def describe(cfg: ModelConfig) -> str:
     name = next((n for n, p in PRESETS.items() if all(getattr(cfg, k) == v for k, v in p.items())), None)
     arch = f"{name}/{cfg.patch_size}" if name else f"depth {cfg.depth}, hidden {cfg.hidden_size}, patch {cfg.patch_size}"
-    return f"{arch} on a {cfg.input_size}x{cfg.input_size}x{cfg.in_channels} input with {cfg.num_classes} classes"
+    options = [f"{k} {getattr(cfg, k)}" for k in ("mlp", "norm", "pos") if getattr(cfg, k) != BLOCK_DEFAULTS[k]]
+    options += ["qk-norm"] * cfg.qk_norm
+    extra = f" ({', '.join(options)})" if options else ""
+    shape = f"{cfg.input_size}x{cfg.input_size}x{cfg.in_channels}"
+    return f"{arch}{extra} on a {shape} input with {cfg.num_classes} classes"

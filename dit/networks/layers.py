@@ -14,16 +14,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import Mlp, PatchEmbed
+from timm.layers import Mlp, PatchEmbed, SwiGLU
 
 from dit.networks.conditioning import null_class
+from dit.networks.rope import apply_rope
 
 __all__ = [
-    "Attention", "CrossAttention", "LabelEmbedder", "Mlp", "PatchEmbed", "TimestepEmbedder",
-    "get_2d_sincos_pos_embed", "make_mlp", "modulate", "timestep_embedding",
+    "LN_EPS", "Attention", "CrossAttention", "LabelEmbedder", "Mlp", "PatchEmbed", "SwiGLU",
+    "TimestepEmbedder", "get_2d_sincos_pos_embed", "make_mlp", "make_norm", "modulate", "swiglu_hidden",
+    "timestep_embedding",
 ]
 
 FREQUENCY_EMBEDDING_SIZE = 256  # DiT §3.2: t is embedded with 256 sinusoidal frequencies
+LN_EPS = 1e-6  # as in the public DiT; LayerNorm's default 1e-5 would shift outputs of loaded checkpoints
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -117,26 +120,70 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.from_numpy(emb).float()
 
 
-def make_mlp(hidden_size: int, mlp_ratio: float) -> Mlp:
-    """Transformer MLP with tanh-approximated GELU, as in the public DiT (keys fc1, fc2)."""
-    return Mlp(
-        in_features=hidden_size, hidden_features=int(hidden_size * mlp_ratio),
-        act_layer=lambda: nn.GELU(approximate="tanh"), drop=0,
-    )
+def make_norm(kind: str, dim: int, affine: bool) -> nn.Module:
+    """LayerNorm (DiT) or RMSNorm (Zhang & Sennrich 2019; LightningDiT), eps LN_EPS either way.
+
+    RMSNorm has no bias, so an affine RMSNorm holds `weight` only where the LayerNorm held both.
+    """
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=affine)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=LN_EPS, elementwise_affine=affine)
+    raise ValueError(f"unknown norm {kind!r} (dit_config.NORMS lists the choices)")
+
+
+def swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:
+    """SwiGLU's hidden width: floor(2/3 of the GELU MLP's int(D * mlp_ratio)).
+
+    Three D x h matrices instead of two D x 4D ones, so 2/3 keeps the parameters and MACs of the
+    GELU MLP (Shazeer 2020, "GLU Variants Improve Transformer"). Rounded down in integers, no
+    alignment to a multiple of 8 or 64; this equals LightningDiT's int(2/3 * mlp_hidden_dim) for
+    the paper widths (D = 384, 768, 1024, 1152 at ratio 4: 1024, 2048, 2730, 3072).
+    """
+    return 2 * int(hidden_size * mlp_ratio) // 3
+
+
+def make_mlp(hidden_size: int, mlp_ratio: float, kind: str = "gelu") -> nn.Module:
+    """The transformer MLP: "gelu" is the public DiT's tanh-GELU Mlp (keys fc1, fc2); "swiglu" is
+    SiLU(x W_g) * (x W_x) W_2 (timm's SwiGLU: keys fc1_g, fc1_x, fc2, all with bias as LightningDiT)."""
+    if kind == "gelu":
+        return Mlp(
+            in_features=hidden_size, hidden_features=int(hidden_size * mlp_ratio),
+            act_layer=lambda: nn.GELU(approximate="tanh"), drop=0,
+        )
+    if kind == "swiglu":
+        return SwiGLU(in_features=hidden_size, hidden_features=swiglu_hidden(hidden_size, mlp_ratio))
+    raise ValueError(f"unknown mlp {kind!r} (dit_config.MLPS lists the choices)")
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with qkv bias (ViT), computed by PyTorch's fused SDPA."""
+    """Multi-head self-attention with qkv bias (ViT), computed by PyTorch's fused SDPA.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    qk_norm: a learnable RMSNorm over each head's q and k before the product (keys q_norm, k_norm,
+    one head_dim weight shared by all heads), as LightningDiT with its RMSNorm and SD3. It bounds
+    the attention logits, the instability QK-norm was introduced against (Dehghani et al. 2023,
+    ViT-22B, who used LayerNorm); RMSNorm whatever the blocks' `norm`, so the flag means one thing.
+    rope: (cos, sin) tables of rope.rope_2d, applied to q and k after the norm.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if qk_norm:
+            self.q_norm = make_norm("rmsnorm", dim // num_heads, affine=True)
+            self.k_norm = make_norm("rmsnorm", dim // num_heads, affine=True)
+        else:
+            self.q_norm = self.k_norm = None
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # The qkv feature axis is laid out (3, heads, head_dim), as in timm: checkpoints depend on it.
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+        if self.q_norm is not None:  # CUDA autocast runs norms in float32; SDPA wants one dtype
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
         return self.proj(rearrange(x, "b h t d -> b t (h d)"))
 

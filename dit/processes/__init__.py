@@ -5,15 +5,19 @@
     schedules.py     Gaussian noise schedules, T = 1000, respacing
     likelihoods.py   Gaussian KL and the discretised likelihood (the variational bound's terms)
     gaussian.py      DiT's Gaussian diffusion (DDPM/IDDPM): the "gaussian" process
+    paths.py         interpolant paths of flow matching (linear, GVP, VP)
+    flow.py          flow matching / stochastic interpolants (SiT, rectified flow): the "flow" process
 
 Importing this package registers the built-in processes.
 """
 
 from dit.processes.base import Process
+from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
 from dit.processes.registry import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
 
 register_process(GaussianDiffusion)
+register_process(FlowMatching)
 
-__all__ = ["DEFAULT_PROCESS", "GaussianDiffusion", "PROCESSES", "Process", "get_process", "process_from_meta",
+__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "PROCESSES", "Process", "get_process", "process_from_meta",
            "register_process"]

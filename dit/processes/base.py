@@ -28,6 +28,9 @@ Noise = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal of lik
 
 class Process(abc.ABC):
     key: ClassVar[str]
+    # Whether the process reads a second half of output channels as a learned variance (the
+    # training default of --learn-sigma; DiT's Gaussian process does, flow matching does not).
+    learns_variance: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod

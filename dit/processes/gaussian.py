@@ -39,6 +39,7 @@ class GaussianDiffusion(Process):
     """A (possibly respaced) DDPM process built from its betas. Tables are float64 (S,) tensors."""
 
     key = "gaussian"
+    learns_variance = True
     OUTPUTS = ("eps", "x0", "score")  # what `convert` gives
 
     def __init__(self, betas: torch.Tensor, timestep_map: torch.Tensor | None = None, schedule: str | None = None):

@@ -1,21 +1,31 @@
 """Sampling: samplers are functions over a denoiser; guidance wraps the denoiser.
 
-    noise.py        per-sample noise: sample i comes from seed base + i, whatever the batching
-    registry.py     samplers registered per process; run_sampler, the one entry point
-    ancestral.py    DDPM and DDIM loops of the Gaussian process
-    schedulers.py   diffusers' schedulers (DPM-Solver++, UniPC, Euler, Heun, DDIM) as Gaussian samplers
-    guidance.py     class conditioning and classifier-free guidance as denoiser wrappers
-    generate.py     network + process + autoencoder -> uint8 images (sample.py, previews, evaluation)
+    noise.py           per-sample noise: sample i comes from seed base + i, whatever the batching
+    registry.py        samplers registered per process; run_sampler, the one entry point
+    ancestral.py       DDPM and DDIM loops of the Gaussian process
+    schedulers.py      diffusers' schedulers (DPM-Solver++, UniPC, Euler, Heun, DDIM) as Gaussian samplers
+    flow.py            the flow process's samplers: Euler and Heun with a timestep shift, dopri5, an SDE
+    flow_diffusers.py  diffusers' FlowMatchEulerDiscreteScheduler as a flow sampler
+    guidance.py        class conditioning and classifier-free guidance as denoiser wrappers
+    generate.py        network + process + autoencoder -> uint8 images (sample.py, previews, evaluation)
 
-Importing this package registers the Gaussian process's samplers.
+Importing this package registers the built-in samplers (the first of each process is its default,
+except where `default=True` says otherwise).
 """
 
-from dit.sampling import ancestral, schedulers
-from dit.sampling.registry import check_sampler, get_sampler, register_sampler, run_sampler, sampler_names
+from dit.sampling import ancestral, flow, flow_diffusers, schedulers
+from dit.sampling.registry import (check_sampler, default_sampler, get_sampler, register_sampler, run_sampler,
+                                   sampler_names)
 
 register_sampler("gaussian", "ddpm", ancestral.ddpm)
 register_sampler("gaussian", "ddim", ancestral.ddim)
 for _name in schedulers.SCHEDULERS:
     register_sampler("gaussian", _name, schedulers.scheduler_sampler(_name))
 
-__all__ = ["check_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]
+register_sampler("flow", "euler", flow.euler)
+register_sampler("flow", "heun", flow.heun)
+register_sampler("flow", "dopri5", flow.dopri5)
+register_sampler("flow", "sde", flow.sde)
+register_sampler("flow", "diffusers-euler", flow_diffusers.flow_match_euler)
+
+__all__ = ["check_sampler", "default_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]

@@ -17,11 +17,14 @@ from dit.sampling.registry import run_sampler
 def generate_images(network, autoencoder, process, seeds, labels, sampler: str = "ddpm", steps: int = 250,
                     cfg_scale: float = 1.0, cfg_channels: int | None = None,
                     interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
-                    device=None) -> np.ndarray:
+                    device=None, options: dict | None = None, stats: dict | None = None) -> np.ndarray:
     """uint8 NHWC images; image i is drawn from seed `seeds[i]` with class `labels[i]`.
 
     network: any registered architecture in eval mode; process: its full (un-respaced) process;
-    autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py).
+    autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py);
+    options: the sampler's own keywords (a flow sampler's shift, dopri5's tolerances, ...); eta is
+    passed only when set, so samplers without it run with the default 0. stats: if given, "nfe"
+    (denoiser evaluations) and "batches" are added up in it (dopri5 chooses its own count).
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
     dtype = autocast_dtype(precision)
@@ -34,5 +37,18 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     x_T = process.prior(noise, len(noise), network.input_shape, device)
     cond = {"y": torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)}
     denoiser = guided(net, cond, unconditional(cond, network.num_classes), cfg_scale, cfg_channels, interval)
-    x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, eta=eta)
+    if stats is not None:
+        denoiser = _counted(denoiser, stats)
+    options = {**(options or {}), **({"eta": eta} if eta else {})}
+    x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, **options)
     return to_uint8(autoencoder.decode(x0))
+
+
+def _counted(denoiser, stats: dict):
+    stats["batches"] = stats.get("batches", 0) + 1
+    stats.setdefault("nfe", 0)
+
+    def counting(x, t):
+        stats["nfe"] += 1
+        return denoiser(x, t)
+    return counting

@@ -12,6 +12,7 @@ cannot take: scripts call `check_sampler` while they validate flags, before any 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from dit.errors import UserError
@@ -20,11 +21,23 @@ from dit.registry import Registry
 Sampler = Callable[..., object]
 
 _BY_PROCESS: dict[str, Registry[Sampler]] = {}
+_DEFAULT: dict[str, str] = {}  # process key -> the sampler previews and sample.py use unless told
 
 
-def register_sampler(process_key: str, name: str, fn: Sampler, replace: bool = False) -> Sampler:
+def register_sampler(process_key: str, name: str, fn: Sampler, replace: bool = False, default: bool = False) -> Sampler:
+    """Register `fn` as sampler `name` of the process `process_key`; `default` (or being the first)
+    makes it the one used when none is named."""
     table = _BY_PROCESS.setdefault(process_key, Registry(f"sampler of the {process_key!r} process"))
-    return table.register(name, fn, replace)
+    table.register(name, fn, replace)
+    if default or process_key not in _DEFAULT:
+        _DEFAULT[process_key] = name
+    return fn
+
+
+def default_sampler(process_key: str) -> str:
+    if process_key not in _DEFAULT:
+        raise UserError(f"no samplers are registered for the {process_key!r} process")
+    return _DEFAULT[process_key]
 
 
 def sampler_names(process_key: str) -> list[str]:
@@ -38,12 +51,22 @@ def get_sampler(process_key: str, name: str) -> Sampler:
     return _BY_PROCESS[process_key].get(name)
 
 
-def check_sampler(process, name: str, steps: int) -> None:
-    """Refuse an unknown sampler of `process`, or a step count it cannot take, in one line."""
+def check_sampler(process, name: str, steps: int, **options) -> None:
+    """Refuse an unknown sampler of `process`, a step count it cannot take, or an option it does
+    not have (say, --eta for a flow sampler), in one line."""
     if name not in sampler_names(process.key):
         raise UserError(f"unknown sampler {name!r} for the {process.key!r} process; choose one of "
                         f"{', '.join(sampler_names(process.key)) or 'none'}")
-    check = getattr(get_sampler(process.key, name), "check", None)
+    fn = get_sampler(process.key, name)
+    accepted = inspect.signature(fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    fixed = {"denoiser", "process", "diffusion", "x_T", "steps", "noise", "progress"}
+    for option in options:
+        if option in fixed or not (takes_any or option in accepted):
+            own = [p for p in accepted if p not in fixed]
+            raise UserError(f"the {name!r} sampler of the {process.key!r} process has no option {option!r}"
+                            f" (its options: {', '.join(own) or 'none'})")
+    check = getattr(fn, "check", None)
     if check is not None:
         check(process, steps)
 

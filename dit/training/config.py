@@ -21,10 +21,12 @@ from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.precision import ALIASES, PRECISIONS
 from dit.processes import DEFAULT_PROCESS, get_process
 from dit.processes.schedules import SCHEDULE, TIMESTEPS
-from dit.sampling import check_sampler
+from dit.sampling import check_sampler, default_sampler
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
 DISTRIBUTED = ("ddp", "fsdp")
+FLOW_FIELDS = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss", "flow_time_scale")
+PREVIEW_SAMPLERS = {"gaussian": "ddim"}  # previews take few steps: DDIM over the registry default (ddpm)
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,18 @@ class TrainConfig:
     depth: int | None = None
     num_heads: int | None = None
     conditioning: str = "adaln-zero"
-    learn_sigma: bool = True  # learned-range variance + hybrid loss, as the paper trains
+    learn_sigma: bool | None = None  # None: as the process prefers (gaussian: learned-range variance + hybrid loss, as the paper; flow: no)
     class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance (DiT §4)
+    mlp: str = "gelu"  # gelu (DiT) or swiglu (LightningDiT, parameter-matched)
+    norm: str = "layernorm"  # layernorm (DiT) or rmsnorm, for every norm of the blocks and final layer
+    pos: str = "sincos"  # sincos (DiT's added table), rope2d (rotary on q, k) or sincos+rope2d (LightningDiT)
+    qk_norm: bool = False  # per-head RMSNorm of q and k (LightningDiT)
 
     # --- data ---
     data: str = SHAPES  # "shapes", an ImageFolder root, or a latent cache written by cache_latents.py
     image_size: int = 256
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
+    latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
     shapes_images: int = 20000  # size of the built-in dataset
     flip: bool = True  # random horizontal flip, the paper's only augmentation
     num_workers: int = 4
@@ -53,6 +60,15 @@ class TrainConfig:
     # --- the Gaussian process ---
     schedule: str = SCHEDULE
     timesteps: int = TIMESTEPS
+
+    # --- the flow process (dit/processes/flow.py; SiT, LightningDiT) ---
+    flow_path: str = "linear"  # linear (rectified flow), gvp, vp
+    prediction: str = "velocity"  # velocity, noise, score
+    time_sampling: str = "uniform"  # uniform or logit-normal (t = sigmoid(m + s n), data at t = 1)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    cosine_loss: float = 0.0  # weight of LightningDiT's cosine velocity loss (0: off)
+    flow_time_scale: float = 1.0  # the network sees scale * t (SiT: 1)
 
     # --- optimisation (DiT §4: AdamW, lr 1e-4 constant, no weight decay, batch 256, EMA 0.9999) ---
     global_batch_size: int = 256
@@ -81,7 +97,7 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 0  # preview grid every N steps (0: only at the end)
     sample_steps: int = 50  # preview sampler steps
-    sample_sampler: str = "ddim"
+    sample_sampler: str = ""  # "": the process's default (gaussian: ddim, flow: euler)
     sample_cfg: float = 4.0
     samples_per_class: int = 1  # preview grid rows = classes shown, columns = samples each
     max_nonfinite: int = 10  # consecutive non-finite losses / gradients before the run stops
@@ -113,6 +129,15 @@ class TrainConfig:
                               ("wandb_mode", ("offline", "online", "disabled"))):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        process = get_process(self.process)
+        if self.learn_sigma is None:
+            object.__setattr__(self, "learn_sigma", process.learns_variance)
+        if self.process != "flow":
+            changed = [f for f in FLOW_FIELDS if getattr(self, f) != _DEFAULTS[f]]
+            if changed:
+                raise UserError(f"--{_flag(changed[0])} is a setting of the flow process: add --process flow")
+        if not self.sample_sampler:
+            object.__setattr__(self, "sample_sampler", PREVIEW_SAMPLERS.get(self.process) or default_sampler(self.process))
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
         check_sampler(self.make_process(), self.sample_sampler, self.sample_steps)
         arch = get_architecture(self.arch)
@@ -134,8 +159,12 @@ class TrainConfig:
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise UserError(f"unknown training options {unknown}; see `python train.py --help`")
+        if "process" in overrides:  # what follows from the process is resolved again, unless given
+            overrides = {"learn_sigma": None, "sample_sampler": "", **overrides}
         return dataclasses.replace(self, **overrides)
 
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 # Fields a resumed run may change: they affect bookkeeping, not what is being trained.
 RESUME_MAY_CHANGE = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from pathlib import Path
 
-from dit.autoencoders.vae import Autoencoder
+from dit.autoencoders.vae import LATENT_NORMS, PIXEL, Autoencoder
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.training import state as train_state
@@ -43,11 +43,18 @@ class RunData:
     network_config: object  # the architecture's config for this data
 
 
+def check_latent_norm(config: TrainConfig) -> None:
+    """--latent-norm's value, checked as soon as the flags are read (before any file is touched)."""
+    if config.latent_norm not in LATENT_NORMS:
+        raise UserError(f"--latent-norm must be one of {', '.join(LATENT_NORMS)}, got {config.latent_norm!r}")
+
+
 def build_data(config: TrainConfig, device) -> RunData:
     """The base dataset, the autoencoder, the shape of one training input and the network config."""
     from dit.data.latent_cache import LatentCache, is_cache
     from dit.data.stream import FolderImages, InMemoryImages
 
+    check_latent_norm(config)
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
@@ -58,6 +65,15 @@ def build_data(config: TrainConfig, device) -> RunData:
         if made_with is not None and made_with != config.vae:  # checked before loading a VAE that may be absent
             raise UserError(f"latent cache {config.data} was encoded with --vae {made_with}, but --vae is {config.vae}; "
                             f"pass --vae {made_with} (latents only decode with the VAE that made them)")
+    norm = None
+    if config.latent_norm == "channel":  # the statistics are measured over a cache: refuse anything else now
+        if cached is None:
+            what = "the built-in shapes" if config.data == SHAPES else "an image folder"
+            raise UserError(f"--latent-norm channel needs a latent cache with per-channel statistics, but --data "
+                            f"{config.data} is {what}{' in pixel space (--vae none)' if config.vae == PIXEL else ''}; "
+                            "write one with `python cache_latents.py --data IMAGES --out CACHE` and pass --data CACHE, "
+                            "or use --latent-norm scalar")
+        norm = cached.read_channel_norm()
     vae = Autoencoder.load(config.vae, device)
     if cached is not None:
         recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
@@ -83,6 +99,7 @@ def build_data(config: TrainConfig, device) -> RunData:
                             f"--image-size is {config.image_size}; pass --image-size {base.settings['image_size']}")
         if vae.vae is None:
             raise UserError("--vae none, but --data is a latent cache: pass the VAE it was encoded with (--vae ema)")
+        base.norm = vae.with_norm(norm).channel_norm  # get() normalises; decoding (previews, checkpoints) inverts
         encode_on_the_fly = False
     else:
         from dit.data.folders import ImageFolderDataset
@@ -136,8 +153,9 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
         if not found:
             return None
         path = found[-1][1]
-    # Checkpoints written before the registry keys existed hold the defaults (dit, gaussian).
-    saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, **train_state.read_state(path).get("config", {})}
+    # Checkpoints written before the registry keys (and latent_norm) existed hold the defaults (dit, gaussian, scalar).
+    saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, "latent_norm": TrainConfig.latent_norm,
+             **train_state.read_state(path).get("config", {})}
     changed = sorted(k for k, v in config.to_dict().items()
                      if k not in RESUME_MAY_CHANGE and k != "run_name" and saved.get(k, v) != v)
     if changed:
