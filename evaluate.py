@@ -114,15 +114,19 @@ def file_sha256(path) -> str | None:
 
 def provenance(args, argv, num_samples: int) -> dict:
     """What produced the numbers: checkpoint (and its sha256), the drawing flags, seeds, reference, code."""
-    record = {"checkpoint": None, "checkpoint_sha256": None, "sampler": None, "steps": None, "cfg_scale": None,
+    record = {"checkpoint": None, "checkpoint_sha256": None, "sampler": None, "sampler_options": None, "steps": None,
+              "cfg_scale": None,
               "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
               "seeds": None}
     if args.ckpt:
         import sample
         from dit.io.checkpoint import checkpoint_sha256
 
+        from dit.sampling import default_sampler
+
         s = sample.parse_args([*argv, "--npz", "unused.npz"])
-        record.update(checkpoint=args.ckpt, checkpoint_sha256=checkpoint_sha256(args.ckpt), sampler=s.sampler,
+        record.update(checkpoint=args.ckpt, checkpoint_sha256=checkpoint_sha256(args.ckpt),
+                      sampler=s.sampler or default_sampler(keys_of(args)["process"]), sampler_options=sample.sampler_options(s),
                       steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
                       seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i

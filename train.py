@@ -29,7 +29,7 @@ from dit.errors import UserError
 from dit.networks import get_architecture
 from dit.registry import load_plugins
 from dit.training import state as train_state
-from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_types, from_preset
+from dit.training.config import DEFAULT_PRESET, PRESETS, RECIPES, TrainConfig, field_types, from_preset
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
@@ -44,6 +44,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                        epilog=f"presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); every field of "
                               "dit/training/config.py:TrainConfig is a flag, e.g. --global-batch-size 512")
     p.add_argument("preset", nargs="?", default=DEFAULT_PRESET, help="named preset")
+    p.add_argument("--recipe", help=f"how to train: {', '.join(RECIPES)} (process, time sampling, loss, block "
+                                    "options; flags win); the run is then named <preset>-<recipe>")
     p.add_argument("--resume", metavar="PATH", help="checkpoint (.../checkpoints/step_*) or run directory to resume")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +62,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
-    config = from_preset(args.preset, **overrides)
+    config = from_preset(args.preset, args.recipe, **overrides)
     check_latent_norm(config)
     return config, args
 

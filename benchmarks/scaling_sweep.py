@@ -98,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--ref", help="FID reference for --preset imagenet (see evaluate.py)")
     p.add_argument("--launch", default="", help="prefix for train.py, e.g. 'accelerate launch --num_processes 8'")
     p.add_argument("--jobs", type=int, help="runs trained side by side (default: the preset's; cpu: 2 of 1 thread)")
+    p.add_argument("--process", choices=["gaussian", "flow"], default="gaussian",
+                   help="the process every run trains (flow: the SiT flow process; more flags via --train-args)")
+    p.add_argument("--sampler", help="evaluation sampler (default: the preset's for gaussian, the process's own otherwise)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run")
     p.add_argument("--classifier-steps", type=positive(), help="shapes metric: classifier training steps")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
@@ -107,6 +110,13 @@ def parse_args(argv=None):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     args.jobs = preset["jobs"]
+    if args.sampler or args.process != "gaussian":
+        from dit.processes import get_process
+        from dit.sampling import check_sampler, default_sampler
+
+        preset["sampler"] = args.sampler or default_sampler(args.process)
+        check_sampler(get_process(args.process).from_meta({}), preset["sampler"], preset["sample_steps"])
+    preset["train"] = [*preset["train"], "--process", args.process]
     if preset["steps"] < 1 or args.jobs < 1 or preset["num_samples"] < 2 or preset["sample_steps"] < 1:
         raise UserError("--steps, --jobs and --sample-steps must be positive and --num-samples at least 2")
     preset["eval_at"] = sorted({s for s in preset["eval_at"] if s < preset["steps"]} | {preset["steps"]})

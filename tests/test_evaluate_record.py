@@ -45,7 +45,7 @@ def test_out_records_checkpoint_sampling_seeds_reference_and_code(tmp_path, caps
     got = json.loads(out.read_text())
     assert got["checkpoint"] == str(run)
     assert got["checkpoint_sha256"] == sha256(run / "export.safetensors")  # the file the loader reads
-    assert (got["sampler"], got["steps"], got["cfg_scale"], got["eta"]) == ("ddim", 3, 1.0, 0.0)
+    assert (got["sampler"], got["steps"], got["cfg_scale"], got["eta"]) == ("ddim", 3, 1.0, None)
     assert (got["cfg_channels"], got["guidance_interval"], got["labels"]) == (None, None, "balanced")
     assert got["seeds"] == [3, 8] and got["num_samples"] == 6
     assert (got["arch"], got["process"]) == ("dit", "gaussian")

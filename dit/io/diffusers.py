@@ -68,6 +68,9 @@ def check_exportable(cfg: ModelConfig, pixel_space: bool = False) -> None:
         why = f"the model has {cfg.conditioning} conditioning, which diffusers' DiTTransformer2DModel does not implement"
     elif cfg.mlp_ratio != 4.0:
         why = f"the model has mlp_ratio {cfg.mlp_ratio}; diffusers' DiT blocks are fixed at 4"
+    elif (cfg.mlp, cfg.norm, cfg.pos, cfg.qk_norm) != ("gelu", "layernorm", "sincos", False):
+        why = (f"the model uses block options (mlp {cfg.mlp}, norm {cfg.norm}, pos {cfg.pos}, qk-norm {cfg.qk_norm}); "
+               "diffusers' DiT blocks are GELU, LayerNorm, sin-cos positions, no QK-norm")
     elif cfg.num_classes > IMAGENET_CLASSES:
         why = (f"the model has {cfg.num_classes} classes; DiTPipeline's guidance uses label {IMAGENET_CLASSES} as "
                "its null class, which would be one of them")

@@ -195,14 +195,33 @@ PRESETS: dict[str, dict] = {
 }
 DEFAULT_PRESET = "cpu-demo"
 
+# Recipes: HOW a network is trained (process, time sampling, loss, block options), orthogonal to a
+# preset's model, data and schedule; `--recipe NAME` sets all of these fields, flags still win. They
+# are the cumulative steps of LightningDiT's ablation, measured side by side by
+# benchmarks/time_to_quality.py (benchmarks/RESULTS.md, "Time to quality").
+_RECIPE_FIELDS = dict(process="gaussian", learn_sigma=None, time_sampling="uniform", cosine_loss=0.0, mlp="gelu",
+                      norm="layernorm", pos="sincos")
+RECIPES: dict[str, dict] = {
+    "dit": _RECIPE_FIELDS,  # DiT: Gaussian diffusion, eps + learned sigma, hybrid loss, uniform t
+    "sit": dict(_RECIPE_FIELDS, process="flow"),  # SiT: rectified flow (linear path, velocity), uniform t
+    "flow-ln": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal"),  # + logit-normal t
+    "flow-ln-cos": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0),
+    "lightningdit": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, mlp="swiglu",
+                         norm="rmsnorm", pos="rope2d"),  # + SwiGLU, RMSNorm, 2-D RoPE
+}
 
-def from_preset(name: str = DEFAULT_PRESET, **overrides) -> TrainConfig:
+
+def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, **overrides) -> TrainConfig:
+    """The preset's config, with a recipe's fields over it (its run name then says so), flags over both."""
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[name], **overrides}
-    values.setdefault("run_name", name)
+    if recipe is not None and recipe not in RECIPES:
+        raise UserError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
+    values = {**PRESETS[name], **RECIPES.get(recipe, {}), **overrides}
+    default_name = name if recipe is None else f"{name}-{recipe}"
+    values.setdefault("run_name", default_name)
     if not values.get("run_name"):
-        values["run_name"] = name
+        values["run_name"] = default_name
     return TrainConfig().replace(**values)
 
 

@@ -1,0 +1,220 @@
+"""Time to quality: DiT's recipe against flow matching and the LightningDiT levers, side by side.
+
+    python benchmarks/time_to_quality.py --out benchmarks/time_to_quality      # everything (~2 h on 2 cores)
+    python benchmarks/time_to_quality.py --out benchmarks/time_to_quality --report   # tables and plots again
+
+One fixed network, the CPU-demo size (DiT-S/2 shape at width 128, depth 4, 2 heads; 16 px built-in
+shapes in pixel space; batch 16; AdamW lr 2e-3, 100 warm-up steps, cosine to 0 at 5,000 steps; EMA
+0.999 with warm-up), trained by the real train.py under five cumulative recipes:
+
+    R0  DiT: Gaussian diffusion, epsilon + learned sigma, hybrid loss, uniform t (the paper's recipe)
+    R1  + rectified flow (the flow process: linear path, velocity, uniform t)
+    R2  + logit-normal t (m = 0, s = 1)
+    R3  + cosine velocity loss (weight 1)
+    R4  + SwiGLU, RMSNorm, 2-D RoPE
+
+Each recipe runs with 3 training seeds; the EMA weights at 1k/2k/3k/5k steps draw the same samples
+(seeds 0..N-1, balanced labels) with 50 network evaluations at cfg 3 (DDIM-50 for R0, Euler-50 for
+the flow recipes, Heun-25 as a variant) and are scored by the shapes judge (dit/eval/metrics.py:
+class accuracy, Fréchet distance in the judge's features). Intervals: 95% hierarchical bootstrap
+(seeds resampled, then samples within each seed), bias-shifted as in benchmarks/sampler_quality.py.
+
+Wall-clock: each recipe's training cost per step is timed alone, after the quality runs (rounds of
+`--timing-steps` steps of train.py per recipe in turn, the median of its logged 50-step intervals
+after the first 100), so the quality runs themselves may share the machine without changing any
+figure (training and sampling are deterministic per seed).
+Then the budget question: R0's 5,000-step class accuracy, and the wall-clock at which each recipe
+first reaches it on the 1k/2k/3k/5k grid; and, for the flow recipes, short runs whose cosine
+schedule ends at 1/3 (and 1/5) of R0's 5,000-step wall-clock. Every finished unit of work is a line
+in results.jsonl: an interrupted benchmark continues where it stopped (train.py resumes its runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dit.cli import ArgumentParser, run_cli  # noqa: E402
+from dit.errors import UserError  # noqa: E402
+
+FLOW = ["--process", "flow"]
+RECIPES = {  # cumulative, as LightningDiT's ablation
+    "R0": [],
+    "R1": FLOW,
+    "R2": FLOW + ["--time-sampling", "logit-normal"],
+    "R3": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1"],
+    "R4": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1", "--mlp", "swiglu", "--norm", "rmsnorm",
+                  "--pos", "rope2d"],
+}
+LABELS = {"R0": "R0 DiT (eps, hybrid loss)", "R1": "R1 + rectified flow", "R2": "R2 + logit-normal t",
+          "R3": "R3 + cosine loss", "R4": "R4 + SwiGLU, RMSNorm, RoPE"}
+SAMPLERS = {"gaussian": [("ddim", 50)], "flow": [("euler", 50), ("heun", 25)]}  # 50 evaluations each
+BASE = ["cpu-demo", "--keep-last", "0", "--log-every", "100", "--sample-steps", "2", "--no-progress"]
+CFG = 3.0
+LEVEL = 0.95
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/time_to_quality")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-steps", type=int, default=5000, help="training steps (the cosine schedule's length)")
+    p.add_argument("--grid", type=int, nargs="+", default=[1000, 2000, 3000, 5000], help="evaluated steps")
+    p.add_argument("--num-samples", type=int, default=300)
+    p.add_argument("--timing-steps", type=int, default=600, help="steps of each timing run")
+    p.add_argument("--timing-rounds", type=int, default=2, help="timing runs per recipe, interleaved")
+    p.add_argument("--fractions", type=int, nargs="*", default=[3], help="short runs at 1/k of R0's wall-clock")
+    p.add_argument("--short-recipes", nargs="*", default=["R2", "R4"], choices=list(RECIPES))
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--report", action="store_true", help="only redo the tables and plots from results.jsonl")
+    args = p.parse_args(argv)
+    if args.num_samples < 10 or args.timing_steps < 200 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
+        raise UserError("--num-samples >= 10, --timing-steps >= 200 and --grid steps in 1..--max-steps, please")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Results(out / "results.jsonl")
+    if not args.report:
+        scorer = make_scorer(out)
+        for seed in args.seeds:  # seeds outermost: a partial benchmark already compares every recipe
+            for recipe in args.recipes:
+                run = train(recipe, seed, out, ["--max-steps", args.max_steps, "--ckpt-every", _gcd(args.grid)])
+                for step in args.grid:
+                    evaluate(log, scorer, run, recipe, seed, step, args, out, variants=step == args.max_steps)
+        # Costs per step, timed alone after the quality runs (which need no quiet machine): rounds
+        # over the recipes in turn, so a disturbance hits all alike; the median of each recipe's intervals.
+        todo = [r for r in args.recipes if not log.find(kind="timing", recipe=r)]
+        rates = {r: [] for r in todo}
+        for _ in range(args.timing_rounds if todo else 0):
+            for recipe in todo:
+                rates[recipe] += time_recipe(recipe, out, args.timing_steps)
+        for recipe in todo:
+            step_s = 1 / statistics.median(rates[recipe])
+            log.add(kind="timing", recipe=recipe, step_s=step_s, images_per_s=16 / step_s, intervals=len(rates[recipe]),
+                    threads=_threads())
+        r0_step_s = log.find(kind="timing", recipe="R0")[0]["step_s"]
+        for k in args.fractions:
+            for recipe in args.short_recipes:
+                steps = int(args.max_steps * r0_step_s / (k * log.find(kind="timing", recipe=recipe)[0]["step_s"]))
+                for seed in args.seeds:
+                    run = train(recipe, seed, out, ["--max-steps", steps, "--ckpt-every", steps], f"{recipe}-1of{k}")
+                    evaluate(log, scorer, run, recipe, seed, steps, args, out, budget=k, variants=True)
+    from time_to_quality_report import report
+
+    report(log.rows, out, args.bootstrap, LEVEL, LABELS, args.max_steps)
+
+
+def _gcd(steps: list[int]) -> int:
+    import math
+
+    return math.gcd(*steps)
+
+
+class Results:
+    """results.jsonl: one finished unit of work per line, appended and flushed as it finishes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def find(self, **match) -> list[dict]:
+        return [r for r in self.rows if all(r.get(k) == v for k, v in match.items())]
+
+    def add(self, **row) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps({k: v for k, v in row.items() if k != "scores"}), flush=True)
+
+
+def _train_cmd(recipe: str, seed: int, out: Path, extra, name: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *BASE, *RECIPES[recipe], "--seed", str(seed),
+            "--results-dir", str(out / "runs"), "--run-name", name, *map(str, extra)]
+
+
+def train(recipe: str, seed: int, out: Path, extra, name: str | None = None) -> Path:
+    """Train (or resume, or find finished) one run through the real train.py."""
+    name = f"{name or recipe}-seed{seed}"
+    run = out / "runs" / name
+    subprocess.run(_train_cmd(recipe, seed, out, extra, name), check=True, cwd=ROOT)
+    return run
+
+
+def time_recipe(recipe: str, out: Path, steps: int) -> list[float]:
+    """Steps per second of `recipe` over train.py's 50-step intervals after the first 100 steps, in a
+    throw-away run: run this alone on the machine."""
+    name = f"timing-{recipe}"
+    run = out / "runs" / name
+    cmd = _train_cmd(recipe, 0, out, ["--max-steps", steps, "--ckpt-every", 10 * steps, "--log-every", 50], name)
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["steps_per_s"] for r in rows if r["step"] > 100]
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def make_scorer(out: Path):
+    from dit.eval.metrics import ShapesMetric
+    from sampler_quality import ShapesScorer
+
+    return ShapesScorer(ShapesMetric(16, out / "cache"))
+
+
+def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int, args, out: Path, budget=None,
+             variants: bool = False):
+    """Score the EMA weights of `run` at `step` with its process's main sampler (and, with
+    `variants`, the others) once."""
+    import torch
+
+    from dit.autoencoders.vae import Autoencoder
+    from dit.io.checkpoint import load_model
+    from dit.processes import process_from_meta
+    from dit.sampling.generate import generate_images
+
+    family = "flow" if "flow" in RECIPES[recipe] else "gaussian"
+    wanted = SAMPLERS[family] if variants else SAMPLERS[family][:1]
+    todo = [(s, k) for s, k in wanted
+            if not log.find(kind="quality", recipe=recipe, seed=seed, step=step, sampler=s, budget=budget)]
+    ckpt_dir = run / "checkpoints" / f"step_{step:09d}"
+    if not todo or not ckpt_dir.exists():
+        return
+    model, ckpt = load_model(str(ckpt_dir))
+    process = process_from_meta(ckpt.meta)
+    vae = Autoencoder.load("none")
+    n = args.num_samples
+    labels = np.arange(n) % model.num_classes
+    for sampler, steps in todo:
+        with torch.no_grad():
+            images = np.concatenate([generate_images(model, vae, process, range(a, min(a + 250, n)), labels[a:a + 250],
+                                                     sampler, steps, CFG) for a in range(0, n, 250)])
+        data = scorer.per_sample(images, labels)
+        point = scorer.statistics(data)
+        scores = Path("scores") / f"{run.name}-step{step}-{sampler}.npz"  # per-sample judge output, for the bootstrap
+        (out / "scores").mkdir(exist_ok=True)
+        np.savez_compressed(out / scores, **data)
+        log.add(kind="quality", recipe=recipe, seed=seed, step=step, sampler=sampler, sampler_steps=steps, budget=budget,
+                num_samples=n, **point, scores=str(scores))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    sys.exit(run_cli(main))
