@@ -77,11 +77,14 @@ def main(argv=None):
     p.add_argument("--timing-rounds", type=int, default=2, help="timing runs per recipe, interleaved")
     p.add_argument("--fractions", type=int, nargs="*", default=[3], help="short runs at 1/k of R0's wall-clock")
     p.add_argument("--short-recipes", nargs="*", default=["R2", "R4"], choices=list(RECIPES))
-    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--within-draws", type=int, default=400, help="per-run resamples kept for the bootstrap")
+    p.add_argument("--bootstrap", type=int, default=2000, help="two-stage bootstrap resamples in the report")
     p.add_argument("--report", action="store_true", help="only redo the tables and plots from results.jsonl")
     args = p.parse_args(argv)
-    if args.num_samples < 10 or args.timing_steps < 200 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
-        raise UserError("--num-samples >= 10, --timing-steps >= 200 and --grid steps in 1..--max-steps, please")
+    if args.num_samples < 10 or args.timing_steps < 150 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
+        raise UserError("--num-samples >= 10, --timing-steps >= 150 and --grid steps in 1..--max-steps, please")
+    if args.timing_rounds < 1 or args.within_draws < 2 or args.bootstrap < 2:
+        raise UserError("--timing-rounds >= 1, --within-draws >= 2 and --bootstrap >= 2, please")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = Results(out / "results.jsonl")
@@ -106,7 +109,7 @@ def main(argv=None):
         r0_step_s = log.find(kind="timing", recipe="R0")[0]["step_s"]
         for k in args.fractions:
             for recipe in args.short_recipes:
-                steps = int(args.max_steps * r0_step_s / (k * log.find(kind="timing", recipe=recipe)[0]["step_s"]))
+                steps = max(1, int(args.max_steps * r0_step_s / (k * log.find(kind="timing", recipe=recipe)[0]["step_s"])))
                 for seed in args.seeds:
                     run = train(recipe, seed, out, ["--max-steps", steps, "--ckpt-every", steps], f"{recipe}-1of{k}")
                     evaluate(log, scorer, run, recipe, seed, steps, args, out, budget=k, variants=True)
@@ -208,11 +211,22 @@ def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int,
                                                      sampler, steps, CFG) for a in range(0, n, 250)])
         data = scorer.per_sample(images, labels)
         point = scorer.statistics(data)
+        draws = within_seed_draws(scorer, data, args.within_draws)
         scores = Path("scores") / f"{run.name}-step{step}-{sampler}.npz"  # per-sample judge output, for the bootstrap
         (out / "scores").mkdir(exist_ok=True)
         np.savez_compressed(out / scores, **data)
         log.add(kind="quality", recipe=recipe, seed=seed, step=step, sampler=sampler, sampler_steps=steps, budget=budget,
-                num_samples=n, **point, scores=str(scores))
+                num_samples=n, **point, scores=str(scores), draws=draws)
+
+
+def within_seed_draws(scorer, data: dict, resamples: int) -> dict:
+    """The metrics on `resamples` resamples (with replacement) of this run's samples, index sets
+    from a fixed generator: the within-seed stage of the report's two-stage bootstrap, kept in
+    results.jsonl so that the report needs no per-sample files."""
+    rng = np.random.default_rng(0)
+    n = len(data["hits"])
+    rows = [scorer.statistics(data, rng.integers(0, n, n)) for _ in range(resamples)]
+    return {k: [round(r[k], 6) for r in rows] for k in scorer.keys}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Tables, intervals and plots of benchmarks/time_to_quality.py from its results.jsonl.
 
-Intervals are a hierarchical bootstrap: each resample draws the training seeds with replacement,
-then each drawn seed's samples with replacement, and recomputes the mean over seeds of class
-accuracy and of the Fréchet distance in the judge's features; the 2.5..97.5 percentiles are
+Intervals are a two-stage bootstrap: each resample draws the training seeds with replacement,
+then for each drawn seed one of its stored within-seed resamples (its samples drawn with
+replacement, metrics recomputed: the "draws" of results.jsonl), and takes the mean over seeds of
+class accuracy and of the Fréchet distance in the judge's features; the 2.5..97.5 percentiles are
 shifted by the bootstrap bias (as benchmarks/sampler_quality.py does), distances clipped at 0.
 Comparisons (a recipe against R0's 5,000-step accuracy) bootstrap the difference with independent
-resamples of the two recipes' seeds and samples.
+resamples of the two cells.
 """
 
 from __future__ import annotations
@@ -19,22 +20,12 @@ import numpy as np
 MAIN = {"gaussian": "ddim", "flow": "euler"}  # the sampler each recipe's headline curve uses (50 evaluations)
 
 
-def _metric(out: Path):
-    from dit.eval.metrics import FrechetToReference, ShapesMetric
-
-    m = ShapesMetric(16, out / "cache")
-    return FrechetToReference(m.ref_mu, m.ref_sigma)
-
-
 class Cell:
-    """One (recipe, sampler, step, budget): the per-seed per-sample judge output."""
+    """One (recipe, sampler, step, budget): its runs' point estimates and within-seed draws."""
 
-    def __init__(self, rows: list[dict], out: Path):
+    def __init__(self, rows: list[dict]):
         self.rows = sorted(rows, key=lambda r: r["seed"])
-        self.data = []
-        for r in self.rows:
-            with np.load(out / r["scores"]) as z:
-                self.data.append({"features": z["features"], "hits": z["hits"]})
+        self.draws = [{k: np.asarray(r["draws"][k]) for k in ("class_acc", "fd_shapes")} for r in self.rows]
 
     @property
     def seeds(self) -> int:
@@ -46,16 +37,15 @@ class Cell:
         return {"class_acc": float(np.mean(acc)), "class_acc_seed_sd": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
                 "fd_shapes": float(np.mean(fd)), "per_seed_acc": acc, "per_seed_fd": fd}
 
-    def resample(self, rng, fd_to_ref, with_fd: bool) -> tuple[float, float]:
-        picks = rng.integers(0, self.seeds, self.seeds)
-        accs, fds = [], []
-        for s in picks:
-            d = self.data[s]
-            idx = rng.integers(0, len(d["hits"]), len(d["hits"]))
-            accs.append(d["hits"][idx].mean())
-            if with_fd:
-                fds.append(fd_to_ref(d["features"][idx]))
-        return float(np.mean(accs)), float(np.mean(fds)) if with_fd else float("nan")
+    def resample(self, rng, resamples: int) -> dict:
+        """(resamples,) draws of the mean over seeds of each metric."""
+        seeds = rng.integers(0, self.seeds, (resamples, self.seeds))
+        out = {}
+        for k in ("class_acc", "fd_shapes"):
+            table = np.stack([d[k] for d in self.draws])  # (seeds, within)
+            pick = rng.integers(0, table.shape[1], (resamples, self.seeds))
+            out[k] = table[seeds, pick].mean(1)
+        return out
 
 
 def _interval(draws: np.ndarray, point: float, level: float, distance: bool) -> tuple[float, float]:
@@ -66,7 +56,6 @@ def _interval(draws: np.ndarray, point: float, level: float, distance: bool) -> 
 
 def report(rows: list[dict], out: Path, resamples: int, level: float, labels: dict, max_steps: int) -> dict:
     out = Path(out)
-    fd_to_ref = _metric(out)
     timing = {r["recipe"]: r for r in rows if r["kind"] == "timing"}
     groups = defaultdict(list)
     for r in rows:
@@ -76,13 +65,13 @@ def report(rows: list[dict], out: Path, resamples: int, level: float, labels: di
     table = []
     cells = {}
     for (recipe, sampler, step, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] or 0, kv[0][2])):
-        cell = cells[(recipe, sampler, step, budget)] = Cell(rs, out)
+        cell = cells[(recipe, sampler, step, budget)] = Cell(rs)
         point = cell.point()
-        draws = np.array([cell.resample(rng, fd_to_ref, True) for _ in range(resamples)])
+        draws = cell.resample(rng, resamples)
         row = {"recipe": recipe, "sampler": sampler, "step": step, "budget": budget, "seeds": cell.seeds,
                "num_samples": rs[0]["num_samples"], **point}
-        row["class_acc_lo"], row["class_acc_hi"] = _interval(draws[:, 0], point["class_acc"], level, False)
-        row["fd_shapes_lo"], row["fd_shapes_hi"] = _interval(draws[:, 1], point["fd_shapes"], level, True)
+        row["class_acc_lo"], row["class_acc_hi"] = _interval(draws["class_acc"], point["class_acc"], level, False)
+        row["fd_shapes_lo"], row["fd_shapes_hi"] = _interval(draws["fd_shapes"], point["fd_shapes"], level, True)
         if recipe in timing:
             row["wall_min"] = step * timing[recipe]["step_s"] / 60
         table.append(row)
@@ -110,8 +99,8 @@ def budget_summary(table, cells, timing, rng, resamples, level, max_steps) -> di
         recipe, sampler, step, budget = row["recipe"], row["sampler"], row["step"], row["budget"]
         if sampler != MAIN["gaussian" if recipe == "R0" else "flow"] or recipe not in timing:
             continue
-        diffs = np.array([cells[(recipe, sampler, step, budget)].resample(rng, None, False)[0]
-                          - ref.resample(rng, None, False)[0] for _ in range(resamples)])
+        diffs = cells[(recipe, sampler, step, budget)].resample(rng, resamples)["class_acc"] - \
+            ref.resample(rng, resamples)["class_acc"]
         lo, hi = _interval(diffs, row["class_acc"] - target, level, False)
         entry = {"step": step, "budget": budget, "class_acc": row["class_acc"], "diff_vs_target": row["class_acc"] - target,
                  "diff_lo": lo, "diff_hi": hi, "wall_share": step * timing[recipe]["step_s"] / r0_wall}

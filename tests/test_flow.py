@@ -172,7 +172,7 @@ def test_b_sde_has_the_mixture_marginals():
     process = FlowMatching("linear", "velocity")
     torch.manual_seed(0)
     for form in ("sigma", "SBDM"):
-        x = run_sampler(mixture_network(process), process, prior(100_000, seed=2), "sde", 250, diffusion_form=form)
+        x = run_sampler(mixture_network(process), process, prior(40_000, seed=2), "sde", 200, diffusion_form=form)
         mean, var = mixture_moments()
         torch.testing.assert_close(x.mean(0), mean, rtol=0.01, atol=0)
         torch.testing.assert_close(x.var(0), var, rtol=0.03, atol=0)

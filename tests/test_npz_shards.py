@@ -116,7 +116,7 @@ def test_assembly_holds_one_shard_in_memory_not_all_images_twice(tiny_export, tm
     args = sample.parse_args(["--ckpt", str(tiny_export), "--num-samples", str(n), "--npz", str(tmp_path / "m.npz"),
                               "--batch-size", str(bs), "--no-progress"])
 
-    def fake_generate(model, vae, process, indices, labels, args, device):
+    def fake_generate(model, vae, process, indices, labels, args, device, stats=None):
         return np.stack([np.full((side, side, 3), i % 251, np.uint8) for i in indices])
 
     monkeypatch.setattr(sample, "generate", fake_generate)

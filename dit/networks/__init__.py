@@ -1,7 +1,8 @@
 """Networks: pure functions (x, t, cond) -> output that know nothing of the process.
 
     conditioning.py   what `cond` holds; the null class
-    layers.py         embedders, attention, the 2-D sin-cos position table
+    layers.py         embedders, attention (optional QK-norm, RoPE), MLPs (GELU, SwiGLU), norms, the 2-D sin-cos table
+    rope.py           axial 2-D rotary position embedding (LightningDiT's --pos rope2d)
     blocks.py         the transformer blocks of DiT's four conditioning variants
     dit_config.py     DiT's typed config and the paper's presets (Table 1)
     dit.py            the DiT network and the public-repo constructors DiT_models
