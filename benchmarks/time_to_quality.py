@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -119,8 +120,6 @@ def main(argv=None):
 
 
 def _gcd(steps: list[int]) -> int:
-    import math
-
     return math.gcd(*steps)
 
 

@@ -118,7 +118,7 @@ def sit_reference(model, seeds, labels, steps, cfg):
     (the rest dropped), data is reached at t = 1 by Euler steps; CFG on all channels."""
     x = PerSampleNoise(seeds).initial((3, 8, 8))
     y = torch.as_tensor(labels)
-    null = torch.full_like(y, model.num_classes)
+    null = torch.full_like(y, model.null_class)
     with torch.no_grad():
         for i in range(steps):
             t = torch.full((len(seeds),), i / steps)

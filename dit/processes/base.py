@@ -31,6 +31,9 @@ class Process(abc.ABC):
     # Whether the process reads a second half of output channels as a learned variance (the
     # training default of --learn-sigma; DiT's Gaussian process does, flow matching does not).
     learns_variance: ClassVar[bool] = False
+    # Training-config fields that only this process reads (`from_run`): given with another process,
+    # they are refused rather than silently ignored (dit/training/config.py).
+    run_fields: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod

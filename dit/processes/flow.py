@@ -47,6 +47,8 @@ def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class FlowMatching(Process):
     key = "flow"
+    run_fields = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss",
+                  "flow_time_scale")
 
     def __init__(self, path: str = "linear", prediction: str = "velocity", time_sampling: str = "uniform",
                  logit_mean: float = 0.0, logit_std: float = 1.0, cosine_weight: float = 0.0,

@@ -42,9 +42,18 @@ def time_grid(lo: float, hi: float, steps: int, shift: float = 1.0, device=None)
     return lo + (hi - lo) * shift_time(u, shift)
 
 
-def _velocity(denoiser, process: FlowMatching, x: torch.Tensor, t: float) -> torch.Tensor:
-    tb = torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
+def _velocity(denoiser, process: FlowMatching, x: torch.Tensor, t) -> torch.Tensor:
+    """u(x, t) for a time t (a float, or a 0-d tensor, read without a host sync) shared by the batch."""
+    if isinstance(t, torch.Tensor):
+        tb = t.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
+    else:
+        tb = torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
     return process.convert(denoiser(x, process.network_time(tb)), x, tb, "velocity")
+
+
+def _grid(process: FlowMatching, steps: int, shift) -> list[float]:
+    """The fixed-step samplers' times over the process's sampling interval, as host floats."""
+    return time_grid(*process.interval(process.sample_eps), steps, _check_shift(shift)).tolist()
 
 
 def _check_shift(shift) -> float:
@@ -63,7 +72,7 @@ def _progress(items, progress: bool):
 @torch.no_grad()
 def euler(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0):
     """Explicit Euler: x_{k+1} = x_k + (t_{k+1} - t_k) u(x_k, t_k)."""
-    ts = time_grid(*process.interval(process.sample_eps), steps, _check_shift(shift)).tolist()
+    ts = _grid(process, steps, shift)
     x = x_T
     for k in _progress(range(steps), progress):
         x = x + (ts[k + 1] - ts[k]) * _velocity(denoiser, process, x, ts[k])
@@ -73,7 +82,7 @@ def euler(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=Fals
 @torch.no_grad()
 def heun(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0):
     """Heun's method (explicit trapezoid): an Euler predictor, then the mean of both slopes."""
-    ts = time_grid(*process.interval(process.sample_eps), steps, _check_shift(shift)).tolist()
+    ts = _grid(process, steps, shift)
     x = x_T
     for k in _progress(range(steps), progress):
         h = ts[k + 1] - ts[k]
@@ -95,7 +104,7 @@ def dopri5(denoiser, process: FlowMatching, x_T, steps=None, noise=None, progres
     lo, hi = process.interval(process.sample_eps)
 
     def field(t, x):
-        return _velocity(denoiser, process, x, float(t))
+        return _velocity(denoiser, process, x, t)
 
     times = torch.tensor([lo, hi], dtype=torch.float64, device=x_T.device)
     return odeint(field, x_T, times, method="dopri5", atol=atol, rtol=rtol)[-1]

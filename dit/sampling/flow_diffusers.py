@@ -31,10 +31,10 @@ def make_scheduler(steps: int, shift: float, device=None):
 def flow_match_euler(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0):
     _check(process)
     scheduler = make_scheduler(steps, _check_shift(shift), x_T.device)
+    sigmas = scheduler.sigmas.tolist()  # once, not a host sync per step
     x = x_T
     for i, timestep in enumerate(_progress(scheduler.timesteps, progress)):
-        t = 1 - float(scheduler.sigmas[i])
-        x = scheduler.step(-_velocity(denoiser, process, x, t), timestep, x).prev_sample
+        x = scheduler.step(-_velocity(denoiser, process, x, 1 - sigmas[i]), timestep, x).prev_sample
     return x
 
 

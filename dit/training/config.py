@@ -19,13 +19,12 @@ from dit.autoencoders.vae import DEFAULT_VAE
 from dit.errors import UserError
 from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.precision import ALIASES, PRECISIONS
-from dit.processes import DEFAULT_PROCESS, get_process
+from dit.processes import DEFAULT_PROCESS, PROCESSES, get_process
 from dit.processes.schedules import SCHEDULE, TIMESTEPS
 from dit.sampling import check_sampler, default_sampler
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
 DISTRIBUTED = ("ddp", "fsdp")
-FLOW_FIELDS = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss", "flow_time_scale")
 PREVIEW_SAMPLERS = {"gaussian": "ddim"}  # previews take few steps: DDIM over the registry default (ddpm)
 
 
@@ -132,10 +131,10 @@ class TrainConfig:
         process = get_process(self.process)
         if self.learn_sigma is None:
             object.__setattr__(self, "learn_sigma", process.learns_variance)
-        if self.process != "flow":
-            changed = [f for f in FLOW_FIELDS if getattr(self, f) != _DEFAULTS[f]]
-            if changed:
-                raise UserError(f"--{_flag(changed[0])} is a setting of the flow process: add --process flow")
+        for key in PROCESSES.keys():
+            changed = [f for f in get_process(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
+            if key != self.process and changed:
+                raise UserError(f"--{_flag(changed[0])} is a setting of the {key} process: add --process {key}")
         if not self.sample_sampler:
             object.__setattr__(self, "sample_sampler", PREVIEW_SAMPLERS.get(self.process) or default_sampler(self.process))
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
