@@ -81,6 +81,9 @@ def main(argv=None):
     p.add_argument("--within-draws", type=int, default=400, help="per-run resamples kept for the bootstrap")
     p.add_argument("--bootstrap", type=int, default=2000, help="two-stage bootstrap resamples in the report")
     p.add_argument("--report", action="store_true", help="only redo the tables and plots from results.jsonl")
+    p.add_argument("--quality-only", action="store_true",
+                   help="only the step-grid quality runs, which need no quiet machine (instances over disjoint "
+                        "--seeds may run side by side); run once more without it, alone, for timing and short runs")
     args = p.parse_args(argv)
     if args.num_samples < 10 or args.timing_steps < 150 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
         raise UserError("--num-samples >= 10, --timing-steps >= 150 and --grid steps in 1..--max-steps, please")
@@ -96,6 +99,8 @@ def main(argv=None):
                 run = train(recipe, seed, out, ["--max-steps", args.max_steps, "--ckpt-every", _gcd(args.grid)])
                 for step in args.grid:
                     evaluate(log, scorer, run, recipe, seed, step, args, out, variants=step == args.max_steps)
+        if args.quality_only:
+            return
         # Costs per step, timed alone after the quality runs (which need no quiet machine): rounds
         # over the recipes in turn, so a disturbance hits all alike; the median of each recipe's intervals.
         todo = [r for r in args.recipes if not log.find(kind="timing", recipe=r)]
