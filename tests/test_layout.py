@@ -17,7 +17,7 @@ import dit
 
 LAYERS = [
     {"errors"},
-    {"cli", "registry", "precision", "dist"},
+    {"cli", "registry", "precision", "dist", "layout"},
     {"networks", "processes"},
     {"autoencoders"},
     {"sampling"},

@@ -6,6 +6,9 @@
     blocks.py         the transformer blocks of DiT's four conditioning variants
     dit_config.py     DiT's typed config and the paper's presets (Table 1)
     dit.py            the DiT network and the public-repo constructors DiT_models
+    video_config.py   the video DiT's config: DiT's plus frames, factorisation, temporal on/off
+    video_blocks.py   the blocks video adds: temporal attention (Latte 3 / VDT), split heads (Latte 4)
+    video_dit.py      the video DiT (Latte's four factorisations, VDT's given-frame masks)
     registry.py       the architecture registry and the network contract
 
 Importing this package registers the built-in architectures.
@@ -14,6 +17,9 @@ Importing this package registers the built-in architectures.
 from dit.networks.dit import ARCH as _DIT
 from dit.networks.registry import ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, register_architecture
 
+from dit.networks.video_dit import ARCH as _VIDEO_DIT
+
 register_architecture(_DIT)
+register_architecture(_VIDEO_DIT)
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]

@@ -21,7 +21,7 @@ from dit.networks.rope import apply_rope
 
 __all__ = [
     "LN_EPS", "Attention", "CrossAttention", "LabelEmbedder", "Mlp", "PatchEmbed", "SwiGLU",
-    "TimestepEmbedder", "get_2d_sincos_pos_embed", "make_mlp", "make_norm", "modulate", "swiglu_hidden",
+    "TimestepEmbedder", "get_1d_sincos_pos_embed", "get_2d_sincos_pos_embed", "make_mlp", "make_norm", "modulate", "swiglu_hidden",
     "timestep_embedding",
 ]
 
@@ -104,6 +104,13 @@ def _1d_sincos(embed_dim: int, pos: np.ndarray) -> np.ndarray:
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2.0))
     out = np.outer(pos.reshape(-1).astype(np.float64), omega)  # (M, D/2)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def get_1d_sincos_pos_embed(embed_dim: int, length: int) -> torch.Tensor:
+    """Fixed 1-D table (length, embed_dim) float32 for positions 0..length-1 (the video networks' time axis)."""
+    if embed_dim % 2:
+        raise ValueError(f"1-D sin-cos position embedding needs an even embed_dim, got {embed_dim}")
+    return torch.from_numpy(_1d_sincos(embed_dim, np.arange(length, dtype=np.float64))).float()
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:

@@ -23,6 +23,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from dit.layout import GIVEN
+
 Noise = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal of like's shape (dit/sampling/noise.py)
 
 
@@ -69,3 +71,18 @@ class Process(abc.ABC):
     @abc.abstractmethod
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
         """The network's output at (x_t, t) expressed as `to` (the names the process supports)."""
+
+
+def mean_over_generated(values: torch.Tensor, cond=None) -> torch.Tensor:
+    """Per-sample mean of a per-element loss (B, ...) over the positions the network generates.
+
+    Without a mask (cond without GIVEN) that is every position. With one (VDT-style mask modelling:
+    GIVEN broadcastable to `values`, 1 where the position is given clean), given positions carry no
+    loss and the mean runs over the rest; a sample with everything given gets 0, not 0/0.
+    """
+    dims = tuple(range(1, values.dim()))
+    given = cond.get(GIVEN) if isinstance(cond, dict) else None
+    if given is None:
+        return values.mean(dims)
+    weight = (1 - given.to(values.dtype)).expand_as(values)
+    return (values * weight).sum(dims) / weight.sum(dims).clamp_min(1)

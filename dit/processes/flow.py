@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from dit.errors import UserError
-from dit.processes.base import Process
+from dit.layout import channel_dim, split_output
+from dit.processes.base import Process, mean_over_generated
 from dit.processes.paths import PATHS, coefficients
 
 PREDICTIONS = ("velocity", "noise", "score")
@@ -116,20 +117,21 @@ class FlowMatching(Process):
         x_t = alpha * data + sigma * noise
         out = network(x_t, self.network_time(t), batch["cond"])
         pred = self._prediction_of(out, data)
-        dims = tuple(range(1, data.dim()))
+        cond = batch["cond"]
         if self.prediction == "velocity":
             target = d_alpha * data + d_sigma * noise
-            mse = ((pred - target) ** 2).mean(dims)
+            mse = mean_over_generated((pred - target) ** 2, cond)
         elif self.prediction == "noise":
             target = noise
-            mse = ((pred - target) ** 2).mean(dims)
+            mse = mean_over_generated((pred - target) ** 2, cond)
         else:  # score, in noise units: sigma * score = -noise exactly (SiT's score loss without weighting)
             target = -noise / sigma
-            mse = ((sigma * pred + noise) ** 2).mean(dims)
+            mse = mean_over_generated((sigma * pred + noise) ** 2, cond)
         losses = {"loss": mse, "mse": mse}
         if self.cosine_weight:
-            cos = 1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)  # per position, across channels
-            losses["cos"] = cos.mean(tuple(range(1, cos.dim())))
+            d = channel_dim(data)
+            cos = 1 - F.cosine_similarity(pred, target, dim=d, eps=1e-8).unsqueeze(d)  # per position, across channels
+            losses["cos"] = mean_over_generated(cos, cond)
             losses["loss"] = mse + self.cosine_weight * losses["cos"]
         return losses
 
@@ -182,7 +184,4 @@ class FlowMatching(Process):
         return coefficients(self.path, t)
 
     def _prediction_of(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        C = x.shape[1]
-        if output.shape[1] not in (C, 2 * C):
-            raise ValueError(f"network output has {output.shape[1]} channels; expected {C} (or {2 * C}, SiT's layout)")
-        return output[:, :C]
+        return split_output(output, x)[0]  # C channels, or 2C in SiT's layout (the sigma half unused)

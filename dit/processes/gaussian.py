@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dit.processes.base import Process
+from dit.layout import channel_dim, split_output
+from dit.processes.base import Process, mean_over_generated
 from dit.processes.likelihoods import discretized_gaussian_log_likelihood, normal_kl
 from dit.processes.schedules import SCHEDULE, TIMESTEPS, beta_schedule, space_timesteps
 
@@ -112,7 +113,7 @@ class GaussianDiffusion(Process):
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
         """The eps prediction (first C channels of the output) as eps, x0 (DDPM eq. 4 inverted) or
         the score grad log p_t(x_t) = -eps / sqrt(1 - abar_t); t indexes THIS process."""
-        eps = output[:, : x_t.shape[1]]
+        eps = split_output(output, x_t)[0]
         if to == "eps":
             return eps
         if to == "x0":
@@ -163,16 +164,12 @@ class GaussianDiffusion(Process):
     def p_mean_variance(self, model_output: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                         clip_denoised: bool = False) -> dict:
         """p(x_{t-1} | x_t) from a model output (B, C or 2C, ...) at index t (B,) of THIS process."""
-        C = x.shape[1]
-        if model_output.shape[1] == 2 * C:
-            eps, v = model_output.split(C, dim=1)
+        eps, v = split_output(model_output, x)
+        if v is not None:
             frac = (v + 1) / 2  # Improved DDPM eq. 15: interpolate log-variance beta~_t .. beta_t
             log_variance = frac * self._at("log_betas", t, x) + (1 - frac) * self._at("posterior_log_variance_clipped", t, x)
-        elif model_output.shape[1] == C:
-            eps = model_output
-            log_variance = self._at("fixed_large_log_variance", t, x).expand_as(x)
         else:
-            raise ValueError(f"model output has {model_output.shape[1]} channels; expected {C} or {2 * C}")
+            log_variance = self._at("fixed_large_log_variance", t, x).expand_as(x)
         pred_xstart = self.predict_xstart(x, t, eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
@@ -208,24 +205,20 @@ class GaussianDiffusion(Process):
         noise = torch.randn_like(x0) if noise is None else noise
         x_t = self.q_sample(x0, t, noise)
         out = model(x_t, self.model_timesteps(t), cond)
-        C = x0.shape[1]
-        if out.shape[1] not in (C, 2 * C):
-            raise ValueError(f"model output has {out.shape[1]} channels; expected {C} or {2 * C}")
-        eps = out[:, :C]
-        mse = ((noise - eps) ** 2).mean(dim=tuple(range(1, x0.dim())))
+        eps, v = split_output(out, x0)
+        mse = mean_over_generated((noise - eps) ** 2, cond)
         vb = torch.zeros_like(mse)
-        if out.shape[1] == 2 * C:
-            vb = self._vb_bits_per_dim(torch.cat([eps.detach(), out[:, C:]], 1), x0, x_t, t)
+        if v is not None:
+            vb = self._vb_bits_per_dim(torch.cat([eps.detach(), v], channel_dim(x0)), x0, x_t, t, cond)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
-    def _vb_bits_per_dim(self, model_output, x0, x_t, t) -> torch.Tensor:
+    def _vb_bits_per_dim(self, model_output, x0, x_t, t, cond=None) -> torch.Tensor:
         """KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0 and the decoder NLL -log p(x_0|x_1)
         at t == 0 (DDPM §3.3), averaged over dims, in bits (B,)."""
         p = self.p_mean_variance(model_output, x_t, t)
         true_mean = self.q_posterior_mean(x0, x_t, t)
         kl = normal_kl(true_mean, self._at("posterior_log_variance_clipped", t, x_t), p["mean"], p["log_variance"])
         nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])
-        dims = tuple(range(1, x0.dim()))
-        return torch.where(t == 0, nll.mean(dims), kl.mean(dims)) / math.log(2.0)
+        return torch.where(t == 0, mean_over_generated(nll, cond), mean_over_generated(kl, cond)) / math.log(2.0)
 
 

@@ -22,6 +22,7 @@ import math
 import torch
 
 from dit.errors import UserError
+from dit.layout import first_channels, num_channels
 from dit.networks.conditioning import as_cond, cat_cond
 
 
@@ -55,7 +56,7 @@ def guided(model, cond, uncond, scale: float, channels: int | None = None,
     both = cat_cond(as_cond(cond), as_cond(uncond))  # (2B,) rows: conditional first, as forward_with_cfg
 
     def denoiser(x, t):
-        B, C = x.shape[:2]
+        B, C = x.shape[0], num_channels(x)
         k = C if channels is None else channels
         if k > C:
             raise UserError(f"cannot guide {k} channels of a {C}-channel input")
@@ -68,7 +69,7 @@ def guided(model, cond, uncond, scale: float, channels: int | None = None,
         out = model(torch.cat([x, x]), torch.cat([t, t]), both)
         out_c, out_u = out[:B], out[B:]
         result = out_c.clone()  # channels >= k (incl. variance channels) stay conditional
-        result[:, :k] = out_u[:, :k] + scale * (out_c[:, :k] - out_u[:, :k])
+        first_channels(result, k).copy_(first_channels(out_u, k) + scale * (first_channels(out_c, k) - first_channels(out_u, k)))
         if interval is not None:
             result = torch.where(inside.view(-1, *[1] * (x.dim() - 1)), result, out_c)
         return result

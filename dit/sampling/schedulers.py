@@ -19,6 +19,7 @@ import inspect
 import torch
 
 from dit.errors import UserError
+from dit.layout import first_channels, num_channels
 from dit.processes.gaussian import GaussianDiffusion
 from dit.sampling.noise import PerSampleNoise
 
@@ -81,7 +82,7 @@ def scheduler_sample(denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, 
             raise UserError(f"eta only applies to ddim and diffusers-ddim, not {name!r}")
         step_kwargs["eta"] = eta
 
-    B, C = x_T.shape[:2]
+    B, C = x_T.shape[0], num_channels(x_T)
     x = x_T * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
     if progress:
@@ -89,7 +90,7 @@ def scheduler_sample(denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, 
         timesteps = tqdm(timesteps)
     for t in timesteps:
         t_batch = torch.full((B,), float(t), device=x.device)  # (B,) original timestep indices
-        eps = denoiser(scheduler.scale_model_input(x, t), t_batch)[:, :C]  # drop variance channels
+        eps = first_channels(denoiser(scheduler.scale_model_input(x, t), t_batch), C)  # drop variance channels
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
     return x.to(x_T.dtype)
 

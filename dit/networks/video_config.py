@@ -1,0 +1,64 @@
+"""The video DiT's configuration: DiT's config (dit_config.py) plus the time axis.
+
+Presets are DiT's names (DiT-S/2 ... DiT-XL/8, Table 1): `depth` counts the spatial blocks, the
+image DiT's depth, so an image checkpoint of the same name initialises them one for one. The
+temporal parts add to it: interleaved and late fusion one temporal DiT block per spatial block
+(Latte's layout, 2 x depth blocks), factorised attention one temporal attention per block, split
+heads nothing (half of each block's heads attend over time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from dit.errors import UserError
+from dit.networks import dit_config
+from dit.networks.dit_config import ModelConfig
+
+# Latte's variants 1-4 (Ma et al. 2024, Fig. 2); "factorized-attention" is also VDT's block.
+FACTORIZATIONS = ("interleaved", "late-fusion", "factorized-attention", "split-heads")
+DEFAULT_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class VideoConfig(ModelConfig):
+    frames: int = DEFAULT_FRAMES  # the longest clip; the temporal table has this many rows, any F <= it works
+    factorization: str = "interleaved"
+    # False: no temporal parts at all (each frame is denoised alone by the image DiT): the
+    # ablation that shows what the temporal blocks do, and the F = 1 equivalence with an image DiT.
+    temporal: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.frames < 1:
+            raise UserError(f"frames must be a positive integer, got {self.frames}")
+        if self.factorization not in FACTORIZATIONS:
+            raise UserError(f"unknown factorization {self.factorization!r}; choose one of {', '.join(FACTORIZATIONS)}")
+        if self.conditioning != "adaln-zero":
+            raise UserError(f"the video DiT conditions through adaLN-Zero only, got conditioning {self.conditioning!r}")
+        if self.pos != "sincos":
+            raise UserError(f"the video DiT uses the fixed sin-cos tables (pos sincos), got pos {self.pos!r}")
+        if self.temporal and self.factorization == "split-heads" and self.num_heads < 2:
+            raise UserError("factorization split-heads needs at least 2 heads (half attend over time); raise --num-heads")
+
+    def replace(self, **overrides) -> "VideoConfig":
+        return VideoConfig.from_dict({**self.to_dict(), **overrides})
+
+
+def config_for_run(run, data: dict) -> VideoConfig:
+    """The video DiT of a training run: DiT's `--model` preset and resizing (dit_config.config_for_run)
+    with the run's --frames, --factorization and --temporal."""
+    image = dit_config.config_for_run(run, data)
+    return VideoConfig(**image.to_dict(), frames=run.frames, factorization=run.factorization, temporal=run.temporal)
+
+
+def check_run(run) -> None:
+    patch = int(run.model.rpartition("/")[2]) if run.model in dit_config.MODEL_NAMES else 1
+    config_for_run(run, {"in_channels": 3, "input_size": patch, "num_classes": 10})
+
+
+def describe(cfg: VideoConfig) -> str:
+    image = dit_config.describe(ModelConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelConfig)}))
+    time = f"{cfg.factorization} space-time" if cfg.temporal else "no temporal blocks"
+    return f"video {image}, {cfg.frames} frames, {time}"
