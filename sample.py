@@ -6,6 +6,9 @@ Grid of chosen classes:
 Evaluation batch in the ADM evaluator's format (split over processes, resumable):
     accelerate launch sample.py --ckpt DiT-XL-2-256x256 --num-samples 50000 --npz samples.npz \
         --cfg-scale 1.5 --cfg-channels 3
+Clips from a video checkpoint (--arch video-dit): an animated grid, or completion of given clips:
+    python sample.py --ckpt results/video-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 50 --out grid.gif
+    python sample.py --ckpt results/video-cpu --video-in clips.npz --given-frames 0-3 --npz completed.npz
 Sample i is always drawn from seed (--seed + i): the same image whatever the batch size or
 number of processes. `--arch` / `--process` default to the checkpoint's own (older checkpoints:
 dit, gaussian); `--sampler` names a sampler registered for the process.
@@ -76,7 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--last-step", type=float, help="flow sde: size of the final noise-free step; default 0.04")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=positive(int), default=32, help="per process")
-    p.add_argument("--out", default="samples.png", help="grid PNG")
+    p.add_argument("--out", help="grid: .png (clips: one row of frames per clip), .gif or .mp4 (clips); default "
+                                  "samples.png (with --video-in: no grid unless given)")
+    p.add_argument("--video-in", metavar="CLIPS.npz", help="complete these clips (uint8 (N, F, H, W, 3) under arr_0, "
+                                                           "labels under arr_1) from --given-frames; write --npz")
+    p.add_argument("--given-frames", metavar="SPEC", help="with --video-in: the frames given, e.g. 0-3 or 0,7")
     p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="autocast: no (float32), fp16, bf16")
@@ -85,6 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if (args.video_in is None) != (args.given_frames is None):
+        raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
+    if args.video_in is not None:
+        if args.classes or args.num_samples:
+            raise UserError("--video-in takes its labels from the clips file (arr_1): drop --classes / --num-samples")
+        if not args.npz and not args.out:
+            raise UserError("--video-in writes --npz OUT.npz (the completed clips) and/or --out GRID.gif; give one")
+        args.precision = check_precision(args.precision)
+        return args
+    args.out = args.out or "samples.png"
     if (args.num_samples is None) != (args.npz is None):
         raise UserError("--num-samples and --npz go together (evaluation mode); for a grid use --classes")
     if args.npz is None and not args.classes:
@@ -139,7 +156,7 @@ def build(args, device):
         config = preset_config(args.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
                                num_classes=args.num_classes or DEFAULT_NUM_CLASSES)
         model = instantiate(ckpt, config, device)
-    channels, side = model.input_shape[0], model.input_shape[-1]
+    channels, side = model.input_shape[-3], model.input_shape[-1]  # (C, H, W) or (F, C, H, W)
     if vae.latent_channels != channels:
         raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {channels}; check --vae")
     if args.num_classes and args.num_classes != model.num_classes:
@@ -158,12 +175,72 @@ def sampler_options(args) -> dict:
     return {k: getattr(args, k) for k in SAMPLER_OPTIONS if getattr(args, k) is not None}
 
 
-def generate(model, vae, process, indices, labels, args, device, stats=None) -> np.ndarray:
-    """uint8 NHWC images for global sample indices `indices` (seeds --seed + i) with class `labels`."""
+def generate(model, vae, process, indices, labels, args, device, stats=None, given=None) -> np.ndarray:
+    """uint8 NHWC images (NFHWC clips) for global sample indices `indices` (seeds --seed + i) with class `labels`."""
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
     return generate_images(model, vae, process, [args.seed + int(i) for i in indices], labels, args.sampler,
                            args.steps, args.cfg_scale, args.cfg_channels, interval, 0.0, args.precision, device,
-                           options=sampler_options(args), stats=stats)
+                           options=sampler_options(args), stats=stats, given=given)
+
+
+def is_video(model) -> bool:
+    return len(model.input_shape) == 4  # (F, C, H, W): dit/layout.py
+
+
+def save_grid(samples: np.ndarray, args) -> None:
+    """--out: images as a PNG grid; clips as a PNG (a row of frames per clip), GIF or MP4 grid."""
+    from dit.io.video import write_gif, write_mp4
+
+    suffix = Path(args.out).suffix.lower()
+    if samples.ndim == 5 and suffix in (".gif", ".mp4"):
+        (write_gif if suffix == ".gif" else write_mp4)(args.out, samples, ncols=args.nrow)
+    elif suffix in (".gif", ".mp4"):
+        raise UserError(f"--out {args.out}: GIF and MP4 grids are for clips; this checkpoint makes images (use .png)")
+    elif samples.ndim == 5:
+        save_png(make_grid(samples.reshape(-1, *samples.shape[2:]), nrow=samples.shape[1]), args.out)
+    else:
+        save_png(make_grid(samples, nrow=args.nrow), args.out)
+
+
+def sample_video_in(model, vae, process, args, device, show):
+    """Complete the clips of --video-in from their --given-frames (VDT's prediction, backward
+    prediction, interpolation, animation: one model, the mask says which). Clip i uses seed
+    --seed + i and its own label (no labels: the null class, i.e. unconditional); the given frames
+    of the output are the input's, byte for byte."""
+    from dit.autoencoders.pixels import from_uint8
+    from dit.data.video_masks import frames_mask, parse_frames
+    from dit.io.video import read_clip_npz, write_clip_npz
+
+    clips, labels = read_clip_npz(args.video_in)
+    F_, C, side, _ = model.input_shape
+    n, frames, h, w, _ = clips.shape
+    if frames != F_ or h != w or vae.latent_size(h) != side:
+        raise UserError(f"--video-in {args.video_in} holds {frames}-frame {h}x{w} clips; this checkpoint makes "
+                        f"{F_}-frame clips of {side * vae.downsample}x{side * vae.downsample} px")
+    given = parse_frames(args.given_frames, frames)
+    if labels is None:
+        labels = np.full(n, model.null_class)
+        print(f"{args.video_in} has no labels (arr_1): completing unconditionally (the null class)")
+    else:
+        _check_labels(labels, model.num_classes)
+    mask = torch.from_numpy(frames_mask(given, frames, side))
+    out, stats = [], {}
+    for a in tqdm(range(0, n, args.batch_size), desc="completing", disable=not show):
+        b = min(a + args.batch_size, n)
+        pixels = from_uint8(torch.from_numpy(clips[a:b]).permute(0, 1, 4, 2, 3)).to(device)  # (B, F, 3, H, W)
+        clean = vae.encode_moments(pixels)[0]  # the posterior mean: given frames are not resampled
+        done = generate(model, vae, process, range(a, b), labels[a:b], args, device, stats,
+                        given=(mask.expand(b - a, *mask.shape), clean))
+        done[:, given] = clips[a:b][:, given]  # exact in pixels too (a VAE's round trip is not)
+        out.append(done)
+    report(stats, args)
+    out = np.concatenate(out)
+    if args.npz:
+        write_clip_npz(args.npz, out, labels)
+        print(f"wrote {args.npz}: {n} clips of {frames} frames ({', '.join(map(str, given))} given), uint8 NFHWC under arr_0")
+    if args.out:
+        save_grid(out, args)
+        print(f"wrote {args.out}")
 
 
 def report(stats: dict, args) -> None:
@@ -186,10 +263,15 @@ def sample_grid(model, vae, process, args, device, show):
         images.append(generate(model, vae, process, idx, [args.classes[i] for i in idx], args, device, stats))
     report(stats, args)
     images = np.concatenate(images)
-    save_png(make_grid(images, nrow=args.nrow), args.out)
+    save_grid(images, args)
     if args.save_images:
-        for i, img in enumerate(images):
-            save_png(img, Path(args.save_images) / f"{i:06d}.png")
+        from dit.io.video import write_gif
+
+        for i, img in enumerate(images):  # a clip as a GIF of its own, an image as a PNG
+            if img.ndim == 4:
+                write_gif(Path(args.save_images) / f"{i:06d}.gif", img[None])
+            else:
+                save_png(img, Path(args.save_images) / f"{i:06d}.png")
     print(f"wrote {args.out}" + (f" and {n} images in {args.save_images}" if args.save_images else ""))
 
 
@@ -242,7 +324,8 @@ def sample_npz(model, vae, process, args, state, device):
     if state.is_main_process:
         shape = assemble_npz(out, parts, shards, settings, labels)
         shutil.rmtree(parts)
-        print(f"wrote {out}: {shape[0]} samples, {shape[1]}x{shape[2]}, uint8 NHWC under arr_0")
+        layout = "uint8 NFHWC clips" if len(shape) == 5 else "uint8 NHWC"
+        print(f"wrote {out}: {shape[0]} samples of {'x'.join(map(str, shape[1:-1]))}, {layout} under arr_0")
 
 
 def main(argv=None):
@@ -253,8 +336,13 @@ def main(argv=None):
     if args.compile:
         compile_network(model, args.compile_best_effort, backward=False)
     show = state.is_main_process and not args.no_progress
+    if args.video_in and not is_video(model):
+        raise UserError(f"--video-in needs a video checkpoint; {args.ckpt} holds an image network")
     try:
-        if args.npz:
+        if args.video_in:
+            if state.is_main_process:
+                sample_video_in(model, vae, process, args, device, show)
+        elif args.npz:
             sample_npz(model, vae, process, args, state, device)
         elif state.is_main_process:
             sample_grid(model, vae, process, args, device, show)

@@ -33,7 +33,8 @@ from dit.training.config import DEFAULT_PRESET, PRESETS, RECIPES, TrainConfig, f
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import build_data, check_latent_norm, compile_network, find_resume, make_accelerator, start_run
+from dit.training.setup import build_data, check_latent_norm, compile_network, find_resume, init_from_image, \
+    make_accelerator, start_run
 from dit.training.step import train_step
 from dit.training.tracking import Tracker
 
@@ -80,6 +81,9 @@ def main(argv=None):
 
     torch.manual_seed(config.seed)  # the initial weights; all later randomness comes from the data stream
     network = get_architecture(config.arch).build(data.network_config)
+    if config.init_from and resume_from is None:  # a resumed run has its own weights
+        copied = init_from_image(network, config.init_from)
+        accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial blocks")
     if config.grad_checkpointing:
         network.set_grad_checkpointing(True)
     # Fused AdamW: one kernel for the whole update, and it can skip a bad step on the device (dit/training/guard.py).
@@ -100,7 +104,8 @@ def main(argv=None):
                    "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
                    **data.autoencoder.norm_meta()}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, export_meta, monitor)
-    items = TrainingItems(data.base, config.seed, process, config.class_dropout_prob, data.shape, data.encode_on_the_fly)
+    items = TrainingItems(data.base, config.seed, process, config.class_dropout_prob, data.shape, data.encode_on_the_fly,
+                          data.mask)
     batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,
                             accelerator.process_index, config.grad_accum, config.seed, start_step)
     stream = make_loader(items, batches, config.num_workers, pin_memory=device.type == "cuda")

@@ -9,9 +9,10 @@ from einops import rearrange
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, rounding as the ADM/DiT sampling scripts do."""
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, rounding as the ADM/DiT sampling scripts do;
+    clips (N, F, C, H, W) -> (N, F, H, W, C)."""
     x = torch.clamp(127.5 * images.float() + 128.0, 0, 255).to(torch.uint8)
-    return rearrange(x, "n c h w -> n h w c").cpu().numpy()
+    return rearrange(x, "... c h w -> ... h w c").cpu().numpy()
 
 
 def from_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from dit.errors import UserError
+from dit.layout import CLIP_DIMS
 
 LATENT_SCALE = 0.18215  # LDM's scale for the SD VAE: makes latents roughly unit variance
 VAE_SOURCES = {
@@ -186,7 +187,11 @@ class Autoencoder:
 
     @torch.no_grad()
     def encode_moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled (and channel-normalised) mean and std of q(z|x), so a cache can draw a fresh latent every epoch."""
+        """Scaled (and channel-normalised) mean and std of q(z|x), so a cache can draw a fresh latent every
+        epoch. Clips (B, F, C, H, W) are encoded frame by frame (Latte's per-frame latents)."""
+        if images.dim() == CLIP_DIMS:
+            mean, std = self.encode_moments(images.flatten(0, 1))
+            return mean.unflatten(0, images.shape[:2]), std.unflatten(0, images.shape[:2])
         if self.vae is None:
             mean, std = images, torch.zeros_like(images)
         else:
@@ -204,6 +209,8 @@ class Autoencoder:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.dim() == CLIP_DIMS:  # frame by frame
+            return self.decode(latents.flatten(0, 1)).unflatten(0, latents.shape[:2])
         if self.channel_norm is not None:
             latents = self.channel_norm.denormalize(latents)
         if self.vae is None:

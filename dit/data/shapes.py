@@ -102,25 +102,26 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(c, c, indexing="xy")
 
 
-def render(label: int, rng: np.random.Generator, size: int = 32, color: int | None = None) -> np.ndarray:
-    """One image of class `label` as float32 HWC RGB in [0, 1], all randomness drawn from `rng`.
-
-    `color` paints the shape in another class's colour: negatives for the classifier, so that
-    it has to look at the shape and not only at the colour.
-    """
-    gx, gy = _grid(size)
-    # Background: dark, slightly tinted, a gentle linear gradient and mild pixel noise.
+def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Dark, slightly tinted background with a gentle linear gradient and mild pixel noise: float64
+    (H, W, 3), not clipped. Draws, in order: level, tint (3), gradient angle, gradient strength,
+    noise (H, W, 3)."""
     base = rng.uniform(0.03, 0.16) + rng.uniform(-0.03, 0.03, size=3)
     angle = rng.uniform(0, 2 * math.pi)
     c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     ramp = np.cos(angle) * c[None, :] + np.sin(angle) * c[:, None]  # (H, W)
     bg = base[None, None, :] + rng.uniform(0, 0.12) * ramp[..., None]
-    bg = bg + rng.normal(0, 0.015, size=(size, size, 3))
+    return bg + rng.normal(0, 0.015, size=(size, size, 3))
 
-    # Shape: radius 22-36% of the side, centre kept so the shape stays (nearly) inside.
-    radius = rng.uniform(0.22, 0.36)
-    cx, cy = rng.uniform(radius, 1 - radius, size=2)
-    theta = math.radians(rng.uniform(-MAX_ROTATION[label], MAX_ROTATION[label]))
+
+def draw_shape(label: int, size: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
+    """Coverage alpha float32 (H, W, 1) in [0, 1] of class `label`, deterministic (no rng).
+
+    cx, cy, radius are in image units (fractions of the side, y pointing down); `angle` is the
+    counter-clockwise rotation in degrees. Parts outside the image are cut off.
+    """
+    gx, gy = _grid(size)
+    theta = math.radians(angle)
     # Evaluate the predicate only inside the shape's bounding box (every shape lies within
     # 1.15 radii of its centre): this halves the rendering time on average.
     lo = np.clip(np.floor((np.array([cx, cy]) - 1.15 * radius) * size), 0, size).astype(int)
@@ -134,10 +135,45 @@ def render(label: int, rng: np.random.Generator, size: int = 32, color: int | No
     h, w = hi[1] - lo[1], hi[0] - lo[0]
     alpha = np.zeros((size, size, 1), np.float32)
     alpha[lo[1] : hi[1], lo[0] : hi[0], 0] = cover.reshape(h, ss, w, ss).mean(axis=(1, 3))
+    return alpha
 
-    color = COLORS[label if color is None else color] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, size=3)
-    img = bg * (1 - alpha) + np.clip(color, 0, 1)[None, None, :] * alpha
+
+def draw_color(label: int, rng: np.random.Generator, color: int | None = None) -> np.ndarray:
+    """The shape's RGB (3,) in [0, 1]: the class colour (or class `color`'s), brightness and hue jittered."""
+    c = COLORS[label if color is None else color] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, size=3)
+    return np.clip(c, 0, 1)
+
+
+def composite(bg: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """Paint `color` over `bg` (H, W, 3) with coverage `alpha` (H, W, 1): float32 (H, W, 3) in [0, 1]."""
+    img = bg * (1 - alpha) + color[None, None, :] * alpha
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+def render_with_mask(
+    label: int, rng: np.random.Generator, size: int = 32, color: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 (H, W, 3) in [0, 1], mask float32 (H, W) coverage in [0, 1]) of class `label`.
+
+    The image is exactly `render`'s for the same rng; the mask is the shape's antialiased
+    coverage (the fraction of each pixel's supersamples inside the shape).
+    """
+    # Draw order (changing it changes every image of VERSION "1"): background, radius, centre
+    # (x, y), rotation, colour.
+    bg = draw_background(rng, size)
+    radius = rng.uniform(0.22, 0.36)  # 22-36% of the side, centre kept so the shape stays (nearly) inside
+    cx, cy = rng.uniform(radius, 1 - radius, size=2)
+    alpha = draw_shape(label, size, cx, cy, radius, rng.uniform(-MAX_ROTATION[label], MAX_ROTATION[label]))
+    return composite(bg, alpha, draw_color(label, rng, color)), alpha[..., 0]
+
+
+def render(label: int, rng: np.random.Generator, size: int = 32, color: int | None = None) -> np.ndarray:
+    """One image of class `label` as float32 HWC RGB in [0, 1], all randomness drawn from `rng`.
+
+    `color` paints the shape in another class's colour: negatives for the classifier, so that
+    it has to look at the shape and not only at the colour.
+    """
+    return render_with_mask(label, rng, size, color)[0]
 
 
 class ShapesDataset(torch.utils.data.Dataset):

@@ -29,14 +29,15 @@ class TrainingItems(torch.utils.data.Dataset):
     `__getitem__((position, index))` returns a dict: "x" what the base gives (pixels, or a latent
     from a cache), "y" the label, "draws" what `process.draw` drew (Gaussian: "t", "noise"), "drop"
     1 where the label is dropped for classifier-free guidance, and with `posterior_noise` (images
-    encoded by the VAE during training) "post_noise" for drawing the latent from q(z|x).
+    encoded by the VAE during training) "post_noise" for drawing the latent from q(z|x), and with
+    `mask` (video mask modelling, dit/data/video_masks.py: rng -> GIVEN mask) "given".
     """
 
     def __init__(self, base, seed: int, process, label_dropout: float, latent_shape: tuple[int, ...],
-                 posterior_noise: bool = False):
+                 posterior_noise: bool = False, mask=None):
         self.base, self.seed, self.process = base, seed, process
         self.label_dropout, self.latent_shape = label_dropout, tuple(latent_shape)
-        self.posterior_noise = posterior_noise
+        self.posterior_noise, self.mask = posterior_noise, mask
 
     def __len__(self) -> int:
         return len(self.base)
@@ -52,6 +53,8 @@ class TrainingItems(torch.utils.data.Dataset):
         item = {"x": x, "y": y, "draws": draws, "drop": drop, "unreadable": int(unreadable)}
         if self.posterior_noise:
             item["post_noise"] = torch.from_numpy(rng.standard_normal(self.latent_shape, dtype=np.float32))
+        if self.mask is not None:
+            item["given"] = torch.from_numpy(self.mask(rng))
         return item
 
 

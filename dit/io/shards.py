@@ -33,7 +33,7 @@ def read_shard(path: Path, settings: dict, a: int, b: int, labels: np.ndarray):
             images, shard_labels = z["images"], z["labels"]
     except Exception:  # noqa: BLE001 - missing, truncated, not a zip, no record: in every case, redo it
         return None
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != b - a:
+    if images.dtype != np.uint8 or images.ndim not in (4, 5) or len(images) != b - a:
         return None
     if not np.array_equal(shard_labels, labels[a:b]):
         return None
@@ -47,7 +47,7 @@ def write_shard(path: Path, images: np.ndarray, settings: dict, a: int, b: int, 
 
 
 def assemble_npz(out: Path, parts: Path, shards, settings: dict, labels: np.ndarray) -> tuple[int, ...]:
-    """Write `out` (arr_0: uint8 NHWC images, arr_1: labels) from the shards, one shard open and in
+    """Write `out` (arr_0: uint8 NHWC images or NFHWC clips, arr_1: labels) from the shards, one shard open and in
     memory at a time: arr_0.npy is streamed into the zip (an .npy header, then each shard's bytes)."""
     shape = None
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -43,11 +43,13 @@ class DiTBlock(nn.Module):
         n_mod = 6 if gated else 4
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, n_mod * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: Rope = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """pos: a position table added to the attention's input only (the video DiT's time axis), not to x."""
         mod = self.adaLN_modulation(c).chunk(6 if self.gated else 4, dim=1)  # each (N, D)
         if self.gated:
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-            x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+            a = x if pos is None else x + pos
+            x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(a), shift_msa, scale_msa), rope)
             x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         else:
             shift_msa, scale_msa, shift_mlp, scale_mlp = mod

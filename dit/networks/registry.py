@@ -39,6 +39,10 @@ class Architecture:
     # A state dict without a config (public .pt files) -> its config (None: such files are refused).
     infer_config: Callable[[dict], Any] | None = None
     describe: Callable[[Any], str] = repr
+    # What one sample of its data is: "image" (C, H, W) or "clip" (F, C, H, W) (dit/layout.py).
+    data_kind: str = "image"
+    # Training-config fields only this architecture reads: given with another one, they are refused.
+    run_fields: tuple[str, ...] = ()
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")

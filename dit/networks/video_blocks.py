@@ -35,9 +35,10 @@ class AttentionBlock(nn.Module):
         self.attn = Attention(hidden_size, num_heads, qkv_bias=True, qk_norm=qk_norm)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=1)
-        return x + gate.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift, scale))
+        a = x if pos is None else x + pos  # positions enter the attention, not the residual stream
+        return x + gate.unsqueeze(1) * self.attn(modulate(self.norm1(a), shift, scale))
 
 
 class SplitHeadsAttention(nn.Module):

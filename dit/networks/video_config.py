@@ -19,6 +19,8 @@ from dit.networks.dit_config import ModelConfig
 # Latte's variants 1-4 (Ma et al. 2024, Fig. 2); "factorized-attention" is also VDT's block.
 FACTORIZATIONS = ("interleaved", "late-fusion", "factorized-attention", "split-heads")
 DEFAULT_FRAMES = 8
+# TrainConfig fields only the video DiT reads (refused with another --arch).
+RUN_FIELDS = ("frames", "factorization", "temporal", "video_masks", "init_from")
 
 
 @dataclass(frozen=True)

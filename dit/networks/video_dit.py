@@ -6,7 +6,9 @@ shape: the given values) (dit/layout.py). It returns (B, F, out_channels, H, W).
 
 Each frame is patchified as by DiT (same PatchEmbed, the same fixed 2-D sin-cos table), giving
 tokens (B, F, N, D); a fixed 1-D sin-cos table over time (a buffer of `frames` rows, so any
-shorter clip works) is added where temporal mixing starts, as Latte does. Space and time mix
+shorter clip works) is added to the input of every temporal attention, not to the residual stream
+(Latte adds it to the stream once): so while the temporal gates are 0 the network IS the image
+DiT frame by frame, bit for bit, and `--init-from` starts from a working image model. Space and time mix
 according to `factorization` (video_blocks.py). Conditioning is DiT's: c = t_emb + y_emb drives
 adaLN-Zero in every block, the same vector for every frame and position.
 
@@ -129,7 +131,12 @@ class VideoDiT(nn.Module):
 
     def _temporal(self, block, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         B, Fr, N, D = x.shape  # sequences of the F tokens at one position
-        out = self._run(block, rearrange(x, "b f n d -> (b n) f d"), c.repeat_interleave(N, dim=0))
+        time = self.temporal_embed[:Fr].to(x.dtype).unsqueeze(0)  # (1, F, D)
+        if isinstance(block, DiTBlock):
+            args = (c.repeat_interleave(N, dim=0), None, time)  # (c, rope, pos)
+        else:
+            args = (c.repeat_interleave(N, dim=0), time)
+        out = self._run(block, rearrange(x, "b f n d -> (b n) f d"), *args)
         return rearrange(out, "(b n) f d -> b f n d", b=B)
 
     def _given_tokens(self, given: torch.Tensor, shape) -> torch.Tensor:
@@ -156,24 +163,21 @@ class VideoDiT(nn.Module):
         if given is not None:
             h = h + self._given_tokens(given, x.shape).unsqueeze(-1).to(h.dtype) * self.given_embed
         c = self.t_embedder(t) + self.y_embedder(y, self.training, drop)  # (B, D), DiT §3.2
-        time = self.temporal_embed[:Fr].to(h.dtype)[None, :, None]  # (1, F, 1, D)
         kind = self.config.factorization if self.config.temporal else None
         if kind == "interleaved":  # Latte variant 1: spatial, temporal, spatial, ...
-            for i, (spatial, temporal) in enumerate(zip(self.blocks, self.temporal_blocks)):
-                h = self._spatial(spatial, h, c)
-                h = self._temporal(temporal, h + time if i == 0 else h, c)
+            for spatial, temporal in zip(self.blocks, self.temporal_blocks):
+                h = self._temporal(temporal, self._spatial(spatial, h, c), c)
         elif kind == "late-fusion":  # variant 2: every spatial block, then every temporal block
             for spatial in self.blocks:
                 h = self._spatial(spatial, h, c)
-            h = h + time
             for temporal in self.temporal_blocks:
                 h = self._temporal(temporal, h, c)
         elif kind == "factorized-attention":  # variant 3 (VDT): temporal attention, then a spatial block
-            h = h + time
             for spatial, temporal in zip(self.blocks, self.temporal_blocks):
                 h = self._spatial(spatial, self._temporal(temporal, h, c), c)
-        elif kind == "split-heads":  # variant 4: half the heads over space, half over time
-            h = h + time
+        elif kind == "split-heads":  # variant 4: half the heads over space, half over time; its one
+            # attention mixes both, so the time table joins the stream (as Latte's) and no image init applies
+            h = h + self.temporal_embed[:Fr].to(h.dtype)[None, :, None]
             for block in self.blocks:
                 h = self._run(block, h, c)
         else:  # no temporal parts: every frame alone through the image DiT
@@ -188,4 +192,5 @@ class VideoDiT(nn.Module):
 ARCH = Architecture(
     key="video-dit", config_from_dict=VideoConfig.from_dict, build=VideoDiT.from_config,
     config_for_run=video_config.config_for_run, check_run=video_config.check_run, describe=video_config.describe,
+    run_fields=video_config.RUN_FIELDS, data_kind="clip",
 )

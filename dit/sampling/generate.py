@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from dit.autoencoders.pixels import to_uint8
+from dit.layout import CLEAN, GIVEN
 from dit.networks.conditioning import unconditional
 from dit.precision import autocast_dtype
 from dit.sampling.guidance import guided
@@ -17,14 +18,19 @@ from dit.sampling.registry import run_sampler
 def generate_images(network, autoencoder, process, seeds, labels, sampler: str = "ddpm", steps: int = 250,
                     cfg_scale: float = 1.0, cfg_channels: int | None = None,
                     interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
-                    device=None, options: dict | None = None, stats: dict | None = None) -> np.ndarray:
-    """uint8 NHWC images; image i is drawn from seed `seeds[i]` with class `labels[i]`.
+                    device=None, options: dict | None = None, stats: dict | None = None,
+                    given: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """uint8 NHWC images (NFHWC clips for a video network); sample i is drawn from seed `seeds[i]`
+    with class `labels[i]`.
 
     network: any registered architecture in eval mode; process: its full (un-respaced) process;
     autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py);
     options: the sampler's own keywords (a flow sampler's shift, dopri5's tolerances, ...); eta is
     passed only when set, so samplers without it run with the default 0. stats: if given, "nfe"
     (denoiser evaluations) and "batches" are added up in it (dopri5 chooses its own count).
+    given: (mask, clean) in the network's input space (dit/layout.py's GIVEN and CLEAN): positions
+    where mask is 1 are given; the network reads them from `clean` at every step, whatever the
+    sampler, and the result holds them exactly.
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
     dtype = autocast_dtype(precision)
@@ -36,11 +42,16 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     noise = PerSampleNoise([int(s) for s in seeds], device)
     x_T = process.prior(noise, len(noise), network.input_shape, device)
     cond = {"y": torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)}
+    if given is not None:
+        mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)
+        cond[GIVEN], cond[CLEAN] = mask, clean
     denoiser = guided(net, cond, unconditional(cond, network.num_classes), cfg_scale, cfg_channels, interval)
     if stats is not None:
         denoiser = _counted(denoiser, stats)
     options = {**(options or {}), **({"eta": eta} if eta else {})}
     x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, **options)
+    if given is not None:  # the sampler's state at given positions was never read: the given values are the result
+        x0 = torch.where(mask.expand(x0.shape) > 0.5, clean, x0)
     return to_uint8(autoencoder.decode(x0))
 
 

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 from dit.autoencoders.vae import DEFAULT_VAE
 from dit.errors import UserError
-from dit.networks import DEFAULT_ARCH, get_architecture
+from dit.networks import ARCHITECTURES, DEFAULT_ARCH, get_architecture
 from dit.precision import ALIASES, PRECISIONS
 from dit.processes import DEFAULT_PROCESS, PROCESSES, get_process
 from dit.processes.schedules import SCHEDULE, TIMESTEPS
 from dit.sampling import check_sampler, default_sampler
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
+SHAPES_VIDEO = "shapes-video"  # the same shapes in motion, clips for --arch video-dit (dit/data/shapes_video.py)
 DISTRIBUTED = ("ddp", "fsdp")
 PREVIEW_SAMPLERS = {"gaussian": "ddim"}  # previews take few steps: DDIM over the registry default (ddpm)
 
@@ -48,13 +49,20 @@ class TrainConfig:
     qk_norm: bool = False  # per-head RMSNorm of q and k (LightningDiT)
 
     # --- data ---
-    data: str = SHAPES  # "shapes", an ImageFolder root, or a latent cache written by cache_latents.py
+    data: str = SHAPES  # "shapes", "shapes-video", an ImageFolder root (clip folders for video), or a latent cache
     image_size: int = 256
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
-    shapes_images: int = 20000  # size of the built-in dataset
+    shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)
     flip: bool = True  # random horizontal flip, the paper's only augmentation
     num_workers: int = 4
+
+    # --- video (--arch video-dit: dit/networks/video_dit.py, VDT's masks: dit/data/video_masks.py) ---
+    frames: int = 8  # frames per clip (the temporal table's length)
+    factorization: str = "interleaved"  # Latte's variants: interleaved, late-fusion, factorized-attention, split-heads
+    temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
+    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; none: unconditional clips only
+    init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
     # --- the Gaussian process ---
     schedule: str = SCHEDULE
@@ -135,6 +143,15 @@ class TrainConfig:
             changed = [f for f in get_process(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
             if key != self.process and changed:
                 raise UserError(f"--{_flag(changed[0])} is a setting of the {key} process: add --process {key}")
+        for key in ARCHITECTURES.keys():
+            changed = [f for f in get_architecture(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
+            if key != self.arch and changed:
+                raise UserError(f"--{_flag(changed[0])} is a setting of the {key} architecture: add --arch {key}")
+        if self.frames < 1:
+            raise UserError(f"--frames must be positive, got {self.frames}")
+        from dit.data.video_masks import MASK_MIXES
+        if self.video_masks not in MASK_MIXES:
+            raise UserError(f"--video-masks must be one of {', '.join(MASK_MIXES)}, got {self.video_masks!r}")
         if not self.sample_sampler:
             object.__setattr__(self, "sample_sampler", PREVIEW_SAMPLERS.get(self.process) or default_sampler(self.process))
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
@@ -182,9 +199,15 @@ _CPU_DEMO = dict(
     ema_warmup=True, max_steps=5000, num_workers=0, ckpt_every=1000, log_every=100, sample_every=0,
     sample_steps=50, samples_per_class=4, sample_cfg=3.0,
 )
+_VIDEO_CPU = dict(
+    # The CPU demo's network (width 128, depth 4 spatial + 4 temporal blocks, patch 2) over 8-frame
+    # clips of the moving shapes at 16 px in pixel space: 512 tokens a clip.
+    _CPU_DEMO, arch="video-dit", data=SHAPES_VIDEO, frames=8, samples_per_class=1,
+)
 _IMAGENET = dict(data="", image_size=256, vae=DEFAULT_VAE, num_workers=8, ckpt_every=50_000, log_every=100)
 PRESETS: dict[str, dict] = {
     "cpu-demo": _CPU_DEMO,
+    "video-cpu": _VIDEO_CPU,
     # DiT §4 / Table 4: the scaling study, any --model, 400K steps.
     "imagenet-256": dict(_IMAGENET, model="DiT-XL/2", max_steps=400_000),
     # DiT Table 2: DiT-XL/2 on ImageNet 256, 7M steps (FID 2.27 with cfg 1.5).

@@ -25,4 +25,6 @@ def preview_grid(ema_model, process, autoencoder, config, num_classes: int, devi
                                  config.sample_steps, config.sample_cfg)
     finally:
         ema_model.to(home)
+    if images.ndim == 5:  # clips (N, F, H, W, 3): one row per clip, its frames left to right
+        return make_grid(images.reshape(-1, *images.shape[2:]), nrow=images.shape[1])
     return make_grid(images, nrow=config.samples_per_class)

@@ -12,8 +12,9 @@ from pathlib import Path
 from dit.autoencoders.vae import LATENT_NORMS, PIXEL, Autoencoder
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
+from dit.networks import get_architecture
 from dit.training import state as train_state
-from dit.training.config import RESUME_MAY_CHANGE, SHAPES, TrainConfig
+from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, TrainConfig
 from dit.training.step import learning_rate
 
 
@@ -41,6 +42,7 @@ class RunData:
     shape: tuple[int, ...]  # one training input (C, H, W): what the network sees
     encode_on_the_fly: bool  # pixels in the stream, encoded through the VAE at every step
     network_config: object  # the architecture's config for this data
+    mask: object = None  # rng -> GIVEN mask of one training sample (video mask modelling), or None
 
 
 def check_latent_norm(config: TrainConfig) -> None:
@@ -55,6 +57,12 @@ def build_data(config: TrainConfig, device) -> RunData:
     from dit.data.stream import FolderImages, InMemoryImages
 
     check_latent_norm(config)
+    clips = get_architecture(config.arch).data_kind == "clip"
+    if clips:
+        return build_clip_data(config, device)
+    if config.data == SHAPES_VIDEO:
+        raise UserError(f"--data {SHAPES_VIDEO} holds clips, but --arch {config.arch} models images: add --arch "
+                        "video-dit (or use --data shapes)")
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
@@ -113,6 +121,77 @@ def build_data(config: TrainConfig, device) -> RunData:
                         f"{config.image_size}px gives {shape}")
     network_config = config.network_config({**data, "num_classes": base.num_classes})
     return RunData(base, vae, shape, encode_on_the_fly, network_config)
+
+
+def build_clip_data(config: TrainConfig, device) -> RunData:
+    """build_data for an architecture of clips: the moving shapes or a folder of clips, pixels or
+    VAE latents frame by frame, and VDT's training masks (dit/data/video_masks.py)."""
+    from functools import partial
+
+    from dit.data.video_masks import draw_mask
+
+    if config.data == SHAPES or not config.data:
+        raise UserError(f"--arch {config.arch} trains on clips: pass --data {SHAPES_VIDEO} (the built-in moving "
+                        "shapes) or a folder of clips (<root>/<class>/<clip>/<frame>.png or <clip>.mp4)")
+    if config.latent_norm == "channel":
+        raise UserError("--latent-norm channel needs a latent cache, and clips are encoded during training: "
+                        "use --latent-norm scalar")
+    vae = Autoencoder.load(config.vae, device)
+    side = vae.latent_size(config.image_size)
+    data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
+            "downsample": vae.downsample}
+    if config.data == SHAPES_VIDEO:
+        from dit.data.shapes import CLASS_NAMES
+        from dit.data.shapes_video import InMemoryClips, cached_uint8_clips
+
+        config.network_config({**data, "num_classes": len(CLASS_NAMES)})  # size checks before rendering
+        clips, labels, _ = cached_uint8_clips(config.shapes_images, config.image_size, config.frames, 0,
+                                              Path(config.results_dir) / ".cache")
+        base = InMemoryClips(clips, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
+    else:
+        from dit.data.latent_cache import is_cache
+        from dit.data.video_folders import VideoFolderDataset
+
+        if is_cache(config.data):
+            raise UserError(f"--data {config.data} is a latent cache of images; --arch {config.arch} reads a folder "
+                            "of clips and encodes its frames during training")
+        config.network_config({**data, "num_classes": 1})
+        base = VideoFolderDataset(config.data, config.image_size, config.frames, flip=config.flip)
+    network_config = config.network_config({**data, "num_classes": base.num_classes})
+    mask = None
+    if config.video_masks == "vdt":
+        mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size)
+    shape = (config.frames, vae.latent_channels, side, side)
+    return RunData(base, vae, shape, vae.vae is not None, network_config, mask)
+
+
+def init_from_image(network, spec: str) -> int:
+    """Latte's init: copy an image DiT's weights (checkpoint, export or run directory) into the
+    spatial parts of a video network; the temporal parts stay at their identity init. Returns the
+    number of tensors copied; a checkpoint of another shape is a UserError naming the difference."""
+    import torch
+
+    from dit.io.checkpoint import load_weights
+
+    keys = network.image_state_dict_keys() if hasattr(network, "image_state_dict_keys") else []
+    if not keys:
+        raise UserError("--init-from: this network has no blocks an image DiT maps onto one for one (split-heads "
+                        "mixes space and time in one attention); use another --factorization or drop --init-from")
+    ckpt = load_weights(spec)
+    if ckpt.arch != "dit":
+        raise UserError(f"--init-from {spec} holds a {ckpt.arch!r} network; it must be an image DiT (arch dit)")
+    own = network.state_dict()
+    missing = [k for k in keys if k not in ckpt.state_dict]
+    wrong = [k for k in keys if k in ckpt.state_dict and ckpt.state_dict[k].shape != own[k].shape]
+    if missing or wrong:
+        k = (missing or wrong)[0]
+        found = "missing" if missing else f"{tuple(ckpt.state_dict[k].shape)}"
+        raise UserError(f"--init-from {spec} does not fit this network: {k} is {found}, the video DiT needs "
+                        f"{tuple(own[k].shape)}; pass an image DiT of the same --model, width, depth and channels")
+    with torch.no_grad():
+        for k in keys:
+            own[k].copy_(ckpt.state_dict[k])
+    return len(keys)
 
 
 def find_resume(config: TrainConfig, run_dir: Path, resume: str | None, accelerator=None) -> Path | None:

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from dit.layout import CLEAN, GIVEN
+
 
 def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accum: int = 1) -> torch.Tensor:
     """Mean loss of one micro-batch, divided by the accumulation count (gradients add up over micro-batches)."""
@@ -21,6 +23,8 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
         mean, std = autoencoder.encode_moments(x0)
         x0 = mean + std * batch["post_noise"].to(device, non_blocking=True)
     cond = {"y": batch["y"].to(device), "drop": batch["drop"].to(device)}
+    if "given" in batch:  # mask modelling (dit/layout.py): the network reads x0 where GIVEN is 1
+        cond[GIVEN], cond[CLEAN] = batch["given"].to(device, non_blocking=True), x0
     draws = {k: v.to(device, non_blocking=True) for k, v in batch["draws"].items()}
     return process.loss(model, {"x0": x0, "cond": cond, **draws})["loss"].mean() / accum
 

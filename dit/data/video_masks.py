@@ -1,0 +1,86 @@
+"""Which positions of a training clip are given: VDT's unified spatial-temporal mask modelling.
+
+VDT (Lu et al., ICLR 2024, §3.3) trains ONE model for unconditional generation, prediction,
+backward prediction, interpolation, animation and in-painting by drawing, per clip, which
+positions are given clean. The mix follows VDT's released training code (REFERENCE_FAMILY.md):
+with probability 0.2 a spatial block mask (a rectangle generated in every frame, the rest
+given); else one of six temporal tasks, uniformly:
+    prediction     the first half of the frames given
+    backward       the second half given
+    interpolation  every 4th frame given (0, 4, ...)
+    unconditional  nothing given
+    animation      one random frame given
+    random-frames  each frame given with probability 0.2 (VDT: masked with p = 0.8)
+Masks are float32 (F, 1, H, W), 1 = given (dit/layout.py's GIVEN; VDT writes m = 1 to generate),
+aligned to the network's patches so that a token is either given or not. Every draw comes from
+the data stream's per-sample generator (dit/data/stream.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dit.errors import UserError
+
+TEMPORAL_TASKS = ("prediction", "backward", "interpolation", "unconditional", "animation", "random-frames")
+SPATIAL_SHARE = 0.2
+MASK_MIXES = ("vdt", "none")  # TrainConfig.video_masks: VDT's mix, or unconditional clips only (Latte)
+
+
+def temporal_mask(task: str, frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(F,) 1.0 for the frames given in `task`."""
+    given = np.zeros(frames, np.float32)
+    if task == "prediction":
+        given[: frames // 2] = 1
+    elif task == "backward":
+        given[frames - frames // 2:] = 1
+    elif task == "interpolation":
+        given[::4] = 1
+    elif task == "animation":
+        given[int(rng.integers(frames))] = 1
+    elif task == "random-frames":
+        given[:] = rng.random(frames) < 0.2
+    elif task != "unconditional":
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TEMPORAL_TASKS)}")
+    return given
+
+
+def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int) -> np.ndarray:
+    """One training clip's GIVEN mask (F, 1, size, size) from VDT's mix (module docstring)."""
+    grid = size // patch
+    if rng.random() < SPATIAL_SHARE:
+        # a rectangle of 1/4 to 3/4 of each side (in tokens) is generated in every frame
+        h, w = (int(rng.integers(max(1, grid // 4), max(1, 3 * grid // 4) + 1)) for _ in range(2))
+        top, left = int(rng.integers(grid - h + 1)), int(rng.integers(grid - w + 1))
+        tokens = np.ones((grid, grid), np.float32)
+        tokens[top:top + h, left:left + w] = 0
+        pixels = np.kron(tokens, np.ones((patch, patch), np.float32))
+        return np.broadcast_to(pixels, (frames, 1, size, size)).copy()
+    task = TEMPORAL_TASKS[int(rng.integers(len(TEMPORAL_TASKS)))]
+    given = temporal_mask(task, frames, rng)
+    return np.broadcast_to(given[:, None, None, None], (frames, 1, size, size)).copy()
+
+
+def parse_frames(spec: str, frames: int) -> list[int]:
+    """'0-3' or '0,2,4-5' -> sorted frame indices, each in [0, frames); anything else a UserError."""
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            a, sep, b = part.strip().partition("-")
+            lo, hi = int(a), int(b) if sep else int(a)
+            if lo > hi:
+                raise ValueError
+            out.update(range(lo, hi + 1))
+    except ValueError:
+        raise UserError(f"--given-frames {spec!r} is not a list of frames like 0-3 or 0,2,4-5") from None
+    bad = sorted(i for i in out if not 0 <= i < frames)
+    if bad:
+        raise UserError(f"--given-frames {spec!r} names frame {bad[0]}, but clips have frames 0..{frames - 1}")
+    return sorted(out)
+
+
+def frames_mask(given: list[int], frames: int, size: int) -> np.ndarray:
+    """GIVEN (F, 1, size, size) with the listed frames given entirely."""
+    mask = np.zeros((frames, 1, size, size), np.float32)
+    mask[given] = 1
+    return mask
