@@ -1,0 +1,315 @@
+"""The video DiT and VDT's mask modelling: the network's invariants, the masked loss, samplers that
+keep given positions exactly, and the real scripts end to end (exact resume, 2 processes, GIFs,
+clip completion, bad input)."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize
+from safetensors.torch import load_file
+from test_train import metrics, same_tensors, tiny_argv, torchrun, train_run
+
+import sample
+import train
+from dit.cli import run_cli
+from dit.data.video_masks import SPATIAL_SHARE, TEMPORAL_TASKS, draw_mask, frames_mask, parse_frames, temporal_mask
+from dit.errors import UserError
+from dit.io.checkpoint import load_weights
+from dit.io.video import read_clip_npz, write_clip_npz
+from dit.layout import CLEAN, GIVEN, channel_dim, split_output
+from dit.networks.dit import DiT
+from dit.networks.video_config import FACTORIZATIONS, VideoConfig
+from dit.networks.video_dit import VideoDiT
+from dit.processes.base import mean_over_generated
+from dit.processes.flow import FlowMatching
+from dit.processes.gaussian import GaussianDiffusion
+from dit.sampling.generate import generate_images
+from dit.autoencoders.vae import Autoencoder
+
+SMALL = dict(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=10)
+
+
+def video(factorization="interleaved", temporal=True, frames=6, **kw):
+    torch.manual_seed(0)
+    return VideoDiT(VideoConfig(**{**SMALL, **kw}, frames=frames, factorization=factorization, temporal=temporal)).eval()
+
+
+def image_twin(net: VideoDiT) -> DiT:
+    """The image DiT of the same size holding the video network's spatial weights."""
+    fields = {k: getattr(net.config, k) for k in SMALL} | {"learn_sigma": net.config.learn_sigma}
+    dit = DiT(**fields).eval()
+    dit.load_state_dict({k: v for k, v in net.state_dict().items() if k in dit.state_dict()})
+    return dit
+
+
+def inputs(B=2, F=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, F, 3, 8, 8, generator=g)
+    return x, torch.tensor([3.0, 700.0][:B]), {"y": torch.tensor([1, 7][:B])}
+
+
+# --- the network ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+def test_without_temporal_parts_it_is_the_image_dit_frame_by_frame(frames):
+    net = randomize(video(temporal=False), seed=3)
+    dit = image_twin(net)
+    x, t, cond = inputs(F=frames)
+    out = net(x, t, cond)
+    for f in range(frames):
+        torch.testing.assert_close(out[:, f], dit(x[:, f], t, cond), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("factorization", ["interleaved", "late-fusion", "factorized-attention"])
+def test_closed_temporal_gates_leave_the_image_dit_exactly(factorization):
+    # Latte's init: spatial weights from an image DiT, temporal parts at their zero-gate init. The
+    # time table feeds the temporal attention only, so the network is the image DiT: bit for bit
+    # against the same network without temporal parts (same batching), to rounding against DiT.
+    net = video(factorization)
+    spatial = randomize(video(temporal=False), seed=5)
+    missing = net.load_state_dict(spatial.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("temporal_blocks.") for k in missing)
+    x, t, cond = inputs()
+    dit = image_twin(spatial)
+    out = net(x, t, cond)
+    assert torch.equal(out, spatial(x, t, cond))
+    for f in range(x.shape[1]):
+        torch.testing.assert_close(out[:, f], dit(x[:, f], t, cond), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("factorization", FACTORIZATIONS)
+def test_temporal_parts_start_as_the_identity_and_then_mix_frames(factorization):
+    net = video(factorization)
+    x, t, cond = inputs()
+    h = torch.randn(12, 6, 32)
+    c = torch.randn(12, 32)
+    for block in net.temporal_blocks:
+        assert torch.equal(block(h, c), h)  # zero gate: exactly the input
+    randomize(net, seed=2, std=0.2)
+    x2 = x.clone()
+    x2[:, 0] += 1.0  # change frame 0 only
+    changed = (net(x2, t, cond) - net(x, t, cond))[:, 1:].abs().amax()
+    assert changed > 1e-3  # the other frames see it
+    still = randomize(video(factorization, temporal=False), seed=2, std=0.2)
+    assert torch.equal(still(x2, t, cond)[:, 1:], still(x, t, cond)[:, 1:])  # without time: nothing crosses frames
+
+
+@pytest.mark.parametrize("factorization", FACTORIZATIONS)
+def test_frame_permutation_permutes_the_output_when_the_time_table_is_zero(factorization):
+    net = randomize(video(factorization), seed=4)
+    net.temporal_embed.zero_()
+    x, t, cond = inputs()
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    torch.testing.assert_close(net(x[:, perm], t, cond), net(x, t, cond)[:, perm], atol=1e-5, rtol=0)
+    net = randomize(video(factorization), seed=4)  # with the table, order matters
+    assert (net(x[:, perm], t, cond) - net(x, t, cond)[:, perm]).abs().amax() > 1e-4
+
+
+def test_shorter_clips_work_and_longer_ones_are_refused():
+    net = randomize(video(frames=6), seed=1)
+    x, t, cond = inputs(F=3)
+    assert net(x, t, cond).shape == (2, 3, 6, 8, 8)  # learn_sigma: 2 x 3 channels
+    with pytest.raises(ValueError, match="F <= 6"):
+        net(inputs(F=7)[0], t, cond)
+
+
+def test_given_positions_are_read_from_clean_and_flagged():
+    net = randomize(video(), seed=6)
+    torch.nn.init.normal_(net.given_embed, std=1.0)
+    x, t, cond = inputs()
+    clean = torch.randn_like(x)
+    given = torch.zeros(2, 6, 1, 8, 8)
+    given[:, :3] = 1
+    masked = {**cond, GIVEN: given, CLEAN: clean}
+    noisy = x.clone()
+    noisy[:, :3] = torch.randn_like(x[:, :3]) * 10  # whatever the sampler holds at given positions ...
+    assert torch.equal(net(noisy, t, masked), net(x, t, masked))  # ... is never read
+    # The same input values, once given and once not: the flag changes the output (VDT's blind spot).
+    pasted = torch.where(given > 0, clean, x)
+    assert (net(pasted, t, masked) - net(pasted, t, cond)).abs().amax() > 1e-3
+
+
+def test_split_heads_needs_two_heads_and_configs_are_checked():
+    with pytest.raises(UserError, match="at least 2 heads"):
+        VideoConfig(**{**SMALL, "num_heads": 1}, factorization="split-heads")
+    with pytest.raises(UserError, match="unknown factorization"):
+        VideoConfig(**SMALL, factorization="diagonal")
+    with pytest.raises(UserError, match="sin-cos"):
+        VideoConfig(**SMALL, pos="rope2d")
+
+
+# --- layout, masked loss, samplers --------------------------------------------------------------
+
+
+def test_layout_finds_the_channels_of_images_and_clips():
+    assert channel_dim(torch.zeros(2, 3, 4, 4)) == 1 and channel_dim(torch.zeros(2, 5, 3, 4, 4)) == 2
+    x = torch.zeros(2, 5, 3, 4, 4)
+    first, rest = split_output(torch.arange(2 * 5 * 6 * 16.0).view(2, 5, 6, 4, 4), x)
+    assert first.shape == x.shape and torch.equal(rest, torch.arange(2 * 5 * 6 * 16.0).view(2, 5, 6, 4, 4)[:, :, 3:])
+    with pytest.raises(ValueError, match="does not fit"):
+        split_output(torch.zeros(2, 10, 3, 4, 4), x)
+
+
+def test_the_loss_averages_over_generated_positions_only():
+    values = torch.arange(2 * 4 * 1 * 2 * 2, dtype=torch.float32).view(2, 4, 1, 2, 2)
+    given = torch.zeros(2, 4, 1, 2, 2)
+    given[0, :2] = 1
+    given[1] = 1  # everything given: 0, not 0/0
+    out = mean_over_generated(values, {GIVEN: given})
+    assert out[0] == values[0, 2:].mean() and out[1] == 0 and torch.isfinite(out).all()
+    assert torch.equal(mean_over_generated(values, {"y": None}), values.mean((1, 2, 3, 4)))
+
+
+@pytest.mark.parametrize("process,sampler", [
+    (GaussianDiffusion.from_schedule(), "ddpm"), (GaussianDiffusion.from_schedule(), "ddim"),
+    (GaussianDiffusion.from_schedule(), "dpm++"), (GaussianDiffusion.from_schedule(), "unipc"),
+    (GaussianDiffusion.from_schedule(), "diffusers-ddim"), (GaussianDiffusion.from_schedule(), "euler-a"),
+    (FlowMatching(), "euler"), (FlowMatching(), "heun"), (FlowMatching(), "sde"), (FlowMatching(), "diffusers-euler"),
+])
+def test_every_sampler_keeps_the_given_positions_exactly(process, sampler):
+    net = randomize(video(learn_sigma=isinstance(process, GaussianDiffusion)), seed=8)
+    seen = []  # what the patch embedding reads: (B * F, C, H, W) per network call
+    net.x_embedder.register_forward_pre_hook(lambda module, args: seen.append(args[0].view(-1, 6, 3, 8, 8)))
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 6, 3, 8, 8, generator=g) * 2 - 1
+    mask = torch.from_numpy(frames_mask([0, 1, 2], 6, 8)).expand(3, 6, 1, 8, 8)
+    out = generate_images(net, Autoencoder.load("none"), process, [0, 1, 2], [1, 2, 3], sampler, 4, 2.0,
+                          given=(mask, clean))
+    assert out.shape == (3, 6, 8, 8, 3)
+    assert np.array_equal(out[:, :3], ((clean[:, :3] * 127.5 + 128).clamp(0, 255).to(torch.uint8)).permute(0, 1, 3, 4, 2).numpy())
+    assert seen  # every network call, cond and uncond rows alike, read the exact given values
+    for x in seen:
+        rows = x.shape[0] // 3
+        assert torch.equal(x[:, :3], clean.repeat(rows, 1, 1, 1, 1)[:, :3])
+        assert not torch.equal(x[:, 3:], clean.repeat(rows, 1, 1, 1, 1)[:, 3:])
+
+
+# --- VDT's masks --------------------------------------------------------------------------------
+
+
+def test_the_mask_mix_follows_vdt():
+    spatial, kinds = 0, {}
+    for i in range(3000):
+        m = draw_mask(np.random.default_rng([0, i]), 8, 16, 2)
+        assert m.shape == (8, 1, 16, 16) and set(np.unique(m)) <= {0.0, 1.0}
+        tokens = m[:, 0].reshape(8, 8, 2, 8, 2)
+        assert (tokens.min((2, 4)) == tokens.max((2, 4))).all()  # patch-aligned: a token is given or not
+        per_frame = m.reshape(8, -1)
+        if not ((per_frame == per_frame[:, :1]).all()):
+            spatial += 1
+            assert (m == m[0]).all()  # the same block generated in every frame
+    assert abs(spatial / 3000 - SPATIAL_SHARE) < 0.03  # binomial sd 0.007
+    assert temporal_mask("prediction", 8).tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert temporal_mask("backward", 8).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert temporal_mask("interpolation", 8).tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
+    assert temporal_mask("animation", 8, np.random.default_rng(0)).sum() == 1
+    assert len(TEMPORAL_TASKS) == 6
+
+
+def test_given_frames_are_parsed_or_refused():
+    assert parse_frames("0-3", 8) == [0, 1, 2, 3] and parse_frames("0,2,5-6", 8) == [0, 2, 5, 6]
+    for bad in ("3-1", "a", "0-8", ""):
+        with pytest.raises(UserError, match="--given-frames"):
+            parse_frames(bad, 8)
+
+
+# --- the scripts ----------------------------------------------------------------------------------
+
+VIDEO = ["--arch", "video-dit", "--data", "shapes-video", "--frames", 4, "--factorization", "factorized-attention",
+         "--samples-per-class", 1]
+
+
+def step_dir(run, step):
+    return run / "checkpoints" / f"step_{step:09d}"
+
+
+def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_path):
+    full = train_run(tmp_path, *VIDEO, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="full")
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(step_dir(cut, 4))
+    (cut / "export.safetensors").unlink()
+    train_run(tmp_path, *VIDEO, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="cut")
+    for name in ("model.safetensors", "ema.safetensors"):
+        same_tensors(load_file(str(step_dir(full, 4) / name)), load_file(str(step_dir(cut, 4) / name)))
+    assert [m["loss"] for m in metrics(cut)[-2:]] == [m["loss"] for m in metrics(full)[-2:]]
+    ckpt = load_weights(str(full))
+    assert ckpt.arch == "video-dit" and ckpt.config.frames == 4 and ckpt.config.factorization == "factorized-attention"
+
+    out = torchrun(tmp_path, "dist", *VIDEO, "--run-name", "two", "--max-steps", 3, port=29561)
+    r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
+    same_tensors(r0, r1)
+    one = train_run(tmp_path, *VIDEO, "--max-steps", 3, name="one")
+    same_tensors(r0, load_file(str(step_dir(one, 3) / "model.safetensors")), atol=1e-5)
+
+    # Sampling: an animated grid, per-seed clips (batch 1 vs 3), and completion from given frames.
+    gif = tmp_path / "grid.gif"
+    assert run_cli(sample.main, ["--ckpt", str(full), "--classes", "0", "1", "--steps", "3", "--sampler", "ddim",
+                                 "--out", str(gif), "--no-progress", "--device", "cpu"]) == 0
+    from PIL import Image
+    with Image.open(gif) as im:
+        assert im.n_frames >= 2
+    npz = {}
+    for bs in (1, 3):
+        npz[bs] = tmp_path / f"clips-{bs}.npz"
+        assert run_cli(sample.main, ["--ckpt", str(full), "--num-samples", "3", "--npz", str(npz[bs]), "--steps", "3",
+                                     "--sampler", "ddim", "--batch-size", str(bs), "--no-progress", "--device", "cpu"]) == 0
+    a, b = np.load(npz[1])["arr_0"], np.load(npz[3])["arr_0"]
+    assert a.shape == (3, 4, 16, 16, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+    clips = np.random.default_rng(0).integers(0, 256, (3, 4, 16, 16, 3), dtype=np.uint8)
+    write_clip_npz(tmp_path / "in.npz", clips, np.array([1, 2, 3]))
+    done = tmp_path / "done.npz"
+    assert run_cli(sample.main, ["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0,3",
+                                 "--npz", str(done), "--steps", "3", "--sampler", "ddim", "--no-progress",
+                                 "--device", "cpu"]) == 0
+    got, labels = read_clip_npz(done)
+    assert np.array_equal(got[:, [0, 3]], clips[:, [0, 3]]) and labels.tolist() == [1, 2, 3]
+    assert not np.array_equal(got[:, 1:3], clips[:, 1:3])
+
+    # Bad input: one line, nothing written.
+    image_ckpt = train_run(tmp_path, "--max-steps", 1, name="image")
+    for argv, match in (
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0-9", "--npz", "x.npz"],
+         "names frame 4"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "missing.npz"), "--given-frames", "0", "--npz", "x.npz"],
+         "missing.npz"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--npz", "x.npz"], "go together"),
+        (["--ckpt", str(image_ckpt), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--npz", "x.npz"],
+         "needs a video checkpoint"),
+        (["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.gif")], "GIF and MP4 grids are for clips"),
+    ):
+        with pytest.raises(UserError, match=match):
+            sample.main([*argv, "--steps", "2", "--sampler", "ddim", "--device", "cpu", "--no-progress"])
+    assert not (tmp_path / "x.gif").exists() and not (tmp_path / "x.npz").exists()
+
+
+def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
+    image = train_run(tmp_path, "--max-steps", 2, name="image")
+    run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--init-from", str(image), "--lr", 1e-9, name="video")
+    src, dst = load_weights(str(image)).state_dict, load_file(str(step_dir(run, 1) / "model.safetensors"))
+    shared = [k for k in src if k in dst]
+    assert "blocks.0.attn.qkv.weight" in shared and "x_embedder.proj.weight" in shared
+    for k in shared:  # one step at lr 1e-9 moves nothing visible
+        torch.testing.assert_close(dst[k], src[k], atol=1e-6, rtol=0)
+    with pytest.raises(UserError, match="split-heads"):
+        train.main(tiny_argv(tmp_path, "split", *VIDEO, "--factorization", "split-heads", "--init-from", image))
+    with pytest.raises(UserError, match="does not fit"):
+        train.main(tiny_argv(tmp_path, "wide", *VIDEO, "--hidden-size", 64, "--init-from", image))
+    assert not (tmp_path / "split").exists() and not (tmp_path / "wide").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--frames", "4"], "setting of the video-dit architecture"),
+    (["--data", "shapes-video"], "add --arch video-dit"),
+    (["--arch", "video-dit"], "trains on clips"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "all"], "--video-masks must be one of"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--factorization", "diagonal"], "unknown factorization"),
+])
+def test_bad_video_flags_fail_before_anything_is_written(tmp_path, argv, match):
+    with pytest.raises(UserError, match=match):
+        train.main(tiny_argv(tmp_path, "bad", *argv))
+    assert not (tmp_path / "bad").exists()
