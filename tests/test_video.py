@@ -18,10 +18,11 @@ from dit.data.video_masks import SPATIAL_SHARE, TEMPORAL_TASKS, draw_mask, frame
 from dit.errors import UserError
 from dit.io.checkpoint import load_weights
 from dit.io.video import read_clip_npz, write_clip_npz
-from dit.layout import CLEAN, GIVEN, channel_dim, split_output
+from dit.layout import CLEAN, GIVEN, IMAGES, channel_dim, split_output
 from dit.networks.dit import DiT
 from dit.networks.video_config import FACTORIZATIONS, VideoConfig
 from dit.networks.video_dit import VideoDiT
+from dit.networks.video_given import GIVEN_CONDITIONINGS
 from dit.processes.base import mean_over_generated
 from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
@@ -132,6 +133,56 @@ def test_given_positions_are_read_from_clean_and_flagged():
     assert (net(pasted, t, masked) - net(pasted, t, cond)).abs().amax() > 1e-3
 
 
+@pytest.mark.parametrize("mode", GIVEN_CONDITIONINGS)
+@pytest.mark.parametrize("factorization", ["interleaved", "split-heads"])
+def test_every_conditioning_reads_the_given_values_and_nothing_else(mode, factorization):
+    net = video(factorization, given_conditioning=mode)
+    x, t, cond = inputs()
+    clean = torch.randn_like(x)
+    given = torch.zeros(2, 6, 1, 8, 8)
+    given[:, :2] = 1
+    given[:, 3, :, :4] = 1  # half a frame (whole patches)
+    masked = {**cond, GIVEN: given, CLEAN: clean}
+    if mode != "replace":  # the added parts start silent: the same network as without them
+        assert torch.equal(net(x, t, masked), net(x, t, {**cond, GIVEN: torch.zeros_like(given), CLEAN: clean}))
+    randomize(net, seed=9, std=0.2)
+    out = net(x, t, masked)
+    elsewhere = clean.clone()
+    elsewhere[:, 2:] += torch.where(given[:, 2:] > 0, 0.0, 1.0)  # change clean only where nothing is given
+    assert torch.equal(net(x, t, {**masked, CLEAN: elsewhere}), out)
+    there = clean.clone()
+    there[:, 0] += 1.0  # change a given frame
+    assert (net(x, t, {**masked, CLEAN: there}) - out)[:, 4:].abs().amax() > 1e-4  # later frames see it
+    assert torch.equal(net(x, t, cond), net(x, t, {**cond, GIVEN: torch.zeros_like(given), CLEAN: clean * 0}))
+
+
+@pytest.mark.parametrize("factorization", ["interleaved", "late-fusion", "factorized-attention"])
+def test_joint_training_images_pass_the_spatial_blocks_only(factorization):
+    net = randomize(video(factorization), seed=10, std=0.2)
+    alone = video(factorization, temporal=False)
+    alone.load_state_dict(net.state_dict(), strict=False)
+    x, t, cond = inputs(F=6)
+    images = torch.randn(2, 3, 3, 8, 8)
+    out = net(torch.cat([x, images], 1), t, {**cond, IMAGES: torch.tensor([3, 3])})
+    torch.testing.assert_close(out[:, :6], net(x, t, cond), atol=1e-5, rtol=0)  # the clip never sees them
+    torch.testing.assert_close(out[:, 6:], alone(images, t, cond), atol=1e-5, rtol=0)  # they never see the clip
+
+
+def test_joint_images_are_frames_of_same_class_clips():
+    from dit.data.joint import JointImages
+    from dit.data.shapes_video import InMemoryClips
+
+    clips = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1, 1).expand(20, 4, 3, 2, 2).contiguous()
+    labels = torch.arange(20) % 4
+    base = JointImages(InMemoryClips(clips, labels, False, 4), 5)
+    for i in range(20):
+        a, y, _ = base.get(i, np.random.default_rng([0, i]))
+        b, _, _ = base.get(i, np.random.default_rng([0, i]))
+        assert torch.equal(a, b) and a.shape == (9, 3, 2, 2) and y == i % 4
+        sources = ((a[4:, 0, 0, 0] + 1) * 127.5).round().long()  # which clip each image came from
+        assert (sources % 4 == y).all()
+
+
 def test_split_heads_needs_two_heads_and_configs_are_checked():
     with pytest.raises(UserError, match="at least 2 heads"):
         VideoConfig(**{**SMALL, "num_heads": 1}, factorization="split-heads")
@@ -233,6 +284,9 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     shutil.rmtree(step_dir(cut, 4))
     (cut / "export.safetensors").unlink()
     train_run(tmp_path, *VIDEO, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="cut")
+    joint = train_run(tmp_path, *VIDEO, "--max-steps", 2, "--joint-images", 2, "--given-conditioning", "cross-attention",
+                      name="joint")
+    assert all(np.isfinite(m["loss"]) for m in metrics(joint))
     for name in ("model.safetensors", "ema.safetensors"):
         same_tensors(load_file(str(step_dir(full, 4) / name)), load_file(str(step_dir(cut, 4) / name)))
     assert [m["loss"] for m in metrics(cut)[-2:]] == [m["loss"] for m in metrics(full)[-2:]]
@@ -308,6 +362,9 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     (["--arch", "video-dit"], "trains on clips"),
     (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "all"], "--video-masks must be one of"),
     (["--arch", "video-dit", "--data", "shapes-video", "--factorization", "diagonal"], "unknown factorization"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--joint-images", "2", "--factorization", "split-heads"],
+     "spatial blocks only"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--given-conditioning", "film"], "unknown given conditioning"),
 ])
 def test_bad_video_flags_fail_before_anything_is_written(tmp_path, argv, match):
     with pytest.raises(UserError, match=match):

@@ -55,6 +55,8 @@ class TrainingItems(torch.utils.data.Dataset):
             item["post_noise"] = torch.from_numpy(rng.standard_normal(self.latent_shape, dtype=np.float32))
         if self.mask is not None:
             item["given"] = torch.from_numpy(self.mask(rng))
+        if getattr(self.base, "joint_images", 0):  # joint image-video training (dit/data/joint.py)
+            item["images"] = self.base.joint_images
         return item
 
 

@@ -45,8 +45,14 @@ def temporal_mask(task: str, frames: int, rng: np.random.Generator | None = None
     return given
 
 
-def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int) -> np.ndarray:
-    """One training clip's GIVEN mask (F, 1, size, size) from VDT's mix (module docstring)."""
+def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int, images: int = 0) -> np.ndarray:
+    """One training clip's GIVEN mask (F, 1, size, size) from VDT's mix (module docstring); with
+    `images` joint-training images after the clip, (F + images, ...) with those never given."""
+    mask = _draw_mask(rng, frames, size, patch)
+    return np.concatenate([mask, np.zeros((images, *mask.shape[1:]), np.float32)]) if images else mask
+
+
+def _draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int) -> np.ndarray:
     grid = size // patch
     if rng.random() < SPATIAL_SHARE:
         # a rectangle of 1/4 to 3/4 of each side (in tokens) is generated in every frame

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from dit.errors import UserError
 from dit.networks import dit_config
 from dit.networks.dit_config import ModelConfig
+from dit.networks.video_given import GIVEN_CONDITIONINGS
 
 # Latte's variants 1-4 (Ma et al. 2024, Fig. 2); "factorized-attention" is also VDT's block.
 FACTORIZATIONS = ("interleaved", "late-fusion", "factorized-attention", "split-heads")
 DEFAULT_FRAMES = 8
 # TrainConfig fields only the video DiT reads (refused with another --arch).
-RUN_FIELDS = ("frames", "factorization", "temporal", "video_masks", "init_from")
+RUN_FIELDS = ("frames", "factorization", "temporal", "given_conditioning", "video_masks", "init_from", "joint_images")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class VideoConfig(ModelConfig):
     # False: no temporal parts at all (each frame is denoised alone by the image DiT): the
     # ablation that shows what the temporal blocks do, and the F = 1 equivalence with an image DiT.
     temporal: bool = True
+    # How the clean given frames reach the network (video_given.py): replace (in place, VDT's mask
+    # modelling), concat (a context stream along time), adaln (pooled into c), cross-attention.
+    given_conditioning: str = "replace"
 
     def __post_init__(self):
         super().__post_init__()
@@ -37,6 +41,9 @@ class VideoConfig(ModelConfig):
             raise UserError(f"frames must be a positive integer, got {self.frames}")
         if self.factorization not in FACTORIZATIONS:
             raise UserError(f"unknown factorization {self.factorization!r}; choose one of {', '.join(FACTORIZATIONS)}")
+        if self.given_conditioning not in GIVEN_CONDITIONINGS:
+            raise UserError(f"unknown given conditioning {self.given_conditioning!r}; choose one of "
+                            f"{', '.join(GIVEN_CONDITIONINGS)}")
         if self.conditioning != "adaln-zero":
             raise UserError(f"the video DiT conditions through adaLN-Zero only, got conditioning {self.conditioning!r}")
         if self.pos != "sincos":
@@ -52,7 +59,8 @@ def config_for_run(run, data: dict) -> VideoConfig:
     """The video DiT of a training run: DiT's `--model` preset and resizing (dit_config.config_for_run)
     with the run's --frames, --factorization and --temporal."""
     image = dit_config.config_for_run(run, data)
-    return VideoConfig(**image.to_dict(), frames=run.frames, factorization=run.factorization, temporal=run.temporal)
+    return VideoConfig(**image.to_dict(), frames=run.frames, factorization=run.factorization, temporal=run.temporal,
+                       given_conditioning=run.given_conditioning)
 
 
 def check_run(run) -> None:

@@ -2,7 +2,9 @@
 
 forward(x, t, cond): x a clip (B, F, C, H, W) with F <= config.frames, t (B,), cond as DiT's plus,
 for mask modelling, GIVEN (B, F, 1 or C, H, W; 1 where the position is given) and CLEAN (x's
-shape: the given values) (dit/layout.py). It returns (B, F, out_channels, H, W).
+shape: the given values), and for joint image-video training IMAGES (B,): that many trailing frames
+of x are independent images, kept out of every temporal part (dit/layout.py, dit/data/joint.py).
+It returns (B, F, out_channels, H, W).
 
 Each frame is patchified as by DiT (same PatchEmbed, the same fixed 2-D sin-cos table), giving
 tokens (B, F, N, D); a fixed 1-D sin-cos table over time (a buffer of `frames` rows, so any
@@ -12,12 +14,14 @@ DiT frame by frame, bit for bit, and `--init-from` starts from a working image m
 according to `factorization` (video_blocks.py). Conditioning is DiT's: c = t_emb + y_emb drives
 adaLN-Zero in every block, the same vector for every frame and position.
 
-Given frames (VDT's unified mask modelling, with its blind spot fixed): the network replaces x by
-CLEAN wherever GIVEN is 1, so every process and sampler sees the given positions exactly without
-knowing about masks, and it is TOLD which tokens are given: a learned embedding `given_embed` is
-added to every token whose patch is given (a token counts as given when all its elements are;
-training masks are patch-aligned). VDT's released network gets the clean values but no flag, so a
-model trained with 8 given frames cannot tell 4 given ones from noise.
+Given frames (VDT's unified mask modelling, with its blind spot fixed): by default
+(`given_conditioning` "replace") the network replaces x by CLEAN wherever GIVEN is 1, so every
+process and sampler sees the given positions exactly without knowing about masks; the other
+methods VDT compares (token concatenation, adaLN, cross-attention) are in video_given.py. Whatever
+the method, the network is TOLD which tokens are given: a learned embedding `given_embed` is added
+to every token whose patch is given (a token counts as given when all its elements are; training
+masks are patch-aligned). VDT's released network gets the clean values but no flag, so a model
+trained with 8 given frames cannot tell 4 given ones from noise.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from dit.networks.blocks import DiTBlock, FinalLayer
-from dit.layout import CLEAN, GIVEN
+from dit.layout import CLEAN, GIVEN, IMAGES
 from dit.networks.conditioning import as_cond
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_1d_sincos_pos_embed, \
     get_2d_sincos_pos_embed
@@ -35,6 +39,7 @@ from dit.networks.registry import Architecture
 from dit.networks import video_config
 from dit.networks.video_blocks import AttentionBlock, SplitHeadsBlock
 from dit.networks.video_config import VideoConfig
+from dit.networks.video_given import GivenConditioning
 
 IMAGE_KEYS = ("x_embedder.", "t_embedder.", "y_embedder.", "pos_embed", "blocks.", "final_layer.")  # shared with DiT
 
@@ -55,6 +60,7 @@ class VideoDiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, D), requires_grad=False)  # as DiT's
         self.register_buffer("temporal_embed", get_1d_sincos_pos_embed(D, cfg.frames), persistent=False)
         self.given_embed = nn.Parameter(torch.zeros(D))
+        self.given = GivenConditioning(cfg.given_conditioning, D, cfg.num_heads, cfg.depth, cfg.norm)
 
         options = dict(mlp=cfg.mlp, norm=cfg.norm, qk_norm=cfg.qk_norm)
         kind = cfg.factorization if cfg.temporal else None
@@ -108,6 +114,7 @@ class VideoDiT(nn.Module):
         for linear in zero:
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
+        self.given.zero_init()
 
     def image_state_dict_keys(self) -> list[str]:
         """The keys an image DiT of the same size provides exactly (Latte's init): all but the temporal parts."""
@@ -129,13 +136,15 @@ class VideoDiT(nn.Module):
         out = self._run(block, x.reshape(B * Fr, N, D), c.repeat_interleave(Fr, dim=0))
         return out.view(B, Fr, N, D)
 
-    def _temporal(self, block, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        B, Fr, N, D = x.shape  # sequences of the F tokens at one position
-        time = self.temporal_embed[:Fr].to(x.dtype).unsqueeze(0)  # (1, F, D)
+    def _temporal(self, block, x: torch.Tensor, c: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > time.shape[0]:  # joint-training images after the clip: they skip time
+            clip = self._temporal(block, x[:, :time.shape[0]], c, time)
+            return torch.cat([clip, x[:, time.shape[0]:]], dim=1)
+        B, Fr, N, D = x.shape  # sequences of the F tokens at one position; time (F, D)
         if isinstance(block, DiTBlock):
-            args = (c.repeat_interleave(N, dim=0), None, time)  # (c, rope, pos)
+            args = (c.repeat_interleave(N, dim=0), None, time.unsqueeze(0))  # (c, rope, pos)
         else:
-            args = (c.repeat_interleave(N, dim=0), time)
+            args = (c.repeat_interleave(N, dim=0), time.unsqueeze(0))
         out = self._run(block, rearrange(x, "b f n d -> (b n) f d"), *args)
         return rearrange(out, "(b n) f d -> b f n d", b=B)
 
@@ -151,42 +160,77 @@ class VideoDiT(nn.Module):
         cond = as_cond(cond)
         y, drop = cond["y"], cond.get("drop", force_drop_ids)
         B, Fr = x.shape[:2]
-        if x.dim() != 5 or Fr > self.frames:
+        images = int(cond[IMAGES].max()) if IMAGES in cond else 0  # Latte+IMG: trailing single images
+        if images and not bool((cond[IMAGES] == images).all()):
+            raise ValueError("every sample of a batch must carry the same number of joint-training images")
+        if images and (self.given.mode == "concat" or self.config.factorization == "split-heads"):
+            raise ValueError("joint images pass the spatial blocks only: not with split-heads or the concat stream")
+        if x.dim() != 5 or Fr - images > self.frames:
             raise ValueError(f"expected a clip (B, F <= {self.frames}, C, H, W), got {tuple(x.shape)}")
-        given = cond.get(GIVEN)
-        if given is not None:  # the given positions hold their clean values, whatever the sampler's state
-            x = torch.where(given.expand(x.shape) > 0.5, cond[CLEAN].to(x.dtype), x)
+        given, clean = cond.get(GIVEN), cond.get(CLEAN)
+        if given is not None and self.given.replaces:  # in place: given positions hold their clean values,
+            x = torch.where(given.expand(x.shape) > 0.5, clean.to(x.dtype), x)  # whatever the sampler's state
         if t.ndim == 0:
             t = t.expand(B)
-        h = self.x_embedder(rearrange(x, "b f c h w -> (b f) c h w")) + self.pos_embed  # (B*F, N, D)
-        h = rearrange(h, "(b f) n d -> b f n d", b=B)
-        if given is not None:
-            h = h + self._given_tokens(given, x.shape).unsqueeze(-1).to(h.dtype) * self.given_embed
+        h = self._embed(x)  # (B, F, N, D)
+        time = self.temporal_embed[:Fr - images].to(h.dtype)  # (F, D) of the clip's frames
         c = self.t_embedder(t) + self.y_embedder(y, self.training, drop)  # (B, D), DiT §3.2
-        kind = self.config.factorization if self.config.temporal else None
-        if kind == "interleaved":  # Latte variant 1: spatial, temporal, spatial, ...
-            for spatial, temporal in zip(self.blocks, self.temporal_blocks):
-                h = self._temporal(temporal, self._spatial(spatial, h, c), c)
-        elif kind == "late-fusion":  # variant 2: every spatial block, then every temporal block
-            for spatial in self.blocks:
-                h = self._spatial(spatial, h, c)
-            for temporal in self.temporal_blocks:
-                h = self._temporal(temporal, h, c)
-        elif kind == "factorized-attention":  # variant 3 (VDT): temporal attention, then a spatial block
-            for spatial, temporal in zip(self.blocks, self.temporal_blocks):
-                h = self._spatial(spatial, self._temporal(temporal, h, c), c)
-        elif kind == "split-heads":  # variant 4: half the heads over space, half over time; its one
-            # attention mixes both, so the time table joins the stream (as Latte's) and no image init applies
-            h = h + self.temporal_embed[:Fr].to(h.dtype)[None, :, None]
-            for block in self.blocks:
-                h = self._run(block, h, c)
-        else:  # no temporal parts: every frame alone through the image DiT
-            for spatial in self.blocks:
-                h = self._spatial(spatial, h, c)
+        context = None
+        if given is not None or not self.given.replaces:  # no GIVEN: nothing given, as training's unconditional masks
+            flags = (torch.zeros(h.shape[:3], device=h.device) if given is None
+                     else self._given_tokens(given, x.shape)).to(h.dtype)  # (B, F, N)
+            h = h + flags.unsqueeze(-1) * self.given_embed
+            if not self.given.replaces:
+                every = torch.cat([time, time.new_zeros(images, time.shape[1])])  # joint images: no time
+                context = self.given.context(self._embed(torch.zeros_like(x) if clean is None else clean.to(x.dtype)),
+                                             flags, every)
+                if self.given.mode == "concat":  # the context frames ride along time, at their frames' positions
+                    h = torch.cat([h, context + flags.unsqueeze(-1) * self.given_embed], dim=1)  # (B, 2F, N, D)
+                    time = torch.cat([time, time])
+                elif self.given.mode == "adaln":
+                    c = c + context
+        h = self._blocks(h, c, time, context)
+        h = h[:, :Fr]  # the main stream (concat: the context frames are dropped)
         N = h.shape[2]
         out = self.final_layer(h.reshape(B * Fr, N, -1), c.repeat_interleave(Fr, dim=0))  # (B*F, N, p*p*C_out)
         p, side = self.patch_size, self.input_size // self.patch_size
         return rearrange(out, "(b f) (h w) (p1 p2 c) -> b f c (h p1) (w p2)", b=B, h=side, w=side, p1=p, p2=p)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with DiT's 2-D table, frame by frame: (B, F, C, H, W) -> (B, F, N, D)."""
+        h = self.x_embedder(rearrange(x, "b f c h w -> (b f) c h w")) + self.pos_embed  # (B*F, N, D)
+        return rearrange(h, "(b f) n d -> b f n d", b=x.shape[0])
+
+    def _blocks(self, h: torch.Tensor, c: torch.Tensor, time: torch.Tensor, context) -> torch.Tensor:
+        cross = self.given.mode == "cross-attention"
+
+        def spatial(i, h):
+            h = self._spatial(self.blocks[i], h, c)
+            return self.given.attend(i, h, context) if cross else h
+
+        kind = self.config.factorization if self.config.temporal else None
+        depth = len(self.blocks)
+        if kind == "interleaved":  # Latte variant 1: spatial, temporal, spatial, ...
+            for i in range(depth):
+                h = self._temporal(self.temporal_blocks[i], spatial(i, h), c, time)
+        elif kind == "late-fusion":  # variant 2: every spatial block, then every temporal block
+            for i in range(depth):
+                h = spatial(i, h)
+            for temporal in self.temporal_blocks:
+                h = self._temporal(temporal, h, c, time)
+        elif kind == "factorized-attention":  # variant 3 (VDT): temporal attention, then a spatial block
+            for i in range(depth):
+                h = spatial(i, self._temporal(self.temporal_blocks[i], h, c, time))
+        elif kind == "split-heads":  # variant 4: half the heads over space, half over time; its one
+            # attention mixes both, so the time table joins the stream (as Latte's) and no image init applies
+            h = h + time[None, :, None]
+            for i, block in enumerate(self.blocks):
+                h = self._run(block, h, c)
+                h = self.given.attend(i, h, context) if cross else h
+        else:  # no temporal parts: every frame alone through the image DiT
+            for i in range(depth):
+                h = spatial(i, h)
+        return h
 
 
 ARCH = Architecture(

@@ -61,6 +61,8 @@ class TrainConfig:
     frames: int = 8  # frames per clip (the temporal table's length)
     factorization: str = "interleaved"  # Latte's variants: interleaved, late-fusion, factorized-attention, split-heads
     temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
+    given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
+    joint_images: int = 0  # Latte+IMG: single same-class frames added to each clip, through the spatial blocks only
     video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; none: unconditional clips only
     init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
@@ -149,6 +151,11 @@ class TrainConfig:
                 raise UserError(f"--{_flag(changed[0])} is a setting of the {key} architecture: add --arch {key}")
         if self.frames < 1:
             raise UserError(f"--frames must be positive, got {self.frames}")
+        if self.joint_images < 0:
+            raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
+        if self.joint_images and (self.given_conditioning == "concat" or self.factorization == "split-heads"):
+            raise UserError("--joint-images: the images pass the spatial blocks only, which --factorization split-heads "
+                            "and --given-conditioning concat do not separate; use another factorization / conditioning")
         from dit.data.video_masks import MASK_MIXES
         if self.video_masks not in MASK_MIXES:
             raise UserError(f"--video-masks must be one of {', '.join(MASK_MIXES)}, got {self.video_masks!r}")

@@ -158,10 +158,15 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
         config.network_config({**data, "num_classes": 1})
         base = VideoFolderDataset(config.data, config.image_size, config.frames, flip=config.flip)
     network_config = config.network_config({**data, "num_classes": base.num_classes})
+    if config.joint_images:
+        from dit.data.joint import JointImages
+
+        base = JointImages(base, config.joint_images)
     mask = None
     if config.video_masks == "vdt":
-        mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size)
-    shape = (config.frames, vae.latent_channels, side, side)
+        mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size,
+                       images=config.joint_images)
+    shape = (config.frames + config.joint_images, vae.latent_channels, side, side)  # what the stream and process see
     return RunData(base, vae, shape, vae.vae is not None, network_config, mask)
 
 

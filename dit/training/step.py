@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from dit.layout import CLEAN, GIVEN
+from dit.layout import CLEAN, GIVEN, IMAGES
 
 
 def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accum: int = 1) -> torch.Tensor:
@@ -25,6 +25,8 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     cond = {"y": batch["y"].to(device), "drop": batch["drop"].to(device)}
     if "given" in batch:  # mask modelling (dit/layout.py): the network reads x0 where GIVEN is 1
         cond[GIVEN], cond[CLEAN] = batch["given"].to(device, non_blocking=True), x0
+    if "images" in batch:  # joint image-video training: trailing frames that are single images
+        cond[IMAGES] = batch["images"].to(device)
     draws = {k: v.to(device, non_blocking=True) for k, v in batch["draws"].items()}
     return process.loss(model, {"x0": x0, "cond": cond, **draws})["loss"].mean() / accum
 
