@@ -278,7 +278,7 @@ def test_clip_grid_and_gif(tmp_path):
 def test_mp4_writes_and_reads_back(tmp_path):
     clips = _flat_clips()
     video.write_mp4(tmp_path / "g.mp4", clips, ncols=3)  # default scale: 8 px -> 64 px cells
-    frames = video.read_frames(tmp_path / "g.mp4")
+    frames = video_folders.read_frames(tmp_path / "g.mp4")
     assert len(frames) == 5 and frames[0].size == (3 * 8 * 8 + 4 * 16, 2 * 8 * 8 + 3 * 16)
     center = np.asarray(frames[3])[8 * 12 + 32, 8 * 12 + 32].astype(int)  # middle of clip 4's cell
     assert np.abs(center - clips[4, 3, 0, 0]).max() <= 6  # lossy, but a flat colour survives
@@ -291,7 +291,7 @@ def test_mp4_without_pyav_is_a_user_error(tmp_path, monkeypatch):
         video.write_mp4(tmp_path / "g.mp4", _flat_clips())
     (tmp_path / "x.mp4").write_bytes(b"")
     with pytest.raises(UserError, match="pip install av"):
-        video.read_frames(tmp_path / "x.mp4")
+        video_folders.read_frames(tmp_path / "x.mp4")
     assert not (tmp_path / "g.mp4").exists()
 
 

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageSequence
 
 from dit.autoencoders.pixels import from_uint8
-from dit.data.folders import IMAGE_EXTENSIONS, center_crop_arr, load_image
+from dit.data.folders import IMAGE_EXTENSIONS, center_crop_arr, load_image, to_rgb
 from dit.data.stream import flip_or_not
 from dit.errors import UserError
-from dit.io.video import VIDEO_EXTENSIONS, have_pyav, read_frames
+from dit.io.video import VIDEO_EXTENSIONS, have_pyav
 
 LAYOUT = "<root>/<class_name>/<clip>/<frame>.png (a folder of frames per clip) or <root>/<class_name>/<clip>.mp4"
 
@@ -148,3 +149,34 @@ class VideoFolderDataset:
         u = rng.random()  # drawn even without random_offset: the draw count never depends on options
         x, label, replaced = self.read(index, u)
         return flip_or_not(x, rng, self.flip), label, replaced
+
+
+def read_frames(path: str | os.PathLike, limit: int | None = None) -> list[Image.Image]:
+    """The first `limit` (default all) frames of a video file as RGB Pillow images, in order.
+
+    GIFs are decoded by Pillow (composited frame by frame, transparency over white as
+    dit.data.folders.to_rgb shows it); other formats by PyAV. Decoding errors propagate: the
+    caller decides whether a bad file is fatal.
+    """
+    path = Path(path)
+    frames: list[Image.Image] = []
+    if path.suffix.lower() == ".gif":
+        with Image.open(path) as img:
+            for frame in ImageSequence.Iterator(img):
+                if limit is not None and len(frames) >= limit:
+                    break
+                frames.append(to_rgb(frame.copy()))
+        return frames
+    try:
+        import av
+    except ImportError:
+        raise UserError(f"reading {path.name} needs PyAV: pip install av (or store the clip as a folder of "
+                        "frame images, or as a .gif)") from None  # fmt: skip
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream")
+        for frame in container.decode(container.streams.video[0]):
+            if limit is not None and len(frames) >= limit:
+                break
+            frames.append(frame.to_image())  # RGB
+    return frames

@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageSequence
+from PIL import Image
 
 from dit.errors import UserError
 from dit.io.atomic import atomic_path
@@ -175,39 +175,3 @@ def write_mp4(path: str | os.PathLike, clips: np.ndarray, ncols: int | None = No
             for frame in grid:
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
             out.mux(stream.encode())  # flush the encoder's delayed frames
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def read_frames(path: str | os.PathLike, limit: int | None = None) -> list[Image.Image]:
-    """The first `limit` (default all) frames of a video file as RGB Pillow images, in order.
-
-    GIFs are decoded by Pillow (composited frame by frame, transparency over white as
-    dit.data.folders.to_rgb shows it); other formats by PyAV. Decoding errors propagate: the
-    caller decides whether a bad file is fatal.
-    """
-    from dit.data.folders import to_rgb  # the one place that knows how Pillow modes become RGB
-
-    path = Path(path)
-    frames: list[Image.Image] = []
-    if path.suffix.lower() == ".gif":
-        with Image.open(path) as img:
-            for frame in ImageSequence.Iterator(img):
-                if limit is not None and len(frames) >= limit:
-                    break
-                frames.append(to_rgb(frame.copy()))
-        return frames
-    try:
-        import av
-    except ImportError:
-        raise UserError(f"reading {path.name} needs PyAV: pip install av (or store the clip as a folder of "
-                        "frame images, or as a .gif)") from None  # fmt: skip
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        for frame in container.decode(container.streams.video[0]):
-            if limit is not None and len(frames) >= limit:
-                break
-            frames.append(frame.to_image())  # RGB
-    return frames
