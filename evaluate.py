@@ -6,6 +6,10 @@
     accelerate launch evaluate.py --ckpt results/my-run --num-samples 50000 --ref ref.npz --cfg-scale 1.5
     # the built-in dataset, offline: Fréchet distance in a shapes classifier's features + class accuracy
     python evaluate.py --ckpt results/cpu-demo --num-samples 1000 --metric shapes --sampler ddim --steps 50
+    # clips of the moving shapes, offline: per-frame class accuracy, coherent motion, clip Fréchet distance
+    python evaluate.py --ckpt results/video-cpu --num-samples 400 --metric video-shapes --cfg-scale 3 --steps 50
+    # FVD (StyleGAN-V's protocol) against real clips, with I3D weights from a local file
+    python evaluate.py --samples clips.npz --metric fvd --ref real.npz --i3d-weights i3d_pretrained_400.pt
 
 Prints one JSON object of metrics (and writes it with --out), with what produced them: the checkpoint
 and its sha256 (of the weights file the loader reads), sampler, steps, cfg scale and the other drawing
@@ -26,7 +30,7 @@ from dit.registry import load_plugins
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
 
-METRICS = ("inception", "shapes")
+METRICS = ("inception", "shapes", "video-shapes", "fvd")
 
 
 def parse_args(argv=None):
@@ -45,8 +49,14 @@ def parse_args(argv=None):
     p.add_argument("--no-isc", action="store_true")
     p.add_argument("--no-prc", action="store_true", help="skip precision/recall")
     p.add_argument("--inception-weights", help="local Inception-v3 weights (default: models/weights/, downloaded)")
+    p.add_argument("--i3d-weights", help="fvd: local Kinetics-400 I3D state dict (.pt read weights_only, or .safetensors)")
+    p.add_argument("--i3d-sha256", help="fvd: the sha256 the I3D file must have (recorded either way)")
+    p.add_argument("--fvd-clips", type=positive(), default=2048, help="fvd: clips of each side (StyleGAN-V: 2048)")
+    p.add_argument("--fvd-frames", type=positive(), default=16, help="fvd: frames per clip (StyleGAN-V: 16)")
+    p.add_argument("--fvd-subsample", type=positive(), default=1, help="fvd: every k-th frame, real and generated alike")
+    p.add_argument("--fvd-real-split", default="train", help="fvd: which split --ref holds (recorded)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
-    p.add_argument("--classifier-steps", type=positive(), help="shapes metric: training steps of its classifier")
+    p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     args, rest = p.parse_known_args(argv)
@@ -58,6 +68,8 @@ def parse_args(argv=None):
         raise UserError("--arch and --process describe --ckpt; existing --samples have none")
     if args.samples and rest:
         raise UserError(f"unrecognized arguments: {' '.join(rest)}")
+    if args.metric == "fvd" and (args.ref is None or args.i3d_weights is None):
+        raise UserError("--metric fvd needs --ref (real clips, .npz) and --i3d-weights (a local I3D file)")
     if args.metric == "inception" and args.ref is None and not (args.no_fid and args.no_prc):
         raise UserError("--metric inception needs --ref for FID and precision/recall (or pass --no-fid --no-prc)")
     return args, rest
@@ -130,9 +142,10 @@ def provenance(args, argv, num_samples: int) -> dict:
                       steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
                       seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i
-    reference = args.ref if args.metric == "inception" else "built-in shapes (dit/eval/metrics.py ShapesMetric)"
+    reference = {"shapes": "built-in shapes (dit/eval/metrics.py ShapesMetric)",
+                 "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)"}.get(args.metric, args.ref)
     return {**record, "num_samples": num_samples, "reference": reference,
-            "reference_sha256": file_sha256(args.ref) if args.metric == "inception" else None,
+            "reference_sha256": file_sha256(args.ref) if args.metric in ("inception", "fvd") else None,
             "code_version": code_version()}
 
 
@@ -144,6 +157,31 @@ def keys_of(args) -> dict:
 
     ckpt = load_weights(args.ckpt)
     return {"arch": args.arch or ckpt.arch, "process": args.process or ckpt.process}
+
+
+def clip_metrics(args, source, device) -> tuple[dict, int]:
+    """The clip metrics of an .npz of uint8 clips (N, F, H, W, 3): the moving-shapes metric, or FVD."""
+    from dit.io.video import read_clip_npz
+
+    if Path(str(source)).suffix != ".npz":
+        raise UserError(f"--metric {args.metric} reads clips from an .npz (arr_0 uint8 (N, F, H, W, 3)), not {source}")
+    clips, labels = read_clip_npz(source)
+    if args.metric == "video-shapes":
+        from dit.eval.video_metrics import VideoShapesMetric
+
+        steps = args.classifier_steps  # both judges' training steps (None: their defaults)
+        metric = VideoShapesMetric(clips.shape[2], clips.shape[1], args.cache_dir, device=device,
+                                   frame_judge_steps=steps, motion_steps=steps)
+        result = metric.compute(clips, labels)
+        result.pop("per_sample")
+        return result, len(clips)
+    from dit.eval.fvd import EXPECTED_SHA256, FVDSettings, fvd, load_i3d
+
+    real, _ = read_clip_npz(args.ref)
+    settings = FVDSettings(num_frames=args.fvd_frames, clip_count=args.fvd_clips, subsample_factor=args.fvd_subsample,
+                           real_split=args.fvd_real_split, num_processes=1)
+    net = load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, device)
+    return fvd(real, clips, net, settings), len(clips)
 
 
 def main(argv=None):
@@ -161,8 +199,15 @@ def main(argv=None):
     check_world(state)
     if not state.is_main_process:
         return
-    images, labels = load_images(source)
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    if args.metric in ("video-shapes", "fvd"):
+        result, n = clip_metrics(args, source, device)
+        result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, n), **result}
+        print(json.dumps(result))
+        if args.out:
+            write_json(args.out, result)
+        return
+    images, labels = load_images(source)
     if args.metric == "shapes":
         result = ShapesMetric(images.shape[1], args.cache_dir, device=device,
                               classifier_steps=args.classifier_steps)(images, labels)

@@ -2,6 +2,7 @@
 keep given positions exactly, and the real scripts end to end (exact resume, 2 processes, GIFs,
 clip completion, bad input)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import randomize
 from safetensors.torch import load_file
 from test_train import metrics, same_tensors, tiny_argv, torchrun, train_run
 
+import evaluate
 import sample
 import train
 from dit.cli import run_cli
@@ -323,6 +325,20 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     got, labels = read_clip_npz(done)
     assert np.array_equal(got[:, [0, 3]], clips[:, [0, 3]]) and labels.tolist() == [1, 2, 3]
     assert not np.array_equal(got[:, 1:3], clips[:, 1:3])
+
+    # evaluate.py: generated clips through the moving-shapes metric (judges at a tiny budget), and FVD's inputs.
+    rec = tmp_path / "eval.json"
+    assert run_cli(evaluate.main, ["--ckpt", str(full), "--num-samples", "4", "--metric", "video-shapes",
+                                   "--classifier-steps", "10", "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
+                                   "--sampler", "ddim", "--device", "cpu", "--out", str(rec), "--no-progress"]) == 0
+    record = json.loads(rec.read_text())
+    assert record["arch"] == "video-dit" and record["num_samples"] == 4 and record["sampler"] == "ddim"
+    assert {"class_acc", "coherent_motion", "fd_video", "motion_confident"} <= record.keys()
+    with pytest.raises(UserError, match="--i3d-weights"):
+        evaluate.main(["--samples", str(done), "--metric", "fvd", "--ref", str(tmp_path / "in.npz")])
+    with pytest.raises(UserError, match="i3d.pt not found"):
+        evaluate.main(["--samples", str(done), "--metric", "fvd", "--ref", str(tmp_path / "in.npz"),
+                       "--i3d-weights", str(tmp_path / "i3d.pt"), "--fvd-clips", "3", "--fvd-frames", "4"])
 
     # Bad input: one line, nothing written.
     image_ckpt = train_run(tmp_path, "--max-steps", 1, name="image")
