@@ -1,0 +1,250 @@
+"""The video benchmark on the `video-cpu` model: generation, prediction, and the factorisation and
+conditioning studies, all measured with the offline moving-shapes metrics. Run it ALONE.
+
+    python benchmarks/video_cpu.py --out benchmarks/video_cpu             # everything (hours on 2 cores)
+    python benchmarks/video_cpu.py --out benchmarks/video_cpu --report    # the tables again
+
+Every model is trained by the real train.py (`video-cpu`, the same budget for all: --max-steps) and
+sampled with the same sampler budget (--sampler, --steps, cfg --cfg). Models:
+    main            interleaved, in-place given frames (the defaults)
+    no-temporal     the same without temporal parts: what time mixing buys
+    <factorisation> late-fusion, factorized-attention, split-heads: depth chosen so the parameter
+                    count is the nearest to main's (the table shows both)
+    <conditioning>  concat, adaln, cross-attention (main's network otherwise)
+Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted):
+    generation   --clips class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
+                 accuracy, coherent motion, clip Fréchet distance
+    prediction   --clips held-out real clips (seed 1 of the dataset; training uses seed 0), frames
+                 0-3 given: direction agreement of frames 4-7 with the given frames, mean centroid
+                 error (px) against the true continuation; the unconditional baseline draws the same
+                 clips with nothing given; backward prediction (frames 4-7 given) and interpolation
+                 (frames 0, 4 and 7 given) for the main model
+Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dit.cli import ArgumentParser, run_cli  # noqa: E402
+from dit.errors import UserError  # noqa: E402
+
+MODELS = {
+    "main": [],
+    "no-temporal": ["--temporal", "false"],
+    "late-fusion": ["--factorization", "late-fusion"],
+    "factorized-attention": ["--factorization", "factorized-attention"],
+    "split-heads": ["--factorization", "split-heads"],
+    "concat": ["--given-conditioning", "concat"],
+    "adaln": ["--given-conditioning", "adaln"],
+    "cross-attention": ["--given-conditioning", "cross-attention"],
+}
+TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
+LEVEL = 0.95
+SHARES = {"class_acc", "all_frames_correct", "frames_agree", "motion_confidence", "motion_confident", "coherent_motion",
+          "direction_agree_given", "direction_agree_true"}  # their intervals are clipped to [0, 1]
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/video_cpu")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--max-steps", type=int, default=None, help="training steps of every model (default: video-cpu's)")
+    p.add_argument("--clips", type=int, default=400, help="clips per generation and per prediction task")
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--judge-steps", type=int, default=None, help="training steps of both judges (default: theirs)")
+    p.add_argument("--judge-clips", type=int, default=None, help="clips the judges train on and the reference holds "
+                                                                  "(default: the metric's; smoke tests use fewer)")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args(argv)
+    if args.clips < 10 or args.steps < 1 or (args.max_steps is not None and args.max_steps < 1):
+        raise UserError("--clips >= 10, --steps >= 1 and --max-steps >= 1, please")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "results.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if not args.report:
+        metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips)
+        for name in args.models:
+            run = train(name, out, args)
+            tasks = ["generation", "prediction", "unconditional"] + (["backward", "interpolation"] * (name == "main"))
+            for task in tasks:
+                if any(r["model"] == name and r["task"] == task for r in rows):
+                    continue
+                row = evaluate(name, run, task, metric, real, args)
+                rows.append(row)
+                with open(log, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    (out / "video_cpu.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+def train(name: str, out: Path, args) -> Path:
+    """Train (or resume, or find finished) one model through the real train.py."""
+    extra = MODELS[name] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
+    if name in ("late-fusion", "factorized-attention", "split-heads"):
+        extra += ["--depth", str(matched_depth(name))]
+    cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
+           "--keep-last", "1", "--no-progress", *extra]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return out / "runs" / name
+
+
+def parameters(factorization: str, depth: int) -> int:
+    from dit.networks.video_config import VideoConfig
+    from dit.networks.video_dit import VideoDiT
+    from dit.training.config import PRESETS
+
+    p = PRESETS["video-cpu"]
+    cfg = VideoConfig(input_size=p["image_size"], patch_size=2, in_channels=3, hidden_size=p["hidden_size"],
+                      depth=depth, num_heads=p["num_heads"], num_classes=10, frames=p["frames"],
+                      factorization=factorization)
+    return sum(t.numel() for t in VideoDiT(cfg).parameters())
+
+
+def matched_depth(factorization: str) -> int:
+    """The depth whose parameter count is nearest the main (interleaved) model's."""
+    from dit.training.config import PRESETS
+
+    target = parameters("interleaved", PRESETS["video-cpu"]["depth"])
+    return min(range(1, 17), key=lambda d: abs(parameters(factorization, d) - target))
+
+
+def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: int | None = None):
+    """The moving-shapes metric and `n` held-out real clips (dataset seed 1; training renders seed 0)."""
+    from dit.data.shapes_video import cached_uint8_clips
+    from dit.eval.video_metrics import VideoShapesMetric
+    from dit.training.config import PRESETS
+
+    size, frames = PRESETS["video-cpu"]["image_size"], PRESETS["video-cpu"]["frames"]
+    clips, labels, _ = cached_uint8_clips(n, size, frames, 1, out / "cache")
+    real = (clips.permute(0, 1, 3, 4, 2).numpy(), labels.numpy())  # (N, F, H, W, 3)
+    sizes = {} if judge_clips is None else {"judge_clips": judge_clips, "reference_clips": judge_clips}
+    return VideoShapesMetric(size, frames, out / "cache", frame_judge_steps=judge_steps, motion_steps=judge_steps,
+                             **sizes), real
+
+
+def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarray:
+    import torch
+
+    from dit.autoencoders.pixels import from_uint8
+    from dit.autoencoders.vae import Autoencoder
+    from dit.data.video_masks import frames_mask
+    from dit.io.checkpoint import load_model
+    from dit.processes import process_from_meta
+    from dit.sampling.generate import generate_images
+
+    model, ckpt = load_model(str(run))
+    model.eval()
+    process, vae = process_from_meta(ckpt.meta), Autoencoder.load("none")
+    F_, _, side, _ = model.input_shape
+    out = []
+    for a in range(0, len(labels), 100):
+        b = min(a + 100, len(labels))
+        cond = None
+        if given is not None:
+            mask = torch.from_numpy(frames_mask(given, F_, side)).expand(b - a, F_, 1, side, side)
+            cond = (mask, from_uint8(torch.from_numpy(real[a:b]).permute(0, 1, 4, 2, 3)))
+        with torch.no_grad():
+            out.append(generate_images(model, vae, process, range(a, b), labels[a:b], args.sampler, args.steps,
+                                       args.cfg, given=cond))
+    return np.concatenate(out)
+
+
+def evaluate(name: str, run: Path, task: str, metric, real, args) -> dict:
+    """One (model, task) row: the point estimates and their bootstrap intervals."""
+    clips, labels = real
+    n = args.clips
+    row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": steps_of(run),
+           "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
+    if task == "generation":
+        gen_labels = np.arange(n) % 10
+        data = metric.per_sample(generate(run, gen_labels, None, None, args), gen_labels)
+        return {**row, **with_intervals(metric.statistics, data, args.bootstrap)}
+    given = TASKS["prediction"] if task == "unconditional" else TASKS[task]
+    gen = generate(run, labels[:n], None if task == "unconditional" else given, clips[:n], args)
+    if task in ("prediction", "unconditional"):
+        data = metric.prediction_per_sample(gen, clips[:n], len(given))
+    elif task == "backward":  # time-reversed, it is a prediction from the first frames
+        data = metric.prediction_per_sample(gen[:, ::-1].copy(), clips[:n, ::-1].copy(), len(given))
+    else:
+        data = interpolation_errors(gen, clips[:n], given)
+    stats = metric.prediction_statistics if task != "interpolation" else _mean_error
+    return {**row, **with_intervals(stats, data, args.bootstrap)}
+
+
+def interpolation_errors(gen, real, given) -> dict:
+    from dit.eval.tracking import track_centroids
+
+    rest = [f for f in range(real.shape[1]) if f not in given]
+    err = np.linalg.norm(track_centroids(gen)[:, rest] - track_centroids(real)[:, rest], axis=-1)  # (N, len(rest))
+    return {"centroid_error": np.nanmean(err, axis=1)}
+
+
+def _mean_error(data, idx=None):
+    e = data["centroid_error"] if idx is None else data["centroid_error"][idx]
+    return {"centroid_error": float(np.nanmean(e)), "num_clips": int(len(e))}
+
+
+def with_intervals(statistics, data: dict, resamples: int) -> dict:
+    """Point estimates with 95% bootstrap intervals over clips (bias-shifted)."""
+    point = statistics(data)
+    n = len(next(iter(data.values())))
+    rng = np.random.default_rng(0)
+    draws = [statistics(data, rng.integers(0, n, n)) for _ in range(resamples)]
+    out = dict(point)
+    for k, v in point.items():
+        if isinstance(v, float) and np.isfinite(v):
+            d = np.array([r[k] for r in draws])
+            lo, hi = np.nanquantile(d, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) - (np.nanmean(d) - v)
+            if k in SHARES:
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            elif k in ("fd_video", "centroid_error"):
+                lo = max(lo, 0.0)
+            out[f"{k}_ci"] = [float(lo), float(hi)]
+    return out
+
+
+def parameters_of(run: Path) -> int:
+    from dit.io.checkpoint import load_weights
+
+    return int(sum(t.numel() for t in load_weights(str(run)).state_dict.values()))
+
+
+def steps_of(run: Path) -> int:
+    return json.loads((run / "config.json").read_text())["max_steps"]
+
+
+def _cell(r: dict, k: str, digits: int = 3) -> str:
+    if k not in r:
+        return "-"
+    ci = r.get(f"{k}_ci")
+    return f"{r[k]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def markdown(rows: list[dict]) -> str:
+    gen = [r for r in rows if r["task"] == "generation"]
+    lines = ["| model | parameters | class acc | coherent motion | clip FD |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['params']:,} | {_cell(r, 'class_acc')} | {_cell(r, 'coherent_motion')} | "
+              f"{_cell(r, 'fd_video', 1)} |" for r in gen]
+    lines += ["", "| model | task | direction agrees with given | centroid error (px) |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['task']} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
+              for r in rows if r["task"] != "generation"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
