@@ -71,6 +71,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.clips < 10 or args.steps < 1 or (args.max_steps is not None and args.max_steps < 1):
         raise UserError("--clips >= 10, --steps >= 1 and --max-steps >= 1, please")
+    from dit.sampling import check_sampler
+    from dit.training.config import from_preset
+
+    check_sampler(from_preset("video-cpu").make_process(), args.sampler, args.steps)  # before hours of training
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
@@ -98,7 +102,8 @@ def train(name: str, out: Path, args) -> Path:
     if name in ("late-fusion", "factorized-attention", "split-heads"):
         extra += ["--depth", str(matched_depth(name))]
     cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
-           "--keep-last", "1", "--no-progress", *extra]
+           "--keep-last", "1", "--no-progress", "--sample-sampler", args.sampler, "--sample-steps", str(args.steps),
+           "--sample-cfg", str(args.cfg), *extra]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out / "runs" / name
 

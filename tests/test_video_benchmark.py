@@ -1,0 +1,35 @@
+"""benchmarks/video_cpu.py end to end on a tiny budget: training through train.py, generation and every
+prediction task scored with intervals, the parameter-matched depth, the table; a rerun redoes nothing."""
+
+import json
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import video_cpu  # noqa: E402
+
+from dit.cli import run_cli  # noqa: E402
+
+
+def test_micro_video_benchmark(tmp_path):
+    out = tmp_path / "vc"
+    argv = ["--out", str(out), "--models", "main", "split-heads", "--max-steps", "1", "--clips", "10", "--steps", "2",
+            "--bootstrap", "10", "--judge-steps", "5", "--judge-clips", "200"]
+    assert run_cli(video_cpu.main, argv) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["task"]) for r in rows) == sorted(
+        [("main", t) for t in ("generation", "prediction", "unconditional", "backward", "interpolation")]
+        + [("split-heads", t) for t in ("generation", "prediction", "unconditional")])
+    for r in rows:
+        assert r["steps_trained"] == 1 and r["clips"] == 10
+        for k, v in r.items():
+            if k.endswith("_ci"):
+                assert v[0] <= r[k[:-3]] + 1e-9 and r[k[:-3]] <= v[1] + 1e-9, k
+    # split-heads at the depth whose parameter count is nearest main's (here: equal, 8 blocks of one shape)
+    params = {r["model"]: r["params"] for r in rows}
+    assert video_cpu.matched_depth("split-heads") == 8 and params["split-heads"] == params["main"]
+    assert "| main |" in (out / "video_cpu.md").read_text()
+    assert run_cli(video_cpu.main, argv) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    assert run_cli(video_cpu.main, [*argv[:2], "--steps", "1"]) == 2  # refused before any training
