@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, randomize
 from safetensors.torch import load_file
-from test_train import ENV, metrics, same_tensors, torchrun, train_run
+from test_train import check_exact_resume, ENV, metrics, same_tensors, torchrun, train_run
 
 import evaluate
 import export_diffusers
@@ -35,15 +35,7 @@ def step_dir(run, step):
 
 
 def test_flow_run_resumes_exactly_and_two_processes_match_one(tmp_path):
-    full = train_run(tmp_path, *FLOW, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="full")
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    shutil.rmtree(step_dir(cut, 4))
-    (cut / "export.safetensors").unlink()
-    train_run(tmp_path, *FLOW, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="cut")
-    for name in ("model.safetensors", "ema.safetensors"):
-        same_tensors(load_file(str(step_dir(full, 4) / name)), load_file(str(step_dir(cut, 4) / name)))
-    assert [m["loss"] for m in metrics(cut)[-2:]] == [m["loss"] for m in metrics(full)[-2:]]
+    full = check_exact_resume(tmp_path, *FLOW)
     state = json.loads((step_dir(full, 4) / "train_state.json").read_text())
     assert state["config"]["process"] == "flow" and state["config"]["learn_sigma"] is False
     header = load_weights(str(full)).meta

@@ -37,6 +37,22 @@ def train_run(tmp_path, *extra, name="run"):
     return tmp_path / name
 
 
+def check_exact_resume(tmp_path, *flags):
+    """A 4-step run against a copy cut back to its step-2 checkpoint and resumed: the same weights,
+    EMA and losses. Returns the full run's directory."""
+    full = train_run(tmp_path, *flags, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="full")
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / "step_000000004")
+    (cut / "export.safetensors").unlink()
+    train_run(tmp_path, *flags, "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0, name="cut")
+    for name in ("model.safetensors", "ema.safetensors"):
+        same_tensors(load_file(str(full / "checkpoints" / "step_000000004" / name)),
+                     load_file(str(cut / "checkpoints" / "step_000000004" / name)))
+    assert [m["loss"] for m in metrics(cut)[-2:]] == [m["loss"] for m in metrics(full)[-2:]]
+    return full
+
+
 def metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

@@ -114,13 +114,7 @@ def train_classifier(
         x, y = images[idx], labels[idx]
         flip = torch.rand(batch_size, generator=gen) < 0.5  # the DiT paper's augmentation
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss = F.cross_entropy(model(x.to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if verbose and (step % 100 == 0 or step == steps - 1):
-            print(f"classifier step {step}: loss {loss.item():.4f} ({time.time() - t0:.1f}s)")
+        cross_entropy_step(model, opt, sched, x, y, device, "classifier", step, steps, t0, verbose)
     model.eval()
     # A seed far from any training seed: held-out images are fresh draws.
     test_x, test_y = shapes.ShapesDataset(1000, image_size, seed + 10_000).tensors()
@@ -163,3 +157,35 @@ def load_or_train(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return model
+
+
+def cross_entropy_step(model, opt, sched, x, y, device, name: str, step: int, steps: int, t0: float,
+                       verbose: bool) -> None:
+    """One optimiser step of a judge on cross-entropy (the shapes classifier and the video judges
+    train the same way), with a progress line every 100 steps when `verbose`."""
+    loss = F.cross_entropy(model(x.to(device)), y.to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    if verbose and (step % 100 == 0 or step == steps - 1):
+        print(f"{name} step {step}: loss {loss.item():.4f} ({time.time() - t0:.1f}s)")
+
+
+def cached_judge(path: Path, empty: nn.Module, train, keys, device) -> nn.Module:
+    """A judge network from its safetensors cache `path` (its scalar attributes `keys`, e.g. held-out
+    scores, in the file's metadata), or `train()`ed and cached first (written then renamed, so never
+    half a file); eval mode on `device` either way. The video judges share it."""
+    if path.exists():
+        empty.load_state_dict(load_file(str(path)))
+        with safe_open(str(path), "pt") as f:
+            for key, value in (f.metadata() or {}).items():
+                setattr(empty, key, float(value))
+        return empty.to(device).eval()
+    model = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {k: f"{getattr(model, k):.4f}" for k in keys if hasattr(model, k)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return model.to(device).eval()

@@ -23,16 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
 from dit.data import shapes_video
 from dit.data.shapes_video import DIRECTIONS, STEPS
 from dit.errors import UserError
+from dit.eval import classifier
 from dit.eval.tracking import as_float_clips
-from dit.io.atomic import atomic_path
 
 # --- motion judge --------------------------------------------------------------------------------
 
@@ -265,13 +263,7 @@ def train_motion_judge(
         y = label[pick].copy()
         x[:num_negative], y[:num_negative] = no_motion(x[:num_negative], gen), NONE
         x, y = _augment(x, y, gen)
-        loss = F.cross_entropy(model(x.to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if verbose and (step % 100 == 0 or step == steps - 1):
-            print(f"motion judge step {step}: loss {loss.item():.4f} ({time.time() - t0:.1f}s)")
+        classifier.cross_entropy_step(model, opt, sched, x, y, device, "motion judge", step, steps, t0, verbose)
     model.eval()
     model.train_seconds = time.time() - t0
     heldout_clips = min(num_clips // 2, 2000) if heldout_clips is None else heldout_clips
@@ -300,17 +292,5 @@ def load_or_train(
     """The cached motion judge for this setting, training and caching it first if needed (eval mode);
     its held-out scores (HELDOUT_KEYS) are attributes, measured when it was trained."""
     path = cache_path(cache_dir, image_size, frames, seed, steps, num_clips)
-    model = MotionJudge()
-    if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        with safe_open(str(path), "pt") as f:
-            for key, value in (f.metadata() or {}).items():
-                setattr(model, key, float(value))
-        return model.to(device).eval()
-    model = train_motion_judge(image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {k: f"{getattr(model, k):.4f}" for k in HELDOUT_KEYS if hasattr(model, k)}
-    with atomic_path(path) as tmp:  # write then rename: never a half-written cache file
-        save_file(tensors, str(tmp), metadata=meta)
-    return model
+    return classifier.cached_judge(path, MotionJudge(), lambda: train_motion_judge(
+        image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose), HELDOUT_KEYS, device)

@@ -86,9 +86,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch.nn import functional as F
 
 from dit.data import shapes_video
 from dit.data.shapes import MAX_ROTATION, draw_background, draw_color, draw_shape
@@ -164,13 +161,7 @@ def train_frame_judge(image_size: int = 16, frames: int = shapes_video.FRAMES, s
         y = torch.cat([pos_labels[i], torch.full((batch_size - half,), OTHER)])
         flip = torch.rand(batch_size, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss = F.cross_entropy(model(x.to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if verbose and (step % 100 == 0 or step == steps - 1):
-            print(f"frame judge step {step}: loss {loss.item():.4f} ({time.time() - t0:.1f}s)")
+        classifier.cross_entropy_step(model, opt, sched, x, y, device, "frame judge", step, steps, t0, verbose)
     model.eval()
     model.train_seconds = time.time() - t0
     heldout = max(min(500, num_clips // 4), 1)
@@ -192,21 +183,9 @@ def load_or_train_frame_judge(cache_dir: str | os.PathLike, image_size: int = 16
     """The cached frame judge for this setting, trained and cached first if needed (eval mode)."""
     name = (f"shapes-video-frame-cnn-v{VERSION}-cnn{classifier.VERSION}-data{shapes_video.VERSION}-{image_size}px-"
             f"{frames}f-seed{seed}-steps{steps}-clips{num_clips}.safetensors")
-    path = Path(cache_dir) / name
-    model = classifier.ShapesClassifier()
-    if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        with safe_open(str(path), "pt") as f:
-            for key, value in (f.metadata() or {}).items():
-                setattr(model, key, float(value))
-        return model.to(device).eval()
-    model = train_frame_judge(image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {k: f"{getattr(model, k):.4f}" for k in ("heldout_accuracy", "heldout_other", "train_seconds")}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return model
+    return classifier.cached_judge(Path(cache_dir) / name, classifier.ShapesClassifier(), lambda: train_frame_judge(
+        image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose),
+        ("heldout_accuracy", "heldout_other", "train_seconds"), device)
 
 
 # --- the metric --------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from dit.networks.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
 from dit.networks.conditioning import IMAGENET_CLASSES, as_cond
 from dit.networks import dit_config
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig
-from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed
+from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, init_embedders, \
+    xavier_linears
 from dit.networks.registry import Architecture
 from dit.networks.rope import rope_2d
 
@@ -105,26 +106,14 @@ class DiT(nn.Module):
           (same zero output) but their block modulation (adaLN) keeps the xavier init.
         """
 
-        def _basic_init(module):
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)
+        xavier_linears(self)
         grid = int(self.config.num_tokens**0.5)
         if self.config.pos == "rope2d":
             self.pos_embed.data.zero_()
         else:
             self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0))
 
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        init_embedders(self.x_embedder, self.t_embedder, self.y_embedder)
 
         zero = [self.final_layer.linear]
         if self.conditioning == "adaln-zero":

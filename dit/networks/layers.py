@@ -210,3 +210,24 @@ class CrossAttention(nn.Module):
         k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
         x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
         return self.proj(rearrange(x, "b h t d -> b t (h d)"))
+
+
+def xavier_linears(module: nn.Module) -> None:
+    """Every nn.Linear under `module`: xavier-uniform weight, zero bias (the ViT/JAX convention DiT keeps)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_embedders(x_embedder: PatchEmbed, t_embedder: TimestepEmbedder, y_embedder: LabelEmbedder) -> None:
+    """DiT's embedder init, in its order (the RNG draws of public-DiT initialisation depend on it): the
+    patch conv xavier on its (out, in*p*p) view (initialised like the linear it is), zero bias; the
+    label table and both timestep-MLP weights N(0, 0.02)."""
+    w = x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(x_embedder.proj.bias)
+    nn.init.normal_(y_embedder.embedding_table.weight, std=0.02)
+    nn.init.normal_(t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(t_embedder.mlp[2].weight, std=0.02)

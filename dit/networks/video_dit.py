@@ -34,7 +34,7 @@ from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.layout import CLEAN, GIVEN, IMAGES
 from dit.networks.conditioning import as_cond
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_1d_sincos_pos_embed, \
-    get_2d_sincos_pos_embed
+    get_2d_sincos_pos_embed, init_embedders, xavier_linears
 from dit.networks.registry import Architecture
 from dit.networks import video_config
 from dit.networks.video_blocks import AttentionBlock, SplitHeadsBlock
@@ -94,21 +94,10 @@ class VideoDiT(nn.Module):
         """DiT's initialisation (dit.py: xavier Linears, N(0, 0.02) embeddings, the fixed tables) with
         every adaLN modulation and the final layer zero: each block, spatial or temporal, starts as
         the identity and the untrained network outputs 0. `given_embed` starts at 0 (no effect)."""
-        def _basic_init(module):
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)
+        xavier_linears(self)
         grid = self.input_size // self.patch_size
         self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        init_embedders(self.x_embedder, self.t_embedder, self.y_embedder)
         zero = [self.final_layer.linear, self.final_layer.adaLN_modulation[-1]]
         zero += [b.adaLN_modulation[-1] for b in (*self.blocks, *self.temporal_blocks)]
         for linear in zero:
