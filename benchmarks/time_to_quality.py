@@ -10,7 +10,7 @@ shapes in pixel space; batch 16; AdamW lr 2e-3, 100 warm-up steps, cosine to 0 a
     R0  DiT: Gaussian diffusion, epsilon + learned sigma, hybrid loss, uniform t (the paper's recipe)
     R1  + rectified flow (the flow process: linear path, velocity, uniform t)
     R2  + logit-normal t (m = 0, s = 1)
-    R3  + cosine velocity loss (weight 1)
+    R3  + cosine velocity loss (weight 1), with LightningDiT's gradient clipping at norm 1
     R4  + SwiGLU, RMSNorm, 2-D RoPE
 
 Each recipe runs with 3 training seeds; the EMA weights at 1k/2k/3k/5k steps draw the same samples
@@ -54,12 +54,15 @@ RECIPES = {  # cumulative, as LightningDiT's ablation
     "R0": [],
     "R1": FLOW,
     "R2": FLOW + ["--time-sampling", "logit-normal"],
-    "R3": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1"],
-    "R4": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1", "--mlp", "swiglu", "--norm", "rmsnorm",
-                  "--pos", "rope2d"],
+    # The cosine loss comes with LightningDiT's gradient clipping at norm 1: at the zero-initialised
+    # output the cosine's gradient is ~1/eps, and unclipped it poisons AdamW's second moment for
+    # thousands of steps (measured: diagnostics.jsonl, RESULTS.md "Time to quality").
+    "R3": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1", "--grad-clip", "1"],
+    "R4": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1", "--grad-clip", "1", "--mlp", "swiglu",
+                  "--norm", "rmsnorm", "--pos", "rope2d"],
 }
 LABELS = {"R0": "R0 DiT (eps, hybrid loss)", "R1": "R1 + rectified flow", "R2": "R2 + logit-normal t",
-          "R3": "R3 + cosine loss", "R4": "R4 + SwiGLU, RMSNorm, RoPE"}
+          "R3": "R3 + cosine loss (clip 1)", "R4": "R4 + SwiGLU, RMSNorm, RoPE"}
 SAMPLERS = {"gaussian": [("ddim", 50)], "flow": [("euler", 50), ("heun", 25)]}  # 50 evaluations each
 BASE = ["cpu-demo", "--keep-last", "0", "--log-every", "100", "--sample-steps", "2", "--no-progress"]
 CFG = 3.0

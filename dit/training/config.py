@@ -232,14 +232,16 @@ DEFAULT_PRESET = "cpu-demo"
 # are the cumulative steps of LightningDiT's ablation, measured side by side by
 # benchmarks/time_to_quality.py (benchmarks/RESULTS.md, "Time to quality").
 _RECIPE_FIELDS = dict(process="gaussian", learn_sigma=None, time_sampling="uniform", cosine_loss=0.0, mlp="gelu",
-                      norm="layernorm", pos="sincos")
+                      norm="layernorm", pos="sincos", grad_clip=0.0)
 RECIPES: dict[str, dict] = {
     "dit": _RECIPE_FIELDS,  # DiT: Gaussian diffusion, eps + learned sigma, hybrid loss, uniform t
     "sit": dict(_RECIPE_FIELDS, process="flow"),  # SiT: rectified flow (linear path, velocity), uniform t
     "flow-ln": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal"),  # + logit-normal t
-    "flow-ln-cos": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0),
-    "lightningdit": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, mlp="swiglu",
-                         norm="rmsnorm", pos="rope2d"),  # + SwiGLU, RMSNorm, 2-D RoPE
+    # + the cosine velocity loss, with LightningDiT's gradient clipping at norm 1 (its configs' max_grad_norm):
+    # the cosine's gradient at the zero-initialised output is ~1/eps, and unclipped it ruins AdamW's second moment
+    "flow-ln-cos": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, grad_clip=1.0),
+    "lightningdit": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, grad_clip=1.0,
+                         mlp="swiglu", norm="rmsnorm", pos="rope2d"),  # + SwiGLU, RMSNorm, 2-D RoPE
 }
 
 
