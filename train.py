@@ -75,6 +75,9 @@ def main(argv=None):
     per_proc = per_process_batch(config.global_batch_size, accelerator.num_processes, config.grad_accum)
     run_dir = Path(config.results_dir) / config.run_name
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
+    if config.cosine_loss and not config.grad_clip:
+        accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "
+                          "gradient is ~1/eps and can stall AdamW for thousands of steps; LightningDiT clips at 1")
     data = build_data(config, device)
     process = config.make_process()
     # Everything above only reads: bad input has touched nothing on disk.
