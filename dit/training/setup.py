@@ -39,7 +39,7 @@ def make_accelerator(config: TrainConfig, cpu: bool):
 class RunData:
     base: object  # a dataset with get(index, rng), num_classes, class_names
     autoencoder: Autoencoder
-    shape: tuple[int, ...]  # one training input (C, H, W): what the network sees
+    shape: tuple[int, ...]  # one training input, (C, H, W) or a clip (F, C, H, W): what the stream and process see
     encode_on_the_fly: bool  # pixels in the stream, encoded through the VAE at every step
     network_config: object  # the architecture's config for this data
     mask: object = None  # rng -> GIVEN mask of one training sample (video mask modelling), or None
