@@ -87,6 +87,8 @@ def main(argv=None):
     p.add_argument("--quality-only", action="store_true",
                    help="only the step-grid quality runs, which need no quiet machine (instances over disjoint "
                         "--seeds may run side by side); run once more without it, alone, for timing and short runs")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the per-step timing (alone on the machine; quality runs of other instances paused)")
     args = p.parse_args(argv)
     if args.num_samples < 10 or args.timing_steps < 150 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
         raise UserError("--num-samples >= 10, --timing-steps >= 150 and --grid steps in 1..--max-steps, please")
@@ -97,7 +99,8 @@ def main(argv=None):
     log = Results(out / "results.jsonl")
     if not args.report:
         scorer = make_scorer(out)
-        for seed in args.seeds:  # seeds outermost: a partial benchmark already compares every recipe
+        quality_seeds = [] if args.timing_only else args.seeds
+        for seed in quality_seeds:  # seeds outermost: a partial benchmark already compares every recipe
             for recipe in args.recipes:
                 run = train(recipe, seed, out, ["--max-steps", args.max_steps, "--ckpt-every", _gcd(args.grid)])
                 for step in args.grid:
@@ -116,7 +119,7 @@ def main(argv=None):
             log.add(kind="timing", recipe=recipe, step_s=step_s, images_per_s=16 / step_s, intervals=len(rates[recipe]),
                     threads=_threads())
         r0_step_s = log.find(kind="timing", recipe="R0")[0]["step_s"]
-        for k in args.fractions:
+        for k in [] if args.timing_only else args.fractions:
             for recipe in args.short_recipes:
                 steps = max(1, int(args.max_steps * r0_step_s / (k * log.find(kind="timing", recipe=recipe)[0]["step_s"])))
                 for seed in args.seeds:
