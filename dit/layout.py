@@ -22,7 +22,7 @@ import torch
 
 IMAGE_DIMS, CLIP_DIMS = 4, 5
 GIVEN, CLEAN = "given", "clean"
-# cond key of joint image-video training (Latte+IMG): per sample, how many trailing frames of the
+# cond key of joint image-video training (Latte+IMG): per sample, how many frames after the full-length
 # clip are independent images (they pass a video network's spatial blocks only).
 IMAGES = "images"
 

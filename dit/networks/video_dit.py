@@ -2,8 +2,9 @@
 
 forward(x, t, cond): x a clip (B, F, C, H, W) with F <= config.frames, t (B,), cond as DiT's plus,
 for mask modelling, GIVEN (B, F, 1 or C, H, W; 1 where the position is given) and CLEAN (x's
-shape: the given values), and for joint image-video training IMAGES (B,): that many trailing frames
-of x are independent images, kept out of every temporal part (dit/layout.py, dit/data/joint.py).
+shape: the given values), and for joint image-video training IMAGES (B,): x holds full-length clips
+(config.frames) followed by independent images, kept out of every temporal part (dit/layout.py,
+dit/data/joint.py).
 It returns (B, F, out_channels, H, W).
 
 Each frame is patchified as by DiT (same PatchEmbed, the same fixed 2-D sin-cos table), giving
@@ -149,9 +150,12 @@ class VideoDiT(nn.Module):
         cond = as_cond(cond)
         y, drop = cond["y"], cond.get("drop", force_drop_ids)
         B, Fr = x.shape[:2]
-        images = int(cond[IMAGES].max()) if IMAGES in cond else 0  # Latte+IMG: trailing single images
-        if images and not bool((cond[IMAGES] == images).all()):
-            raise ValueError("every sample of a batch must carry the same number of joint-training images")
+        # Latte+IMG: a joint batch holds full-length clips with the images after them, so their count
+        # is read off the shape; reading cond[IMAGES]'s values would cost a host sync every step.
+        images = Fr - self.frames if IMAGES in cond else 0
+        if IMAGES in cond and (images < 1 or cond[IMAGES].shape != (B,)):
+            raise ValueError(f"a joint-training batch holds {self.frames}-frame clips plus at least one image and "
+                             f"IMAGES (B,), got x {tuple(x.shape)} and IMAGES {tuple(cond[IMAGES].shape)}")
         if images and (self.given.mode == "concat" or self.config.factorization == "split-heads"):
             raise ValueError("joint images pass the spatial blocks only: not with split-heads or the concat stream")
         if x.dim() != 5 or Fr - images > self.frames:

@@ -84,9 +84,9 @@ class GivenConditioning(nn.Module):
         """What the method carries, from the embedded CLEAN (B, F, N, D), the given flags (B, F, N) and
         the time table (F, D): concat -> the context stream (B, F, N, D); adaln -> the pooled vector
         (B, D); cross-attention -> (keys (B, 1 + F N, D), key mask (B, 1 + F N))."""
-        tokens = (clean_tokens + time[None, :, None]) * flags.unsqueeze(-1)  # nothing where not given
         if self.mode == "concat":
             return clean_tokens * flags.unsqueeze(-1) + self.context_embed
+        tokens = (clean_tokens + time[None, :, None]) * flags.unsqueeze(-1)  # nothing where not given
         if self.mode == "adaln":
             pooled = tokens.sum((1, 2)) / flags.sum((1, 2)).clamp_min(1).unsqueeze(-1)
             return self.pool(pooled)
