@@ -30,7 +30,7 @@ from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder, ChannelNorm
 from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
-from dit.io.checkpoint import checkpoint_sha256, instantiate, load_weights
+from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
 from dit.io.images import make_grid, save_png
 from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
 from dit.networks import ARCHITECTURES
@@ -40,6 +40,7 @@ from dit.precision import ALIASES, PRECISIONS, check_precision
 from dit.processes import PROCESSES, process_from_meta
 from dit.registry import load_plugins
 from dit.sampling import check_sampler, default_sampler, sampler_names
+from dit.sampling.classifier_guidance import FORMS, check_classifier, check_scale, resolve_form
 from dit.sampling.generate import generate_images
 from dit.training.setup import compile_network
 
@@ -65,6 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"),
                    help="guide only where the network's time is in [T_LO, T_HI]: gaussian 0..999 (999 = noise), "
                         "flow t in 0..1 (1 = data; LightningDiT: 0.11 1)")
+    p.add_argument("--classifier", metavar="RUN", help="classifier guidance (ADM): a run of train_classifier.py (or its "
+                                                       "export) on the model's input space and process")
+    p.add_argument("--classifier-scale", type=float, help="classifier guidance scale s (with --classifier; default 1)")
+    p.add_argument("--classifier-form", choices=FORMS, default="auto",
+                   help="eps: eps - s sqrt(1-abar) grad log p (ADM eq. 14, any sampler); mean: the ancestral mean + s "
+                        "Sigma grad log p (ADM Alg. 1, ddpm); auto: mean for ddpm, eps otherwise")
     p.add_argument("--sampler", help="a sampler of the process; default: the process's first (gaussian: "
                    f"{', '.join(sampler_names('gaussian'))}; flow: {', '.join(sampler_names('flow'))})")
     p.add_argument("--steps", type=positive(int), default=250, help="sampler steps (heun: 2 evaluations each; dopri5: unused)")
@@ -92,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    _check_classifier_flags(args)
     if (args.video_in is None) != (args.given_frames is None):
         raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
     if args.video_in is not None:
@@ -112,6 +120,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
     args.precision = check_precision(args.precision)
     return args
+
+
+def _check_classifier_flags(args) -> None:
+    if args.classifier is None:
+        if args.classifier_scale is not None or args.classifier_form != "auto":
+            raise UserError("--classifier-scale / --classifier-form need --classifier RUN (a train_classifier.py run)")
+        return
+    args.classifier_scale = check_scale(1.0 if args.classifier_scale is None else args.classifier_scale)
 
 
 def _state(device: str):
@@ -164,6 +180,12 @@ def build(args, device):
     if args.image_size and vae.latent_size(args.image_size) != side:
         raise UserError(f"--image-size {args.image_size} gives a {vae.latent_size(args.image_size)}-wide input, "
                         f"but the checkpoint was trained on {side}; pass --model to resize")
+    args.classifier_net = None
+    if args.classifier:  # checked against the model before any sampling
+        resolve_form(args.classifier_form, args.sampler)
+        classifier, cls_ckpt = load_model(args.classifier, device=device)
+        check_classifier(classifier, cls_ckpt.meta, model, ckpt.meta, process, args.classifier)
+        args.classifier_net = classifier.eval().requires_grad_(False)
     return model, vae, process
 
 
@@ -180,7 +202,9 @@ def generate(model, vae, process, indices, labels, args, device, stats=None, giv
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
     return generate_images(model, vae, process, [args.seed + int(i) for i in indices], labels, args.sampler,
                            args.steps, args.cfg_scale, args.cfg_channels, interval, 0.0, args.precision, device,
-                           options=sampler_options(args), stats=stats, given=given)
+                           options=sampler_options(args), stats=stats, given=given,
+                           classifier=getattr(args, "classifier_net", None), classifier_scale=args.classifier_scale or 0.0,
+                           classifier_form=args.classifier_form)
 
 
 def is_video(model) -> bool:
@@ -287,14 +311,15 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 
 # Flags that change how samples are computed but not which samples (or only at float rounding, as
 # the device does); everything else in the namespace, plus the checkpoint's hash, is what a shard holds.
-_NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
+_NOT_CONTENT = {"ckpt", "classifier", "classifier_net", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
                 "compile", "compile_best_effort"}
 
 
 def shard_settings(args) -> dict:
     """What decides the content of sample i: the checkpoint's bytes and every drawing flag (JSON-normalised)."""
     content = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONTENT}
-    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **content}))
+    classifier = {"classifier_sha256": checkpoint_sha256(args.classifier)} if args.classifier else {}
+    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **content}))
 
 
 def sample_npz(model, vae, process, args, state, device):

@@ -11,145 +11,34 @@ Re-running the same command resumes from the newest complete checkpoint of the r
 `--arch` and `--process` pick a registered network and process (default: dit, gaussian). One
 training step: the process draws its randomness per sample from the data stream
 (dit/data/stream.py) and computes the loss (dit/training/step.py); AdamW updates the weights, then
-the EMA. Mechanisms live in dit/training/; this file wires them together.
+the EMA. The run itself is dit/training/loop.py; this file reads the flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
-from dit.cli import ArgumentParser, add_switch, run_cli, typed
-from dit.data.stream import StreamBatches, TrainingItems, make_loader, per_process_batch
+from dit.cli import run_cli
 from dit.errors import UserError
-from dit.networks import get_architecture
-from dit.registry import load_plugins
-from dit.training import state as train_state
-from dit.training.config import DEFAULT_PRESET, PRESETS, RECIPES, TrainConfig, field_types, from_preset
-from dit.training.monitor import Monitor
-from dit.training.parallel import make_parallel
-from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import build_data, check_latent_norm, compile_network, find_resume, init_from_image, \
-    make_accelerator, start_run
-from dit.training.step import train_step
-from dit.training.tracking import Tracker
+from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
+from dit.training.flags import config_from_args, training_parser
+from dit.training.loop import run_training
+from dit.training.setup import check_latent_norm
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
-    load_plugins()  # modules in $DIT_PLUGINS register their architectures and processes first
-    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=f"presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); every field of "
-                              "dit/training/config.py:TrainConfig is a flag, e.g. --global-batch-size 512")
-    p.add_argument("preset", nargs="?", default=DEFAULT_PRESET, help="named preset")
-    p.add_argument("--recipe", help=f"how to train: {', '.join(RECIPES)} (process, time sampling, loss, block "
-                                    "options; flags win); the run is then named <preset>-<recipe>")
-    p.add_argument("--resume", metavar="PATH", help="checkpoint (.../checkpoints/step_*) or run directory to resume")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--stop-at", type=typed(int), metavar="STEP",
-                   help="save and stop at this step (the schedule still runs to --max-steps); re-run to go on")
-    defaults = TrainConfig()
-    for name, kind in field_types().items():
-        flag, help_ = name.replace("_", "-"), f"(TrainConfig default: {getattr(defaults, name)!r})"
-        if kind is bool:  # --flag, --no-flag, --flag true|false
-            add_switch(p, flag, dest=name, help=help_)
-        else:
-            p.add_argument(f"--{flag}", dest=name, type=typed(kind), metavar=kind.__name__.upper(), help=help_)
-    args = p.parse_args(argv)
-    if args.stop_at is not None and args.stop_at < 1:
-        raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
-    overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
-    config = from_preset(args.preset, args.recipe, **overrides)
+    args = training_parser(__doc__.split("\n")[0], PRESETS, DEFAULT_PRESET).parse_args(argv)
+    config = config_from_args(args)
+    if config.arch == "noisy-classifier":
+        raise UserError("--arch noisy-classifier trains a classifier for guidance: use train_classifier.py")
     check_latent_norm(config)
     return config, args
 
 
 def main(argv=None):
     config, args = parse_args(argv)
-    accelerator = make_accelerator(config, args.cpu)
-    device, is_main = accelerator.device, accelerator.is_main_process
-    per_proc = per_process_batch(config.global_batch_size, accelerator.num_processes, config.grad_accum)
-    run_dir = Path(config.results_dir) / config.run_name
-    resume_from = find_resume(config, run_dir, args.resume, accelerator)
-    if config.cosine_loss and not config.grad_clip:
-        accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "
-                          "gradient is ~1/eps and can stall AdamW for thousands of steps; LightningDiT clips at 1")
-    data = build_data(config, device)
-    process = config.make_process()
-    # Everything above only reads: bad input has touched nothing on disk.
-
-    torch.manual_seed(config.seed)  # the initial weights; all later randomness comes from the data stream
-    network = get_architecture(config.arch).build(data.network_config)
-    if config.init_from and resume_from is None:  # a resumed run has its own weights
-        copied = init_from_image(network, config.init_from)
-        accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial blocks")
-    if config.grad_checkpointing:
-        network.set_grad_checkpointing(True)
-    # Fused AdamW: one kernel for the whole update, and it can skip a bad step on the device (dit/training/guard.py).
-    fused = device.type in ("cuda", "cpu")
-    parallel = make_parallel(config.distributed, accelerator, network, config.ema_decay, lambda params: torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=config.weight_decay, fused=fused))
-    if config.compile:
-        compile_network(parallel.net, config.compile_best_effort)
-    start_step, counters = train_state.resume(accelerator, parallel, resume_from)
-    if is_main:
-        start_run(run_dir, config, f"{accelerator.num_processes} process(es) on {device.type}, per-process batch "
-                  f"{per_proc} x {config.grad_accum} accumulation; {sum(p.numel() for p in network.parameters()):,} "
-                  "parameters")
-    tracker = Tracker(run_dir, config.to_dict(), is_main, config.wandb, config.wandb_project, config.wandb_mode,
-                      config.run_name)
-    monitor = Monitor(accelerator, config, tracker, counters, run_dir)
-    export_meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
-                   "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
-                   **data.autoencoder.norm_meta()}
-    save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, export_meta, monitor)
-    items = TrainingItems(data.base, config.seed, process, config.class_dropout_prob, data.shape, data.encode_on_the_fly,
-                          data.mask)
-    batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,
-                            accelerator.process_index, config.grad_accum, config.seed, start_step)
-    stream = make_loader(items, batches, config.num_workers, pin_memory=device.type == "cuda")
-    end = min(config.max_steps, args.stop_at) if args.stop_at else config.max_steps
-    bar = tqdm(total=config.max_steps, initial=start_step, disable=not is_main or args.no_progress, desc="training",
-               dynamic_ncols=True)
-    encoder = data.autoencoder if data.encode_on_the_fly else None
-    parallel.model.train()
-    step = start_step
-    while step < end:
-        lr = train_step(step, config, accelerator, parallel, process, stream, monitor, encoder)
-        step += 1
-        bar.update(1)
-        if monitor.after_step(step, end, lr, bar):
-            save(step)
-            accelerator.print(f"received SIGTERM: saved a checkpoint at step {step} and stopped; re-run to resume")
-            return tracker.close()
-        if step % config.ckpt_every == 0 and step < config.max_steps:
-            save(step)
-        if config.sample_every and step % config.sample_every == 0 and step < config.max_steps:
-            ema = parallel.ema_model()  # a collective under FSDP
-            if is_main:
-                grid = preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device)
-                tracker.image("samples", grid, step, run_dir / "samples" / f"step_{step:09d}.png")
-            accelerator.wait_for_everyone()
-    bar.close()
-
-    done = train_state.list_checkpoints(run_dir)
-    if not done or done[-1][0] != step:
-        save(step)
-    if step < config.max_steps:
-        accelerator.print(f"stopped at step {step} as asked (--stop-at); re-run to continue to {config.max_steps}")
-        return tracker.close()
-    ema = parallel.ema_model()
-    if is_main:
-        tracker.image("samples", preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device), step,
-                      run_dir / "samples.png")
-        print(f"finished at step {step} ({counters['images_seen']:,} images): checkpoint in "
-              f"{train_state.checkpoints_dir(run_dir)}, EMA export {run_dir / 'export.safetensors'}, samples "
-              f"{run_dir / 'samples.png'} (rows: classes {preview_labels(data.base.num_classes, 1)})")
-    tracker.close()
+    return run_training(config, args)
 
 
 if __name__ == "__main__":

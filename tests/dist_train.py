@@ -1,6 +1,7 @@
 """Run train.py's main under torchrun, then let every rank write the weights it holds (for the tests).
 
     torchrun --nproc_per_node 2 tests/dist_train.py OUT_DIR [train.py arguments...]
+    DIT_TEST_ENTRY=train_classifier torchrun ... (train_classifier.py's arguments)
 
 DDP: each rank writes its own replica (they must be identical). FSDP: each rank writes the
 weights gathered from all shards (a collective), which must then agree with DDP's.
@@ -12,20 +13,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import train  # noqa: E402
+import importlib  # noqa: E402
+
+from dit.training import loop  # noqa: E402
 from dit.training import parallel as parallel_module  # noqa: E402
 
 
 def main():
     out, argv = Path(sys.argv[1]), sys.argv[2:]
     captured = {}
-    real = train.make_parallel
+    real = loop.make_parallel
 
     def remember(*args, **kwargs):
         captured["parallel"] = real(*args, **kwargs)
         return captured["parallel"]
 
-    train.make_parallel = remember
+    loop.make_parallel = remember
     if os.environ.get("DIT_TEST_BLIND_RANK") == os.environ.get("RANK"):  # this process sees no checkpoints
         from dit.training import state
 
@@ -43,7 +46,7 @@ def main():
             return real_losses(self, *args, **kwargs)
 
         GaussianDiffusion.training_losses = failing
-    train.main(argv)
+    importlib.import_module(os.environ.get("DIT_TEST_ENTRY", "train")).main(argv)  # train or train_classifier
     from safetensors.torch import save_file
 
     par = captured["parallel"]

@@ -149,6 +149,8 @@ def test_label_dropout_uses_the_null_class():
     assert torch.equal(emb(labels, train=True), table[labels])  # dropout 0: nothing dropped
     always = LabelEmbedder(10, 4, dropout_prob=1.0)
     assert torch.equal(always.token_drop(labels), torch.full((3,), 10))
+    for train in (True, False):  # dropout 1: an unconditional model, the null label in sampling too
+        assert torch.equal(always(labels, train=train), always.embedding_table.weight[[10, 10, 10]])
     torch.manual_seed(0)
     half = LabelEmbedder(10, 4, dropout_prob=0.5).token_drop(torch.zeros(4000, dtype=torch.long))
     assert set(half.unique().tolist()) == {0, 10} and 0.45 < (half == 10).float().mean() < 0.55
@@ -273,7 +275,7 @@ def test_config_roundtrip_presets_and_overrides():
         (dict(depth=0), "depth must be a positive integer"),
         (dict(conditioning="film"), "unknown conditioning 'film'; choose one of adaln-zero"),
         (dict(num_classes=0), "num_classes must be a positive integer"),
-        (dict(class_dropout_prob=1.0), "class_dropout_prob must be in [0, 1)"),
+        (dict(class_dropout_prob=1.5), "class_dropout_prob must be in [0, 1]"),
         (dict(depth="28"), "depth must be of type int"),
         (dict(learn_sigma=1), "learn_sigma must be of type bool"),
     ],

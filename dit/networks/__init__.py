@@ -9,6 +9,7 @@
     video_config.py   the video DiT's config: DiT's plus frames, factorisation, temporal on/off
     video_blocks.py   the blocks video adds: temporal attention (Latte 3 / VDT), split heads (Latte 4)
     video_dit.py      the video DiT (Latte's four factorisations, VDT's given-frame masks)
+    noisy_classifier.py  p(y | x_t, t) for classifier guidance (ADM), on the generator's input
     registry.py       the architecture registry and the network contract
 
 Importing this package registers the built-in architectures.
@@ -17,9 +18,11 @@ Importing this package registers the built-in architectures.
 from dit.networks.dit import ARCH as _DIT
 from dit.networks.registry import ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, register_architecture
 
+from dit.networks.noisy_classifier import ARCH as _NOISY_CLASSIFIER
 from dit.networks.video_dit import ARCH as _VIDEO_DIT
 
 register_architecture(_DIT)
 register_architecture(_VIDEO_DIT)
+register_architecture(_NOISY_CLASSIFIER)
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]

@@ -41,7 +41,7 @@ class ModelConfig:
     depth: int = 28
     num_heads: int = 16
     mlp_ratio: float = 4.0
-    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance
+    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance; 1: an unconditional model
     num_classes: int = IMAGENET_CLASSES
     learn_sigma: bool = True  # second half of output channels = variance interpolation (IDDPM)
     conditioning: str = "adaln-zero"
@@ -91,8 +91,8 @@ class ModelConfig:
                             f"{self.hidden_size // self.num_heads}) divisible by 4: half the dims turn with the row, half with the column")
         if self.timestep_freq_shift not in (0, 1):
             raise UserError(f"timestep_freq_shift must be 0 (DiT's frequencies) or 1 (diffusers'), got {self.timestep_freq_shift}")
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise UserError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        if not 0.0 <= self.class_dropout_prob <= 1.0:  # 1: unconditional (layers.LabelEmbedder)
+            raise UserError(f"class_dropout_prob must be in [0, 1] (1: an unconditional model), got {self.class_dropout_prob}")
 
     def _check_types(self):
         for f in dataclasses.fields(self):

@@ -76,7 +76,8 @@ class LabelEmbedder(nn.Module):
     """Class labels (N,) -> (N, hidden), with label dropout for classifier-free guidance.
 
     The table always has num_classes + 1 rows (the last is the null label, see conditioning.null_class),
-    even with dropout 0, so every checkpoint fits every dropout setting.
+    even with dropout 0, so every checkpoint fits every dropout setting. Dropout 1 makes the model
+    unconditional: it reads the null label whatever it is given (classifier guidance's base model).
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
@@ -94,6 +95,8 @@ class LabelEmbedder(nn.Module):
         return torch.where(drop, null_class(self.num_classes), labels)
 
     def forward(self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.dropout_prob >= 1:  # an unconditional model: the null label always, in training and sampling
+            return self.embedding_table(torch.full_like(labels, null_class(self.num_classes)))
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
             labels = self.token_drop(labels, force_drop_ids)
         return self.embedding_table(labels)

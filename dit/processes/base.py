@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from dit.errors import UserError
 from dit.layout import GIVEN
 
 Noise = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal of like's shape (dit/sampling/noise.py)
@@ -36,6 +37,8 @@ class Process(abc.ABC):
     # Training-config fields that only this process reads (`from_run`): given with another process,
     # they are refused rather than silently ignored (dit/training/config.py).
     run_fields: ClassVar[tuple[str, ...]] = ()
+    # Why classifier guidance (`guide`) cannot work with this process; None where it does.
+    classifier_guidance_refusal: ClassVar[str | None] = "classifier guidance is not defined for this process"
 
     @classmethod
     @abc.abstractmethod
@@ -71,6 +74,26 @@ class Process(abc.ABC):
     @abc.abstractmethod
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
         """The network's output at (x_t, t) expressed as `to` (the names the process supports)."""
+
+    # --- for noise-aware classifiers (classifier guidance, ADM): optional ---
+
+    def draw_uniform(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        """Like `draw`, with t uniform over the whole time range (a classifier sees every noise level)."""
+        raise UserError(f"the {self.key} process cannot train a noise-aware classifier")
+
+    def noised(self, x0: torch.Tensor, draws: dict) -> torch.Tensor:
+        """x_t of the forward process from clean x0 and a `draw`'s "t" and "noise"."""
+        raise UserError(f"the {self.key} process cannot train a noise-aware classifier")
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        """t (B,) as a fraction in [0, 1]: 0 at the data end, 1 at the noise end (quarters are logged)."""
+        raise UserError(f"the {self.key} process cannot train a noise-aware classifier")
+
+    def guide(self, output: torch.Tensor, x_t: torch.Tensor, network_t: torch.Tensor, grad: torch.Tensor,
+              scale: float) -> torch.Tensor:
+        """The network output at (x_t, network time) changed so that its score gains
+        scale * grad, grad = grad_x log p(y | x_t, t) (classifier guidance, ADM eq. 14 and §4.2)."""
+        raise UserError(f"the {self.key} process: {self.classifier_guidance_refusal}")
 
 
 def mean_over_generated(values: torch.Tensor, cond=None) -> torch.Tensor:

@@ -48,6 +48,12 @@ def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class FlowMatching(Process):
     key = "flow"
+    # Through the score, velocity' = velocity + scale * sigma (d_alpha sigma - d_sigma alpha) / alpha * grad:
+    # infinite at t = 0 where the samplers start (alpha_0 = 0) unless the classifier's gradient vanishes
+    # there exactly. Refused rather than clipped silently.
+    classifier_guidance_refusal = ("classifier guidance of a flow checkpoint is not supported: turning the "
+                                   "classifier's score into a velocity divides by alpha_t, which is 0 where flow "
+                                   "samplers start; use classifier-free guidance (--cfg-scale) or a Gaussian model")
     run_fields = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss",
                   "flow_time_scale")
 
@@ -165,6 +171,20 @@ class FlowMatching(Process):
         if to == "score":
             return -noise / sigma
         return d_alpha * data + d_sigma * noise
+
+    # --- noise-aware classifiers (train_classifier.py) ---
+
+    def draw_uniform(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        lo, hi = self.interval(self.train_eps)
+        t = float(lo + (hi - lo) * rng.random())
+        return {"t": t, "noise": torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))}
+
+    def noised(self, x0: torch.Tensor, draws: dict) -> torch.Tensor:
+        alpha, _, sigma, _ = (_broadcast(c, x0) for c in coefficients(self.path, draws["t"].to(x0.dtype)))
+        return alpha * x0 + sigma * draws["noise"]
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        return 1 - t.float()  # data at t = 1
 
     # --- time ---
 

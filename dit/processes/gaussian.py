@@ -42,6 +42,7 @@ class GaussianDiffusion(Process):
     key = "gaussian"
     learns_variance = True
     OUTPUTS = ("eps", "x0", "score")  # what `convert` gives
+    classifier_guidance_refusal = None  # `guide`: ADM's eps form
 
     def __init__(self, betas: torch.Tensor, timestep_map: torch.Tensor | None = None, schedule: str | None = None):
         self.schedule = schedule  # the name it was built from (None: explicit betas), for to_meta
@@ -122,6 +123,28 @@ class GaussianDiffusion(Process):
             return -eps / self._at("sqrt_one_minus_alphas_cumprod", t, x_t)
         raise ValueError(f"the Gaussian process converts to {', '.join(self.OUTPUTS)}, not {to!r}")
 
+    # --- noise-aware classifiers and classifier guidance (dit/sampling/classifier_guidance.py) ---
+
+    def draw_uniform(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        return self.draw(rng, shape)  # t is uniform already
+
+    def noised(self, x0: torch.Tensor, draws: dict) -> torch.Tensor:
+        return self.q_sample(x0, draws["t"], draws["noise"])
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float() / self.num_timesteps
+
+    def guide(self, output: torch.Tensor, x_t: torch.Tensor, network_t: torch.Tensor, grad: torch.Tensor,
+              scale: float) -> torch.Tensor:
+        """ADM eq. 14: eps' = eps - scale * sqrt(1 - abar_t) * grad log p(y | x_t, t), so the score
+        -eps' / sqrt(1 - abar_t) gains scale * grad. network_t is the ORIGINAL timestep (whatever
+        respacing the sampler uses), so this must be the full process; variance channels pass through."""
+        if self.is_respaced:
+            raise ValueError("guide with the full process: the sampler's timesteps are original ones")
+        eps, rest = split_output(output, x_t)
+        eps = eps - scale * self._at("sqrt_one_minus_alphas_cumprod", network_t.round().long(), x_t) * grad
+        return eps if rest is None else torch.cat([eps, rest], channel_dim(x_t))
+
     @property
     def is_respaced(self) -> bool:
         return not torch.equal(self.timestep_map, torch.arange(len(self.timestep_map)))
@@ -176,11 +199,14 @@ class GaussianDiffusion(Process):
         return {"mean": self.q_posterior_mean(pred_xstart, x, t), "variance": log_variance.exp(),
                 "log_variance": log_variance, "pred_xstart": pred_xstart, "eps": eps}
 
-    def p_sample(self, model_output, x, t, noise, clip_denoised=False) -> dict:
-        """One ancestral step x_t -> x_{t-1} (DDPM Algorithm 2); no noise is added at t == 0."""
+    def p_sample(self, model_output, x, t, noise, clip_denoised=False, mean_shift: torch.Tensor | None = None) -> dict:
+        """One ancestral step x_t -> x_{t-1} (DDPM Algorithm 2); no noise is added at t == 0.
+        mean_shift: classifier guidance's s * grad log p(y | x_t) (ADM Algorithm 1): the mean moves by
+        Sigma * mean_shift, Sigma the step's (learned or fixed) variance."""
         out = self.p_mean_variance(model_output, x, t, clip_denoised)
+        mean = out["mean"] if mean_shift is None else out["mean"] + out["variance"] * mean_shift
         nonzero = _broadcast((t != 0).float(), x)
-        return {"sample": out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise,
+        return {"sample": mean + nonzero * torch.exp(0.5 * out["log_variance"]) * noise,
                 "pred_xstart": out["pred_xstart"]}
 
     def ddim_step(self, model_output, x, t, noise, eta=0.0, clip_denoised=False) -> dict:

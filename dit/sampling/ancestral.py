@@ -33,14 +33,18 @@ def _steps(diffusion: GaussianDiffusion, progress: bool):
 @torch.no_grad()
 def ddpm_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor,
                 noise: Noise = torch.randn_like, clip_denoised: bool = False, progress: bool = False,
-                callback: Callable | None = None) -> torch.Tensor:
+                callback: Callable | None = None, classifier_grad: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling (DDPM Algorithm 2) over every step of `diffusion` (respace it first: the
-    DiT paper uses 250 of T = 1000). x_T (B, C, ...) -> x_0 of the same shape."""
+    DiT paper uses 250 of T = 1000). x_T (B, C, ...) -> x_0 of the same shape.
+    classifier_grad(x_t, original t) -> s * grad log p(y | x_t): ADM's mean shift (Algorithm 1,
+    dit/sampling/classifier_guidance.py), called with the ORIGINAL timestep like the denoiser."""
     x = x_T
     B = x.shape[0]
     for i in _steps(diffusion, progress):
         t = torch.full((B,), i, device=x.device, dtype=torch.long)
-        out = diffusion.p_sample(denoiser(x, diffusion.model_timesteps(t)), x, t, noise(x), clip_denoised)
+        t_model = diffusion.model_timesteps(t)
+        shift = None if classifier_grad is None else classifier_grad(x, t_model)
+        out = diffusion.p_sample(denoiser(x, t_model), x, t, noise(x), clip_denoised, shift)
         x = out["sample"]
         if callback is not None:
             callback(i, x, out["pred_xstart"])
@@ -77,12 +81,13 @@ def _respaced(diffusion: GaussianDiffusion, name: str, steps) -> GaussianDiffusi
     return diffusion.respace(steps)
 
 
-def ddpm(denoiser, diffusion: GaussianDiffusion, x_T, steps, noise=None, progress=False, eta=0.0, clip_denoised=False):
+def ddpm(denoiser, diffusion: GaussianDiffusion, x_T, steps, noise=None, progress=False, eta=0.0, clip_denoised=False,
+         classifier_grad=None):
     """Registry entry "ddpm": the full process respaced evenly to `steps` (DiT: 250 of 1000)."""
     if eta != 0.0:
         raise UserError("eta only applies to ddim and diffusers-ddim, not ddpm")
     return ddpm_sample(denoiser, _respaced(diffusion, "ddpm", steps), x_T, torch.randn_like if noise is None else noise, clip_denoised,
-                       progress)
+                       progress, classifier_grad=classifier_grad)
 
 
 def ddim(denoiser, diffusion: GaussianDiffusion, x_T, steps, noise=None, progress=False, eta=0.0, clip_denoised=False):

@@ -9,6 +9,7 @@ from dit.autoencoders.pixels import to_uint8
 from dit.layout import CLEAN, GIVEN
 from dit.networks.conditioning import unconditional
 from dit.precision import autocast_dtype
+from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
 from dit.sampling.guidance import guided
 from dit.sampling.noise import PerSampleNoise
 from dit.sampling.registry import run_sampler
@@ -19,7 +20,8 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
                     cfg_scale: float = 1.0, cfg_channels: int | None = None,
                     interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
                     device=None, options: dict | None = None, stats: dict | None = None,
-                    given: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+                    given: tuple[torch.Tensor, torch.Tensor] | None = None, classifier=None,
+                    classifier_scale: float = 0.0, classifier_form: str = "auto") -> np.ndarray:
     """uint8 NHWC images (NFHWC clips for a video network); sample i is drawn from seed `seeds[i]`
     with class `labels[i]`.
 
@@ -31,6 +33,9 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     given: (mask, clean) in the network's input space (dit/layout.py's GIVEN and CLEAN): positions
     where mask is 1 are given; the network reads them from `clean` at every step, whatever the
     sampler, and the result holds them exactly.
+    classifier: a noise-aware classifier (x_t, t) -> logits that guides towards `labels` with
+    `classifier_scale` (ADM; dit/sampling/classifier_guidance.py), in `classifier_form` (auto: the
+    mean shift for ddpm, the eps form for every other sampler), on top of classifier-free guidance.
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
     dtype = autocast_dtype(precision)
@@ -49,6 +54,11 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     if stats is not None:
         denoiser = _counted(denoiser, stats)
     options = {**(options or {}), **({"eta": eta} if eta else {})}
+    if classifier is not None and classifier_scale > 0:
+        if resolve_form(classifier_form, sampler) == "eps":
+            denoiser = eps_guided(denoiser, process, classifier, cond["y"], classifier_scale)
+        else:
+            options["classifier_grad"] = mean_shift(classifier, cond["y"], classifier_scale)
     x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, **options)
     if given is not None:  # the sampler's state at given positions was never read: the given values are the result
         x0 = torch.where(mask.expand(x0.shape) > 0.5, clean, x0)

@@ -42,7 +42,7 @@ class TrainConfig:
     num_heads: int | None = None
     conditioning: str = "adaln-zero"
     learn_sigma: bool | None = None  # None: as the process prefers (gaussian: learned-range variance + hybrid loss, as the paper; flow: no)
-    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance (DiT §4)
+    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance (DiT §4); 1: unconditional
     mlp: str = "gelu"  # gelu (DiT) or swiglu (LightningDiT, parameter-matched)
     norm: str = "layernorm"  # layernorm (DiT) or rmsnorm, for every norm of the blocks and final layer
     pos: str = "sincos"  # sincos (DiT's added table), rope2d (rotary on q, k) or sincos+rope2d (LightningDiT)
@@ -66,6 +66,9 @@ class TrainConfig:
     video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; none: unconditional clips only
     init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
+    # --- the noise-aware classifier (--arch noisy-classifier, train_classifier.py) ---
+    classifier_pool: str = "query"  # query (a learned query attends over the tokens) or mean-query (ADM's)
+
     # --- the Gaussian process ---
     schedule: str = SCHEDULE
     timesteps: int = TIMESTEPS
@@ -85,7 +88,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant (the paper) or cosine (decays to 0 at max_steps: short runs)
+    lr_schedule: str = "constant"  # constant (the paper), cosine or linear (decay to 0 at max_steps: short runs; ADM's classifier)
     grad_clip: float = 0.0  # 0: off, as the paper
     ema_decay: float = 0.9999
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs forget the init sooner
@@ -134,7 +137,7 @@ class TrainConfig:
         if self.sample_cfg < 0:
             raise UserError(f"--sample-cfg must be >= 0 (1 = no guidance), got {self.sample_cfg}")
         for name, choices in (("mixed_precision", PRECISIONS), ("distributed", DISTRIBUTED),
-                              ("lr_schedule", ("constant", "cosine")),
+                              ("lr_schedule", LR_SCHEDULES),
                               ("wandb_mode", ("offline", "online", "disabled"))):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{_flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -187,6 +190,7 @@ class TrainConfig:
         return dataclasses.replace(self, **overrides)
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 # Fields a resumed run may change: they affect bookkeeping, not what is being trained.
@@ -229,6 +233,22 @@ PRESETS: dict[str, dict] = {
 }
 DEFAULT_PRESET = "cpu-demo"
 
+# Presets of train_classifier.py: noise-aware classifiers for guidance, with ADM's optimisation
+# (AdamW 3e-4, weight decay 0.05, linear decay to 0, flips) and no label dropout (labels are targets).
+_CLASSIFIER = dict(arch="noisy-classifier", lr=3e-4, weight_decay=0.05, lr_schedule="linear", class_dropout_prob=0.0,
+                   warmup_steps=0, ema_decay=0.9999)
+CLASSIFIER_PRESETS: dict[str, dict] = {
+    # The cpu-demo's data (shapes, 16 px, pixel space) under its Gaussian process; Classifier-T/2 (width
+    # 128, depth 4): about 1,500 steps of 32 images in minutes on two cores.
+    "classifier-cpu": {**_CPU_DEMO, **_CLASSIFIER, **dict(
+        model="Classifier-T/2", hidden_size=None, depth=None, num_heads=None, global_batch_size=32, max_steps=1500,
+        ckpt_every=500, ema_decay=0.999, ema_warmup=True)},
+    # ImageNet 256 latents (a cache from cache_latents.py), ADM's classifier size (~50M parameters).
+    "classifier-256": {**_IMAGENET, **_CLASSIFIER, **dict(
+        model="Classifier-ADM/2", global_batch_size=256, max_steps=300_000, ckpt_every=20_000)},
+}
+DEFAULT_CLASSIFIER_PRESET = "classifier-cpu"
+
 # Recipes: HOW a network is trained (process, time sampling, loss, block options), orthogonal to a
 # preset's model, data and schedule; `--recipe NAME` sets all of these fields, flags still win. They
 # are the cumulative steps of LightningDiT's ablation, measured side by side by
@@ -247,13 +267,16 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, **overrides) -> TrainConfig:
-    """The preset's config, with a recipe's fields over it (its run name then says so), flags over both."""
-    if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, presets: dict | None = None,
+                **overrides) -> TrainConfig:
+    """The preset's config (from `presets`, default the generators' PRESETS), with a recipe's fields
+    over it (its run name then says so), flags over both."""
+    presets = PRESETS if presets is None else presets
+    if name not in presets:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(presets)}")
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    values = {**PRESETS[name], **RECIPES.get(recipe, {}), **overrides}
+    values = {**presets[name], **RECIPES.get(recipe, {}), **overrides}
     default_name = name if recipe is None else f"{name}-{recipe}"
     values.setdefault("run_name", default_name)
     if not values.get("run_name"):

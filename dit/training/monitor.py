@@ -5,7 +5,8 @@ device, and the non-finite guard (dit/training/guard.py) updates its counters. E
 CHECK_EVERY steps, at each log and at each checkpoint (one sync): the guard's counters are read
 (the run stops after `max_nonfinite` bad steps in a row) and every process learns whether any
 received SIGTERM, so all stop at the same step. At each log: means over the window's good steps,
-averaged over processes, to metrics.jsonl and wandb.
+averaged over processes, to metrics.jsonl and wandb; with them, what the objective reports besides
+its loss (`add_metrics`: weighted means, summed on the device and over processes).
 """
 
 from __future__ import annotations
@@ -36,7 +37,16 @@ class Monitor:
 
     def _new_window(self) -> dict:
         zero = torch.zeros((), device=self.device)
-        return {"loss": zero.clone(), "grad_norm": zero.clone(), "good": zero.clone(), "steps": 0, "start": time.time()}
+        return {"loss": zero.clone(), "grad_norm": zero.clone(), "good": zero.clone(), "steps": 0, "start": time.time(),
+                "metrics": {}}
+
+    def add_metrics(self, metrics: dict) -> None:
+        """name -> (values (B,), weights (B,)) of one micro-batch: logged as sum(w v) / sum(w) (no sync)."""
+        sums = self.window["metrics"]
+        for name, (values, weights) in metrics.items():
+            w = weights.detach().float()
+            pair = torch.stack([(values.detach().float() * w).sum(), w.sum()]).to(self.device)
+            sums[name] = sums[name] + pair if name in sums else pair
 
     def check(self, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
         """Device bool: may this step update the weights? Adds the step to the window (no sync)."""
@@ -98,6 +108,10 @@ class Monitor:
             "skipped_steps": self.counters["skipped_steps"],
             "unreadable_images": unreadable,
         }
+        for name, pair in w["metrics"].items():  # the same names on every process: the same code made them
+            total = accelerator.reduce(pair.clone(), "sum")
+            if total[1] > 0:
+                metrics[name] = (total[0] / total[1]).item()
         if self.device.type == "cuda":
             metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return metrics if accelerator.is_main_process else {}

@@ -16,8 +16,12 @@ import torch
 from dit.layout import CLEAN, GIVEN, IMAGES
 
 
-def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accum: int = 1) -> torch.Tensor:
-    """Mean loss of one micro-batch, divided by the accumulation count (gradients add up over micro-batches)."""
+def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accum: int = 1,
+                     metrics: dict | None = None) -> torch.Tensor:
+    """Mean loss of one micro-batch, divided by the accumulation count (gradients add up over micro-batches).
+
+    metrics: if given, what the objective reports besides its loss ("metrics": name -> (values (B,),
+    weights (B,)), say a classifier's accuracy per quarter of the time range) is stored in it."""
     x0 = batch["x"].to(device, non_blocking=True)
     if autoencoder is not None:  # z ~ q(z|x) with the stream's noise, scaled (dit/autoencoders/vae.py)
         mean, std = autoencoder.encode_moments(x0)
@@ -28,7 +32,10 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     if "images" in batch:  # joint image-video training: trailing frames that are single images
         cond[IMAGES] = batch["images"].to(device)
     draws = {k: v.to(device, non_blocking=True) for k, v in batch["draws"].items()}
-    return process.loss(model, {"x0": x0, "cond": cond, **draws})["loss"].mean() / accum
+    losses = process.loss(model, {"x0": x0, "cond": cond, **draws})
+    if metrics is not None:
+        metrics.update(losses.get("metrics", {}))
+    return losses["loss"].mean() / accum
 
 
 def train_step(step: int, config, accelerator, parallel, process, stream, monitor, autoencoder=None) -> float:
@@ -49,9 +56,11 @@ def train_step(step: int, config, accelerator, parallel, process, stream, monito
         monitor.unreadable_here += batch["unreadable"].sum()
         last = k == config.grad_accum - 1  # all-reduce gradients only after the last micro-batch
         with contextlib.nullcontext() if last else parallel.no_sync():
+            metrics = {}
             with accelerator.autocast():
-                loss = micro_batch_loss(process, parallel.model, batch, device, autoencoder, config.grad_accum)
+                loss = micro_batch_loss(process, parallel.model, batch, device, autoencoder, config.grad_accum, metrics)
             parallel.backward(loss)
+            monitor.add_metrics(metrics)
         step_loss += loss.detach()
     grad_norm = parallel.clip_grad_norm(config.grad_clip or math.inf)
     ok = monitor.check(step_loss, grad_norm)
@@ -61,9 +70,10 @@ def train_step(step: int, config, accelerator, parallel, process, stream, monito
 
 
 def learning_rate(config, step: int) -> float:
-    """Linear warmup over warmup_steps, then constant (DiT §4) or a cosine decay to 0 at max_steps."""
+    """Linear warmup over warmup_steps, then constant (DiT §4), or a cosine or linear (ADM's classifier
+    anneal) decay to 0 at max_steps."""
     lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
-    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if config.lr_schedule != "constant" and step >= config.warmup_steps:
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        lr *= 0.5 * (1 + math.cos(math.pi * progress)) if config.lr_schedule == "cosine" else 1 - progress
     return lr

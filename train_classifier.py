@@ -1,0 +1,48 @@
+"""Train a noise-aware classifier p(y | x_t, t) for classifier guidance (ADM, Dhariwal & Nichol 2021).
+
+    python train_classifier.py                          # CPU: the built-in shapes, Classifier-T/2, minutes
+    accelerate launch train_classifier.py classifier-256 --data /data/imagenet256-latents
+    python sample.py --ckpt UNCOND_RUN --classifier results/classifier-cpu --classifier-scale 10
+
+It takes train.py's data, size, optimisation and run flags (--data, --image-size, --vae,
+--global-batch-size, --max-steps, --results-dir, --run-name, --process and its settings, ...) and
+writes a run directory that `--classifier` accepts. Each step: x_t from the process's own forward
+sampling at uniform t (a latent cache gives a fresh posterior sample every time), cross-entropy;
+AdamW 3e-4, weight decay 0.05, linear decay (the presets); accuracy logged per quarter of the noise
+range (acc_q0 nearest the data). Train it under the same process settings (schedule, timesteps) and
+on the same data space (--vae, --image-size) as the model it will guide: sample.py checks.
+Re-running the same command resumes exactly, as train.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dit.cli import run_cli
+from dit.errors import UserError
+from dit.training.classifier_objective import NoisyClassification
+from dit.training.config import CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, TrainConfig
+from dit.training.flags import config_from_args, training_parser
+from dit.training.loop import run_training
+from dit.training.setup import check_latent_norm
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    parser = training_parser(__doc__.split("\n")[0], CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, recipes=False)
+    args = parser.parse_args(argv)
+    config = config_from_args(args, CLASSIFIER_PRESETS)
+    if config.arch != "noisy-classifier":
+        raise UserError(f"train_classifier.py trains --arch noisy-classifier, got --arch {config.arch}; "
+                        "train generators with train.py")
+    check_latent_norm(config)
+    return config, args
+
+
+def main(argv=None):
+    config, args = parse_args(argv)
+    return run_training(config, args, NoisyClassification, export_meta={"objective": "noisy-classification"})
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
