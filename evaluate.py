@@ -35,7 +35,9 @@ METRICS = ("inception", "shapes", "video-shapes", "fvd")
 
 def parse_args(argv=None):
     load_plugins()  # architectures and processes registered outside the package ($DIT_PLUGINS)
-    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations: sample.py's flags pass through, and --classifier (guidance) must not read as --classifier-steps.
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       allow_abbrev=False)
     src = p.add_argument_group("samples: --samples, or --ckpt with --num-samples (other flags as in sample.py, "
                               "but --cfg-scale defaults to 1: unguided)")
     src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
@@ -129,7 +131,8 @@ def provenance(args, argv, num_samples: int) -> dict:
     record = {"checkpoint": None, "checkpoint_sha256": None, "sampler": None, "sampler_options": None, "steps": None,
               "cfg_scale": None,
               "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
-              "seeds": None}
+              "seeds": None, "classifier": None, "classifier_sha256": None, "classifier_scale": None,
+              "classifier_form": None}
     if args.ckpt:
         import sample
         from dit.io.checkpoint import checkpoint_sha256
@@ -142,6 +145,12 @@ def provenance(args, argv, num_samples: int) -> dict:
                       steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
                       seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i
+        if s.classifier:  # classifier guidance (ADM): which classifier, how strong, in which form
+            from dit.sampling.classifier_guidance import resolve_form
+
+            record.update(classifier=s.classifier, classifier_sha256=checkpoint_sha256(s.classifier),
+                          classifier_scale=s.classifier_scale, classifier_form=resolve_form(s.classifier_form,
+                                                                                            record["sampler"]))
     reference = {"shapes": "built-in shapes (dit/eval/metrics.py ShapesMetric)",
                  "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)"}.get(args.metric, args.ref)
     return {**record, "num_samples": num_samples, "reference": reference,

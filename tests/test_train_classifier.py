@@ -12,6 +12,7 @@ from conftest import ROOT
 from safetensors.torch import load_file
 from test_train import ENV, same_tensors
 
+import evaluate
 import sample
 import train
 import train_classifier
@@ -119,6 +120,14 @@ def test_sample_with_classifier_and_refusals(tmp_path, capsys):
         assert run_cli(sample.main, [*base, *extra, "--out", str(path)]) == 0, name
         outs[name] = path.read_bytes()
     assert outs["eps"] != outs["plain"] != outs["mean"]  # the classifier moved the samples
+    record = tmp_path / "eval.json"
+    assert run_cli(evaluate.main, ["--ckpt", str(gen), "--num-samples", "10", "--metric", "shapes", "--cache-dir",
+                                   str(tmp_path / "cache"), "--classifier-steps", "20", "--sampler", "ddim", "--steps",
+                                   "3", "--no-progress", "--classifier", str(cls), "--classifier-scale", "3",
+                                   "--out", str(record)]) == 0
+    got = json.loads(record.read_text())
+    assert (got["classifier"], got["classifier_scale"], got["classifier_form"]) == (str(cls), 3.0, "eps")
+    assert got["classifier_sha256"] == sample.checkpoint_sha256(str(cls))
     other = cls_run(tmp_path, "cls32", "--max-steps", 1, "--image-size", 32)
     flow = tmp_path / "flowgen"
     assert run_cli(train.main, [str(a) for a in [*TINY_GEN, "--results-dir", tmp_path, "--run-name", "flowgen",
