@@ -10,6 +10,7 @@
     video_blocks.py   the blocks video adds: temporal attention (Latte 3 / VDT), split heads (Latte 4)
     video_dit.py      the video DiT (Latte's four factorisations, VDT's given-frame masks)
     noisy_classifier.py  p(y | x_t, t) for classifier guidance (ADM), on the generator's input
+    s4d.py, diffussm.py  DiffuSSM (Yan et al. 2024): attention-free blocks around a bidirectional S4D
     registry.py       the architecture registry and the network contract
 
 Importing this package registers the built-in architectures.
@@ -18,11 +19,13 @@ Importing this package registers the built-in architectures.
 from dit.networks.dit import ARCH as _DIT
 from dit.networks.registry import ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, register_architecture
 
+from dit.networks.diffussm import ARCH as _DIFFUSSM
 from dit.networks.noisy_classifier import ARCH as _NOISY_CLASSIFIER
 from dit.networks.video_dit import ARCH as _VIDEO_DIT
 
 register_architecture(_DIT)
 register_architecture(_VIDEO_DIT)
 register_architecture(_NOISY_CLASSIFIER)
+register_architecture(_DIFFUSSM)
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]
