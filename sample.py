@@ -155,6 +155,9 @@ def _keys(args, ckpt) -> None:
 def build(args, device):
     """Network, autoencoder and process for the checkpoint and flags."""
     ckpt = load_weights(args.ckpt)
+    if ckpt.meta.get("objective") == "noisy-classification":
+        raise UserError(f"{args.ckpt} is a noise-aware classifier (train_classifier.py), not a generator: pass it as "
+                        "--classifier, and a generator as --ckpt")
     _keys(args, ckpt)
     process = process_from_meta(ckpt.meta)
     args.sampler = args.sampler or default_sampler(process.key)
@@ -182,9 +185,9 @@ def build(args, device):
                         f"but the checkpoint was trained on {side}; pass --model to resize")
     args.classifier_net = None
     if args.classifier:  # checked against the model before any sampling
-        resolve_form(args.classifier_form, args.sampler)
         classifier, cls_ckpt = load_model(args.classifier, device=device)
         check_classifier(classifier, cls_ckpt.meta, model, ckpt.meta, process, args.classifier)
+        args.classifier_form = resolve_form(args.classifier_form, args.sampler)  # recorded as the form used
         args.classifier_net = classifier.eval().requires_grad_(False)
     return model, vae, process
 
@@ -311,14 +314,15 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 
 # Flags that change how samples are computed but not which samples (or only at float rounding, as
 # the device does); everything else in the namespace, plus the checkpoint's hash, is what a shard holds.
-_NOT_CONTENT = {"ckpt", "classifier", "classifier_net", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
+_NOT_CONTENT = {"ckpt", "classifier", "classifier_net", "classifier_scale", "classifier_form", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
                 "compile", "compile_best_effort"}
 
 
 def shard_settings(args) -> dict:
     """What decides the content of sample i: the checkpoint's bytes and every drawing flag (JSON-normalised)."""
     content = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONTENT}
-    classifier = {"classifier_sha256": checkpoint_sha256(args.classifier)} if args.classifier else {}
+    classifier = {"classifier_sha256": checkpoint_sha256(args.classifier), "classifier_scale": args.classifier_scale,
+                  "classifier_form": args.classifier_form} if args.classifier else {}  # absent: older shards still match
     return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **content}))
 
 

@@ -29,9 +29,9 @@ from dit.training.setup import check_latent_norm
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     args = training_parser(__doc__.split("\n")[0], PRESETS, DEFAULT_PRESET).parse_args(argv)
-    config = config_from_args(args)
-    if config.arch == "noisy-classifier":
+    if args.arch == "noisy-classifier":
         raise UserError("--arch noisy-classifier trains a classifier for guidance: use train_classifier.py")
+    config = config_from_args(args)
     check_latent_norm(config)
     return config, args
 

@@ -49,12 +49,16 @@ class Mixture:
         return self._parts(x, t)[3].to(x.dtype)  # logits: log p(y | x_t) up to a constant
 
 
-def _sample(sampler, steps, scale, form="eps", seed=0):
+def _sample(sampler, steps, scale, form="eps", seed=0, variance=None):
+    """variance: None (eps only: DDPM's fixed-large variance), or a constant learned-range value v
+    in [-1, 1] appended as the network's variance channels (-1: the posterior variance beta~)."""
     process = GaussianDiffusion.from_schedule("linear", 1000)
     mix = Mixture(process)
     x_T = torch.randn(N, 2, generator=torch.Generator().manual_seed(seed))
     labels = torch.ones(N, dtype=torch.long)
     denoiser, options = mix.eps, {}
+    if variance is not None:
+        denoiser = lambda x, t: torch.cat([mix.eps(x, t), torch.full_like(x, variance)], 1)  # noqa: E731
     if scale and form == "eps":
         denoiser = eps_guided(mix.eps, process, mix.classifier, labels, scale)
     elif scale:
@@ -83,8 +87,10 @@ def test_eps_form_ddim_samples_the_class_conditional():
     _check_class_one(x0)
 
 
-def test_mean_shift_ddpm_samples_the_class_conditional():
-    x0, _ = _sample("ddpm", 250, 1.0, "mean")
+@pytest.mark.parametrize("variance", [None, -1.0, 0.0])
+def test_mean_shift_ddpm_samples_the_class_conditional(variance):
+    # Sigma is the step's own variance: fixed large (C outputs) or learned (2C outputs, Improved DDPM eq. 15)
+    x0, _ = _sample("ddpm", 250, 1.0, "mean", variance=variance)
     _check_class_one(x0)
 
 

@@ -55,6 +55,11 @@ def test_cosine_schedule_refuses_another_max_steps_on_resume(tmp_path):
     with pytest.raises(UserError, match=r"cosine schedule to --max-steps 4; resuming with --max-steps 8 would make "
                                         r"the learning rate jump from 0.001 to 0.00171 at step 2"):
         train.main([*flags, "--run-name", "c", "--max-steps", "8"])
+    linear = [*TINY_RUN, "--results-dir", str(tmp_path), "--lr-schedule", "linear", "--warmup-steps", "0"]
+    assert run_cli(train.main, [*linear, "--run-name", "l", "--max-steps", "4", "--stop-at", "2"]) == 0
+    with pytest.raises(UserError, match=r"linear schedule to --max-steps 4; resuming with --max-steps 8 would make "
+                                        r"the learning rate jump from 0.001 to 0.0015 at step 2"):
+        train.main([*linear, "--run-name", "l", "--max-steps", "8"])
     # A constant schedule may be extended.
     flags[flags.index("cosine")] = "constant"
     assert run_cli(train.main, [*flags, "--run-name", "k", "--max-steps", "2"]) == 0

@@ -62,6 +62,8 @@ class ClassifierConfig:
             raise UserError(f"unknown classifier pool {self.pool!r}; choose one of {', '.join(POOLS)}")
         if self.hidden_size % self.num_heads:
             raise UserError(f"classifier hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size % 4:
+            raise UserError(f"classifier hidden_size {self.hidden_size} must be a multiple of 4 (the 2-D sin-cos table)")
         if self.input_size % self.patch_size:
             raise UserError(f"a {self.input_size}x{self.input_size} input is not divisible by patch size {self.patch_size}")
 
@@ -161,7 +163,17 @@ def config_for_run(run, data: dict) -> ClassifierConfig:
                             pool=run.classifier_pool)
 
 
+# Training flags of generators that a classifier would silently ignore: refused when changed.
+IGNORED = {"mlp": "gelu", "norm": "layernorm", "pos": "sincos", "qk_norm": False, "conditioning": "adaln-zero",
+           "time_sampling": "uniform", "cosine_loss": 0.0}
+
+
 def check_run(run) -> None:
+    for name, default in IGNORED.items():
+        if getattr(run, name) != default:
+            raise UserError(f"--{name.replace('_', '-')} is a setting of generators; the noisy classifier does not read it")
+    if run.class_dropout_prob:
+        raise UserError("a classifier's labels are its targets: --class-dropout-prob must be 0")
     patch = int(run.model.rpartition("/")[2]) if run.model in MODEL_NAMES else 1
     config_for_run(run, {"in_channels": 3, "input_size": patch, "num_classes": 10})
 

@@ -25,6 +25,7 @@ import torch
 
 from dit.autoencoders.vae import NORM_KEYS
 from dit.errors import UserError
+from dit.processes import process_from_meta
 
 FORMS = ("auto", "eps", "mean")
 
@@ -100,10 +101,13 @@ def check_classifier(classifier, classifier_meta: dict, network, model_meta: dic
                 raise UserError(f"--classifier{where} was trained on another latent space ({key} "
                                 f"{classifier_meta.get(key)!r}, the model's {model_meta.get(key)!r}): train it with the "
                                 "model's --vae and latent normalisation")
-    own, theirs = (classifier_meta.get("process", "gaussian"), classifier_meta.get("process_config")), \
-        (model_meta.get("process", "gaussian"), model_meta.get("process_config"))
-    if own[0] != theirs[0] or (own[1] is not None and theirs[1] is not None and own[1] != theirs[1]):
-        raise UserError(f"--classifier{where} was trained under the {own[0]} process {own[1]}, the model under the "
-                        f"{theirs[0]} process {theirs[1]}: train it with the model's process settings")
+    own = process_from_meta(classifier_meta)  # what it was trained under, read as the model's is
+    if own.key != process.key or own.to_meta() != process.to_meta():
+        raise UserError(f"--classifier{where} was trained under the {own.key} process {own.to_meta()}, the model under "
+                        f"the {process.key} process {process.to_meta()}: train it with the model's process settings")
     if classifier.num_classes != network.num_classes:
         raise UserError(f"--classifier{where} has {classifier.num_classes} classes, the model {network.num_classes}")
+    names = classifier_meta.get("class_names"), model_meta.get("class_names")
+    if None not in names and list(names[0]) != list(names[1]):
+        raise UserError(f"--classifier{where} names its classes {list(names[0])[:3]}..., the model "
+                        f"{list(names[1])[:3]}...: label k would mean another class; train it on the model's data")

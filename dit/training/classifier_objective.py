@@ -16,11 +16,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dit.errors import UserError
+
 QUARTERS = 4
 
 
 class NoisyClassification:
     def __init__(self, process):
+        from dit.processes.base import Process
+
+        if type(process).noised is Process.noised or type(process).draw_uniform is Process.draw_uniform:
+            raise UserError(f"the {process.key} process cannot train a noise-aware classifier (it has no "
+                            "draw_uniform / noised)")
         self.process = process
 
     def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:

@@ -6,7 +6,8 @@ CHECK_EVERY steps, at each log and at each checkpoint (one sync): the guard's co
 (the run stops after `max_nonfinite` bad steps in a row) and every process learns whether any
 received SIGTERM, so all stop at the same step. At each log: means over the window's good steps,
 averaged over processes, to metrics.jsonl and wandb; with them, what the objective reports besides
-its loss (`add_metrics`: weighted means, summed on the device and over processes).
+its loss (`add_metrics`: weighted means, summed on the device and over processes; they count every
+step, also one the guard skipped, and a metric with no weight in the window is left out of that log).
 """
 
 from __future__ import annotations

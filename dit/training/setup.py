@@ -246,12 +246,12 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
         diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise UserError(f"checkpoint {path} was trained with other settings ({diffs}); pass the same flags to resume "
                         f"it, or choose a new --run-name to start another run")
-    if config.lr_schedule == "cosine" and saved.get("max_steps", config.max_steps) != config.max_steps:
-        # The cosine decays to 0 at max_steps: another max_steps would make the learning rate jump.
+    if config.lr_schedule != "constant" and saved.get("max_steps", config.max_steps) != config.max_steps:
+        # The cosine and linear schedules decay to 0 at max_steps: another max_steps would make the learning rate jump.
         step = train_state.read_state(path)["step"]
         old, new = (learning_rate(SimpleNamespace(**{**config.to_dict(), "max_steps": m}), step)
                     for m in (saved["max_steps"], config.max_steps))
-        raise UserError(f"checkpoint {path} follows a cosine schedule to --max-steps {saved['max_steps']}; resuming with "
+        raise UserError(f"checkpoint {path} follows a {config.lr_schedule} schedule to --max-steps {saved['max_steps']}; resuming with "
                         f"--max-steps {config.max_steps} would make the learning rate jump from {old:.3g} to {new:.3g} "
                         f"at step {step}. Pass --max-steps {saved['max_steps']}, or start a new --run-name")
     return path
