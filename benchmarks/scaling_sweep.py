@@ -5,6 +5,8 @@
     # ImageNet: the paper's grid, 400K steps each, FID-50K without guidance, on a latent cache
     python benchmarks/scaling_sweep.py --preset imagenet --data /data/imagenet256-latents \
         --ref VIRTUAL_imagenet256_labeled.npz --launch "accelerate launch --multi_gpu --num_processes 8"
+    # DiffuSSM (attention-free): sizes CPU/S/XL x patches 1/2, the same protocol
+    python benchmarks/scaling_sweep.py --preset cpu --arch diffussm
 
 Every model is trained for the same number of steps with the same batch (as in the paper) by
 train.py, paused at each evaluation point with --stop-at and evaluated from its EMA weights; all
@@ -17,6 +19,14 @@ Outputs in --out: results.csv / results.json (one row per model, patch and evalu
 parameters, forward GFLOPs, images seen, training compute, quality), and the paper's plots as PNGs:
 quality vs forward GFLOPs at the last step (Fig. 8 left), quality vs training steps per model
 (Fig. 6), quality vs training compute (Fig. 9), with the correlation between quality and GFLOPs.
+
+`--arch diffussm` runs the DiffuSSM grid instead (dit/networks/diffussm.py): sizes CPU, S, XL and
+patches 1 (no patchification, the paper's) and 2, trained with --arch diffussm --model
+DiffuSSM-<size>/<patch>, in results/sweep-<preset>-diffussm by default, runs named ssm-<size>-<patch>.
+On --preset cpu, S and XL are scaled as the DiT family (width / 8, depth / 4: 48 x 3 and 144 x 7)
+and CPU keeps its own size (120 x 4: already sized to the CPU demo's DiT). Its GFLOPs include the
+S4D layers' FFT convolution and kernel generation, which torch's FlopCounterMode does not see
+(dit/analysis/flops.py forward_cost): the quality-vs-GFLOPs plot uses that total.
 
 Quality: --preset cpu reports the offline shapes metric (dit/eval/metrics.py: `fd_shapes`, a Fréchet
 distance in a shapes classifier's features, not FID; and `class_acc`); --preset imagenet reports
@@ -49,13 +59,33 @@ PATCHES = (2, 4, 8)
 # The CPU family: widths of DiT Table 1 / 8 and depths / 4, so every ratio between S, B, L and XL is
 # the paper's (width 384:768:1024:1152, depth 12:12:24:28); heads 16 wide (heads ratio kept too).
 CPU_FAMILY = {"S": (48, 3, 3), "B": (96, 3, 6), "L": (128, 6, 8), "XL": (144, 7, 9)}  # hidden, depth, heads
+# DiffuSSM's, scaled the same way (S 384 x 12, XL 1152 x 29 -> 48 x 3, 144 x 7); DiffuSSM-CPU is
+# already the CPU demo's size and stays 120 x 4. No heads: there is no attention.
+SSM_CPU_FAMILY = {"CPU": (120, 4, None), "S": (48, 3, None), "XL": (144, 7, None)}
+
+
+@dataclass(frozen=True)
+class Arch:
+    model: str  # the --model prefix
+    sizes: tuple[str, ...]
+    patches: tuple[int, ...]
+    cpu_family: dict
+    run_prefix: str = ""  # keeps run names apart when two architectures share an --out
+
+
+ARCHS = {
+    "dit": Arch("DiT", SIZES, PATCHES, CPU_FAMILY),
+    "diffussm": Arch("DiffuSSM", ("CPU", "S", "XL"), (1, 2), SSM_CPU_FAMILY, run_prefix="ssm-"),
+}
+ALL_SIZES = ("CPU", *SIZES)  # what --sizes / --patches accept; each --arch takes its own subset
+ALL_PATCHES = (1, *PATCHES)
 
 PRESETS = {
     "cpu": dict(
         train=["cpu-demo", "--image-size", "16", "--global-batch-size", "16", "--lr", "2e-3", "--lr-schedule",
                "cosine", "--warmup-steps", "100", "--ema-warmup", "true", "--ckpt-every", "1000",
                "--log-every", "100"],
-        steps=3000, eval_at=(1000, 2000, 3000), num_samples=300, sampler="ddim", sample_steps=25, family=CPU_FAMILY,
+        steps=3000, eval_at=(1000, 2000, 3000), num_samples=300, sampler="ddim", sample_steps=25, family="cpu",
         metric="shapes", quality="fd_shapes", threads=2, jobs=2),
     "imagenet": dict(
         train=["imagenet-256"], steps=400_000, eval_at=(50_000, 100_000, 200_000, 300_000, 400_000),
@@ -71,24 +101,31 @@ class Run:
     hidden: int | None = None  # None: the paper's (DiT Table 1)
     depth: int | None = None
     heads: int | None = None
+    arch: str = "dit"
 
     @property
     def name(self) -> str:
-        return f"{self.size}-{self.patch}"
+        return f"{ARCHS[self.arch].run_prefix}{self.size}-{self.patch}"
 
     def flags(self) -> list[str]:
-        out = ["--model", f"DiT-{self.size}/{self.patch}"]
+        out = [] if self.arch == "dit" else ["--arch", self.arch]
+        out += ["--model", f"{ARCHS[self.arch].model}-{self.size}/{self.patch}"]
         if self.hidden:
-            out += ["--hidden-size", str(self.hidden), "--depth", str(self.depth), "--num-heads", str(self.heads)]
+            out += ["--hidden-size", str(self.hidden), "--depth", str(self.depth)]
+        if self.heads:
+            out += ["--num-heads", str(self.heads)]
         return out
 
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    p.add_argument("--out", help="sweep directory (default results/sweep-<preset>)")
-    p.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
-    p.add_argument("--patches", nargs="+", type=int, choices=PATCHES, default=list(PATCHES))
+    p.add_argument("--arch", choices=list(ARCHS), default="dit", help="the network family (diffussm: attention-free)")
+    p.add_argument("--out", help="sweep directory (default results/sweep-<preset>, -diffussm appended for diffussm)")
+    p.add_argument("--sizes", nargs="+", choices=ALL_SIZES,
+                   help="default: all of the arch's (dit: S B L XL; diffussm: CPU S XL)")
+    p.add_argument("--patches", nargs="+", type=int, choices=ALL_PATCHES,
+                   help="default: all of the arch's (dit: 2 4 8; diffussm: 1 2)")
     p.add_argument("--only", help="one combination, e.g. XL/2")
     p.add_argument("--steps", type=int, help="training steps per model (default: the preset's)")
     p.add_argument("--eval-at", type=int, nargs="+", help="steps at which to evaluate (default: the preset's)")
@@ -122,14 +159,23 @@ def parse_args(argv=None):
     preset["eval_at"] = sorted({s for s in preset["eval_at"] if s < preset["steps"]} | {preset["steps"]})
     if args.preset == "imagenet" and not args.report and not (args.data and args.ref):
         raise UserError("--preset imagenet needs --data (ImageFolder or latent cache) and --ref (FID reference)")
-    args.out = Path(args.out or ROOT / "results" / f"sweep-{args.preset}")
-    runs = [Run(s, p, *(preset["family"][s] if preset["family"] else ())) for s in args.sizes for p in args.patches]
+    arch = ARCHS[args.arch]
+    args.sizes, args.patches = args.sizes or list(arch.sizes), args.patches or list(arch.patches)
+    for flag, given, valid in (("--sizes", args.sizes, arch.sizes), ("--patches", args.patches, arch.patches)):
+        bad = [v for v in given if v not in valid]
+        if bad:
+            raise UserError(f"{flag} {' '.join(map(str, bad))}: --arch {args.arch} has {' '.join(map(str, valid))}")
+    suffix = "" if args.arch == "dit" else f"-{args.arch}"
+    args.out = Path(args.out or ROOT / "results" / f"sweep-{args.preset}{suffix}")
+    family = arch.cpu_family if preset["family"] == "cpu" else None
+    runs = [Run(s, p, *(family[s] if family else ()), arch=args.arch) for s in args.sizes for p in args.patches]
     # Longest first (forward cost ~ width^2 x depth x tokens), so that side-by-side jobs pack well.
-    runs.sort(key=lambda r: -(r.hidden or 1) ** 2 * (r.depth or 1) * (256 // r.patch**2) if preset["family"] else 0)
+    runs.sort(key=lambda r: -(r.hidden or 1) ** 2 * (r.depth or 1) * (256 // r.patch**2) if family else 0)
     if args.only:
         runs = [r for r in runs if f"{r.size}/{r.patch}" == args.only]
         if not runs:
-            raise UserError(f"--only {args.only}: not one of {', '.join(f'{s}/{p}' for s in SIZES for p in PATCHES)}")
+            combos = ", ".join(f"{s}/{p}" for s in arch.sizes for p in arch.patches)
+            raise UserError(f"--only {args.only}: not one of {combos} (--arch {args.arch})")
     return args, preset, runs
 
 
@@ -158,7 +204,7 @@ def run_one(run: Run, args, preset) -> list[dict]:
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise UserError(f"training {run.name} failed: {tail[0]} (command: {shlex.join(cmd)})")
-        row = {"run": run.name, "size": run.size, "patch": run.patch, "step": stop,
+        row = {"run": run.name, "arch": run.arch, "size": run.size, "patch": run.patch, "step": stop,
                "train_seconds": time.time() - start, **evaluate(run_dir, args, preset, env)}
         with open(evals, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -170,7 +216,6 @@ def evaluate(run_dir: Path, args, preset, env: dict) -> dict:
     """Quality of the run's newest EMA weights through evaluate.py (fixed seeds, balanced labels, no
     guidance; generation split over processes by --launch), plus its size and compute."""
     from dit.io.checkpoint import load_model
-    from dit.analysis.flops import count_forward_macs, count_params
 
     out = run_dir / "eval.json"
     cmd = [*shlex.split(args.launch), *([] if args.launch else [sys.executable]), str(ROOT / "evaluate.py"),
@@ -190,10 +235,22 @@ def evaluate(run_dir: Path, args, preset, env: dict) -> dict:
     quality = {k: v for k, v in json.loads(out.read_text()).items() if k not in ("samples", "metric")}
     model, _ = load_model(str(run_dir / "export.safetensors"))
     state = json.loads((sorted((run_dir / "checkpoints").glob("step_*"))[-1] / "train_state.json").read_text())
-    gflops = count_forward_macs(model) / 1e9
-    return {"params": count_params(model), "gflops": gflops, "images_seen": state["images_seen"],
-            # training compute ~ 3 x forward (DiT §5, Fig. 9), per image seen
-            "train_gflops_total": 3 * gflops * state["images_seen"], "eval_seconds": time.time() - start, **quality}
+    return {**model_cost(model, state["config"]["global_batch_size"], state["images_seen"]),
+            "eval_seconds": time.time() - start, **quality}
+
+
+def model_cost(model, batch: int, images_seen: int) -> dict:
+    """Size and compute of a network (dit/analysis/flops.py forward_cost): `gflops` the forward
+    multiply-accumulates per image at batch 1 (the paper's), FFT and S4D kernel terms included;
+    `gflops_counted` / `gflops_s4d` its two parts (S4D: 0 for DiT). Training compute ~ 3 x forward
+    (DiT §5, Fig. 9) per image seen, at the training batch: S4D kernels are built once per forward,
+    so a DiffuSSM's per-image cost is lower there than at batch 1 (for DiT the two are equal)."""
+    from dit.analysis.flops import count_params, forward_cost
+
+    one, per_batch = forward_cost(model), forward_cost(model, batch=batch)
+    return {"params": count_params(model), "gflops": one.total / 1e9, "gflops_counted": one.counted / 1e9,
+            "gflops_s4d": one.analytic / 1e9, "images_seen": images_seen,
+            "train_gflops_total": 3 * per_batch.total / batch / 1e9 * images_seen}
 
 
 # --- report: table, plots, correlation ------------------------------------------------------------
@@ -211,7 +268,7 @@ def spearman(x, y) -> float | None:
     return rho if math.isfinite(rho) else None
 
 
-def report(rows: list[dict], out: Path, quality: str) -> dict:
+def report(rows: list[dict], out: Path, quality: str, arch: str = "dit") -> dict:
     import csv
 
     import matplotlib
@@ -220,7 +277,8 @@ def report(rows: list[dict], out: Path, quality: str) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = sorted(rows, key=lambda r: (SIZES.index(r["size"]), r["patch"], r["step"]))
+    sizes, patches = ARCHS[arch].sizes, ARCHS[arch].patches
+    rows = sorted(rows, key=lambda r: (sizes.index(r["size"]), r["patch"], r["step"]))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     with open(out / "results.csv", "w", newline="") as f:
@@ -240,15 +298,16 @@ def report(rows: list[dict], out: Path, quality: str) -> dict:
             summary["spearman_class_acc_vs_gflops"] = spearman(g, [r["class_acc"] for r in final])
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
-    colors = {"S": "tab:blue", "B": "tab:orange", "L": "tab:green", "XL": "tab:red"}
-    markers = {2: "o", 4: "s", 8: "^"}
+    colors = {"S": "tab:blue", "B": "tab:orange", "L": "tab:green", "XL": "tab:red", "CPU": "tab:purple"}
+    markers = {1: "D", 2: "o", 4: "s", 8: "^"}
+    alphas = {p: a for p, a in zip(patches, (1.0, 0.7, 0.45))}  # the finest patch drawn darkest
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in final:
         ax.scatter(r["gflops"], r[quality], color=colors[r["size"]], marker=markers[r["patch"]], s=50,
                    label=f"{r['size']}/{r['patch']}")
     ax.set_xscale("log")
     ax.set_yscale("log")  # quality spans orders of magnitude across the grid (as the paper's FIDs do)
-    ax.set_xlabel("forward GFLOPs")
+    ax.set_xlabel("forward GFLOPs" + (" (matmuls + S4D FFT and kernel)" if arch == "diffussm" else ""))
     ax.set_ylabel(quality)
     rho = summary.get("spearman_quality_vs_gflops")
     ax.set_title(f"step {last}" + (f", Spearman rho = {rho:.2f}" if rho is not None else ""))
@@ -260,11 +319,11 @@ def report(rows: list[dict], out: Path, quality: str) -> dict:
     for name, xkey, xlabel in (("quality_vs_steps.png", "step", "training steps"),
                                ("quality_vs_compute.png", "train_gflops_total", "training compute (GFLOPs)")):
         fig, ax = plt.subplots(figsize=(5, 4))
-        for run in sorted({r["run"] for r in rows}, key=lambda n: (SIZES.index(n.split("-")[0]), n)):
+        for run in dict.fromkeys(r["run"] for r in rows):  # rows are sorted by size, then patch
             rr = [r for r in rows if r["run"] == run]
             ax.plot([r[xkey] for r in rr], [r[quality] for r in rr], marker=markers[rr[0]["patch"]],
-                    color=colors[rr[0]["size"]], alpha={2: 1.0, 4: 0.7, 8: 0.45}[rr[0]["patch"]],
-                    label=run.replace("-", "/"))
+                    color=colors[rr[0]["size"]], alpha=alphas[rr[0]["patch"]],
+                    label=f"{rr[0]['size']}/{rr[0]['patch']}")
         if xkey == "train_gflops_total":
             ax.set_xscale("log")
         ax.set_yscale("log")
@@ -289,9 +348,10 @@ def main(argv=None):
     rows = []
     for f in sorted((args.out / "runs").glob("*.evals.jsonl")):
         rows += [json.loads(line) for line in f.read_text().splitlines()]
+    rows = [r for r in rows if r.get("arch", "dit") == args.arch]  # rows written before "arch" existed are DiT's
     if not rows:
-        raise UserError(f"no evaluations in {args.out} yet; run the sweep first")
-    summary = report(rows, args.out, preset["quality"])
+        raise UserError(f"no --arch {args.arch} evaluations in {args.out} yet; run the sweep first")
+    summary = report(rows, args.out, preset["quality"], args.arch)
     final = [r for r in rows if r["step"] == summary["step"]]
     print(f"{'run':<8}{'params':>12}{'GFLOPs':>10}{'images':>10}{preset['quality']:>12}"
           + ("{:>11}".format("class_acc") if "class_acc" in rows[0] else ""))

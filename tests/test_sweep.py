@@ -248,3 +248,59 @@ def test_speed_benchmarks_run_and_compare_the_same_function(tmp_path, capsys, mo
         assert row["mode"] == mode[0] and row["mfu"] == pytest.approx(flops / peaks[-1], rel=1e-9)
         assert 0 < row["mfu"] <= 1
     assert "aten::" in capsys.readouterr().out  # the profiler table
+
+
+def test_sweep_lists_the_diffussm_grid_with_valid_train_flags(tmp_path):
+    """--arch diffussm: sizes CPU/S/XL x patches 1/2, each run's train.py flags accepted by train.py's own
+    parser (no training); combinations of the other architecture refused in one line."""
+    import train
+    from dit.errors import UserError
+
+    sweep = script("benchmarks/scaling_sweep.py")
+    args, preset, runs = sweep.parse_args(["--arch", "diffussm", "--out", str(tmp_path / "s")])
+    assert sorted(r.name for r in runs) == sorted(f"ssm-{s}-{p}" for s in ("CPU", "S", "XL") for p in (1, 2))
+    assert runs[0].name == "ssm-XL-1" and runs[-1].name == "ssm-S-2"  # longest first
+    by = {r.name: r for r in runs}
+    assert by["ssm-S-1"].flags() == ["--arch", "diffussm", "--model", "DiffuSSM-S/1", "--hidden-size", "48",
+                                     "--depth", "3"]
+    assert by["ssm-CPU-2"].flags()[-4:] == ["--hidden-size", "120", "--depth", "4"]
+    for r in runs:
+        config, _ = train.parse_args([*preset["train"], *r.flags(), "--max-steps", "10"])
+        assert (config.arch, config.model, config.hidden_size) == ("diffussm", r.flags()[3], r.hidden)
+    _, _, (only,) = sweep.parse_args(["--arch", "diffussm", "--only", "XL/2", "--out", str(tmp_path / "s")])
+    assert (only.size, only.patch, only.depth) == ("XL", 2, 7)
+    _, _, dit_runs = sweep.parse_args(["--out", str(tmp_path / "d")])  # the default is unchanged
+    assert sorted(r.name for r in dit_runs) == sorted(f"{s}-{p}" for s in ("S", "B", "L", "XL") for p in (2, 4, 8))
+    assert dit_runs[0].flags() == ["--model", "DiT-XL/2", "--hidden-size", "144", "--depth", "7", "--num-heads", "9"]
+    default, _, _ = sweep.parse_args(["--arch", "diffussm", "--preset", "imagenet", "--report"])
+    assert default.out.name == "sweep-imagenet-diffussm"
+    for argv, match in [(["--sizes", "B"], "--sizes B: --arch diffussm has CPU S XL"),
+                        (["--patches", "4"], "--patches 4: --arch diffussm has 1 2"),
+                        (["--only", "S/4"], "--only S/4: not one of CPU/1")]:
+        with pytest.raises(UserError, match=match):
+            sweep.parse_args(["--arch", "diffussm", *argv])
+    with pytest.raises(UserError, match="--sizes CPU: --arch dit has S B L XL"):
+        sweep.parse_args(["--sizes", "CPU"])
+
+
+def test_sweep_gflops_of_a_diffussm_include_the_fft_term(tmp_path):
+    """The sweep's compute columns (and so its quality-vs-GFLOPs plot) use forward_cost's total."""
+    from dit.analysis.flops import forward_cost
+    from dit.networks.diffussm import DiffuSSM, DiffuSSMConfig
+
+    sweep = script("benchmarks/scaling_sweep.py")
+    model = DiffuSSM(DiffuSSMConfig(input_size=8, in_channels=3, hidden_size=32, depth=2, state_size=16,
+                                    num_classes=10))
+    one, sixteen = forward_cost(model), forward_cost(model, batch=16)
+    cost = sweep.model_cost(model, 16, 160)
+    assert cost["gflops"] == one.total / 1e9 and one.analytic > 0
+    assert cost["gflops_counted"] == one.counted / 1e9 and cost["gflops_s4d"] == one.analytic / 1e9
+    assert cost["train_gflops_total"] == pytest.approx(3 * sixteen.total / 16 / 1e9 * 160, rel=1e-12)
+    dit = DiT(**TINY)
+    assert sweep.model_cost(dit, 16, 160)["gflops"] == forward_cost(dit).counted / 1e9  # DiT: as before
+    rows = [{"run": f"ssm-{s}-{p}", "arch": "diffussm", "size": s, "patch": p, "step": k,
+             "fd_shapes": 10.0 / (i + 1) + k, "class_acc": 0.1 * i, **sweep.model_cost(model, 16, 16 * k),
+             "gflops": i + 1.0}
+            for i, (s, p) in enumerate([("S", 2), ("CPU", 1), ("XL", 1)]) for k in (1, 2)]
+    summary = sweep.report(rows, tmp_path, "fd_shapes", "diffussm")
+    assert summary["runs"] == 3 and (tmp_path / "quality_vs_gflops.png").exists()

@@ -41,6 +41,7 @@ DiffuSSM-XL's H = 1152, N = 64, L = 1024 that is about 0.3 GB per direction and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -120,7 +121,10 @@ class S4D(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         real, _ = _compute_dtypes(u.dtype)
-        with torch.autocast(device_type=u.device.type, enabled=False):  # FFTs in float32, whatever autocast says
+        # FFTs in float32, whatever autocast says (no autocast context on devices without one, e.g. meta)
+        off = torch.autocast(device_type=u.device.type, enabled=False) \
+            if torch.amp.is_autocast_available(u.device.type) else contextlib.nullcontext()
+        with off:
             v = u.to(real)
             y = fft_conv(v, self.kernel(u.shape[1], real)) + v * self.skip.to(real)
         return y.to(u.dtype)

@@ -1,0 +1,303 @@
+"""DiffuSSM against the CPU-demo DiT at equal parameters on the built-in shapes. Run it ALONE.
+
+    python benchmarks/ssm_vs_dit.py --out benchmarks/ssm_vs_dit             # trains 3 models, scores them
+    python benchmarks/ssm_vs_dit.py --out benchmarks/ssm_vs_dit --report    # the table again, from results.jsonl
+
+Three networks, trained by the real train.py with one recipe, the cpu-demo preset's (16 px shapes in
+pixel space, batch 16, AdamW lr 2e-3, 100 warm-up steps, cosine to 0 at --max-steps = 5,000, EMA
+0.999 with warm-up), from the same --seed:
+    dit      DiT-S/2 shape at width 128, depth 4, 2 heads: the CPU demo itself (1.28M parameters, 64 tokens)
+    ssm-p1   DiffuSSM-CPU/1 at width 120, depth 4 (1.24M): 256 positions, no patchification (the paper's)
+    ssm-p2   DiffuSSM-CPU/2 at width 120, depth 4 (1.25M): 64 tokens, DiT's patchification, no attention
+ssm-p2 against dit isolates "no attention"; ssm-p1 against ssm-p2 "no patchify".
+
+Evaluation: each model's EMA weights draw --samples samples (1,000) with balanced labels (i % 10) from
+seeds 0..N-1 (the same seeds and labels for every model: paired), DDIM with --steps (50), cfg 3, scored
+by the shapes judge (dit/eval/metrics.py ShapesMetric: class accuracy, and fd_shapes, a Fréchet
+distance in the judge's features, not FID). Intervals: 95% percentile bootstrap over the samples
+(--bootstrap resamples), bias-shifted as benchmarks/sampler_quality.py's; the ratios to the DiT
+(accuracy ratio, FD ratio) are computed on the same resampled index sets for every model (paired).
+Targets: accuracy ratio >= 0.8 and FD ratio <= 1.25, judged on the point estimates ("resolved" when
+the whole interval is on that side). The intervals cover the sampling noise of one training seed
+per model, not the seed-to-seed spread.
+
+Cost: seconds per training step, the median of 1 / steps_per_s over train.py's logged windows
+(metrics.jsonl; the first window, which holds the start-up, dropped when there are others): only
+meaningful when the benchmark runs alone on the machine. GFLOPs: forward multiply-accumulates per
+image at batch 1, S4D kernel generation and FFT convolution included (dit/analysis/flops.py
+forward_cost; the kernels are built once per forward, so at a larger batch a DiffuSSM's per-image
+cost is lower).
+
+Files in --out: runs/<model> (train.py's run directories: an interrupted benchmark resumes them),
+results.jsonl (one line per finished unit: a trained model, a scored model), scores/<model>.npz (per
+sample judge features and hits) and scores/reference.npz (the judge's reference statistics), so
+that --report needs neither the models nor the judge; ssm_vs_dit.md and summary.json. The judge's
+cache is --cache (default <out>/cache), seeded from benchmarks/time_to_quality/cache when that holds
+the judge's files (the judge is deterministic, so a copy is the same judge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
+from dit.errors import UserError  # noqa: E402
+
+SSM = ["--arch", "diffussm", "--hidden-size", "120", "--depth", "4"]
+MODELS = {  # train.py flags on top of the cpu-demo preset
+    "dit": [],
+    "ssm-p1": [*SSM, "--model", "DiffuSSM-CPU/1"],
+    "ssm-p2": [*SSM, "--model", "DiffuSSM-CPU/2"],
+}
+BASELINE = "dit"
+BASE = ["cpu-demo", "--keep-last", "1", "--sample-steps", "2", "--no-progress"]  # previews are not the evaluation
+CFG = 3.0
+SAMPLER = "ddim"
+LEVEL = 0.95
+TARGETS = {"acc_ratio": (">=", 0.8), "fd_ratio": ("<=", 1.25)}
+SHARED_CACHE = ROOT / "benchmarks" / "time_to_quality" / "cache"
+KEYS = ("fd_shapes", "class_acc")
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/ssm_vs_dit")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--max-steps", type=positive(), default=5000, help="training steps (the cosine schedule's length)")
+    p.add_argument("--seed", type=int, default=0, help="the training seed of every model")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--steps", type=positive(), default=50, help="DDIM steps")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--cache", help="the judge's cache directory (default <out>/cache)")
+    p.add_argument("--classifier-steps", type=positive(), help="the judge's training steps (default: ShapesMetric's)")
+    p.add_argument("--train-args", default="", help="extra train.py flags for every model (e.g. --shapes-images 64)")
+    p.add_argument("--report", action="store_true", help="only rebuild the table from results.jsonl")
+    args = p.parse_args(argv)
+    if args.samples < 10 or args.samples % 10 or args.bootstrap < 2 or args.steps < 2:
+        raise UserError("--samples a multiple of 10 (balanced labels), --steps >= 2 and --bootstrap >= 2, please")
+    if BASELINE not in args.models:
+        raise UserError(f"--models must include {BASELINE} (the ratios are to it)")
+    out = Path(args.out)
+    log = out / "results.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if args.report:
+        if not rows:
+            raise UserError(f"--report: {log} holds no results yet; run the benchmark first")
+    else:
+        check_settings(rows, args)
+        out.mkdir(parents=True, exist_ok=True)
+        judge = None
+        for model in args.models:
+            if not find(rows, "train", model):
+                rows.append(add(log, train(model, out, args)))
+            if not find(rows, "quality", model):
+                judge = judge or make_judge(out, args)
+                rows.append(add(log, evaluate(model, out, judge, args)))
+    summary = summarise(out, rows, args.bootstrap)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "ssm_vs_dit.md").write_text(markdown(summary))
+    print(markdown(summary))
+
+
+def settings(args) -> dict:
+    """What every row of one benchmark shares: a row drawn otherwise cannot be compared with it."""
+    return {"train": {"max_steps": args.max_steps, "seed": args.seed, "train_args": args.train_args},
+            "quality": {"samples": args.samples, "steps": args.steps, "cfg": CFG,
+                        "classifier_steps": args.classifier_steps}}
+
+
+def check_settings(rows: list[dict], args) -> None:
+    for r in rows:
+        want = settings(args)[r["kind"]]
+        got = {k: r.get(k) for k in want}
+        if got != want:
+            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in got.items() if v is not None and k != "cfg")
+            raise UserError(f"{r['model']}'s {r['kind']} row was made with {flags}: pass the same, or another --out")
+
+
+def find(rows: list[dict], kind: str, model: str) -> dict | None:
+    return next((r for r in rows if r["kind"] == kind and r["model"] == model), None)
+
+
+def add(log: Path, row: dict) -> dict:
+    with open(log, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps({k: v for k, v in row.items() if k != "windows"}), flush=True)
+    return row
+
+
+# --- the units: train one model, score one model ---------------------------------------------------
+
+
+def train(model: str, out: Path, args) -> dict:
+    """Train (or resume) `model` through the real train.py; its size, forward cost and step time."""
+    import shlex
+
+    from dit.analysis.flops import count_params, forward_cost
+    from dit.io.checkpoint import load_model
+
+    cmd = [sys.executable, str(ROOT / "train.py"), *BASE, *MODELS[model], "--max-steps", str(args.max_steps),
+           "--seed", str(args.seed), "--results-dir", str(out / "runs"), "--run-name", model,
+           *shlex.split(args.train_args)]
+    res = subprocess.run(cmd, cwd=ROOT)
+    if res.returncode != 0:
+        raise UserError(f"training {model} failed (exit status {res.returncode}, output above): {shlex.join(cmd)}")
+    run = out / "runs" / model
+    windows = [m["steps_per_s"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    timed = windows[1:] or windows  # the first window holds the start-up
+    network, _ = load_model(str(run))
+    cost = forward_cost(network)
+    return {"kind": "train", "model": model, **settings(args)["train"], "params": count_params(network),
+            "gflops": cost.total / 1e9, "gflops_counted": cost.counted / 1e9, "gflops_s4d": cost.analytic / 1e9,
+            "step_s": statistics.median(1 / w for w in timed), "windows": windows,
+            "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def make_judge(out: Path, args):
+    """The shapes judge, per sample (sampler_quality.ShapesScorer), its cache seeded from the shared one."""
+    from dit.eval.metrics import ShapesMetric
+    from sampler_quality import ShapesScorer
+
+    cache = Path(args.cache or out / "cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    for f in SHARED_CACHE.glob("shapes-*") if SHARED_CACHE.is_dir() else []:
+        if not (cache / f.name).exists():
+            shutil.copy2(f, cache / f.name)
+    scorer = ShapesScorer(ShapesMetric(16, cache, classifier_steps=args.classifier_steps))
+    (out / "scores").mkdir(exist_ok=True)
+    np.savez(out / "scores" / "reference.npz", mu=scorer.metric.ref_mu, sigma=scorer.metric.ref_sigma)
+    return scorer
+
+
+def evaluate(model: str, out: Path, judge, args) -> dict:
+    """`model`'s EMA weights: --samples samples from seeds 0..N-1, balanced labels, DDIM, cfg 3, judged."""
+    import torch
+
+    from dit.autoencoders.vae import Autoencoder
+    from dit.io.checkpoint import load_model
+    from dit.processes import process_from_meta
+    from dit.sampling.generate import generate_images
+
+    network, ckpt = load_model(str(out / "runs" / model))
+    network.eval()
+    process, vae = process_from_meta(ckpt.meta), Autoencoder.load("none")
+    n = args.samples
+    labels = np.arange(n) % network.num_classes
+    with torch.no_grad():
+        images = np.concatenate([generate_images(network, vae, process, range(a, min(a + 250, n)), labels[a:a + 250],
+                                                 SAMPLER, args.steps, CFG) for a in range(0, n, 250)])
+    data = judge.per_sample(images, labels)
+    scores = Path("scores") / f"{model}.npz"
+    np.savez_compressed(out / scores, **data)
+    return {"kind": "quality", "model": model, **settings(args)["quality"], **judge.statistics(data),
+            "scores": str(scores)}
+
+
+# --- the report: intervals, paired ratios, targets ---------------------------------------------------
+
+
+def shifted_interval(draws: np.ndarray, point: float, clip: bool = False) -> list[float] | None:
+    """The 95% percentile interval of `draws`, shifted by the bootstrap's bias estimate (as
+    sampler_quality.bootstrap); None when no draw is finite (a ratio to a zero)."""
+    draws = draws[np.isfinite(draws)]
+    if not len(draws) or not np.isfinite(point):
+        return None
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) - (draws.mean() - point)
+    return [max(float(lo), 0.0) if clip else float(lo), float(hi)]
+
+
+def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> list[dict]:
+    """Per model: size, cost, quality with intervals, and the paired ratios to the DiT."""
+    from types import SimpleNamespace
+
+    from sampler_quality import ShapesScorer
+
+    with np.load(out / "scores" / "reference.npz") as ref:
+        scorer = ShapesScorer(SimpleNamespace(ref_mu=ref["mu"], ref_sigma=ref["sigma"]))  # no classifier needed
+    models = [m for m in MODELS if find(rows, "quality", m) and find(rows, "train", m)]
+    if BASELINE not in models:
+        raise UserError(f"the report needs {BASELINE}'s trained and scored rows; run the benchmark")
+    data = {}
+    for m in models:
+        with np.load(out / find(rows, "quality", m)["scores"]) as f:
+            data[m] = {k: f[k] for k in f.files}
+    n = len(data[BASELINE]["hits"])
+    rng = np.random.default_rng(seed)
+    index_sets = [rng.integers(0, n, n) for _ in range(resamples)]  # the same for every model: paired
+    draws = {m: {k: np.empty(resamples) for k in KEYS} for m in models}
+    for m in models:
+        for i, idx in enumerate(index_sets):
+            for k, v in scorer.statistics(data[m], idx).items():
+                draws[m][k][i] = v
+    base = find(rows, "quality", BASELINE)
+    summary = []
+    for m in models:
+        q, t = find(rows, "quality", m), find(rows, "train", m)
+        row = {"model": m, "flags": " ".join(MODELS[m]) or "(the cpu-demo preset)", "params": t["params"],
+               "gflops": t["gflops"], "gflops_counted": t["gflops_counted"], "gflops_s4d": t["gflops_s4d"],
+               "step_s": t["step_s"], "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
+        for k in KEYS:
+            row[k], row[f"{k}_ci"] = q[k], shifted_interval(draws[m][k], q[k], clip=k == "fd_shapes")
+        if m != BASELINE:
+            with np.errstate(divide="ignore", invalid="ignore"):  # a ratio to an accuracy of 0 is undefined
+                for name, k in (("acc_ratio", "class_acc"), ("fd_ratio", "fd_shapes")):
+                    point = q[k] / base[k] if base[k] else float("nan")
+                    row[name] = point if np.isfinite(point) else None
+                    row[f"{name}_ci"] = shifted_interval(draws[m][k] / draws[BASELINE][k], point)
+            row["targets"] = {name: judge_target(row[name], row[f"{name}_ci"], *TARGETS[name]) for name in TARGETS}
+        summary.append(row)
+    return summary
+
+
+def judge_target(point, ci, op: str, bound: float) -> str:
+    """"met" / "missed" on the point estimate; "(resolved)" when the whole interval agrees."""
+    if point is None:
+        return "undefined"
+
+    def ok(v):
+        return v >= bound if op == ">=" else v <= bound
+
+    met = ok(point)
+    resolved = ci is not None and ok(ci[0]) == ok(ci[1]) == met
+    return ("met" if met else "missed") + (" (resolved)" if resolved else "")
+
+
+def markdown(summary: list[dict]) -> str:
+    def cell(r, k, fmt=".3f"):
+        if r.get(k) is None:
+            return "-"
+        ci = r.get(f"{k}_ci")
+        return f"{r[k]:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+
+    first = summary[0]
+    lines = [f"DiffuSSM vs the CPU-demo DiT: {first['max_steps']:,} training steps each (cpu-demo recipe), "
+             f"{first['samples']:,} samples (seeds 0..{first['samples'] - 1}, balanced labels), "
+             f"DDIM-{first['steps']}, cfg {CFG:g}; 95% bootstrap intervals (paired across models); targets acc "
+             "ratio >= 0.8, FD ratio <= 1.25.",
+             "", "| model | params | GFLOPs/img (counted + S4D) | s/step | class acc | fd_shapes | acc ratio "
+             "| FD ratio | targets (acc, FD) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        targets = ", ".join(r["targets"].values()) if "targets" in r else "(baseline)"
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops']:.4f} ({r['gflops_counted']:.4f} + "
+                     f"{r['gflops_s4d']:.4f}) | {r['step_s']:.3f} | {cell(r, 'class_acc')} | "
+                     f"{cell(r, 'fd_shapes', '.2f')} | {cell(r, 'acc_ratio')} | {cell(r, 'fd_ratio')} | {targets} |")
+    lines += ["", "s/step: median over train.py's logged windows, meaningful only when the benchmark ran alone. "
+              "GFLOPs: forward MACs per image at batch 1; S4D = kernel generation + FFT convolution (analytic)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
