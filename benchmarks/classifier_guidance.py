@@ -39,7 +39,7 @@ from dit.data.shapes import CLASS_NAMES as SHAPE_CLASSES  # noqa: E402
 from dit.errors import UserError  # noqa: E402
 
 LEVEL = 0.95
-SCALES = {"uncond": [0.0, 1.0, 3.0, 10.0, 30.0], "demo": [0.0, 1.0, 3.0]}
+SCALES = {"uncond": [0.0, 1.0, 3.0, 10.0, 30.0], "demo": [0.0, 1.0, 3.0, 10.0]}
 SAMPLERS = {"uncond": ["ddim", "ddpm"], "demo": ["ddim"]}
 # The targets: accuracy (uncond) and the gain over scale 0 (demo).
 TARGETS = {("uncond", 0.0): ("<=", 0.02), ("uncond", 10.0): (">=", 0.08), ("uncond", 30.0): (">=", 0.12)}
