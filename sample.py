@@ -314,8 +314,10 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 
 # Flags that change how samples are computed but not which samples (or only at float rounding, as
 # the device does); everything else in the namespace, plus the checkpoint's hash, is what a shard holds.
-_NOT_CONTENT = {"ckpt", "classifier", "classifier_net", "classifier_scale", "classifier_form", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
-                "compile", "compile_best_effort"}
+# The classifier's settings enter only when --classifier is given (shard_settings), so shards written
+# before classifier guidance existed still match.
+_NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
+                "compile", "compile_best_effort", "classifier", "classifier_net", "classifier_scale", "classifier_form"}
 
 
 def shard_settings(args) -> dict:
