@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from dit.errors import UserError
 from dit.networks.blocks import FinalLayer
 from dit.networks.conditioning import as_cond, null_class
-from dit.networks.dit_config import check_image_size
+from dit.networks.dit_config import check_image_size, config_from_dict
 from dit.networks.layers import (LN_EPS, FREQUENCY_EMBEDDING_SIZE, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                  get_2d_sincos_pos_embed, init_embedders, modulate, xavier_linears)
 from dit.networks.registry import Architecture
@@ -127,11 +127,7 @@ class DiffuSSMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffuSSMConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown DiffuSSM config keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "DiffuSSM")
 
 
 def preset_config(name: str, **overrides) -> DiffuSSMConfig:

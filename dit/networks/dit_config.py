@@ -126,14 +126,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "model")
 
     def replace(self, **overrides) -> "ModelConfig":
         return ModelConfig.from_dict({**self.to_dict(), **overrides})
+
+
+def config_from_dict(cls, d: dict, what: str):
+    """A config dataclass from a checkpoint's dict; an unknown key is a UserError naming the valid
+    ones (every architecture's config reads its dict through this)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UserError(f"unknown {what} config keys {unknown}; valid keys are {sorted(known)}")
+    return cls(**d)
 
 
 def check_image_size(image_size: int, downsample: int, patch_size: int) -> int:

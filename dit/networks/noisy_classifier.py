@@ -27,7 +27,7 @@ from einops import rearrange
 
 from dit.errors import UserError
 from dit.networks.blocks import DiTBlock
-from dit.networks.dit_config import PATCH_SIZES, check_image_size
+from dit.networks.dit_config import PATCH_SIZES, check_image_size, config_from_dict
 from dit.networks.layers import LN_EPS, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, xavier_linears
 from dit.networks.registry import Architecture
 
@@ -72,11 +72,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown classifier config keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "classifier")
 
 
 class AttentionPool(nn.Module):
