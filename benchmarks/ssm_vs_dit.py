@@ -23,7 +23,10 @@ per model, not the seed-to-seed spread.
 
 Cost: seconds per training step, the median of 1 / steps_per_s over train.py's logged windows
 (metrics.jsonl; the first window, which holds the start-up, dropped when there are others): only
-meaningful when the benchmark runs alone on the machine. GFLOPs: forward multiply-accumulates per
+meaningful when train.py ran alone on the machine. The quality runs can share the machine (they are
+step-based), so `--time` adds a separate pass, to be run ALONE: each model trains --time-steps steps
+(300) from scratch in <out>/timing/<model> with --log-every 50, and its "timing" row's seconds per step
+replace the training run's in the table. GFLOPs: forward multiply-accumulates per
 image at batch 1, S4D kernel generation and FFT convolution included (dit/analysis/flops.py
 forward_cost; the kernels are built once per forward, so at a larger batch a DiffuSSM's per-image
 cost is lower).
@@ -85,6 +88,8 @@ def main(argv=None):
     p.add_argument("--classifier-steps", type=positive(), help="the judge's training steps (default: ShapesMetric's)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every model (e.g. --shapes-images 64)")
     p.add_argument("--report", action="store_true", help="only rebuild the table from results.jsonl")
+    p.add_argument("--time", action="store_true", help="also time each model's step in a separate short run (ALONE)")
+    p.add_argument("--time-steps", type=positive(), default=300, help="steps of each --time run")
     args = p.parse_args(argv)
     if args.samples < 10 or args.samples % 10 or args.bootstrap < 2 or args.steps < 2:
         raise UserError("--samples a multiple of 10 (balanced labels), --steps >= 2 and --bootstrap >= 2, please")
@@ -106,6 +111,9 @@ def main(argv=None):
             if not find(rows, "quality", model):
                 judge = judge or make_judge(out, args)
                 rows.append(add(log, evaluate(model, out, judge, args)))
+        for model in args.models if args.time else []:
+            if not find(rows, "timing", model):
+                rows.append(add(log, time_steps(model, out, args)))
     summary = summarise(out, rows, args.bootstrap)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "ssm_vs_dit.md").write_text(markdown(summary))
@@ -116,7 +124,8 @@ def settings(args) -> dict:
     """What every row of one benchmark shares: a row drawn otherwise cannot be compared with it."""
     return {"train": {"max_steps": args.max_steps, "seed": args.seed, "train_args": args.train_args},
             "quality": {"samples": args.samples, "steps": args.steps, "cfg": CFG,
-                        "classifier_steps": args.classifier_steps}}
+                        "classifier_steps": args.classifier_steps},
+            "timing": {"time_steps": args.time_steps, "train_args": args.train_args}}
 
 
 def check_settings(rows: list[dict], args) -> None:
@@ -142,27 +151,47 @@ def add(log: Path, row: dict) -> dict:
 # --- the units: train one model, score one model ---------------------------------------------------
 
 
-def train(model: str, out: Path, args) -> dict:
-    """Train (or resume) `model` through the real train.py; its size, forward cost and step time."""
+def run_train(model: str, runs: Path, max_steps: int, args, *extra: str) -> tuple[Path, list[float]]:
+    """train.py for `model` into runs/<model> (resumed when it is there); (run dir, its steps/s windows)."""
     import shlex
 
-    from dit.analysis.flops import count_params, forward_cost
-    from dit.io.checkpoint import load_model
-
-    cmd = [sys.executable, str(ROOT / "train.py"), *BASE, *MODELS[model], "--max-steps", str(args.max_steps),
-           "--seed", str(args.seed), "--results-dir", str(out / "runs"), "--run-name", model,
+    cmd = [sys.executable, str(ROOT / "train.py"), *BASE, *MODELS[model], "--max-steps", str(max_steps),
+           "--seed", str(args.seed), "--results-dir", str(runs), "--run-name", model, *extra,
            *shlex.split(args.train_args)]
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode != 0:
         raise UserError(f"training {model} failed (exit status {res.returncode}, output above): {shlex.join(cmd)}")
-    run = out / "runs" / model
-    windows = [m["steps_per_s"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    run = runs / model
+    return run, [m["steps_per_s"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def seconds_per_step(windows: list[float]) -> float:
     timed = windows[1:] or windows  # the first window holds the start-up
+    return statistics.median(1 / w for w in timed)
+
+
+def time_steps(model: str, out: Path, args) -> dict:
+    """A short run from scratch, alone on the machine, for the step time only (its weights are not used)."""
+    runs = out / "timing"
+    if (runs / model).exists():
+        shutil.rmtree(runs / model)  # an interrupted timing run starts again: a resumed one mixes two start-ups
+    _, windows = run_train(model, runs, args.time_steps, args, "--log-every", str(min(50, args.time_steps)), "--ckpt-every",
+                           str(args.time_steps))
+    return {"kind": "timing", "model": model, **settings(args)["timing"], "step_s": seconds_per_step(windows),
+            "windows": windows, "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def train(model: str, out: Path, args) -> dict:
+    """Train (or resume) `model` through the real train.py; its size, forward cost and step time."""
+    from dit.analysis.flops import count_params, forward_cost
+    from dit.io.checkpoint import load_model
+
+    run, windows = run_train(model, out / "runs", args.max_steps, args)
     network, _ = load_model(str(run))
     cost = forward_cost(network)
     return {"kind": "train", "model": model, **settings(args)["train"], "params": count_params(network),
             "gflops": cost.total / 1e9, "gflops_counted": cost.counted / 1e9, "gflops_s4d": cost.analytic / 1e9,
-            "step_s": statistics.median(1 / w for w in timed), "windows": windows,
+            "step_s": seconds_per_step(windows), "windows": windows,
             "omp_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
@@ -246,9 +275,10 @@ def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> lis
     summary = []
     for m in models:
         q, t = find(rows, "quality", m), find(rows, "train", m)
+        timing = find(rows, "timing", m) or t  # the separate timing run's, when there is one
         row = {"model": m, "flags": " ".join(MODELS[m]) or "(the cpu-demo preset)", "params": t["params"],
                "gflops": t["gflops"], "gflops_counted": t["gflops_counted"], "gflops_s4d": t["gflops_s4d"],
-               "step_s": t["step_s"], "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
+               "step_s": timing["step_s"], "step_s_from": timing["kind"], "step_threads": timing.get("omp_threads"), "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
         for k in KEYS:
             row[k], row[f"{k}_ci"] = q[k], shifted_interval(draws[m][k], q[k], clip=k == "fd_shapes")
         if m != BASELINE:
@@ -294,7 +324,11 @@ def markdown(summary: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops']:.4f} ({r['gflops_counted']:.4f} + "
                      f"{r['gflops_s4d']:.4f}) | {r['step_s']:.3f} | {cell(r, 'class_acc')} | "
                      f"{cell(r, 'fd_shapes', '.2f')} | {cell(r, 'acc_ratio')} | {cell(r, 'fd_ratio')} | {targets} |")
-    lines += ["", "s/step: median over train.py's logged windows, meaningful only when the benchmark ran alone. "
+    timed = {r["step_s_from"] for r in summary}
+    lines += ["", "s/step: median over train.py's logged windows, from "
+              + ("the separate --time runs (alone)" if timed == {"timing"} else "the training runs (meaningful only "
+                 "if they ran alone)" if timed == {"train"} else "a mix of training and --time runs")
+              + f"; OMP_NUM_THREADS {', '.join(sorted({str(r['step_threads']) for r in summary}))}. "
               "GFLOPs: forward MACs per image at batch 1; S4D = kernel generation + FFT convolution (analytic)."]
     return "\n".join(lines) + "\n"
 

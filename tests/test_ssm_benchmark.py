@@ -48,5 +48,13 @@ def test_toy_benchmark_table_resume_and_report(tmp_path, capsys):
     (out / "ssm_vs_dit.md").unlink()
     assert run_cli(bench.main, ["--out", str(out), "--report", "--bootstrap", "50"]) == 0
     assert (out / "ssm_vs_dit.md").read_text() == table
+    # --time adds a short timing run per model, and the table's s/step comes from it.
+    assert run_cli(bench.main, [*argv, "--time", "--time-steps", "3"]) == 0
+    timing = {r["model"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+              if r["kind"] == "timing"}
+    assert set(timing) == {"dit", "ssm-p1", "ssm-p2"} and all(r["step_s"] > 0 for r in timing.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["step_s_from"] for r in summary} == {"timing"}
+    assert [r["step_s"] for r in summary] == [timing[m]["step_s"] for m in ("dit", "ssm-p1", "ssm-p2")]
     with pytest.raises(UserError, match="made with --samples 20"):
         bench.main(["--out", str(out), "--cache", str(tmp_path / "cache"), *TOY[:2], "--samples", "30", *TOY[4:]])
