@@ -4,15 +4,19 @@ conditioning studies, all measured with the offline moving-shapes metrics. Run i
     python benchmarks/video_cpu.py --out benchmarks/video_cpu             # everything (hours on 2 cores)
     python benchmarks/video_cpu.py --out benchmarks/video_cpu --report    # the tables again
 
-Every model is trained by the real train.py (`video-cpu`, the same budget for all: --max-steps) and
-sampled with the same sampler budget (--sampler, --steps, cfg --cfg). Models:
+Every model is trained by the real train.py (`video-cpu`: rectified flow with logit-normal t, the
+same budget for all: --max-steps) and sampled with the same sampler budget (--sampler, default the
+process's Euler, --steps, cfg --cfg). Models:
     main            interleaved, in-place given frames (the defaults)
     no-temporal     the same without temporal parts: what time mixing buys
     <factorisation> late-fusion, factorized-attention, split-heads: depth chosen so the parameter
                     count is the nearest to main's (the table shows both)
     <conditioning>  concat, adaln, cross-attention (main's network otherwise)
-Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted):
-    generation   --clips class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
+Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted), on --clips
+clips (400) for main and --study-clips (200) for the study models, which run the tasks their
+comparison needs: generation and prediction for the factorisations and no-temporal, prediction for
+the conditioning methods (they differ only in how given frames enter):
+    generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
     prediction   --clips held-out real clips (seed 1 of the dataset; training uses seed 0), frames
                  0-3 given: direction agreement of frames 4-7 with the given frames, mean centroid
@@ -59,8 +63,9 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/video_cpu")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--max-steps", type=int, default=None, help="training steps of every model (default: video-cpu's)")
-    p.add_argument("--clips", type=int, default=400, help="clips per generation and per prediction task")
-    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--clips", type=int, default=400, help="clips per generation and per prediction task of main")
+    p.add_argument("--study-clips", type=int, default=200, help="clips per task of the other models")
+    p.add_argument("--sampler", default=None, help="default: the video-cpu process's (flow: euler)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--bootstrap", type=int, default=1000)
@@ -69,31 +74,41 @@ def main(argv=None):
                                                                   "(default: the metric's; smoke tests use fewer)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
-    if args.clips < 10 or args.steps < 1 or (args.max_steps is not None and args.max_steps < 1):
-        raise UserError("--clips >= 10, --steps >= 1 and --max-steps >= 1, please")
-    from dit.sampling import check_sampler
+    if min(args.clips, args.study_clips) < 10 or args.steps < 1 or (args.max_steps is not None and args.max_steps < 1):
+        raise UserError("--clips and --study-clips >= 10, --steps >= 1 and --max-steps >= 1, please")
+    from dit.sampling import check_sampler, default_sampler
     from dit.training.config import from_preset
 
-    check_sampler(from_preset("video-cpu").make_process(), args.sampler, args.steps)  # before hours of training
+    preset = from_preset("video-cpu")
+    args.sampler = args.sampler or default_sampler(preset.process)
+    check_sampler(preset.make_process(), args.sampler, args.steps)  # before hours of training
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if not args.report:
-        metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips)
+        metric, real = make_metric(out, max(args.clips, args.study_clips), args.judge_steps, args.judge_clips)
         for name in args.models:
             run = train(name, out, args)
-            tasks = ["generation", "prediction", "unconditional"] + (["backward", "interpolation"] * (name == "main"))
-            for task in tasks:
+            for task in tasks_of(name):
                 if any(r["model"] == name and r["task"] == task for r in rows):
                     continue
-                row = evaluate(name, run, task, metric, real, args)
+                row = evaluate(name, run, task, metric, real, args.clips if name == "main" else args.study_clips,
+                               args)
                 rows.append(row)
                 with open(log, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
     (out / "video_cpu.md").write_text(markdown(rows))
     print(markdown(rows))
+
+
+def tasks_of(name: str) -> list[str]:
+    if name == "main":
+        return ["generation", "prediction", "unconditional", "backward", "interpolation"]
+    if name in ("concat", "adaln", "cross-attention"):
+        return ["prediction"]
+    return ["generation", "prediction"]
 
 
 def train(name: str, out: Path, args) -> Path:
@@ -104,7 +119,8 @@ def train(name: str, out: Path, args) -> Path:
     cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
            "--keep-last", "1", "--no-progress", "--sample-sampler", args.sampler, "--sample-steps", str(args.steps),
            "--sample-cfg", str(args.cfg), *extra]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise UserError(f"training {name} failed (output above); rerun the benchmark to resume it")
     return out / "runs" / name
 
 
@@ -135,7 +151,7 @@ def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: 
     from dit.training.config import PRESETS
 
     size, frames = PRESETS["video-cpu"]["image_size"], PRESETS["video-cpu"]["frames"]
-    clips, labels, _ = cached_uint8_clips(n, size, frames, 1, out / "cache")
+    clips, labels, _ = cached_uint8_clips(n, size, frames, 1, out / "cache")  # n: the most any model uses
     real = (clips.permute(0, 1, 3, 4, 2).numpy(), labels.numpy())  # (N, F, H, W, 3)
     sizes = {} if judge_clips is None else {"judge_clips": judge_clips, "reference_clips": judge_clips}
     return VideoShapesMetric(size, frames, out / "cache", frame_judge_steps=judge_steps, motion_steps=judge_steps,
@@ -169,11 +185,11 @@ def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarr
     return np.concatenate(out)
 
 
-def evaluate(name: str, run: Path, task: str, metric, real, args) -> dict:
-    """One (model, task) row: the point estimates and their bootstrap intervals."""
+def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dict:
+    """One (model, task) row on n clips: the point estimates and their bootstrap intervals."""
     clips, labels = real
-    n = args.clips
     row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": steps_of(run),
+           "process": json.loads((run / "config.json").read_text())["process"],
            "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
     if task == "generation":
         gen_labels = np.arange(n) % 10

@@ -14,15 +14,16 @@ from dit.cli import run_cli  # noqa: E402
 
 def test_micro_video_benchmark(tmp_path):
     out = tmp_path / "vc"
-    argv = ["--out", str(out), "--models", "main", "split-heads", "--max-steps", "1", "--clips", "10", "--steps", "2",
+    argv = ["--out", str(out), "--models", "main", "split-heads", "adaln", "--max-steps", "1", "--clips", "10",
+            "--study-clips", "10", "--steps", "2",
             "--bootstrap", "10", "--judge-steps", "5", "--judge-clips", "200"]
     assert run_cli(video_cpu.main, argv) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["model"], r["task"]) for r in rows) == sorted(
         [("main", t) for t in ("generation", "prediction", "unconditional", "backward", "interpolation")]
-        + [("split-heads", t) for t in ("generation", "prediction", "unconditional")])
+        + [("split-heads", t) for t in ("generation", "prediction")] + [("adaln", "prediction")])
     for r in rows:
-        assert r["steps_trained"] == 1 and r["clips"] == 10
+        assert r["steps_trained"] == 1 and r["clips"] == 10 and r["process"] == "flow" and r["sampler"] == "euler"
         for k, v in r.items():
             if k.endswith("_ci"):
                 assert v[0] <= r[k[:-3]] + 1e-9 and r[k[:-3]] <= v[1] + 1e-9, k
@@ -32,4 +33,4 @@ def test_micro_video_benchmark(tmp_path):
     assert "| main |" in (out / "video_cpu.md").read_text()
     assert run_cli(video_cpu.main, argv) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
-    assert run_cli(video_cpu.main, [*argv[:2], "--steps", "1"]) == 2  # refused before any training
+    assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
