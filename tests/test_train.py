@@ -161,6 +161,34 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
                      load_file(str(tmp_path / "cut" / "checkpoints" / "step_000000004" / name)))
 
 
+SHARD_BF16 = """
+import os, sys, torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29534", RANK="0", WORLD_SIZE="1")
+torch.distributed.init_process_group("gloo")
+from dit.networks.dit import DiT
+from dit.networks.dit_config import preset_config
+from dit.training.parallel import shard
+torch.manual_seed(0)
+m = DiT.from_config(preset_config("DiT-S/4", input_size=8, in_channels=3, num_classes=10, hidden_size=32, depth=2,
+                                  num_heads=2))
+seen = []
+m.t_embedder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+shard(m, "bf16")
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    out = m(torch.randn(2, 3, 8, 8), torch.tensor([999.0, 3.0]), torch.tensor([1, 2]))
+assert out.isfinite().all()
+print(seen[0].dtype, seen[0].tolist())
+"""
+
+
+def test_fsdp_bf16_keeps_the_timesteps_in_float32():
+    """FSDP2's bf16 policy casts a module's forward inputs by default: t = 999 would reach the
+    embedder as 1000. The root keeps its inputs; the blocks' weights are still gathered in bf16."""
+    res = subprocess.run([sys.executable, "-c", SHARD_BF16], env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["torch.float32", "[999.0,", "3.0]"]
+
+
 def test_loss_falls_on_the_builtin_shapes(tmp_path):
     """A short real run (32 px, the demo's lr): the loss drops well below where it starts."""
     run = train_run(tmp_path, "--max-steps", 60, "--image-size", 32, "--hidden-size", 64, "--num-heads", 2,

@@ -87,12 +87,27 @@ class Replicated:
         self.ema.load_state_dict(load_file(str(Path(directory) / EMA_FILE)))
 
 
+def shard(model, mixed_precision: str) -> None:
+    """FSDP2 in place: each of model.blocks, then the rest. Under bf16, weights are gathered in bf16 and
+    gradients reduced in fp32. The root does NOT cast its forward inputs (FSDP2's default would): t
+    rounded to bf16 is another timestep (999 -> 1000: 8 bits of mantissa) and a video network's CLEAN
+    values, rounded, would no longer be the given frames; autocast casts what the matmuls need."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    bf16 = mixed_precision == "bf16"
+    blocks = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
+        else MixedPrecisionPolicy()
+    root = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False) \
+        if bf16 else MixedPrecisionPolicy()
+    for block in getattr(model, "blocks", []):  # one all-gather per block: peak memory is one block's weights
+        fully_shard(block, mp_policy=blocks)
+    fully_shard(model, mp_policy=root)
+
+
 class Sharded:
     """FSDP2: parameters, gradients, optimizer state and EMA split across the processes."""
 
     def __init__(self, accelerator, model, optimizer_factory, ema_decay: float):
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         if accelerator.mixed_precision == "fp16":
             raise UserError("--distributed fsdp supports --mixed-precision bf16 or no, not fp16 (use bf16)")
         if not torch.distributed.is_initialized():
@@ -102,11 +117,7 @@ class Sharded:
         # full copy of the weights on its GPU).
         self.full = copy.deepcopy(model).eval().requires_grad_(False) if accelerator.is_main_process else None
         model.to(accelerator.device)
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if accelerator.mixed_precision == "bf16" else MixedPrecisionPolicy()
-        for block in getattr(model, "blocks", []):  # one all-gather per block: peak memory is one block's weights
-            fully_shard(block, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
+        shard(model, accelerator.mixed_precision)
         self.model = self.net = model
         self.optimizer = optimizer_factory(model.parameters())
         self.names = [n for n, _ in model.named_parameters()]
