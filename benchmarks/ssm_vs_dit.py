@@ -328,7 +328,7 @@ def markdown(summary: list[dict]) -> str:
     lines += ["", "s/step: median over train.py's logged windows, from "
               + ("the separate --time runs (alone)" if timed == {"timing"} else "the training runs (meaningful only "
                  "if they ran alone)" if timed == {"train"} else "a mix of training and --time runs")
-              + f"; OMP_NUM_THREADS {', '.join(sorted({str(r['step_threads']) for r in summary}))}. "
+              + f"; OMP_NUM_THREADS {', '.join(sorted({str(r['step_threads'] or 'unset (all cores)') for r in summary}))}. "
               "GFLOPs: forward MACs per image at batch 1; S4D = kernel generation + FFT convolution (analytic)."]
     return "\n".join(lines) + "\n"
 
