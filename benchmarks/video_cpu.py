@@ -18,7 +18,7 @@ comparison needs: generation and prediction for the factorisations and no-tempor
 the conditioning methods (they differ only in how given frames enter):
     generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
-    prediction   --clips held-out real clips (seed 1 of the dataset; training uses seed 0), frames
+    prediction   held-out real clips (seed 1 of the dataset; training uses seed 0), frames
                  0-3 given: direction agreement of frames 4-7 with the given frames, mean centroid
                  error (px) against the true continuation; the unconditional baseline draws the same
                  clips with nothing given; backward prediction (frames 4-7 given) and interpolation

@@ -48,7 +48,10 @@ def test_legacy_library_path_is_bit_identical():
     x_T = process.prior(noise, 4, model.input_shape, "cpu")
     cond = {"y": torch.tensor([0, 3, 5, 9])}
     x0 = run_sampler(guided(model, cond, unconditional(cond, model.num_classes), 2.0), process, x_T, "ddpm", 12, noise)
-    assert torch.equal(x0, torch.from_numpy(REFERENCE["x0_ddpm12_cfg2"]))
+    # Bit-identical on the CPU that wrote the fixture (AMD EPYC, AVX2); another CPU's kernels (an
+    # AVX-512 Xeon) round differently: measured 2.6e-4 relative at most, against 0.74 for 13 steps
+    # instead of 12. Bits of the sampled uint8 images are checked above, and hold on both.
+    torch.testing.assert_close(x0, torch.from_numpy(REFERENCE["x0_ddpm12_cfg2"]), rtol=1e-3, atol=1e-3)
 
 
 def test_legacy_training_checkpoint_resumes_exactly(tmp_path):
@@ -62,7 +65,11 @@ def test_legacy_training_checkpoint_resumes_exactly(tmp_path):
     assert run_cli(train.main, argv) == 0
     new = load_file(str(tmp_path / "legacy" / "checkpoints" / "step_000000060" / "model.safetensors"))
     old = load_file(str(FIXTURE / "model_step60.safetensors"))
-    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in old)
+    assert new.keys() == old.keys()
+    # Bit-identical on the fixture's CPU; on an AVX-512 Xeon 4.2e-5 at most. One AdamW step at lr 1e-3
+    # moves a weight ~1e-3, and steps 30-60 move every trained tensor by >= 8.4e-3: a wrong resume fails.
+    for k in old:
+        torch.testing.assert_close(new[k], old[k], rtol=0, atol=3e-4)
 
 
 def test_arch_flag_cannot_relabel_a_legacy_export(tmp_path):
