@@ -49,7 +49,10 @@ def test_hundreds_of_shards_assemble_under_a_low_open_file_limit(tiny_export, tm
     assert run([*common, "--npz", few, "--batch-size", 64]) == 0  # 3 shards: the same samples
     with np.load(many) as a, np.load(few) as b:
         assert a["arr_0"].dtype == np.uint8 and a["arr_0"].shape == (n, 16, 16, 3)
-        assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
+        # The same samples: equal on an AVX2 CPU; on an AVX-512 Xeon batch 1 and batch 64 take other matmul
+        # kernels, so a value on a rounding boundary may land one uint8 level away.
+        diff = np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3 and np.array_equal(a["arr_1"], b["arr_1"])
         assert sorted(a["arr_1"].tolist()) == sorted(i % 10 for i in range(n))
         assert np.array_equal(np.concatenate(list(adm_read_batches(many, 7))), a["arr_0"])
 
