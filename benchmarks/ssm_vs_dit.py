@@ -175,8 +175,8 @@ def time_steps(model: str, out: Path, args) -> dict:
     runs = out / "timing"
     if (runs / model).exists():
         shutil.rmtree(runs / model)  # an interrupted timing run starts again: a resumed one mixes two start-ups
-    _, windows = run_train(model, runs, args.time_steps, args, "--log-every", str(min(50, args.time_steps)), "--ckpt-every",
-                           str(args.time_steps))
+    every = ["--log-every", str(min(50, args.time_steps)), "--ckpt-every", str(args.time_steps)]
+    _, windows = run_train(model, runs, args.time_steps, args, *every)
     return {"kind": "timing", "model": model, **settings(args)["timing"], "step_s": seconds_per_step(windows),
             "windows": windows, "omp_threads": os.environ.get("OMP_NUM_THREADS")}
 
@@ -278,7 +278,8 @@ def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> lis
         timing = find(rows, "timing", m) or t  # the separate timing run's, when there is one
         row = {"model": m, "flags": " ".join(MODELS[m]) or "(the cpu-demo preset)", "params": t["params"],
                "gflops": t["gflops"], "gflops_counted": t["gflops_counted"], "gflops_s4d": t["gflops_s4d"],
-               "step_s": timing["step_s"], "step_s_from": timing["kind"], "step_threads": timing.get("omp_threads"), "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
+               "step_s": timing["step_s"], "step_s_from": timing["kind"], "step_threads": timing.get("omp_threads"),
+               "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
         for k in KEYS:
             row[k], row[f"{k}_ci"] = q[k], shifted_interval(draws[m][k], q[k], clip=k == "fd_shapes")
         if m != BASELINE:
@@ -325,10 +326,11 @@ def markdown(summary: list[dict]) -> str:
                      f"{r['gflops_s4d']:.4f}) | {r['step_s']:.3f} | {cell(r, 'class_acc')} | "
                      f"{cell(r, 'fd_shapes', '.2f')} | {cell(r, 'acc_ratio')} | {cell(r, 'fd_ratio')} | {targets} |")
     timed = {r["step_s_from"] for r in summary}
-    lines += ["", "s/step: median over train.py's logged windows, from "
-              + ("the separate --time runs (alone)" if timed == {"timing"} else "the training runs (meaningful only "
-                 "if they ran alone)" if timed == {"train"} else "a mix of training and --time runs")
-              + f"; OMP_NUM_THREADS {', '.join(sorted({str(r['step_threads'] or 'unset (all cores)') for r in summary}))}. "
+    source = {frozenset({"timing"}): "the separate --time runs (alone)",
+              frozenset({"train"}): "the training runs (meaningful only if they ran alone)"}
+    threads = ", ".join(sorted({str(r["step_threads"] or "unset (all cores)") for r in summary}))
+    lines += ["", f"s/step: median over train.py's logged windows, from "
+              f"{source.get(frozenset(timed), 'a mix of training and --time runs')}; OMP_NUM_THREADS {threads}. "
               "GFLOPs: forward MACs per image at batch 1; S4D = kernel generation + FFT convolution (analytic)."]
     return "\n".join(lines) + "\n"
 

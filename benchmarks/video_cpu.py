@@ -188,8 +188,9 @@ def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarr
 def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dict:
     """One (model, task) row on n clips: the point estimates and their bootstrap intervals."""
     clips, labels = real
-    row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": steps_of(run),
-           "process": json.loads((run / "config.json").read_text())["process"],
+    config = json.loads((run / "config.json").read_text())
+    row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": config["max_steps"],
+           "process": config["process"],
            "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
     if task == "generation":
         gen_labels = np.arange(n) % 10
@@ -243,10 +244,6 @@ def parameters_of(run: Path) -> int:
     from dit.io.checkpoint import load_weights
 
     return int(sum(t.numel() for t in load_weights(str(run)).state_dict.values()))
-
-
-def steps_of(run: Path) -> int:
-    return json.loads((run / "config.json").read_text())["max_steps"]
 
 
 def _cell(r: dict, k: str, digits: int = 3) -> str:
