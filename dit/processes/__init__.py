@@ -7,6 +7,8 @@
     gaussian.py      DiT's Gaussian diffusion (DDPM/IDDPM): the "gaussian" process
     paths.py         interpolant paths of flow matching (linear, GVP, VP)
     flow.py          flow matching / stochastic interpolants (SiT, rectified flow): the "flow" process
+    vq_schedule.py   VQ-Diffusion's mask-and-replace schedule, token ids ([MASK] = K) and time, the posterior
+    vq_diffusion.py  discrete diffusion over VQ token ids (VQ-Diffusion): the "vq-diffusion" process
 
 Importing this package registers the built-in processes.
 """
@@ -15,9 +17,11 @@ from dit.processes.base import Process
 from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
 from dit.processes.registry import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
+from dit.processes.vq_diffusion import VQDiffusion
 
 register_process(GaussianDiffusion)
 register_process(FlowMatching)
+register_process(VQDiffusion)
 
-__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "PROCESSES", "Process", "get_process", "process_from_meta",
-           "register_process"]
+__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "PROCESSES", "Process", "VQDiffusion", "get_process",
+           "process_from_meta", "register_process"]

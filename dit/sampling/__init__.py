@@ -6,6 +6,7 @@
     schedulers.py      diffusers' schedulers (DPM-Solver++, UniPC, Euler, Heun, DDIM) as Gaussian samplers
     flow.py            the flow process's samplers: Euler and Heun with a timestep shift, dopri5, an SDE
     flow_diffusers.py  diffusers' FlowMatchEulerDiscreteScheduler as a flow sampler
+    vq_diffusion.py    the vq-diffusion process's sampler (full chain and fast inference), truncation, log-space guidance
     guidance.py        class conditioning and classifier-free guidance as denoiser wrappers
     generate.py        network + process + autoencoder -> uint8 images (sample.py, previews, evaluation)
 
@@ -13,7 +14,7 @@ Importing this package registers the built-in samplers (the first of each proces
 except where `default=True` says otherwise).
 """
 
-from dit.sampling import ancestral, flow, flow_diffusers, schedulers
+from dit.sampling import ancestral, flow, flow_diffusers, schedulers, vq_diffusion
 from dit.sampling.registry import (check_sampler, default_sampler, get_sampler, register_sampler, run_sampler,
                                    sampler_names)
 
@@ -27,5 +28,7 @@ register_sampler("flow", "heun", flow.heun)
 register_sampler("flow", "dopri5", flow.dopri5)
 register_sampler("flow", "sde", flow.sde)
 register_sampler("flow", "diffusers-euler", flow_diffusers.flow_match_euler)
+
+register_sampler("vq-diffusion", "ancestral", vq_diffusion.ancestral)
 
 __all__ = ["check_sampler", "default_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]
