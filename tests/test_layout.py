@@ -23,7 +23,7 @@ LAYERS = [
     {"sampling"},
     {"io"},
     {"data"},
-    {"training", "eval", "analysis"},
+    {"training", "eval", "analysis", "segmentation"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 400

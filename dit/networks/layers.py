@@ -174,7 +174,15 @@ class Attention(nn.Module):
     the attention logits, the instability QK-norm was introduced against (Dehghani et al. 2023,
     ViT-22B, who used LayerNorm); RMSNorm whatever the blocks' `norm`, so the flag means one thing.
     rope: (cos, sin) tables of rope.rope_2d, applied to q and k after the norm.
+
+    `mode` is a switch for attention injection (EmerDiff, dit/segmentation/attention_replay.py):
+    None (default) runs the fused SDPA kernel; "record" computes softmax(q k^T / sqrt(d)) explicitly
+    and keeps it in `probs` (N, heads, T, T); "replay" uses `probs` instead of this call's q and k,
+    so only the values carry the new input. Replaying a recorded pass gives it back bit for bit.
     """
+
+    mode: str | None = None  # class attribute: instances and checkpoints carry nothing until it is set
+    probs: torch.Tensor | None = None
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False):
         super().__init__()
@@ -194,8 +202,21 @@ class Attention(nn.Module):
             q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        if self.mode is None:
+            x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        else:
+            x = self._explicit(q, k, v)
         return self.proj(rearrange(x, "b h t d -> b t (h d)"))
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The record/replay path: the same attention with its map written out (see `mode`)."""
+        if self.mode == "record":
+            self.probs = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)  # (N, heads, T, T)
+        elif self.mode != "replay":
+            raise ValueError(f"Attention.mode must be None, 'record' or 'replay', got {self.mode!r}")
+        elif self.probs is None or self.probs.shape[-1] != k.shape[-2]:
+            raise ValueError("Attention.mode 'replay' needs the maps of a recorded pass of the same length in `probs`")
+        return self.probs.to(v.dtype) @ v
 
 
 class CrossAttention(nn.Module):
