@@ -21,7 +21,8 @@ from dit.networks.dit import DiT
 SCRIPTS = ["train.py", "sample.py", "cache_latents.py", "evaluate.py", "export_diffusers.py", "benchmarks/gflops.py",
            "benchmarks/throughput.py", "benchmarks/vs_diffusers.py", "benchmarks/sampler_quality.py",
            "benchmarks/scaling_sweep.py", "benchmarks/diffusers_export.py", "benchmarks/ssm_vs_dit.py",
-           "benchmarks/classifier_guidance.py", "train_classifier.py", "segment.py", "benchmarks/segmentation.py"]
+           "benchmarks/classifier_guidance.py", "train_classifier.py", "segment.py", "benchmarks/segmentation.py",
+           "train_vq.py"]
 
 
 def script(path):

@@ -7,6 +7,9 @@ inverts it first. Both come from the VAE's own config (`scaling_factor`, `shift_
 such as SD3's set a shift), LDM's 0.18215 where an older config records none. `none` keeps pixel
 space (3 channels, identity), as in the paper's pixel-space ablations.
 
+A trained VQ tokenizer (train_vq.py) loads through `Autoencoder.load` too, as a TokenAutoencoder
+(dit/autoencoders/vq.py) between pixels and token ids; its interface is written down there.
+
 Optionally (`ChannelNorm`, LightningDiT / EDM2) the scaled latents are further normalised per
 channel, z' = (z - mean_c) / std_c, with statistics measured over a latent cache: one scalar leaves
 the SD VAE's channels at different offsets and spreads. Encoding applies it, decoding inverts it
@@ -96,6 +99,8 @@ class ChannelNorm:
 class Autoencoder:
     """Encode images to DiT latents and decode them back (or the identity in pixel space)."""
 
+    kind = "latents"  # continuous latents (C, h, w); a VQ tokenizer's is "tokens" (dit/autoencoders/vq.py)
+
     def __init__(self, vae=None, scale: float = LATENT_SCALE, name: str = PIXEL, shift: float = 0.0,
                  channel_norm: ChannelNorm | None = None):
         self.vae = vae
@@ -106,9 +111,16 @@ class Autoencoder:
 
     @classmethod
     def load(cls, name: str = DEFAULT_VAE, device="cpu", dtype=torch.float32) -> "Autoencoder":
-        """`name`: "ema", "mse", "none", a Hugging Face hub id, or a local diffusers directory."""
+        """`name`: "ema", "mse", "none", a Hugging Face hub id, or a local diffusers directory; or a
+        train_vq.py run, checkpoint or export, which gives a TokenAutoencoder (dit/autoencoders/vq.py:
+        kind "tokens", encode -> ids, decode <- ids)."""
         if name == PIXEL:
             return cls(None, 1.0, PIXEL)
+        if name not in VAE_SOURCES:
+            from dit.autoencoders.vq import TokenAutoencoder, tokenizer_file
+
+            if tokenizer_file(name) is not None:
+                return TokenAutoencoder.load(name, device, dtype)
         source = VAE_SOURCES.get(name, name)
         from diffusers import AutoencoderKL
 
@@ -181,6 +193,11 @@ class Autoencoder:
                 f"{self.downsample}; use e.g. 256 or 512"
             )
         return image_size // self.downsample
+
+    def latent_shape(self, image_size: int) -> tuple[int, int, int]:
+        """One image's latent (C, h, w) (a tokenizer's: its (h, w) grid of ids)."""
+        side = self.latent_size(image_size)
+        return (self.latent_channels, side, side)
 
     def _vae_dtype(self):
         return next(self.vae.parameters()).dtype

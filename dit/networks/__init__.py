@@ -12,6 +12,7 @@
     noisy_classifier.py  p(y | x_t, t) for classifier guidance (ADM), on the generator's input
     s4d.py, diffussm.py  DiffuSSM (Yan et al. 2024): attention-free blocks around a bidirectional S4D
     token_dit.py      DiT's blocks over token ids -> log p(x0) over K tokens (VQ-Diffusion's network)
+    vq_tokenizer.py   diffusers' VQModel as a VQ tokenizer: images <-> ids (train_vq.py; used as --vae)
     registry.py       the architecture registry and the network contract
 
 Importing this package registers the built-in architectures.
@@ -24,11 +25,13 @@ from dit.networks.diffussm import ARCH as _DIFFUSSM
 from dit.networks.noisy_classifier import ARCH as _NOISY_CLASSIFIER
 from dit.networks.token_dit import ARCH as _TOKEN_DIT
 from dit.networks.video_dit import ARCH as _VIDEO_DIT
+from dit.networks.vq_tokenizer import ARCH as _VQ_TOKENIZER
 
 register_architecture(_DIT)
 register_architecture(_VIDEO_DIT)
 register_architecture(_NOISY_CLASSIFIER)
 register_architecture(_DIFFUSSM)
 register_architecture(_TOKEN_DIT)
+register_architecture(_VQ_TOKENIZER)
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]

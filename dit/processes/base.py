@@ -39,6 +39,10 @@ class Process(abc.ABC):
     run_fields: ClassVar[tuple[str, ...]] = ()
     # Why classifier guidance (`guide`) cannot work with this process; None where it does.
     classifier_guidance_refusal: ClassVar[str | None] = "classifier guidance is not defined for this process"
+    # Where classifier-free guidance mixes the conditional and unconditional outputs: "output" (the
+    # network's output channels, dit/sampling/guidance.py) or "log-prob" (log-probabilities over
+    # token ids, renormalised: dit/sampling/vq_diffusion.py's guided_log_probs).
+    guidance_space: ClassVar[str] = "output"
 
     @classmethod
     @abc.abstractmethod

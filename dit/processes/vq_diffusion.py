@@ -52,7 +52,10 @@ HISTORY_WARMUP = 10  # the released code samples uniformly until every t has bee
 
 class VQDiffusion(Process):
     key = "vq-diffusion"
+    # codebook_size is shared with the tokenizer (--arch vq-tokenizer), so it is not a process-only field.
+    run_fields = ("vq_timesteps", "replace_max", "aux_weight", "vq_time_sampling")
     classifier_guidance_refusal = "classifier guidance needs a score; the vq-diffusion process has token ids"
+    guidance_space = "log-prob"  # CFG on log p(x~0 | x_t), renormalised (dit/sampling/vq_diffusion.py)
 
     def __init__(self, codebook_size: int, timesteps: int = TIMESTEPS, replace_max: float = 0.0,
                  aux_weight: float = AUX_WEIGHT, aux_adaptive: bool = True, time_sampling: str = "uniform",

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from dit.autoencoders.pixels import to_uint8
+from dit.errors import UserError
 from dit.layout import CLEAN, GIVEN
 from dit.networks.conditioning import unconditional
 from dit.precision import autocast_dtype
@@ -13,6 +14,7 @@ from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_for
 from dit.sampling.guidance import guided
 from dit.sampling.noise import PerSampleNoise
 from dit.sampling.registry import run_sampler
+from dit.sampling.vq_diffusion import guided_log_probs
 
 
 @torch.no_grad()
@@ -50,7 +52,14 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     if given is not None:
         mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)
         cond[GIVEN], cond[CLEAN] = mask, clean
-    denoiser = guided(net, cond, unconditional(cond, network.num_classes), cfg_scale, cfg_channels, interval)
+    uncond = unconditional(cond, network.num_classes)
+    if process.guidance_space == "log-prob":  # token ids: guidance on log-probabilities (no channels, no interval)
+        if given is not None or classifier is not None or cfg_channels is not None or interval is not None:
+            raise UserError(f"the {process.key} process samples token ids: given positions, classifier guidance, "
+                            "guidance channels and intervals do not apply")
+        denoiser = guided_log_probs(net, cond, uncond, cfg_scale)
+    else:
+        denoiser = guided(net, cond, uncond, cfg_scale, cfg_channels, interval)
     if stats is not None:
         denoiser = _counted(denoiser, stats)
     options = {**(options or {}), **({"eta": eta} if eta else {})}

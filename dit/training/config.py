@@ -69,6 +69,18 @@ class TrainConfig:
     # --- the noise-aware classifier (--arch noisy-classifier, train_classifier.py) ---
     classifier_pool: str = "query"  # query (a learned query attends over the tokens) or mean-query (ADM's)
 
+    # --- VQ tokens: the tokenizer (--arch vq-tokenizer, train_vq.py) and the vq-diffusion process ---
+    codebook_size: int = 0  # K, token ids 0..K-1: the tokenizer's codebook, and the vq-diffusion process's (0: unset)
+    codebook_dim: int = 0  # dimension of a codebook vector (0: the --model preset's)
+    commitment: float = 0.25  # beta of VQ-VAE's commitment term beta ||z_e - sg[e]||^2 (van den Oord et al. 2017, eq. 3)
+    kmeans_iters: int = 10  # Lloyd iterations initialising the codebook on the first batch's encoder outputs (0: random init)
+    restart_every: int = 100  # every N training forwards, re-seed dead codes from the batch's encoder outputs (0: never)
+    dead_code_threshold: float = 0.1  # dead: usage (EMA of the share of tokens) below this fraction of 1/K
+    vq_timesteps: int = 100  # T of the vq-diffusion process (the paper's 100)
+    replace_max: float = 0.0  # replace mass K bbar_T (0: the released schedule, pure masking; 0.1: the paper's text)
+    aux_weight: float = 5e-4  # lambda of the auxiliary x0 cross-entropy (the released configs)
+    vq_time_sampling: str = "uniform"  # uniform or importance (the released code's; depends on batch and process count)
+
     # --- the Gaussian process ---
     schedule: str = SCHEDULE
     timesteps: int = TIMESTEPS
@@ -253,6 +265,29 @@ CLASSIFIER_PRESETS: dict[str, dict] = {
         model="Classifier-ADM/2", global_batch_size=256, max_steps=300_000, ckpt_every=20_000)},
 }
 DEFAULT_CLASSIFIER_PRESET = "classifier-cpu"
+
+# Presets of train_vq.py: VQ tokenizers (dit/networks/vq_tokenizer.py) on pixels, trained with the
+# VQ-VAE loss, k-means codebook init and dead-code restarts (dit/training/vq_objective.py). The export
+# is the raw weights (ema_decay 0: the "EMA" is a copy): an average of encoder, codebook and decoder
+# over steps in which codes were re-seeded would blend codes the decoder never saw.
+_VQ = dict(arch="vq-tokenizer", vae="none", class_dropout_prob=0.0, ema_decay=0.0, ema_warmup=False, weight_decay=0.0,
+           commitment=0.25, kmeans_iters=10)
+VQ_PRESETS: dict[str, dict] = {
+    # The cpu-demo's data (the built-in shapes, 16 px, pixels); VQ-T/2 (0.7M parameters): 8x8 ids of a
+    # 128-entry codebook, MSE reconstruction (no perceptual or GAN term: flat shapes at 16 px need none).
+    "vq-cpu": {**_CPU_DEMO, **_VQ, **dict(
+        model="VQ-T/2", codebook_size=128, hidden_size=None, depth=None, num_heads=None, global_batch_size=16,
+        lr=1e-3, warmup_steps=0, lr_schedule="cosine", max_steps=2000, ckpt_every=500, log_every=100,
+        restart_every=100)},
+    # ImageNet-like images at 256 px (an image folder: the tokenizer encodes pixels, never a latent cache):
+    # VQ-B/16, taming's VQGAN f16 encoder/decoder, 16x16 ids of K = 1024 (VQ-Diffusion's ImageNet
+    # tokenizer keeps 2,886 codes: --codebook-size 2886). Settings only, not run here; without a
+    # perceptual and a GAN term (VQGAN's) reconstructions at 256 px are blurry.
+    "vq-256": {**_IMAGENET, **_VQ, **dict(
+        model="VQ-B/16", codebook_size=1024, vae="none", global_batch_size=64, lr=2e-4, warmup_steps=1000,
+        lr_schedule="constant", max_steps=300_000, ckpt_every=10_000, restart_every=1000)},
+}
+DEFAULT_VQ_PRESET = "vq-cpu"
 
 # Recipes: HOW a network is trained (process, time sampling, loss, block options), orthogonal to a
 # preset's model, data and schedule; `--recipe NAME` sets all of these fields, flags still win. They
