@@ -4,6 +4,9 @@
     accelerate launch --num_processes 8 cache_latents.py --data ... --out ...   # split over GPUs
 
 Then: `accelerate launch train.py imagenet-256 --data /data/imagenet256-latents`.
+Through a VQ tokenizer (a train_vq.py run as --vae) the cache holds token ids (of each image and its
+flip) instead of posterior moments, for `train.py vq-diffusion-cpu --data CACHE --vae TOKENIZER_DIR`:
+    python cache_latents.py --data /data/shapes --out /data/shapes-ids --image-size 16 --vae results/vq-cpu
 Re-running the same command resumes an interrupted run and repairs missing or damaged chunks.
 A finished cache also gets its per-channel latent statistics (stats.json, for `--latent-norm
 channel`); for a cache written before they existed, measure them without re-encoding:
@@ -30,10 +33,12 @@ def parse_args(argv=None):
     p.add_argument("--data", help="ImageFolder root: <root>/<class>/<image> (required unless --stats-only)")
     p.add_argument("--out", required=True, help="cache directory to create (or to resume)")
     p.add_argument("--image-size", type=positive(), default=256)
-    p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id or a local diffusers AutoencoderKL directory")
+    p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id, a local diffusers AutoencoderKL directory, "
+                                                     "or a VQ tokenizer (train_vq.py run): token ids")
     p.add_argument("--batch-size", type=positive(), default=64, help="per process")
     p.add_argument("--chunk-size", type=positive(), default=10_000, help="images per chunk file")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="storage type of the moments")
+    p.add_argument("--dtype", choices=list(DTYPES), help="storage type of the moments (default float16; a "
+                                                          "tokenizer's ids are int16, or int32 for K > 32767)")
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -79,13 +84,19 @@ def main(argv=None):
     check_world(state)
     vae = Autoencoder.load(args.vae, state.device)
     vae.latent_size(args.image_size)  # the VAE's factor must divide the image size
+    tokens = vae.kind == "tokens"
+    if tokens and args.dtype is not None:
+        raise UserError(f"--dtype: {args.vae} is a VQ tokenizer, whose ids are stored as integers; drop --dtype")
     index = build_cache(args.data, args.out, args.image_size, vae, state, args.batch_size, args.chunk_size,
-                        args.dtype, args.num_workers, progress=state.is_main_process and not args.no_progress)
+                        args.dtype or "float16", args.num_workers,
+                        progress=state.is_main_process and not args.no_progress)
     if state.is_main_process:
-        print(f"wrote {args.out}: {index['images']} images in {len(index['chunks'])} chunks, latents "
+        what = f"token ids (K = {vae.codebook_size})" if tokens else "latents"
+        print(f"wrote {args.out}: {index['images']} images in {len(index['chunks'])} chunks, {what} "
               f"{'x'.join(map(str, index['latent_shape']))}; skipped {len(index['skipped'])} unreadable files"
               + (f" (e.g. {index['skipped'][0]})" if index["skipped"] else ""))
-        print_stats(args.out)
+        if not tokens:
+            print_stats(args.out)
 
 
 if __name__ == "__main__":

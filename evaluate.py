@@ -12,8 +12,8 @@
     python evaluate.py --samples clips.npz --metric fvd --ref real.npz --i3d-weights i3d_pretrained_400.pt
 
 Prints one JSON object of metrics (and writes it with --out), with what produced them: the checkpoint
-and its sha256 (of the weights file the loader reads), sampler, steps, cfg scale and the other drawing
-flags, the seed range ("seeds": [first, last]; sample i used seed first + i), the number of samples,
+and its sha256 (of the weights file the loader reads), the VQ tokenizer that decoded token ids and its
+sha256 (VQ-Diffusion; null otherwise), sampler, steps, cfg scale and the other drawing flags, the seed range ("seeds": [first, last]; sample i used seed first + i), the number of samples,
 the reference and its sha256, and the code version (git commit, else the package version).
 
 Generation is unguided unless asked: --cfg-scale defaults to 1 here (FID protocol), not sample.py's 4.
@@ -132,17 +132,26 @@ def provenance(args, argv, num_samples: int) -> dict:
               "cfg_scale": None,
               "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
               "seeds": None, "classifier": None, "classifier_sha256": None, "classifier_scale": None,
-              "classifier_form": None}
+              "classifier_form": None, "tokenizer": None, "tokenizer_sha256": None}
     if args.ckpt:
         import sample
-        from dit.io.checkpoint import checkpoint_sha256
-
+        from dit.autoencoders.vq import tokenizer_file
+        from dit.io.checkpoint import checkpoint_sha256, load_weights
+        from dit.processes import process_from_meta
         from dit.sampling import default_sampler
 
         s = sample.parse_args([*argv, "--npz", "unused.npz"])
+        ckpt = load_weights(args.ckpt)
+        sample._keys(s, ckpt)  # --arch / --process as sample.py applied them
+        process = process_from_meta(ckpt.meta)
+        vae = s.vae or ckpt.meta.get("vae")
+        tokenizer = tokenizer_file(vae) if vae else None  # None: a VAE or pixels decoded the samples
         record.update(checkpoint=args.ckpt, checkpoint_sha256=checkpoint_sha256(args.ckpt),
-                      sampler=s.sampler or default_sampler(keys_of(args)["process"]), sampler_options=sample.sampler_options(s),
-                      steps=s.steps, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
+                      sampler=s.sampler or default_sampler(process.key), sampler_options=sample.sampler_options(s),
+                      steps=s.steps or sample.default_steps(process),
+                      tokenizer=None if tokenizer is None else str(tokenizer),
+                      tokenizer_sha256=None if tokenizer is None else file_sha256(tokenizer),
+                      cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
                       seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i
         if s.classifier:  # classifier guidance (ADM): which classifier, how strong, in which form

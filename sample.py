@@ -9,6 +9,9 @@ Evaluation batch in the ADM evaluator's format (split over processes, resumable)
 Clips from a video checkpoint (--arch video-dit): an animated grid, or completion of given clips:
     python sample.py --ckpt results/video-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 50 --out grid.gif
     python sample.py --ckpt results/video-cpu --video-in clips.npz --given-frames 0-3 --npz completed.npz
+Token ids (VQ-Diffusion: --arch token-dit, --process vq-diffusion) decode through the VQ tokenizer
+the model was trained with (its run directory, recorded as the checkpoint's --vae):
+    python sample.py --ckpt results/vq-diffusion-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 25 --out grid.png
 Sample i is always drawn from seed (--seed + i): the same image whatever the batch size or
 number of processes. `--arch` / `--process` default to the checkpoint's own (older checkpoints:
 dit, gaussian); `--sampler` names a sampler registered for the process.
@@ -30,10 +33,12 @@ from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder, ChannelNorm
 from dit.cli import ArgumentParser, add_switch, positive, run_cli
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
+from dit.autoencoders.vq import ARCH as TOKENIZER_ARCH
 from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
 from dit.io.images import make_grid, save_png
+from dit.io.zoo import sha256_of
 from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
-from dit.networks import ARCHITECTURES
+from dit.networks import ARCHITECTURES, get_architecture
 from dit.networks.conditioning import IMAGENET_CLASSES
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.precision import ALIASES, PRECISIONS, check_precision
@@ -45,6 +50,7 @@ from dit.sampling.generate import generate_images
 from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
+DEFAULT_STEPS = 250  # the paper's DDPM protocol; a process may choose its own (vq-diffusion: every one of its T steps)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Sigma grad log p (ADM Alg. 1, ddpm); auto: mean for ddpm, eps otherwise")
     p.add_argument("--sampler", help="a sampler of the process; default: the process's first (gaussian: "
                    f"{', '.join(sampler_names('gaussian'))}; flow: {', '.join(sampler_names('flow'))})")
-    p.add_argument("--steps", type=positive(int), default=250, help="sampler steps (heun: 2 evaluations each; dopri5: unused)")
+    p.add_argument("--steps", type=positive(int), help=f"sampler steps (heun: 2 evaluations each; dopri5: unused); default "
+                   f"{DEFAULT_STEPS}, vq-diffusion: its T (fewer: the paper's fast inference)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (gaussian ddim, diffusers-ddim); default 0")
     # Options of the flow samplers (dit/sampling/flow.py); given to a sampler without them, they are an error.
     p.add_argument("--shift", type=float, help="flow euler/heun/sde/diffusers-euler: timestep shift s, t' = s t / (1 + (s-1) t); default 1")
@@ -84,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "increasing-decreasing; default sigma")
     p.add_argument("--diffusion-norm", type=float, help="flow sde: scale of w(t); default 1")
     p.add_argument("--last-step", type=float, help="flow sde: size of the final noise-free step; default 0.04")
+    p.add_argument("--truncation", type=float, metavar="R", help="vq-diffusion ancestral: keep the most likely ids of "
+                   "p(x0 | x_t) up to cumulative probability R (the released truncation_rate; ImageNet 0.86); "
+                   "default 1 (none)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=positive(int), default=32, help="per process")
     p.add_argument("--out", help="grid: .png (clips: one row of frames per clip), .gif or .mp4 (clips); default "
@@ -100,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     _check_classifier_flags(args)
+    if args.truncation is not None and not 0 < args.truncation <= 1:
+        raise UserError(f"--truncation must be in (0, 1] (1: none), got {args.truncation}")
     if (args.video_in is None) != (args.given_frames is None):
         raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
     if args.video_in is not None:
@@ -152,22 +164,35 @@ def _keys(args, ckpt) -> None:
             ckpt.meta[key] = given
 
 
+def default_steps(process) -> int:
+    return getattr(process, "default_sampling_steps", DEFAULT_STEPS)
+
+
 def build(args, device):
     """Network, autoencoder and process for the checkpoint and flags."""
     ckpt = load_weights(args.ckpt)
     if ckpt.meta.get("objective") == "noisy-classification":
         raise UserError(f"{args.ckpt} is a noise-aware classifier (train_classifier.py), not a generator: pass it as "
                         "--classifier, and a generator as --ckpt")
+    if ckpt.arch == TOKENIZER_ARCH:
+        raise UserError(f"{args.ckpt} is a tokenizer (train_vq.py), not a generator: pass it as --vae, and a "
+                        "generator trained on its ids (train.py --arch token-dit) as --ckpt")
     _keys(args, ckpt)
     process = process_from_meta(ckpt.meta)
+    args.steps = args.steps or default_steps(process)
     args.sampler = args.sampler or default_sampler(process.key)
     check_sampler(process, args.sampler, args.steps, **sampler_options(args))
+    tokens = get_architecture(ckpt.arch).data_kind == "tokens" or getattr(process, "data_kind", None) == "tokens"
     if args.model and ckpt.arch != "dit":
         raise UserError(f"--model names a DiT preset; {ckpt.source} holds a {ckpt.arch!r} network")
     model = None if args.model else instantiate(ckpt, None, device)  # the file is checked before the VAE is sought
     # The latent space the network was trained in: the VAE, and the per-channel normalisation if it recorded one.
     vae = Autoencoder.load(args.vae or ckpt.meta.get("vae") or DEFAULT_VAE, device)
     vae.with_norm(ChannelNorm.from_meta(ckpt.meta))
+    if tokens or vae.kind == "tokens":
+        check_token_space(model, vae, process, ckpt, args)
+        args.classifier_net, args.tokenizer_file = None, vae.source  # the tokenizer's bytes decide the images too
+        return model, vae, process
     if args.model:
         image_size = args.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
         if args.model in MODEL_NAMES:
@@ -192,7 +217,37 @@ def build(args, device):
     return model, vae, process
 
 
-SAMPLER_OPTIONS = ("eta", "shift", "atol", "rtol", "diffusion_form", "diffusion_norm", "last_step")  # = keywords
+def check_token_space(model, vae, process, ckpt, args) -> None:
+    """A network of token ids (VQ-Diffusion) with the tokenizer that decodes them: one K for tokenizer,
+    network and process, the tokenizer's grid at the image size equal to the network's, and no flag
+    made for continuous inputs."""
+    name = args.vae or ckpt.meta.get("vae")
+    if vae.kind != "tokens":
+        raise UserError(f"{ckpt.source} models token ids ({ckpt.arch}, {process.key}), but --vae {name} is not a VQ "
+                        "tokenizer: pass the tokenizer run it was trained with as --vae")
+    if get_architecture(ckpt.arch).data_kind != "tokens" or getattr(process, "data_kind", None) != "tokens":
+        raise UserError(f"--vae {name} is a VQ tokenizer (token ids), but {ckpt.source} holds a {ckpt.arch!r} network "
+                        f"with the {process.key} process; pass its own VAE (or drop --vae)")
+    sizes = {"the tokenizer": vae.codebook_size, "the network": model.config.codebook_size,
+             "the process": getattr(process, "K", None)}
+    if len(set(sizes.values())) > 1:
+        raise UserError(f"codebook sizes disagree ({', '.join(f'{k} K = {v}' for k, v in sizes.items())}): --vae {name} "
+                        "is not the tokenizer this checkpoint was trained with")
+    image_size = args.image_size or ckpt.meta.get("image_size") or vae.image_size
+    grid = tuple(vae.latent_shape(image_size))
+    if grid != tuple(model.input_shape):
+        raise UserError(f"the tokenizer {name} gives {'x'.join(map(str, grid))} ids at {image_size} px, but the "
+                        f"network takes {'x'.join(map(str, model.input_shape))}; check --vae and --image-size")
+    if args.num_classes and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} but the checkpoint has {model.num_classes} classes")
+    used = [flag for flag, v in (("--cfg-channels", args.cfg_channels), ("--guidance-interval", args.guidance_interval),
+                                 ("--classifier", args.classifier), ("--video-in", args.video_in)) if v]
+    if used:
+        raise UserError(f"{used[0]} does not apply to token ids (the {process.key} process guides log-probabilities "
+                        "of all positions at every step)")
+
+
+SAMPLER_OPTIONS = ("eta", "shift", "atol", "rtol", "diffusion_form", "diffusion_norm", "last_step", "truncation")  # = keywords
 
 
 def sampler_options(args) -> dict:
@@ -317,7 +372,8 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 # The classifier's settings enter only when --classifier is given (shard_settings), so shards written
 # before classifier guidance existed still match.
 _NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
-                "compile", "compile_best_effort", "classifier", "classifier_net", "classifier_scale", "classifier_form"}
+                "compile", "compile_best_effort", "classifier", "classifier_net", "classifier_scale", "classifier_form",
+                "truncation", "tokenizer_file"}
 
 
 def shard_settings(args) -> dict:
@@ -325,7 +381,11 @@ def shard_settings(args) -> dict:
     content = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONTENT}
     classifier = {"classifier_sha256": checkpoint_sha256(args.classifier), "classifier_scale": args.classifier_scale,
                   "classifier_form": args.classifier_form} if args.classifier else {}  # absent: older shards still match
-    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **content}))
+    # Absent unless set: shards written before these existed still match.
+    truncation = {} if args.truncation is None else {"truncation": args.truncation}
+    tokenizer = {"tokenizer_sha256": sha256_of(Path(args.tokenizer_file))} if getattr(args, "tokenizer_file", None) else {}
+    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **truncation, **tokenizer,
+                                  **content}))
 
 
 def sample_npz(model, vae, process, args, state, device):

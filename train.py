@@ -12,6 +12,10 @@ Re-running the same command resumes from the newest complete checkpoint of the r
 training step: the process draws its randomness per sample from the data stream
 (dit/data/stream.py) and computes the loss (dit/training/step.py); AdamW updates the weights, then
 the EMA. The run itself is dit/training/loop.py; this file reads the flags.
+
+Discrete diffusion (VQ-Diffusion) on the ids of a VQ tokenizer trained with train_vq.py, passed as
+the autoencoder: `python train.py vq-diffusion-cpu --vae results/vq-cpu` (--arch token-dit --process
+vq-diffusion; K is read from the tokenizer; --data shapes, an image folder or a cache of ids).
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ from dit.errors import UserError
 from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from dit.training.flags import config_from_args, training_parser
 from dit.training.loop import run_training
-from dit.training.setup import check_latent_norm
+from dit.training.setup import check_latent_norm, resolve_tokens
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     args = training_parser(__doc__.split("\n")[0], PRESETS, DEFAULT_PRESET).parse_args(argv)
     if args.arch == "noisy-classifier":
         raise UserError("--arch noisy-classifier trains a classifier for guidance: use train_classifier.py")
-    config = config_from_args(args)
+    config = config_from_args(args, resolve=resolve_tokens)  # a tokenizer --vae: token-dit, vq-diffusion, its K
     check_latent_norm(config)
     return config, args
 

@@ -71,6 +71,18 @@ def tokenizer_file(name: str) -> Path | None:
     return None
 
 
+def tokenizer_codebook_size(name: str) -> int | None:
+    """K of the tokenizer `name` names, read from its file's header (no network is built); None if
+    `name` is not a tokenizer. train.py fills --codebook-size from it before its config is checked."""
+    path = tokenizer_file(name)
+    if path is None:
+        return None
+    try:
+        return int(_header(path)["model"]["codebook_size"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} records no tokenizer config; re-export it with train_vq.py") from None
+
+
 class TokenAutoencoder:
     """Images <-> token ids through a trained VQ tokenizer (see the module docstring)."""
 

@@ -6,12 +6,17 @@ about as much as the DiT forward pass for XL/2 and more for smaller models.
 What is stored (per image): the scaled mean and std of the VAE posterior q(z|x) for the image
 AND its horizontal flip, so training can still draw a fresh latent z = mean + std * eps every
 epoch and still flip (as the paper trains), instead of freezing one sample as fast-DiT does.
+Through a VQ tokenizer (dit/autoencoders/vq.py, VQ-Diffusion) there is no posterior: a chunk holds
+the token ids of the image and of its flip instead ("ids" (n, 2, h, w), int16 when K <= 32767): the
+ids of a flipped image are not the flipped ids (a code need not be mirror-symmetric), so both are
+encoded. settings.json then records the tokenizer (name, file, codebook_size, scale 1, shift 0).
 
 Layout of a cache directory:
     settings.json              what was encoded (data root, image size, the VAE: name, source, scale and
                                shift; dtype, chunk size)
     chunk_00000.safetensors    images [k*C, (k+1)*C) of the sorted file list: "mean", "std" (n, 2, c, h, w)
-    ...                        ([:, 0] the image, [:, 1] its flip), "labels" (n,), "indices" (n,)
+    ...                        ([:, 0] the image, [:, 1] its flip), or "ids" (n, 2, h, w) for a tokenizer;
+                               "labels" (n,), "indices" (n,)
     index.json                 written last: chunk names and row counts, classes, skipped files
     stats.json                 per-channel mean and std of the latents (for --latent-norm channel), and the
                                chunks they were measured over; written after index.json (`write_stats`)
@@ -39,6 +44,12 @@ from dit.io.atomic import atomic_path, write_json
 INDEX, SETTINGS, STATS = "index.json", "settings.json", "stats.json"
 STATS_ROWS = 1024  # images read at a time while measuring the statistics: bounded memory at any image size
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+MOMENTS, IDS = ("mean", "std"), ("ids",)  # what a chunk stores: a VAE's posterior moments, or a tokenizer's ids
+
+
+def ids_dtype(codebook_size: int) -> str:
+    """The smallest signed type that holds ids 0..K-1 (safetensors and torch have no uint16 to rely on)."""
+    return "int16" if codebook_size <= torch.iinfo(torch.int16).max else "int32"
 
 
 def chunk_name(k: int) -> str:
@@ -49,10 +60,12 @@ def is_cache(path: str | os.PathLike) -> bool:
     return (Path(path) / SETTINGS).is_file()
 
 
-def write_chunk(path: Path, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
-                skipped: list[str], dtype: torch.dtype) -> None:
-    """One chunk, atomically: the final name appears only once the whole file is on disk."""
-    tensors = {"mean": mean.to(dtype).contiguous(), "std": std.to(dtype).contiguous(),
+def write_chunk(path: Path, mean: torch.Tensor | None, std: torch.Tensor | None, labels: torch.Tensor,
+                indices: torch.Tensor, skipped: list[str], dtype: torch.dtype, ids: torch.Tensor | None = None) -> None:
+    """One chunk, atomically: the final name appears only once the whole file is on disk. A
+    tokenizer's chunk passes `ids` (and None moments); everything but labels and indices is stored as `dtype`."""
+    data = {"ids": ids} if ids is not None else {"mean": mean, "std": std}
+    tensors = {**{k: v.to(dtype).contiguous() for k, v in data.items()},
                "labels": labels.long().contiguous(), "indices": indices.long().contiguous()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"rows": str(len(labels)), "skipped": json.dumps(skipped)})
@@ -63,7 +76,8 @@ def read_chunk_header(path: Path) -> dict:
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in ("mean", "std", "labels", "indices")}
+            kind = IDS if "ids" in f.keys() else MOMENTS
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in (*kind, "labels", "indices")}
         rows = int(meta["rows"])
         if any(s[0] != rows for s in shapes.values()):
             raise ValueError(f"row counts {shapes} disagree with the header's {rows}")
@@ -74,7 +88,7 @@ def read_chunk_header(path: Path) -> dict:
         end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
         if os.path.getsize(path) < 8 + header_len + end:
             raise ValueError("the file is shorter than its header says (truncated)")
-        return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes["mean"][1:]}
+        return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes[kind[0]][1:]}
     except FileNotFoundError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
@@ -83,7 +97,8 @@ def read_chunk_header(path: Path) -> dict:
 
 
 class LatentCache:
-    """A finished cache: `get(index, rng)` draws a latent of image `index` (flipped or not) from q(z|x)."""
+    """A finished cache: `get(index, rng)` draws a latent of image `index` (flipped or not) from q(z|x),
+    or, in a cache of token ids (`tokens`), returns the ids of the image or of its flip."""
 
     def __init__(self, root: str | os.PathLike, flip: bool = True):
         self.root, self.flip = Path(root), flip
@@ -107,6 +122,7 @@ class LatentCache:
                 raise UserError(f"latent cache chunk {path} does not match {INDEX}; delete it and re-run "
                                 "cache_latents.py with the same arguments")
         self.latent_shape = tuple(self.index["latent_shape"])
+        self.tokens = "codebook_size" in self.settings  # written through a VQ tokenizer: ids, not moments
         self.norm: ChannelNorm | None = None  # set (read_channel_norm) for --latent-norm channel: get() applies it
         self._handles: dict[int, object] = {}  # opened lazily, per process (DataLoader workers fork)
 
@@ -143,8 +159,20 @@ class LatentCache:
         label = int(f.get_slice("labels")[row : row + 1][0])
         return mean, std, label
 
+    def ids(self, index: int, flipped: bool) -> tuple[torch.Tensor, int]:
+        """Token ids (h, w) long of image `index` or of its flip, and its label (a cache of `tokens`)."""
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        row = index - int(self.offsets[k])
+        f = self._chunk(k)
+        v = int(flipped)
+        ids = f.get_slice("ids")[row : row + 1, v : v + 1][0, 0].long()
+        return ids, int(f.get_slice("labels")[row : row + 1][0])
+
     def get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
         flipped = bool(rng.random() < 0.5) and self.flip
+        if self.tokens:  # the encoding of the flipped image, stored beside the image's: nothing more is drawn
+            ids, label = self.ids(index, flipped)
+            return ids, label, False
         mean, std, label = self.moments(index, flipped)
         eps = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
         z = mean + std * eps  # a fresh draw from q(z|x) every time (scaled, see dit/autoencoders/vae.py)
@@ -186,7 +214,8 @@ def measure_channels(root: str | os.PathLike) -> dict:
 def write_stats(root: str | os.PathLike) -> dict:
     """Measure the statistics of a finished cache and write them to stats.json (atomically); returns them."""
     root = Path(root)
-    LatentCache(root)  # refuses an unfinished or damaged cache before reading it all
+    if LatentCache(root).tokens:  # refuses an unfinished or damaged cache before reading it all
+        raise UserError(f"{root} is a cache of token ids (a VQ tokenizer's): ids have no per-channel statistics")
     stats = {**measure_channels(root), "chunks": json.loads((root / INDEX).read_text())["chunks"]}
     ChannelNorm.from_meta(stats)  # a channel with zero spread cannot be normalised: say so now, not at training
     write_json(root / STATS, stats)
@@ -247,6 +276,10 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
         raise UserError("--vae none: pixel-space training reads the image folder directly, there is nothing to cache")
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    tokens = vae.kind == "tokens"
+    if tokens:  # ids are integers: --dtype (of the moments) does not apply
+        dtype = ids_dtype(vae.codebook_size)
+    store = getattr(torch, dtype) if tokens else DTYPES[dtype]
     out = Path(out)
     folder = ImageFolderDataset(data, image_size)  # sorted class dirs and files: the same list on every process
     settings = {"data": str(Path(data).resolve()), "files": len(folder), "image_size": image_size, **vae.describe(),
@@ -281,7 +314,7 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
         rows = range(k * chunk_size, min((k + 1) * chunk_size, len(folder)))
         loader = torch.utils.data.DataLoader(_Images(folder, rows), batch_size=batch_size, num_workers=num_workers,
                                              collate_fn=_collate)
-        means, stds, labels, indices, skipped = [], [], [], [], []
+        parts, labels, indices, skipped = {}, [], [], []  # name -> per-batch (b, 2, ...): image and flip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unreadable files are counted and listed instead
             for x, y, idx, bad in loader:
@@ -289,16 +322,20 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
                 if x is None:
                     continue
                 x = x.to(device)
-                m0, s0 = vae.encode_moments(x)
-                m1, s1 = vae.encode_moments(x.flip(-1))
-                means.append(torch.stack([m0, m1], 1).cpu())
-                stds.append(torch.stack([s0, s1], 1).cpu())
+                if tokens:  # the nearest codes of the image and of the flipped image
+                    encoded = {"ids": [vae.encode(x), vae.encode(x.flip(-1))]}
+                else:
+                    (m0, s0), (m1, s1) = vae.encode_moments(x), vae.encode_moments(x.flip(-1))
+                    encoded = {"mean": [m0, m1], "std": [s0, s1]}
+                for name, pair in encoded.items():
+                    parts.setdefault(name, []).append(torch.stack(pair, 1).cpu())
                 labels.append(y)
                 indices.append(idx)
-        if not means:
+        if not labels:
             raise UserError(f"none of the {len(rows)} images of chunk {k} could be read")
-        write_chunk(out / chunk_name(k), torch.cat(means), torch.cat(stds), torch.cat(labels), torch.cat(indices),
-                    skipped, DTYPES[dtype])
+        data = {name: torch.cat(v) for name, v in parts.items()}
+        write_chunk(out / chunk_name(k), data.get("mean"), data.get("std"), torch.cat(labels), torch.cat(indices),
+                    skipped, store, ids=data.get("ids"))
     state.wait_for_everyone()
 
     index = None
@@ -314,6 +351,6 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
         write_json(out / INDEX, index)
     state.wait_for_everyone()
     # After the last barrier: the other processes may finish while the main one reads the whole cache.
-    if state.is_main_process and not stats_current(out):
+    if state.is_main_process and not tokens and not stats_current(out):
         write_stats(out)
     return index

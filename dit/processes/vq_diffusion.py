@@ -56,6 +56,7 @@ class VQDiffusion(Process):
     run_fields = ("vq_timesteps", "replace_max", "aux_weight", "vq_time_sampling")
     classifier_guidance_refusal = "classifier guidance needs a score; the vq-diffusion process has token ids"
     guidance_space = "log-prob"  # CFG on log p(x~0 | x_t), renormalised (dit/sampling/vq_diffusion.py)
+    data_kind = "tokens"  # x0 is a grid of token ids: trained through a VQ tokenizer (--vae), by --arch token-dit
 
     def __init__(self, codebook_size: int, timesteps: int = TIMESTEPS, replace_max: float = 0.0,
                  aux_weight: float = AUX_WEIGHT, aux_adaptive: bool = True, time_sampling: str = "uniform",
@@ -162,6 +163,11 @@ class VQDiffusion(Process):
             raise ValueError(f"a vq-diffusion network outputs K = {self.K} log-probabilities on axis 1, got {tuple(output.shape)}")
         dtype = torch.promote_types(output.dtype, torch.float32)
         return torch.log_softmax(output.to(dtype), 1).clamp_min(LOG_ZERO)
+
+    @property
+    def default_sampling_steps(self) -> int:
+        """sample.py's --steps when none is given: every step of the chain."""
+        return self.T
 
     def time_points(self, steps: int) -> list[int]:
         """T = t_0 > t_1 > ... > t_steps = 0, evenly spaced (steps = T: every step; fewer: the

@@ -63,7 +63,7 @@ class TrainConfig:
     temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
     given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
     joint_images: int = 0  # Latte+IMG: single same-class frames added to each clip, through the spatial blocks only
-    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; none: unconditional clips only
+    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond: half the clips with nothing given, half VDT's; none: nothing given
     init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
     # --- the noise-aware classifier (--arch noisy-classifier, train_classifier.py) ---
@@ -234,10 +234,21 @@ _VIDEO_CPU = dict(
     _CPU_DEMO, arch="video-dit", data=SHAPES_VIDEO, frames=8, samples_per_class=1, max_steps=1500, ckpt_every=500,
     process="flow", time_sampling="logit-normal",
 )
+# VQ-Diffusion's token space on the CPU: the built-in shapes at 16 px through the vq-cpu tokenizer
+# (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another) and a
+# TokenDiT at the CPU demo's size (width 128, depth 4, 2 heads). K is read from the tokenizer.
+# Measured: benchmarks/vq_diffusion.py.
+VQ_TOKENIZER_CPU = "results/vq-cpu"
+_VQ_DIFFUSION_CPU = dict(
+    _CPU_DEMO, arch="token-dit", process="vq-diffusion", model="TokenDiT-CPU", hidden_size=None, depth=None,
+    num_heads=None, vae=VQ_TOKENIZER_CPU, global_batch_size=32, lr=1e-3, warmup_steps=100, max_steps=4000,
+    sample_steps=50, sample_cfg=3.0,
+)
 _IMAGENET = dict(data="", image_size=256, vae=DEFAULT_VAE, num_workers=8, ckpt_every=50_000, log_every=100)
 PRESETS: dict[str, dict] = {
     "cpu-demo": _CPU_DEMO,
     "video-cpu": _VIDEO_CPU,
+    "vq-diffusion-cpu": _VQ_DIFFUSION_CPU,
     # Latte's class-conditional setting (UCF101, 16 frames at 256 px through the SD VAE), any --model;
     # `--init-from DiT-XL-2-256x256` starts the spatial blocks from the image model.
     "video-256": dict(_IMAGENET, arch="video-dit", model="DiT-XL/2", frames=16, max_steps=400_000),
@@ -308,9 +319,10 @@ RECIPES: dict[str, dict] = {
 
 
 def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, presets: dict | None = None,
-                **overrides) -> TrainConfig:
+                resolve=None, **overrides) -> TrainConfig:
     """The preset's config (from `presets`, default the generators' PRESETS), with a recipe's fields
-    over it (its run name then says so), flags over both."""
+    over it (its run name then says so), flags over both. `resolve(values) -> values`, if given,
+    sees the merged values before they are checked (train.py: what a tokenizer --vae implies)."""
     presets = PRESETS if presets is None else presets
     if name not in presets:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(presets)}")
@@ -321,6 +333,8 @@ def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, presets: 
     values.setdefault("run_name", default_name)
     if not values.get("run_name"):
         values["run_name"] = default_name
+    if resolve is not None:
+        values = resolve(values)
     return TrainConfig().replace(**values)
 
 

@@ -38,9 +38,10 @@ def training_parser(description: str, presets: dict, default_preset: str, recipe
     return p
 
 
-def config_from_args(args: argparse.Namespace, presets: dict | None = None) -> TrainConfig:
-    """The run's config: the preset (from `presets`, default the generators'), a recipe, then the flags."""
+def config_from_args(args: argparse.Namespace, presets: dict | None = None, resolve=None) -> TrainConfig:
+    """The run's config: the preset (from `presets`, default the generators'), a recipe, then the flags
+    (`resolve`: see from_preset)."""
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
-    return from_preset(args.preset, getattr(args, "recipe", None), presets=presets, **overrides)
+    return from_preset(args.preset, getattr(args, "recipe", None), presets=presets, resolve=resolve, **overrides)

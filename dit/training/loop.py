@@ -61,7 +61,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
         params, lr=config.lr, weight_decay=config.weight_decay, fused=fused))
     if config.compile:
         compile_network(parallel.net, config.compile_best_effort)
-    start_step, counters = train_state.resume(accelerator, parallel, resume_from)
+    start_step, counters = train_state.resume(accelerator, parallel, resume_from, objective)
     if is_main:
         start_run(run_dir, config, f"{accelerator.num_processes} process(es) on {device.type}, per-process batch "
                   f"{per_proc} x {config.grad_accum} accumulation; {sum(p.numel() for p in network.parameters()):,} "
@@ -72,9 +72,10 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
             "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
             **data.autoencoder.norm_meta(), **(export_meta or {})}
-    save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor)
+    save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
+    # Posterior noise only for a VAE's latents encoded during training: a tokenizer's codes are not drawn.
     items = TrainingItems(data.base, config.seed, objective, config.class_dropout_prob, data.shape,
-                          data.encode_on_the_fly, data.mask)
+                          data.encode_on_the_fly and data.autoencoder.kind == "latents", data.mask)
     batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,
                             accelerator.process_index, config.grad_accum, config.seed, start_step)
     stream = make_loader(items, batches, config.num_workers, pin_memory=device.type == "cuda")

@@ -14,7 +14,7 @@ from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.networks import get_architecture
 from dit.training import state as train_state
-from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, TrainConfig
+from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, VQ_TOKENIZER_CPU, TrainConfig
 from dit.training.step import learning_rate
 
 
@@ -51,6 +51,45 @@ def check_latent_norm(config: TrainConfig) -> None:
         raise UserError(f"--latent-norm must be one of {', '.join(LATENT_NORMS)}, got {config.latent_norm!r}")
 
 
+def resolve_tokens(values: dict) -> dict:
+    """train.py, before its config is checked: what a VQ tokenizer as --vae implies (token ids, VQ-Diffusion).
+
+    `values` are the merged preset, recipe and flags. A tokenizer --vae needs --arch token-dit and a
+    process of token ids (vq-diffusion), and either of those needs a tokenizer --vae; the tokenizer's
+    K fills --codebook-size (the process is built with it when the config is checked), and a
+    --codebook-size that disagrees is refused. Reads the tokenizer file's header only."""
+    from dit.autoencoders.vq import tokenizer_codebook_size
+    from dit.processes import get_process
+
+    get = lambda k: values.get(k, getattr(TrainConfig, k))  # noqa: E731 - a field's value or its default
+    arch, process, vae = get("arch"), get("process"), get("vae")
+    if arch == "vq-tokenizer":
+        raise UserError("--arch vq-tokenizer trains a VQ tokenizer: use train_vq.py (then pass its run as --vae here)")
+    K = tokenizer_codebook_size(vae)
+    arch_tokens = get_architecture(arch).data_kind == "tokens"
+    process_tokens = getattr(get_process(process), "data_kind", "latents") == "tokens"
+    if K is None:
+        if arch_tokens or process_tokens:
+            what = f"--arch {arch}" if arch_tokens else f"--process {process}"
+            hint = f" (train it first: `python train_vq.py` writes {vae})" if vae == VQ_TOKENIZER_CPU else ""
+            raise UserError(f"{what} models token ids: --vae must be a VQ tokenizer (a train_vq.py run directory, "
+                            f"checkpoint or export), and {vae!r} is not one{hint}")
+        return values
+    if not arch_tokens:
+        raise UserError(f"--vae {vae} is a VQ tokenizer (token ids), which --arch {arch} does not model: use --arch "
+                        "token-dit --process vq-diffusion (preset vq-diffusion-cpu)")
+    if not process_tokens:
+        raise UserError(f"--vae {vae} is a VQ tokenizer (token ids), which the {process} process does not model: use "
+                        "--process vq-diffusion")
+    given = get("codebook_size")
+    if given and given != K:
+        raise UserError(f"--codebook-size {given}, but the tokenizer {vae} has K = {K} codes; drop --codebook-size "
+                        "(it is read from the tokenizer)")
+    if get("latent_norm") != "scalar":
+        raise UserError(f"--latent-norm {get('latent_norm')}: token ids take no normalisation; use --latent-norm scalar")
+    return {**values, "codebook_size": K}
+
+
 def build_data(config: TrainConfig, device) -> RunData:
     """The base dataset, the autoencoder, the shape of one training input and the network config."""
     from dit.data.latent_cache import LatentCache, is_cache
@@ -83,15 +122,21 @@ def build_data(config: TrainConfig, device) -> RunData:
                             "or use --latent-norm scalar")
         norm = cached.read_channel_norm()
     vae = Autoencoder.load(config.vae, device)
+    tokens = vae.kind == "tokens"  # a VQ tokenizer: x0 is a grid of ids (train.py checked arch and process)
     if cached is not None:
         recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
         if recorded != {"scale": vae.scale, "shift": vae.shift}:
             raise UserError(f"latent cache {config.data} was encoded with scale {recorded['scale']} and shift "
                             f"{recorded['shift']}, but the VAE {config.vae} now has scale {vae.scale} and shift "
                             f"{vae.shift}: it is not the VAE that made the cache; re-encode with cache_latents.py")
+        if cached.tokens != tokens or (tokens and cached.settings.get("codebook_size") != vae.codebook_size):
+            made = (f"token ids of K = {cached.settings.get('codebook_size')}" if cached.tokens else "latents")
+            have = f"a tokenizer of K = {vae.codebook_size}" if tokens else "a VAE"
+            raise UserError(f"latent cache {config.data} holds {made}, but --vae {config.vae} is now {have}: it is not "
+                            "what made the cache; re-encode with cache_latents.py")
     side = vae.latent_size(config.image_size)
     data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
-            "downsample": vae.downsample}
+            "downsample": vae.downsample, **({"codebook_size": vae.codebook_size} if tokens else {})}
     if config.data == SHAPES:
         from dit.data.shapes import CLASS_NAMES, cached_uint8
 
@@ -115,7 +160,7 @@ def build_data(config: TrainConfig, device) -> RunData:
         config.network_config({**data, "num_classes": 1})  # size checks before the folder is scanned
         base = FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip)
         encode_on_the_fly = vae.vae is not None
-    shape = (vae.latent_channels, side, side)
+    shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
     if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
                         f"{config.image_size}px gives {shape}")
@@ -163,9 +208,9 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
 
         base = JointImages(base, config.joint_images)
     mask = None
-    if config.video_masks == "vdt":
+    if config.video_masks != "none":
         mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size,
-                       images=config.joint_images)
+                       images=config.joint_images, mix=config.video_masks)
     shape = (config.frames + config.joint_images, vae.latent_channels, side, side)  # what the stream and process see
     return RunData(base, vae, shape, vae.vae is not None, network_config, mask)
 

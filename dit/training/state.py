@@ -6,6 +6,8 @@ Layout of a run directory (`results/<run_name>/`):
     checkpoints/step_000001000/     a complete checkpoint:
         model.safetensors, optimizer.bin, random_states_*.pkl, ...   Accelerate's save_state
         ema.safetensors             EMA weights with the model config in the header (sample.py loads it)
+        objective_state_<rank>.safetensors   the objective's own state, where it has one (vq-diffusion's
+                                    importance-sampling history), one file per process
         train_state.json            step, images seen, config, wall time: written last
     export.safetensors              the newest EMA weights + config: the slim inference export
     samples/step_000001000.png      preview grids
@@ -32,6 +34,38 @@ from dit.errors import UserError
 
 STEP_DIR = re.compile(r"^step_(\d{9})$")
 STATE_FILE = "train_state.json"
+
+
+def objective_state_file(rank: int) -> str:
+    return f"objective_state_{rank}.safetensors"
+
+
+def _save_objective(objective, directory: Path, rank: int) -> None:
+    """The objective's state_dict() of tensors (vq-diffusion's importance-sampling history: per process,
+    as each process keeps its own), if it has one."""
+    if objective is None or not hasattr(objective, "state_dict"):
+        return
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
+    save_file(state, str(Path(directory) / objective_state_file(rank)))
+
+
+def _load_objective(objective, directory: Path, rank: int) -> None:
+    """Restore what _save_objective wrote: this process's file, else the main process's (another
+    process count); a checkpoint written before objectives kept state has none, and that is refused."""
+    if objective is None or not hasattr(objective, "load_state_dict"):
+        return
+    from safetensors.torch import load_file
+
+    for r in (rank, 0):
+        path = Path(directory) / objective_state_file(r)
+        if path.is_file():
+            objective.load_state_dict(load_file(str(path)))
+            return
+    raise UserError(f"checkpoint {directory} holds no {objective_state_file(rank)} (the state of the "
+                    f"{getattr(objective, 'key', type(objective).__name__)} objective): it was written by an older "
+                    "version; start a new --run-name")
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -72,7 +106,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, parallel, export_meta: dict,
-                    keep_last: int) -> Path:
+                    keep_last: int, objective=None) -> Path:
     """Write checkpoint `step` on every process (weights, optimizer, EMA: see dit/training/parallel.py), atomically.
 
     Raises OSError on every process when any process could not write its part (disk full,
@@ -94,6 +128,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, parallel
     if error is None:
         try:
             parallel.save(tmp, export_meta)  # a collective: every process takes part
+            _save_objective(objective, tmp, accelerator.process_index)
             if accelerator.is_main_process:
                 payload = json.dumps({**state, "step": step, "saved_at": time.time()}, indent=1)
                 with open(tmp / STATE_FILE, "w") as f:  # written last: its presence marks a complete checkpoint
@@ -140,13 +175,15 @@ def prune(run_dir: Path, keep_last: int) -> list[Path]:
     return doomed
 
 
-def resume(accelerator, parallel, path: Path | None) -> tuple[int, dict]:
+def resume(accelerator, parallel, path: Path | None, objective=None) -> tuple[int, dict]:
     """(start step, counters) of a run: restored from checkpoint `path`, or a fresh start (None).
-    Counters: images_seen, skipped_steps (non-finite), unreadable_images (replaced by readable ones)."""
+    Counters: images_seen, skipped_steps (non-finite), unreadable_images (replaced by readable ones).
+    `objective`: its state (if it has a state_dict) is restored too."""
     counters = {"images_seen": 0, "skipped_steps": 0, "unreadable_images": 0}
     if path is None:
         return 0, counters
     saved = load_checkpoint(parallel, path)
+    _load_objective(objective, Path(path), accelerator.process_index)
     counters.update({k: saved.get(k, 0) for k in counters})
     accelerator.print(f"resumed from {path} at step {saved['step']}")
     return saved["step"], counters
@@ -162,16 +199,18 @@ def load_checkpoint(parallel, path: Path) -> dict:
 class RunSaver:
     """Saves the run at a step: the training checkpoint (atomic) and the slim EMA export next to it."""
 
-    def __init__(self, accelerator, run_dir: Path, config, network_config, parallel, export_meta: dict, monitor):
+    def __init__(self, accelerator, run_dir: Path, config, network_config, parallel, export_meta: dict, monitor,
+                 objective=None):
         self.accelerator, self.run_dir, self.config = accelerator, Path(run_dir), config
         self.network_config, self.parallel, self.export_meta, self.monitor = network_config, parallel, export_meta, monitor
+        self.objective = objective  # saved with the checkpoint where it has state (state_dict)
 
     def __call__(self, step: int) -> Path:
         counters = {**self.monitor.counters, "unreadable_images": self.monitor.unreadable_total()}
         payload = {**counters, "config": self.config.to_dict(), "model_config": self.network_config.to_dict()}
         try:
             path = save_checkpoint(self.accelerator, self.run_dir, step, payload, self.parallel, self.export_meta,
-                                   self.config.keep_last)
+                                   self.config.keep_last, self.objective)
         except OSError as e:
             raise UserError(f"could not write the checkpoint at step {step} ({e}); the previous checkpoints in "
                             f"{checkpoints_dir(self.run_dir)} are intact. Free disk space and re-run to resume")

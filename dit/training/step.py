@@ -2,8 +2,9 @@
 stream to a loss (the process computes it), and the learning-rate schedule.
 
 What one step does (DiT §4): take x_0 (a latent: from the cache, or drawn from the VAE posterior
-with the stream's noise), the label with its per-sample dropout, and the process's per-sample
-draws; the process forms x_t and the loss. Nothing here names epsilon, sigma or t.
+with the stream's noise; token ids: from the cache, or the nearest codes of a VQ tokenizer), the
+label with its per-sample dropout, and the process's per-sample draws; the process forms x_t and
+the loss. Nothing here names epsilon, sigma or t.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     metrics: if given, what the objective reports besides its loss ("metrics": name -> (values (B,),
     weights (B,)), say a classifier's accuracy per quarter of the time range) is stored in it."""
     x0 = batch["x"].to(device, non_blocking=True)
-    if autoencoder is not None:  # z ~ q(z|x) with the stream's noise, scaled (dit/autoencoders/vae.py)
+    if autoencoder is not None and autoencoder.kind == "tokens":  # (B, h, w) ids: deterministic, nothing drawn
+        x0 = autoencoder.encode(x0)
+    elif autoencoder is not None:  # z ~ q(z|x) with the stream's noise, scaled (dit/autoencoders/vae.py)
         mean, std = autoencoder.encode_moments(x0)
         x0 = mean + std * batch["post_noise"].to(device, non_blocking=True)
     cond = {"y": batch["y"].to(device), "drop": batch["drop"].to(device)}
