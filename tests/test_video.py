@@ -261,6 +261,22 @@ def test_the_mask_mix_follows_vdt():
     assert len(TEMPORAL_TASKS) == 6
 
 
+def test_the_vdt_uncond_mix_adds_half_unconditional_clips_and_leaves_vdt_draws_alone():
+    """vdt-uncond: half the clips nothing given, the rest VDT's mix (about 1 in 6.4 of those also
+    unconditional: the unconditional task, and random frames that happened to give none)."""
+    n = 4000
+    empty = {mix: sum(not draw_mask(np.random.default_rng([1, i]), 8, 16, 2, mix=mix).any() for i in range(n)) / n
+             for mix in ("vdt", "vdt-uncond")}
+    vdt = 0.8 * (1 + 0.8 ** 8) / 6  # P(nothing given) under VDT's mix
+    assert abs(empty["vdt"] - vdt) < 0.02  # binomial sd 0.006
+    assert abs(empty["vdt-uncond"] - (0.5 + 0.5 * vdt)) < 0.025
+    # "vdt" (the default) makes no extra draw: its masks are VDT's mix itself, as before "vdt-uncond" existed
+    from dit.data.video_masks import _draw_mask
+    for i in range(50):
+        a = draw_mask(np.random.default_rng([2, i]), 8, 16, 2)
+        assert (a == _draw_mask(np.random.default_rng([2, i]), 8, 16, 2)).all()
+
+
 def test_given_frames_are_parsed_or_refused():
     assert parse_frames("0-3", 8) == [0, 1, 2, 3] and parse_frames("0,2,5-6", 8) == [0, 2, 5, 6]
     for bad in ("3-1", "a", "0-8", ""):

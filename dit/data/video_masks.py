@@ -11,6 +11,10 @@ given); else one of six temporal tasks, uniformly:
     unconditional  nothing given
     animation      one random frame given
     random-frames  each frame given with probability 0.2 (VDT: masked with p = 0.8)
+Mixes (TrainConfig.video_masks): "vdt" is the mix above; "vdt-uncond" draws half the clips with
+nothing given and the other half from VDT's mix (VDT's own share of clips with nothing given is about
+16%, and on the CPU budget its class-conditional generation, which only those clips teach, lags far
+behind: benchmarks/RESULTS.md, "Video"); "none" gives nothing ever (Latte: generation only).
 Masks are float32 (F, 1, H, W), 1 = given (dit/layout.py's GIVEN; VDT writes m = 1 to generate),
 aligned to the network's patches so that a token is either given or not. Every draw comes from
 the data stream's per-sample generator (dit/data/stream.py).
@@ -24,7 +28,8 @@ from dit.errors import UserError
 
 TEMPORAL_TASKS = ("prediction", "backward", "interpolation", "unconditional", "animation", "random-frames")
 SPATIAL_SHARE = 0.2
-MASK_MIXES = ("vdt", "none")  # TrainConfig.video_masks: VDT's mix, or unconditional clips only (Latte)
+MASK_MIXES = ("vdt", "vdt-uncond", "none")  # TrainConfig.video_masks (module docstring)
+UNCONDITIONAL_SHARE = {"vdt": 0.0, "vdt-uncond": 0.5}  # clips drawn with nothing given before VDT's mix
 
 
 def temporal_mask(task: str, frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -45,10 +50,15 @@ def temporal_mask(task: str, frames: int, rng: np.random.Generator | None = None
     return given
 
 
-def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int, images: int = 0) -> np.ndarray:
-    """One training clip's GIVEN mask (F, 1, size, size) from VDT's mix (module docstring); with
+def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int, images: int = 0,
+              mix: str = "vdt") -> np.ndarray:
+    """One training clip's GIVEN mask (F, 1, size, size) from `mix` (module docstring); with
     `images` joint-training images after the clip, (F + images, ...) with those never given."""
-    mask = _draw_mask(rng, frames, size, patch)
+    share = UNCONDITIONAL_SHARE[mix]
+    if share and rng.random() < share:  # no draw at all for "vdt": its runs stay as they were
+        mask = np.zeros((frames, 1, size, size), np.float32)
+    else:
+        mask = _draw_mask(rng, frames, size, patch)
     return np.concatenate([mask, np.zeros((images, *mask.shape[1:]), np.float32)]) if images else mask
 
 
