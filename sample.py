@@ -12,6 +12,10 @@ Clips from a video checkpoint (--arch video-dit): an animated grid, or completio
 Token ids (VQ-Diffusion: --arch token-dit, --process vq-diffusion) decode through the VQ tokenizer
 the model was trained with (its run directory, recorded as the checkpoint's --vae):
     python sample.py --ckpt results/vq-diffusion-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 25 --out grid.png
+Text-to-image from a diffusers VQ-Diffusion pipeline (a VQDiffusionPipeline directory, or a hub id such
+as microsoft/vq-diffusion-ithq), sampled with our vq-diffusion process (dit/io/vq_pipeline.py):
+    python sample.py --ckpt vq-diffusion-ithq --prompt "teddy bear playing in the pool" --prompt "a red car" \
+        --cfg-scale 5 --truncation 0.86 --out grid.png
 Sample i is always drawn from seed (--seed + i): the same image whatever the batch size or
 number of processes. `--arch` / `--process` default to the checkpoint's own (older checkpoints:
 dit, gaussian); `--sampler` names a sampler registered for the process.
@@ -36,6 +40,7 @@ from dit.errors import UserError
 from dit.autoencoders.vq import ARCH as TOKENIZER_ARCH
 from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
 from dit.io.images import make_grid, save_png
+from dit.io.vq_pipeline import is_hub_id, is_vq_pipeline
 from dit.io.zoo import sha256_of
 from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
 from dit.networks import ARCHITECTURES, get_architecture
@@ -51,6 +56,7 @@ from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 DEFAULT_STEPS = 250  # the paper's DDPM protocol; a process may choose its own (vq-diffusion: every one of its T steps)
+DEFAULT_CFG, TEXT_CFG = 4.0, 5.0  # classifier-free guidance: DiT's grids; a text pipeline's (VQDiffusionPipeline's default)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=positive(int), help="with --npz: how many samples for evaluation")
     p.add_argument("--npz", help="write samples as uint8 NHWC under arr_0 (labels under arr_1), ADM evaluator format")
     p.add_argument("--labels", choices=["uniform", "balanced"], default="uniform", help="labels for --num-samples")
-    p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale; 1 = none")
+    p.add_argument("--prompt", action="append", help="text-to-image (with a VQ-Diffusion pipeline as --ckpt): one "
+                   "image per --prompt, repeat the flag for more")
+    p.add_argument("--cfg-scale", type=float, help=f"classifier-free guidance scale; 1 = none; default {DEFAULT_CFG:g} "
+                   f"({TEXT_CFG:g} with --prompt, the pipeline's)")
     p.add_argument("--cfg-channels", type=positive(int), help="guide only the first N latent channels (3 = public release)")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"),
                    help="guide only where the network's time is in [T_LO, T_HI]: gaussian 0..999 (999 = noise), "
@@ -112,6 +121,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_classifier_flags(args)
     if args.truncation is not None and not 0 < args.truncation <= 1:
         raise UserError(f"--truncation must be in (0, 1] (1: none), got {args.truncation}")
+    if args.cfg_scale is not None and args.cfg_scale < 0:
+        raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
+    if args.prompt or is_vq_pipeline(args.ckpt):
+        return _text_args(args)
+    args.cfg_scale = DEFAULT_CFG if args.cfg_scale is None else args.cfg_scale
     if (args.video_in is None) != (args.given_frames is None):
         raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
     if args.video_in is not None:
@@ -128,10 +142,79 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError("nothing to sample: give --classes for a grid, or --num-samples with --npz")
     if args.npz and args.classes:
         raise UserError("--classes is for grids; --npz draws its labels with --labels uniform|balanced")
-    if args.cfg_scale < 0:
-        raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
     args.precision = check_precision(args.precision)
     return args
+
+
+# Flags of class-conditional sampling that a text pipeline has no use for (dest, flag).
+_NOT_TEXT = (("classes", "--classes"), ("num_samples", "--num-samples"), ("video_in", "--video-in"),
+             ("given_frames", "--given-frames"), ("classifier", "--classifier"), ("cfg_channels", "--cfg-channels"),
+             ("guidance_interval", "--guidance-interval"), ("model", "--model"), ("arch", "--arch"),
+             ("process", "--process"), ("vae", "--vae"), ("image_size", "--image-size"), ("num_classes", "--num-classes"),
+             ("eta", "--eta"), ("shift", "--shift"), ("atol", "--atol"), ("rtol", "--rtol"),
+             ("diffusion_form", "--diffusion-form"), ("diffusion_norm", "--diffusion-norm"),
+             ("last_step", "--last-step"), ("compile", "--compile"))
+
+
+def _text_args(args) -> argparse.Namespace:
+    """--prompt with a VQ-Diffusion pipeline: every flag checked (and --steps against the scheduler's T)
+    before anything is loaded."""
+    if not args.prompt:
+        raise UserError(f"{args.ckpt} is a text-to-image VQ-Diffusion pipeline: it takes --prompt \"...\" (one image "
+                        "per --prompt), not class labels")
+    if not (is_vq_pipeline(args.ckpt) or is_hub_id(args.ckpt)):
+        raise UserError(f"--prompt needs a text-to-image VQ-Diffusion pipeline as --ckpt (a diffusers "
+                        f"VQDiffusionPipeline directory or hub id); {args.ckpt} is not one: class-conditional "
+                        "checkpoints take --classes")
+    used = [flag for dest, flag in _NOT_TEXT if getattr(args, dest)]
+    if used:
+        raise UserError(f"{used[0]} does not apply to --prompt (a text pipeline: one image per prompt, guided by "
+                        "the text, decoded by its own VQModel)")
+    if args.sampler not in (None, "ancestral"):
+        raise UserError(f"--sampler {args.sampler}: a VQ-Diffusion pipeline samples with the vq-diffusion 'ancestral' sampler")
+    args.sampler = "ancestral"
+    if is_vq_pipeline(args.ckpt) and args.steps is not None:  # a hub id's T is known once it is fetched
+        from dit.io.vq_pipeline import process_from_scheduler
+
+        sched = Path(args.ckpt).expanduser() / "scheduler" / "scheduler_config.json"
+        process_from_scheduler(json.loads(sched.read_text())).time_points(args.steps)
+    args.cfg_scale = TEXT_CFG if args.cfg_scale is None else args.cfg_scale
+    args.truncation = 1.0 if args.truncation is None else args.truncation
+    if not args.out and not args.npz:
+        args.out = "samples.png"
+    args.precision = check_precision(args.precision)
+    return args
+
+
+def sample_prompts(args, state) -> None:
+    """--prompt: sample i (prompt i) from seed --seed + i, in batches of --batch-size, on the main process;
+    a grid (--out, --save-images) and/or --npz (uint8 NHWC under arr_0, the prompts under "prompts")."""
+    from dit.io.vq_pipeline import generate_from_prompts, load_vq_pipeline
+
+    if not state.is_main_process:
+        return
+    pipe = load_vq_pipeline(args.ckpt, state.device)
+    steps = args.steps or pipe.process.T
+    pipe.process.time_points(steps)  # a hub id's T is known only now
+    n, bs, images = len(args.prompt), args.batch_size, []
+    for a in tqdm(range(0, n, bs), desc="sampling", disable=args.no_progress):
+        idx = range(a, min(a + bs, n))
+        images.append(generate_from_prompts(pipe, [args.prompt[i] for i in idx], [args.seed + i for i in idx], steps,
+                                            args.cfg_scale, args.truncation, args.precision))
+    images = np.concatenate(images)
+    try:
+        if args.out:
+            save_grid(images, args)
+            print(f"wrote {args.out}")
+        if args.save_images:
+            for i, img in enumerate(images):
+                save_png(img, Path(args.save_images) / f"{i:06d}.png")
+        if args.npz:
+            Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(args.npz, arr_0=images, prompts=np.array(args.prompt))
+            print(f"wrote {args.npz}: {n} images, uint8 NHWC under arr_0, their prompts under 'prompts'")
+    except OSError as e:
+        raise UserError(f"could not write output: {e}") from None
 
 
 def _check_classifier_flags(args) -> None:
@@ -373,7 +456,7 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 # before classifier guidance existed still match.
 _NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
                 "compile", "compile_best_effort", "classifier", "classifier_net", "classifier_scale", "classifier_form",
-                "truncation", "tokenizer_file"}
+                "truncation", "tokenizer_file", "prompt"}  # prompt: always None here (--prompt has its own path)
 
 
 def shard_settings(args) -> dict:
@@ -422,6 +505,8 @@ def sample_npz(model, vae, process, args, state, device):
 def main(argv=None):
     args = parse_args(argv)
     state = _state(args.device)
+    if args.prompt:
+        return sample_prompts(args, state)
     device = state.device
     model, vae, process = build(args, device)
     if args.compile:

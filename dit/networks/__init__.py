@@ -13,6 +13,8 @@
     s4d.py, diffussm.py  DiffuSSM (Yan et al. 2024): attention-free blocks around a bidirectional S4D
     token_dit.py      DiT's blocks over token ids -> log p(x0) over K tokens (VQ-Diffusion's network)
     vq_tokenizer.py   diffusers' VQModel as a VQ tokenizer: images <-> ids (train_vq.py; used as --vae)
+    text_token_transformer.py  diffusers' text-conditioned token transformer (VQDiffusionPipeline) under our
+                      network contract; built only from a pipeline (dit/io/vq_pipeline.py), not registered
     registry.py       the architecture registry and the network contract
 
 Importing this package registers the built-in architectures.

@@ -11,7 +11,11 @@ s = 0, draws x0 from p(x~0 | x_t) itself: q(x_0 | x_t, x0) is x0's one-hot.
 Randomness: one uniform per token per step, read as a categorical draw by inverse CDF (exact, and
 K times cheaper than Gumbel-max over K + 1 ids). Uniforms come from the sampler's `noise`
 (standard normals, e.g. a PerSampleNoise) through the normal CDF, so sample i depends only on its
-seed, whatever the batching.
+seed, whatever the batching. `categorical="gumbel"` draws by Gumbel-max instead, as diffusers'
+VQDiffusionScheduler.step does (argmax of log p + g over all C ids, g = -log(-log(u + 1e-30) + 1e-30)
+from one uniform per token and id, C times the noise): the same distribution, a different map from
+noise to ids, so that a chain fed the Gumbel noise diffusers draws takes diffusers' tokens
+(tests/test_vq_pipeline.py).
 
 Truncation r (the released `truncation_rate`, 0.86 for ImageNet): per token, only the most likely
 ids of p(x~0 | x_t) whose cumulative probability before them is below r are kept (the most likely
@@ -57,6 +61,27 @@ def sample_categorical(log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return idx.clamp(max=log_p.shape[1] - 1)
 
 
+def gumbel(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise from uniforms, in diffusers' form (scheduling_vq_diffusion.gumbel_noised)."""
+    return -torch.log(-torch.log(u + 1e-30) + 1e-30)
+
+
+def sample_gumbel(log_p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """ids (B, ...) = argmax over axis 1 of log p + g, g (B, C, ...) standard Gumbel noise (Gumbel-max)."""
+    return (log_p.to(torch.float64) + g.to(torch.float64)).argmax(1)
+
+
+CATEGORICAL = ("inverse-cdf", "gumbel")
+
+
+def draw(log_p: torch.Tensor, noise, categorical: str = "inverse-cdf") -> torch.Tensor:
+    """One categorical draw per position from log p (B, C, ...) with the sampler's noise: one uniform
+    per position (inverse CDF) or one per position and id (Gumbel-max)."""
+    if categorical == "gumbel":
+        return sample_gumbel(log_p, gumbel(uniforms(noise, log_p)))
+    return sample_categorical(log_p, uniforms(noise, log_p[:, 0]))
+
+
 def uniforms(noise, like: torch.Tensor) -> torch.Tensor:
     """Uniforms in [0, 1) of like's shape (float64) from a standard-normal noise callable, Phi(z)."""
     z = noise(torch.empty(like.shape, device=like.device, dtype=torch.float32)).to(torch.float64)
@@ -64,11 +89,15 @@ def uniforms(noise, like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ancestral(denoiser, process, x_T, steps, noise=None, progress=False, truncation: float = 1.0, callback=None):
+def ancestral(denoiser, process, x_T, steps, noise=None, progress=False, truncation: float = 1.0, callback=None,
+              categorical: str = "inverse-cdf"):
     """Registry entry "ancestral": x_T (B, H, W) ids (all [MASK]) -> x_0 ids, in `steps` <= T steps.
-    callback(t, x_s, log_x0) is called after every step."""
+    callback(t, x_s, log_x0) is called after every step; categorical: "inverse-cdf" or "gumbel" (module
+    docstring)."""
     if not 0.0 < truncation <= 1.0:
         raise UserError(f"truncation r must be in (0, 1] (1: none), got {truncation}")
+    if categorical not in CATEGORICAL:
+        raise UserError(f"unknown categorical draw {categorical!r}; choose one of {', '.join(CATEGORICAL)}")
     noise = torch.randn_like if noise is None else noise
     times = process.time_points(steps)
     pairs = list(zip(times[:-1], times[1:]))
@@ -79,11 +108,10 @@ def ancestral(denoiser, process, x_T, steps, noise=None, progress=False, truncat
     for t, s in pairs:
         tt = torch.full((B,), t, dtype=torch.long, device=x.device)
         log_x0 = truncate(process.read_output(denoiser(x, process.network_time(tt))), truncation)
-        u = uniforms(noise, x)
         if s == 0:
-            x = sample_categorical(log_x0, u)
+            x = draw(log_x0, noise, categorical)
         else:
-            x = sample_categorical(process.schedule.posterior(log_x0, x, tt, torch.full_like(tt, s)), u)
+            x = draw(process.schedule.posterior(log_x0, x, tt, torch.full_like(tt, s)), noise, categorical)
         if callback is not None:
             callback(s, x, log_x0)
     return x
