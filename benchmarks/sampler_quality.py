@@ -211,6 +211,25 @@ class InceptionScorer:
                 "inception_score_std": isc["inception_score_std"]}
 
 
+def seeded_scorer(out: Path, cache: Path, shared: list[Path], classifier_steps: int | None) -> ShapesScorer:
+    """A ShapesScorer whose judge cache `cache` is first seeded from other benchmarks' caches (the judge
+    is deterministic: a copy is the same judge, and training it again costs minutes); the reference
+    statistics are saved under out/scores/reference.npz."""
+    import shutil
+
+    from dit.eval.metrics import ShapesMetric
+
+    cache.mkdir(parents=True, exist_ok=True)
+    for folder in shared:
+        for f in folder.glob("shapes-*") if folder.is_dir() else []:
+            if not (cache / f.name).exists():
+                shutil.copy2(f, cache / f.name)
+    scorer = ShapesScorer(ShapesMetric(16, cache, classifier_steps=classifier_steps))
+    (out / "scores").mkdir(exist_ok=True)
+    np.savez(out / "scores" / "reference.npz", mu=scorer.metric.ref_mu, sigma=scorer.metric.ref_sigma)
+    return scorer
+
+
 def bootstrap(scorer, data: dict, point: dict, resamples: int, seed: int, level: float = LEVEL) -> dict:
     """{metric: (lo, hi)} for each of scorer.keys ({} when resamples is 0): the percentile interval
     of the metric over `resamples` resamples of the samples with replacement, shifted by the

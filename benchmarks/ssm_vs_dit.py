@@ -197,18 +197,9 @@ def train(model: str, out: Path, args) -> dict:
 
 def make_judge(out: Path, args):
     """The shapes judge, per sample (sampler_quality.ShapesScorer), its cache seeded from the shared one."""
-    from dit.eval.metrics import ShapesMetric
-    from sampler_quality import ShapesScorer
+    from sampler_quality import seeded_scorer
 
-    cache = Path(args.cache or out / "cache")
-    cache.mkdir(parents=True, exist_ok=True)
-    for f in SHARED_CACHE.glob("shapes-*") if SHARED_CACHE.is_dir() else []:
-        if not (cache / f.name).exists():
-            shutil.copy2(f, cache / f.name)
-    scorer = ShapesScorer(ShapesMetric(16, cache, classifier_steps=args.classifier_steps))
-    (out / "scores").mkdir(exist_ok=True)
-    np.savez(out / "scores" / "reference.npz", mu=scorer.metric.ref_mu, sigma=scorer.metric.ref_sigma)
-    return scorer
+    return seeded_scorer(out, Path(args.cache or out / "cache"), [SHARED_CACHE], args.classifier_steps)
 
 
 def evaluate(model: str, out: Path, judge, args) -> dict:

@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -180,19 +179,9 @@ def _params(run: Path) -> int:
 
 
 def make_judge(out: Path, args):
-    from dit.eval.metrics import ShapesMetric
-    from sampler_quality import ShapesScorer
+    from sampler_quality import seeded_scorer
 
-    cache = Path(args.cache or out / "cache")
-    cache.mkdir(parents=True, exist_ok=True)
-    for shared in SHARED_CACHES:  # the judge is deterministic: a copy is the same judge
-        for f in shared.glob("shapes-*") if shared.is_dir() else []:
-            if not (cache / f.name).exists():
-                shutil.copy2(f, cache / f.name)
-    scorer = ShapesScorer(ShapesMetric(16, cache, classifier_steps=args.classifier_steps))
-    (out / "scores").mkdir(exist_ok=True)
-    np.savez(out / "scores" / "reference.npz", mu=scorer.metric.ref_mu, sigma=scorer.metric.ref_sigma)
-    return scorer
+    return seeded_scorer(out, Path(args.cache or out / "cache"), SHARED_CACHES, args.classifier_steps)
 
 
 def ceiling(out: Path, tokenizer: Path, judge, args) -> dict:

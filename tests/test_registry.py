@@ -77,7 +77,8 @@ def test_the_real_scripts_load_plugins_from_the_environment(tmp_path):
     # Without the plugin the key is unknown: one line, exit 2, nothing written.
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "unknown process 'toy-flow'; choose one of flow, gaussian" in r.stderr and "DIT_PLUGINS" in r.stderr
+    # the first unknown key is named (the architecture's is read first, to resolve a tokenizer --vae)
+    assert "unknown architecture 'token-mlp'; choose one of" in r.stderr and "DIT_PLUGINS" in r.stderr
     assert not (tmp_path / "cli").exists()
     r = subprocess.run(cmd, env={**env, "DIT_PLUGINS": str(PLUGIN)}, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
