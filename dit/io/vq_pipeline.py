@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,8 @@ class TextEncoder:
         ids = self.tokenizer(prompt, padding="max_length", max_length=self.length, return_tensors="pt").input_ids
         if ids.shape[-1] > self.length:
             dropped = self.tokenizer.batch_decode(ids[:, self.length:])[0]
-            print(f"warning: the text encoder reads {self.length} tokens; this part of the prompt is ignored: {dropped!r}")
+            print(f"warning: the text encoder reads {self.length} tokens; this part of the prompt is ignored: {dropped!r}",
+                  file=sys.stderr)
         return ids[:, : self.length]
 
     @torch.no_grad()
