@@ -177,7 +177,25 @@ def keys_of(args) -> dict:
     return {"arch": args.arch or ckpt.arch, "process": args.process or ckpt.process}
 
 
-def clip_metrics(args, source, device) -> tuple[dict, int]:
+def check_fvd_inputs(args) -> None:
+    """--metric fvd: the reference clips, the clip counts and frames, and the I3D file (and its sha256)
+    checked before any generation, which can take hours."""
+    from dit.eval.fvd import EXPECTED_SHA256, load_i3d
+    from dit.io.video import read_clip_npz
+
+    real, _ = read_clip_npz(args.ref)
+    need = (args.fvd_frames - 1) * args.fvd_subsample + 1
+    if len(real) < args.fvd_clips:
+        raise UserError(f"--ref {args.ref} holds {len(real)} clips; --fvd-clips {args.fvd_clips} needs that many")
+    if real.shape[1] < need:
+        raise UserError(f"--ref clips have {real.shape[1]} frames; --fvd-frames {args.fvd_frames} every "
+                        f"--fvd-subsample {args.fvd_subsample} need {need}")
+    if args.ckpt and args.num_samples < args.fvd_clips:
+        raise UserError(f"--num-samples {args.num_samples} < --fvd-clips {args.fvd_clips}: generate at least as many")
+    load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, "cpu")
+
+
+def clip_metrics(args, source, device, num_processes: int = 1) -> tuple[dict, int]:
     """The clip metrics of an .npz of uint8 clips (N, F, H, W, 3): the moving-shapes metric, or FVD."""
     from dit.io.video import read_clip_npz
 
@@ -197,7 +215,7 @@ def clip_metrics(args, source, device) -> tuple[dict, int]:
 
     real, _ = read_clip_npz(args.ref)
     settings = FVDSettings(num_frames=args.fvd_frames, clip_count=args.fvd_clips, subsample_factor=args.fvd_subsample,
-                           real_split=args.fvd_real_split, num_processes=1)
+                           real_split=args.fvd_real_split, num_processes=num_processes)
     net = load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, device)
     return fvd(real, clips, net, settings), len(clips)
 
@@ -211,6 +229,8 @@ def main(argv=None):
     from dit.io.atomic import write_json
     from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
+    if args.metric == "fvd":
+        check_fvd_inputs(args)
     argv = sample_argv(args, rest) if args.ckpt else None
     source = generate_npz(args, argv) if args.ckpt else args.samples
     state = PartialState(cpu=force_cpu(args.device == "cpu"))
@@ -219,7 +239,7 @@ def main(argv=None):
         return
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     if args.metric in ("video-shapes", "fvd"):
-        result, n = clip_metrics(args, source, device)
+        result, n = clip_metrics(args, source, device, state.num_processes)
         result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, n), **result}
         print(json.dumps(result))
         if args.out:

@@ -39,8 +39,8 @@ from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.autoencoders.vq import ARCH as TOKENIZER_ARCH
 from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
-from dit.io.images import make_grid, save_png
-from dit.io.vq_pipeline import is_hub_id, is_vq_pipeline
+from dit.io.images import check_grid_path, save_png, write_grid
+from dit.io.vq_pipeline import is_vq_pipeline
 from dit.io.zoo import sha256_of
 from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
 from dit.networks import ARCHITECTURES, get_architecture
@@ -52,11 +52,12 @@ from dit.registry import load_plugins
 from dit.sampling import check_sampler, default_sampler, sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_classifier, check_scale, resolve_form
 from dit.sampling.generate import generate_images
+from dit.sampling.prompts import TEXT_CFG, check_text_args, sample_prompts
 from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 DEFAULT_STEPS = 250  # the paper's DDPM protocol; a process may choose its own (vq-diffusion: every one of its T steps)
-DEFAULT_CFG, TEXT_CFG = 4.0, 5.0  # classifier-free guidance: DiT's grids; a text pipeline's (VQDiffusionPipeline's default)
+DEFAULT_CFG = 4.0  # classifier-free guidance: DiT's grids (a text pipeline's: dit/sampling/prompts.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -124,7 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.cfg_scale is not None and args.cfg_scale < 0:
         raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
     if args.prompt or is_vq_pipeline(args.ckpt):
-        return _text_args(args)
+        return check_text_args(args)
     args.cfg_scale = DEFAULT_CFG if args.cfg_scale is None else args.cfg_scale
     if (args.video_in is None) != (args.given_frames is None):
         raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
@@ -144,77 +145,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError("--classes is for grids; --npz draws its labels with --labels uniform|balanced")
     args.precision = check_precision(args.precision)
     return args
-
-
-# Flags of class-conditional sampling that a text pipeline has no use for (dest, flag).
-_NOT_TEXT = (("classes", "--classes"), ("num_samples", "--num-samples"), ("video_in", "--video-in"),
-             ("given_frames", "--given-frames"), ("classifier", "--classifier"), ("cfg_channels", "--cfg-channels"),
-             ("guidance_interval", "--guidance-interval"), ("model", "--model"), ("arch", "--arch"),
-             ("process", "--process"), ("vae", "--vae"), ("image_size", "--image-size"), ("num_classes", "--num-classes"),
-             ("eta", "--eta"), ("shift", "--shift"), ("atol", "--atol"), ("rtol", "--rtol"),
-             ("diffusion_form", "--diffusion-form"), ("diffusion_norm", "--diffusion-norm"),
-             ("last_step", "--last-step"), ("compile", "--compile"))
-
-
-def _text_args(args) -> argparse.Namespace:
-    """--prompt with a VQ-Diffusion pipeline: every flag checked (and --steps against the scheduler's T)
-    before anything is loaded."""
-    if not args.prompt:
-        raise UserError(f"{args.ckpt} is a text-to-image VQ-Diffusion pipeline: it takes --prompt \"...\" (one image "
-                        "per --prompt), not class labels")
-    if not (is_vq_pipeline(args.ckpt) or is_hub_id(args.ckpt)):
-        raise UserError(f"--prompt needs a text-to-image VQ-Diffusion pipeline as --ckpt (a diffusers "
-                        f"VQDiffusionPipeline directory or hub id); {args.ckpt} is not one: class-conditional "
-                        "checkpoints take --classes")
-    used = [flag for dest, flag in _NOT_TEXT if getattr(args, dest)]
-    if used:
-        raise UserError(f"{used[0]} does not apply to --prompt (a text pipeline: one image per prompt, guided by "
-                        "the text, decoded by its own VQModel)")
-    if args.sampler not in (None, "ancestral"):
-        raise UserError(f"--sampler {args.sampler}: a VQ-Diffusion pipeline samples with the vq-diffusion 'ancestral' sampler")
-    args.sampler = "ancestral"
-    if is_vq_pipeline(args.ckpt) and args.steps is not None:  # a hub id's T is known once it is fetched
-        from dit.io.vq_pipeline import process_from_scheduler
-
-        sched = Path(args.ckpt).expanduser() / "scheduler" / "scheduler_config.json"
-        process_from_scheduler(json.loads(sched.read_text())).time_points(args.steps)
-    args.cfg_scale = TEXT_CFG if args.cfg_scale is None else args.cfg_scale
-    args.truncation = 1.0 if args.truncation is None else args.truncation
-    if not args.out and not args.npz:
-        args.out = "samples.png"
-    args.precision = check_precision(args.precision)
-    return args
-
-
-def sample_prompts(args, state) -> None:
-    """--prompt: sample i (prompt i) from seed --seed + i, in batches of --batch-size, on the main process;
-    a grid (--out, --save-images) and/or --npz (uint8 NHWC under arr_0, the prompts under "prompts")."""
-    from dit.io.vq_pipeline import generate_from_prompts, load_vq_pipeline
-
-    if not state.is_main_process:
-        return
-    pipe = load_vq_pipeline(args.ckpt, state.device)
-    steps = args.steps or pipe.process.T
-    pipe.process.time_points(steps)  # a hub id's T is known only now
-    n, bs, images = len(args.prompt), args.batch_size, []
-    for a in tqdm(range(0, n, bs), desc="sampling", disable=args.no_progress):
-        idx = range(a, min(a + bs, n))
-        images.append(generate_from_prompts(pipe, [args.prompt[i] for i in idx], [args.seed + i for i in idx], steps,
-                                            args.cfg_scale, args.truncation, args.precision))
-    images = np.concatenate(images)
-    try:
-        if args.out:
-            save_grid(images, args)
-            print(f"wrote {args.out}")
-        if args.save_images:
-            for i, img in enumerate(images):
-                save_png(img, Path(args.save_images) / f"{i:06d}.png")
-        if args.npz:
-            Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(args.npz, arr_0=images, prompts=np.array(args.prompt))
-            print(f"wrote {args.npz}: {n} images, uint8 NHWC under arr_0, their prompts under 'prompts'")
-    except OSError as e:
-        raise UserError(f"could not write output: {e}") from None
 
 
 def _check_classifier_flags(args) -> None:
@@ -353,18 +283,18 @@ def is_video(model) -> bool:
 
 
 def save_grid(samples: np.ndarray, args) -> None:
-    """--out: images as a PNG grid; clips as a PNG (a row of frames per clip), GIF or MP4 grid."""
-    from dit.io.video import write_gif, write_mp4
+    write_grid(samples, args.out, args.nrow or class_rows(args.classes if samples.ndim == 5 else None))
 
-    suffix = Path(args.out).suffix.lower()
-    if samples.ndim == 5 and suffix in (".gif", ".mp4"):
-        (write_gif if suffix == ".gif" else write_mp4)(args.out, samples, ncols=args.nrow)
-    elif suffix in (".gif", ".mp4"):
-        raise UserError(f"--out {args.out}: GIF and MP4 grids are for clips; this checkpoint makes images (use .png)")
-    elif samples.ndim == 5:
-        save_png(make_grid(samples.reshape(-1, *samples.shape[2:]), nrow=samples.shape[1]), args.out)
-    else:
-        save_png(make_grid(samples, nrow=args.nrow), args.out)
+
+def class_rows(classes) -> int | None:
+    """Clips per row of a GIF/MP4 grid: one row per class when --classes lists each class's clips
+    together, as many of each (0 0 1 1 -> 2 a row); else None (near-square)."""
+    if not classes:
+        return None
+    runs = [1]
+    for a, b in zip(classes, classes[1:]):
+        runs[-1:] = [runs[-1] + 1] if a == b else [runs[-1], 1]
+    return runs[0] if len(set(runs)) == 1 and len(runs) == len(set(classes)) else None
 
 
 def sample_video_in(model, vae, process, args, device, show):
@@ -506,7 +436,7 @@ def main(argv=None):
     args = parse_args(argv)
     state = _state(args.device)
     if args.prompt:
-        return sample_prompts(args, state)
+        return sample_prompts(args, state, save_grid)
     device = state.device
     model, vae, process = build(args, device)
     if args.compile:
@@ -514,6 +444,8 @@ def main(argv=None):
     show = state.is_main_process and not args.no_progress
     if args.video_in and not is_video(model):
         raise UserError(f"--video-in needs a video checkpoint; {args.ckpt} holds an image network")
+    if args.out:
+        check_grid_path(args.out, is_video(model))  # before any sampling
     try:
         if args.video_in:
             if state.is_main_process:

@@ -11,10 +11,11 @@ process's Euler, --steps, cfg --cfg). Models:
     no-temporal     the same without temporal parts: what time mixing buys
     <factorisation> late-fusion, factorized-attention, split-heads: depth chosen so the parameter
                     count is the nearest to main's (the table shows both)
-    <conditioning>  concat, adaln, cross-attention (main's network otherwise)
+    <conditioning>  concat, adaln, cross-attention: main's network otherwise, at the width (a multiple
+                    of 4) whose parameter count is the nearest to main's
 Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted), on --clips
-clips (400) for main and --study-clips (200) for the study models, which run the tasks their
-comparison needs: generation and prediction for the factorisations and no-temporal, prediction for
+clips (400) for main's generation and prediction and --study-clips (200) for its other tasks and the
+study models, which run the tasks their comparison needs: generation and prediction for the factorisations and no-temporal, prediction for
 the conditioning methods (they differ only in how given frames enter):
     generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
@@ -24,6 +25,11 @@ the conditioning methods (they differ only in how given frames enter):
                  clips with nothing given; backward prediction (frames 4-7 given) and interpolation
                  (frames 0, 4 and 7 given) for the main model
 Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped.
+
+    python benchmarks/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
+
+scores a video run trained elsewhere (the mask-mix and batch studies: train.py video-cpu with other
+flags) by the same protocol; its rows go to experiments.jsonl and the report's third table.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ MODELS = {
     "cross-attention": ["--given-conditioning", "cross-attention"],
 }
 TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
+TASK_NAMES = ("generation", *TASKS)
 LEVEL = 0.95
 SHARES = {"class_acc", "all_frames_correct", "frames_agree", "motion_confidence", "motion_confident", "coherent_motion",
           "direction_agree_given", "direction_agree_true"}  # their intervals are clipped to [0, 1]
@@ -63,8 +70,8 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/video_cpu")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--max-steps", type=int, default=None, help="training steps of every model (default: video-cpu's)")
-    p.add_argument("--clips", type=int, default=400, help="clips per generation and per prediction task of main")
-    p.add_argument("--study-clips", type=int, default=200, help="clips per task of the other models")
+    p.add_argument("--clips", type=int, default=400, help="clips of main's generation and prediction")
+    p.add_argument("--study-clips", type=int, default=200, help="clips of main's other tasks and of the other models")
     p.add_argument("--sampler", default=None, help="default: the video-cpu process's (flow: euler)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=3.0)
@@ -72,6 +79,10 @@ def main(argv=None):
     p.add_argument("--judge-steps", type=int, default=None, help="training steps of both judges (default: theirs)")
     p.add_argument("--judge-clips", type=int, default=None, help="clips the judges train on and the reference holds "
                                                                   "(default: the metric's; smoke tests use fewer)")
+    p.add_argument("--experiment", metavar="RUN", help="score this trained video run instead of training the models; "
+                                                        "rows go to experiments.jsonl")
+    p.add_argument("--tasks", nargs="+", choices=list(TASK_NAMES), default=["generation", "prediction"],
+                   help="the tasks --experiment scores (on --clips clips)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     if min(args.clips, args.study_clips) < 10 or args.steps < 1 or (args.max_steps is not None and args.max_steps < 1):
@@ -83,6 +94,8 @@ def main(argv=None):
     args.sampler = args.sampler or default_sampler(preset.process)
     check_sampler(preset.make_process(), args.sampler, args.steps)  # before hours of training
     out = Path(args.out)
+    if args.experiment:
+        return experiment(Path(args.experiment), out, args)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -93,14 +106,44 @@ def main(argv=None):
             for task in tasks_of(name):
                 if any(r["model"] == name and r["task"] == task for r in rows):
                     continue
-                row = evaluate(name, run, task, metric, real, args.clips if name == "main" else args.study_clips,
-                               args)
+                row = evaluate(name, run, task, metric, real, clips_of(name, task, args), args)
                 rows.append(row)
                 with open(log, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
-    (out / "video_cpu.md").write_text(markdown(rows))
-    print(markdown(rows))
+    report = markdown(rows) + experiments_markdown(_rows(out / "experiments.jsonl"))
+    (out / "video_cpu.md").write_text(report)
+    print(report)
+
+
+def _rows(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def experiment(run: Path, out: Path, args) -> None:
+    """Score one finished video run on args.tasks (args.clips clips each) into experiments.jsonl."""
+    config = run / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("arch") != "video-dit":
+        raise UserError(f"--experiment {run}: not a video run directory (no config.json of --arch video-dit)")
+    if not (run / "export.safetensors").is_file():
+        raise UserError(f"--experiment {run}: the run has not finished (no export.safetensors); resume its training")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "experiments.jsonl"
+    metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips)
+    for task in args.tasks:
+        done = [r for r in _rows(log) if (r["model"], r["task"], r["clips"]) == (run.name, task, args.clips)]
+        if done:
+            print(f"{run.name} {task} on {args.clips} clips: already in {log}")
+            continue
+        row = evaluate(run.name, run, task, metric, real, args.clips, args)
+        with open(log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+def clips_of(name: str, task: str, args) -> int:
+    """--clips for the acceptance rows (main's generation and prediction), --study-clips for the rest."""
+    return args.clips if name == "main" and task in ("generation", "prediction") else args.study_clips
 
 
 def tasks_of(name: str) -> list[str]:
@@ -116,6 +159,8 @@ def train(name: str, out: Path, args) -> Path:
     extra = MODELS[name] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
     if name in ("late-fusion", "factorized-attention", "split-heads"):
         extra += ["--depth", str(matched_depth(name))]
+    if name in ("concat", "adaln", "cross-attention") and matched_width(name) != preset_width():
+        extra += ["--hidden-size", str(matched_width(name))]
     cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
            "--keep-last", "1", "--no-progress", "--sample-sampler", args.sampler, "--sample-steps", str(args.steps),
            "--sample-cfg", str(args.cfg), *extra]
@@ -124,24 +169,39 @@ def train(name: str, out: Path, args) -> Path:
     return out / "runs" / name
 
 
-def parameters(factorization: str, depth: int) -> int:
+def parameters(factorization: str = "interleaved", depth: int | None = None, conditioning: str = "replace",
+               width: int | None = None) -> int:
     from dit.networks.video_config import VideoConfig
     from dit.networks.video_dit import VideoDiT
     from dit.training.config import PRESETS
 
     p = PRESETS["video-cpu"]
-    cfg = VideoConfig(input_size=p["image_size"], patch_size=2, in_channels=3, hidden_size=p["hidden_size"],
-                      depth=depth, num_heads=p["num_heads"], num_classes=10, frames=p["frames"],
-                      factorization=factorization)
+    cfg = VideoConfig(input_size=p["image_size"], patch_size=2, in_channels=3, hidden_size=width or p["hidden_size"],
+                      depth=depth or p["depth"], num_heads=p["num_heads"], num_classes=10, frames=p["frames"],
+                      factorization=factorization, given_conditioning=conditioning)
     return sum(t.numel() for t in VideoDiT(cfg).parameters())
+
+
+def preset_width() -> int:
+    from dit.training.config import PRESETS
+
+    return PRESETS["video-cpu"]["hidden_size"]
 
 
 def matched_depth(factorization: str) -> int:
     """The depth whose parameter count is nearest the main (interleaved) model's."""
+    target = parameters()
+    return min(range(1, 17), key=lambda d: abs(parameters(factorization, d) - target))
+
+
+def matched_width(conditioning: str) -> int:
+    """The width (a multiple of 4 for the 2-D sin-cos table, of the heads for attention) whose parameter
+    count is nearest the main (in-place) model's: cross-attention's extra layers cost about 4 D^2 a block."""
     from dit.training.config import PRESETS
 
-    target = parameters("interleaved", PRESETS["video-cpu"]["depth"])
-    return min(range(1, 17), key=lambda d: abs(parameters(factorization, d) - target))
+    heads, target = PRESETS["video-cpu"]["num_heads"], parameters()
+    widths = [w for w in range(preset_width() // 2, 2 * preset_width() + 1, 4) if w % heads == 0]
+    return min(widths, key=lambda w: (abs(parameters(conditioning=conditioning, width=w) - target), w != preset_width()))
 
 
 def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: int | None = None):
@@ -190,7 +250,8 @@ def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dic
     clips, labels = real
     config = json.loads((run / "config.json").read_text())
     row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": config["max_steps"],
-           "process": config["process"],
+           "process": config["process"], "global_batch_size": config["global_batch_size"],
+           "video_masks": config.get("video_masks", "vdt"),
            "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
     if task == "generation":
         gen_labels = np.arange(n) % 10
@@ -261,6 +322,18 @@ def markdown(rows: list[dict]) -> str:
     lines += ["", "| model | task | direction agrees with given | centroid error (px) |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['task']} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
               for r in rows if r["task"] != "generation"]
+    return "\n".join(lines) + "\n"
+
+
+def experiments_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["", "| run | masks | batch x steps | task | clips | class acc | coherent motion | clip FD | "
+             "direction agrees with given | centroid error (px) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r.get('global_batch_size', '?')} x {r['steps_trained']} | "
+              f"{r['task']} | {r['clips']} | {_cell(r, 'class_acc')} | {_cell(r, 'coherent_motion')} | "
+              f"{_cell(r, 'fd_video', 1)} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 

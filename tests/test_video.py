@@ -3,13 +3,15 @@ keep given positions exactly, and the real scripts end to end (exact resume, 2 p
 clip completion, bad input)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import randomize
+from conftest import ROOT, randomize
 from safetensors.torch import load_file
-from test_train import check_exact_resume, metrics, same_tensors, tiny_argv, torchrun, train_run
+from test_train import ENV, check_exact_resume, metrics, same_tensors, tiny_argv, train_run
 
 import evaluate
 import sample
@@ -17,7 +19,7 @@ import train
 from dit.cli import run_cli
 from dit.data.video_masks import SPATIAL_SHARE, TEMPORAL_TASKS, draw_mask, frames_mask, parse_frames, temporal_mask
 from dit.errors import UserError
-from dit.io.checkpoint import load_weights
+from dit.io.checkpoint import load_model, load_weights
 from dit.io.video import read_clip_npz, write_clip_npz
 from dit.layout import CLEAN, GIVEN, IMAGES, channel_dim, split_output
 from dit.networks.dit import DiT
@@ -144,10 +146,13 @@ def test_every_conditioning_reads_the_given_values_and_nothing_else(mode, factor
     given[:, :2] = 1
     given[:, 3, :, :4] = 1  # half a frame (whole patches)
     masked = {**cond, GIVEN: given, CLEAN: clean}
-    if mode != "replace":  # the added parts start silent: the same network as without them
-        assert torch.equal(net(x, t, masked), net(x, t, {**cond, GIVEN: torch.zeros_like(given), CLEAN: clean}))
+    if mode != "replace":  # the added parts start silent: the same network as without them, given positions at 0
+        blanked = x * (1 - given)
+        assert torch.equal(net(x, t, masked), net(blanked, t, {**cond, GIVEN: torch.zeros_like(given), CLEAN: clean}))
     randomize(net, seed=9, std=0.2)
     out = net(x, t, masked)
+    # the sampler's state at given positions is never read (it is untrained there), in any mode
+    assert torch.equal(net(x + given * torch.randn_like(x), t, masked), out)
     elsewhere = clean.clone()
     elsewhere[:, 2:] += torch.where(given[:, 2:] > 0, 0.0, 1.0)  # change clean only where nothing is given
     assert torch.equal(net(x, t, {**masked, CLEAN: elsewhere}), out)
@@ -219,7 +224,9 @@ def test_the_loss_averages_over_generated_positions_only():
     (GaussianDiffusion.from_schedule(), "ddpm"), (GaussianDiffusion.from_schedule(), "ddim"),
     (GaussianDiffusion.from_schedule(), "dpm++"), (GaussianDiffusion.from_schedule(), "unipc"),
     (GaussianDiffusion.from_schedule(), "diffusers-ddim"), (GaussianDiffusion.from_schedule(), "euler-a"),
+    (GaussianDiffusion.from_schedule(), "euler"), (GaussianDiffusion.from_schedule(), "heun"),
     (FlowMatching(), "euler"), (FlowMatching(), "heun"), (FlowMatching(), "sde"), (FlowMatching(), "diffusers-euler"),
+    (FlowMatching(), "dopri5"),
 ])
 def test_every_sampler_keeps_the_given_positions_exactly(process, sampler):
     net = randomize(video(learn_sigma=isinstance(process, GaussianDiffusion)), seed=8)
@@ -261,15 +268,20 @@ def test_the_mask_mix_follows_vdt():
     assert len(TEMPORAL_TASKS) == 6
 
 
-def test_the_vdt_uncond_mix_adds_half_unconditional_clips_and_leaves_vdt_draws_alone():
-    """vdt-uncond: half the clips nothing given, the rest VDT's mix (about 1 in 6.4 of those also
-    unconditional: the unconditional task, and random frames that happened to give none)."""
+def test_the_vdt_uncond_mix_adds_unconditional_clips_and_leaves_vdt_draws_alone():
+    """vdt-uncond:S: a share S of the clips nothing given (0.5 without ":S"), the rest VDT's mix (about
+    1 in 6.4 of those also unconditional: the unconditional task, and random frames that gave none)."""
     n = 4000
+    mixes = ("vdt", "vdt-uncond", "vdt-uncond:0.75")
     empty = {mix: sum(not draw_mask(np.random.default_rng([1, i]), 8, 16, 2, mix=mix).any() for i in range(n)) / n
-             for mix in ("vdt", "vdt-uncond")}
+             for mix in mixes}
     vdt = 0.8 * (1 + 0.8 ** 8) / 6  # P(nothing given) under VDT's mix
     assert abs(empty["vdt"] - vdt) < 0.02  # binomial sd 0.006
     assert abs(empty["vdt-uncond"] - (0.5 + 0.5 * vdt)) < 0.025
+    assert abs(empty["vdt-uncond:0.75"] - (0.75 + 0.25 * vdt)) < 0.025
+    for bad in ("vdt-uncond:1", "vdt-uncond:-0.1", "vdt-uncond:x", "vdt:0.5", "uncond"):
+        with pytest.raises(UserError, match="--video-masks"):
+            draw_mask(np.random.default_rng(0), 8, 16, 2, mix=bad)
     # "vdt" (the default) makes no extra draw: its masks are VDT's mix itself, as before "vdt-uncond" existed
     from dit.data.video_masks import _draw_mask
     for i in range(50):
@@ -296,17 +308,23 @@ def step_dir(run, step):
 
 def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_path):
     full = check_exact_resume(tmp_path, *VIDEO)
-    joint = train_run(tmp_path, *VIDEO, "--max-steps", 2, "--joint-images", 2, "--given-conditioning", "cross-attention",
+    joint = train_run(tmp_path, *VIDEO, "--max-steps", 2, "--joint-images", 2,
                       name="joint")
     assert all(np.isfinite(m["loss"]) for m in metrics(joint))
     ckpt = load_weights(str(full))
     assert ckpt.arch == "video-dit" and ckpt.config.frames == 4 and ckpt.config.factorization == "factorized-attention"
 
-    out = torchrun(tmp_path, "dist", *VIDEO, "--run-name", "two", "--max-steps", 3, port=29561)
-    r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
-    same_tensors(r0, r1)
+    # `accelerate launch --multi_gpu` (torchrun underneath; gloo on CPU), as users run it: 2 processes
+    # train the same weights as one
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561",
+           str(ROOT / "train.py"), *tiny_argv(tmp_path, "two", *VIDEO, "--max-steps", 3)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert res.returncode == 0 and "2 process(es)" in res.stdout, res.stderr[-3000:]
     one = train_run(tmp_path, *VIDEO, "--max-steps", 3, name="one")
-    same_tensors(r0, load_file(str(step_dir(one, 3) / "model.safetensors")), atol=1e-5)
+    same_tensors(load_file(str(step_dir(two, 3) / "model.safetensors")),
+                 load_file(str(step_dir(one, 3) / "model.safetensors")), atol=1e-5)
 
     # Sampling: an animated grid, per-seed clips (batch 1 vs 3), and completion from given frames.
     gif = tmp_path / "grid.gif"
@@ -314,7 +332,8 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
                                  "--out", str(gif), "--no-progress", "--device", "cpu"]) == 0
     from PIL import Image
     with Image.open(gif) as im:
-        assert im.n_frames >= 2
+        assert im.n_frames >= 2 and im.size[1] > 1.5 * im.size[0]  # one row per class: 2 rows of 1 clip
+    assert [sample.class_rows(c) for c in ([0, 1], [0, 0, 1, 1], [0, 1, 0], [0, 0, 1], None)] == [1, 2, None, None, None]
     npz = {}
     for bs in (1, 3):
         npz[bs] = tmp_path / f"clips-{bs}.npz"
@@ -346,6 +365,16 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     with pytest.raises(UserError, match="i3d.pt not found"):
         evaluate.main(["--samples", str(done), "--metric", "fvd", "--ref", str(tmp_path / "in.npz"),
                        "--i3d-weights", str(tmp_path / "i3d.pt"), "--fvd-clips", "3", "--fvd-frames", "4"])
+    with pytest.MonkeyPatch.context() as mp:  # from a checkpoint: FVD's inputs are checked before generating
+        mp.setattr(evaluate, "generate_npz", lambda *a: pytest.fail("generated before checking FVD's inputs"))
+        fvd_args = ["--ckpt", str(full), "--metric", "fvd", "--ref", str(tmp_path / "in.npz"), "--i3d-weights",
+                    str(tmp_path / "i3d.pt"), "--device", "cpu"]
+        for extra, match in ((["--num-samples", "3"], "in.npz holds 3 clips; --fvd-clips 2048"),
+                             (["--num-samples", "3", "--fvd-clips", "3"], "need 16"),
+                             (["--num-samples", "2", "--fvd-clips", "3", "--fvd-frames", "4"], "--num-samples 2 <"),
+                             (["--num-samples", "3", "--fvd-clips", "3", "--fvd-frames", "4"], "i3d.pt not found")):
+            with pytest.raises(UserError, match=match):
+                evaluate.main([*fvd_args, *extra])
 
     # Bad input: one line, nothing written.
     image_ckpt = train_run(tmp_path, "--max-steps", 1, name="image")
@@ -362,6 +391,10 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         with pytest.raises(UserError, match=match):
             sample.main([*argv, "--steps", "2", "--sampler", "ddim", "--device", "cpu", "--no-progress"])
     assert not (tmp_path / "x.gif").exists() and not (tmp_path / "x.npz").exists()
+    with pytest.MonkeyPatch.context() as mp:  # a grid file the samples cannot be is refused before sampling
+        mp.setattr(sample, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
+        with pytest.raises(UserError, match="GIF and MP4 grids are for clips"):
+            sample.main(["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.mp4"), "--device", "cpu"])
 
 
 def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
@@ -372,6 +405,17 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     assert "blocks.0.attn.qkv.weight" in shared and "x_embedder.proj.weight" in shared
     for k in shared:  # one step at lr 1e-9 moves nothing visible
         torch.testing.assert_close(dst[k], src[k], atol=1e-6, rtol=0)
+    # another class count (ImageNet's DiT for UCF101): everything but the class table, which stays fresh
+    from dataclasses import replace
+
+    from dit.training.setup import init_from_image
+    video_net, _ = load_model(str(run))
+    other = type(video_net)(replace(video_net.config, num_classes=4))
+    fresh = other.y_embedder.embedding_table.weight.clone()
+    copied, note = init_from_image(other, str(image))
+    assert copied == len(shared) - 1 and "class table left fresh (10 classes there, 4 here)" in note
+    assert torch.equal(other.y_embedder.embedding_table.weight, fresh)
+    torch.testing.assert_close(other.state_dict()["blocks.0.attn.qkv.weight"], src["blocks.0.attn.qkv.weight"])
     with pytest.raises(UserError, match="split-heads"):
         train.main(tiny_argv(tmp_path, "split", *VIDEO, "--factorization", "split-heads", "--init-from", image))
     with pytest.raises(UserError, match="does not fit"):
@@ -384,8 +428,11 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     (["--data", "shapes-video"], "add --arch video-dit"),
     (["--arch", "video-dit"], "trains on clips"),
     (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "all"], "--video-masks must be one of"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "vdt-uncond:2"], "a number in"),
     (["--arch", "video-dit", "--data", "shapes-video", "--factorization", "diagonal"], "unknown factorization"),
     (["--arch", "video-dit", "--data", "shapes-video", "--joint-images", "2", "--factorization", "split-heads"],
+     "spatial blocks only"),
+    (["--arch", "video-dit", "--data", "shapes-video", "--joint-images", "2", "--given-conditioning", "adaln"],
      "spatial blocks only"),
     (["--arch", "video-dit", "--data", "shapes-video", "--given-conditioning", "film"], "unknown given conditioning"),
 ])

@@ -14,7 +14,7 @@ from dit.cli import run_cli  # noqa: E402
 
 def test_micro_video_benchmark(tmp_path):
     out = tmp_path / "vc"
-    argv = ["--out", str(out), "--models", "main", "split-heads", "adaln", "--max-steps", "1", "--clips", "10",
+    argv = ["--out", str(out), "--models", "main", "split-heads", "adaln", "--max-steps", "1", "--clips", "12",
             "--study-clips", "10", "--steps", "2",
             "--bootstrap", "10", "--judge-steps", "5", "--judge-clips", "200"]
     assert run_cli(video_cpu.main, argv) == 0
@@ -23,14 +23,32 @@ def test_micro_video_benchmark(tmp_path):
         [("main", t) for t in ("generation", "prediction", "unconditional", "backward", "interpolation")]
         + [("split-heads", t) for t in ("generation", "prediction")] + [("adaln", "prediction")])
     for r in rows:
-        assert r["steps_trained"] == 1 and r["clips"] == 10 and r["process"] == "flow" and r["sampler"] == "euler"
+        acceptance = r["model"] == "main" and r["task"] in ("generation", "prediction")  # --clips; the rest --study-clips
+        assert r["clips"] == (12 if acceptance else 10)
+        assert r["steps_trained"] == 1 and r["process"] == "flow" and r["sampler"] == "euler"
         for k, v in r.items():
             if k.endswith("_ci"):
                 assert v[0] <= r[k[:-3]] + 1e-9 and r[k[:-3]] <= v[1] + 1e-9, k
     # split-heads at the depth whose parameter count is nearest main's (here: equal, 8 blocks of one shape)
     params = {r["model"]: r["params"] for r in rows}
     assert video_cpu.matched_depth("split-heads") == 8 and params["split-heads"] == params["main"]
+    # cross-attention's extra layers are paid for with width: within 3% of main's count
+    width = video_cpu.matched_width("cross-attention")
+    assert width < video_cpu.preset_width() and width % 4 == 0
+    assert abs(video_cpu.parameters(conditioning="cross-attention", width=width) / video_cpu.parameters() - 1) < 0.03
     assert "| main |" in (out / "video_cpu.md").read_text()
     assert run_cli(video_cpu.main, argv) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
     assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
+    # --experiment scores a run trained elsewhere by the same protocol, into experiments.jsonl
+    exp = [*argv[:2], "--experiment", str(out / "runs" / "adaln"), "--tasks", "generation", *argv[8:]]
+    assert run_cli(video_cpu.main, exp) == 0
+    (row,) = [json.loads(line) for line in (out / "experiments.jsonl").read_text().splitlines()]
+    config = json.loads((out / "runs" / "adaln" / "config.json").read_text())
+    assert (row["model"], row["task"], row["clips"], row["video_masks"], row["global_batch_size"]) == (
+        "adaln", "generation", 12, config["video_masks"], config["global_batch_size"])
+    assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 1
+    assert run_cli(video_cpu.main, [*argv[:2], "--report"]) == 0
+    assert f"| adaln | {row['video_masks']} | {row['global_batch_size']} x 1 | generation | 12 |" in (
+        out / "video_cpu.md").read_text()
+    assert run_cli(video_cpu.main, [*argv[:2], "--experiment", str(out / "cache")]) == 2

@@ -11,10 +11,11 @@ given); else one of six temporal tasks, uniformly:
     unconditional  nothing given
     animation      one random frame given
     random-frames  each frame given with probability 0.2 (VDT: masked with p = 0.8)
-Mixes (TrainConfig.video_masks): "vdt" is the mix above; "vdt-uncond" draws half the clips with
-nothing given and the other half from VDT's mix (VDT's own share of clips with nothing given is about
-16%, and on the CPU budget its class-conditional generation, which only those clips teach, lags far
-behind: benchmarks/RESULTS.md, "Video"); "none" gives nothing ever (Latte: generation only).
+Mixes (TrainConfig.video_masks): "vdt" is the mix above; "vdt-uncond:S" draws a share S of the clips
+with nothing given and the rest from VDT's mix ("vdt-uncond" is S = 0.5). VDT's own share of clips
+with nothing given is about 16%, and on the CPU budget its class-conditional generation, which only
+those clips teach, lags far behind (benchmarks/RESULTS.md, "Video"); "none" gives nothing ever
+(Latte: generation only).
 Masks are float32 (F, 1, H, W), 1 = given (dit/layout.py's GIVEN; VDT writes m = 1 to generate),
 aligned to the network's patches so that a token is either given or not. Every draw comes from
 the data stream's per-sample generator (dit/data/stream.py).
@@ -28,8 +29,25 @@ from dit.errors import UserError
 
 TEMPORAL_TASKS = ("prediction", "backward", "interpolation", "unconditional", "animation", "random-frames")
 SPATIAL_SHARE = 0.2
-MASK_MIXES = ("vdt", "vdt-uncond", "none")  # TrainConfig.video_masks (module docstring)
-UNCONDITIONAL_SHARE = {"vdt": 0.0, "vdt-uncond": 0.5}  # clips drawn with nothing given before VDT's mix
+MASK_MIXES = ("vdt", "vdt-uncond", "vdt-uncond:S", "none")  # TrainConfig.video_masks (module docstring)
+DEFAULT_UNCONDITIONAL_SHARE = 0.5  # "vdt-uncond" without ":S"
+
+
+def unconditional_share(mix: str) -> float:
+    """The share of clips drawn with nothing given before VDT's mix; a UserError for an unknown mix."""
+    name, sep, value = mix.partition(":")
+    if mix == "vdt" or mix == "none":
+        return 0.0
+    if name == "vdt-uncond":
+        try:
+            share = float(value) if sep else DEFAULT_UNCONDITIONAL_SHARE
+        except ValueError:
+            share = -1.0
+        if 0.0 <= share < 1.0:
+            return share
+        raise UserError(f"--video-masks {mix!r}: the share after 'vdt-uncond:' must be a number in [0, 1), "
+                        "e.g. vdt-uncond:0.75")
+    raise UserError(f"--video-masks must be one of {', '.join(MASK_MIXES)}, got {mix!r}")
 
 
 def temporal_mask(task: str, frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -54,7 +72,7 @@ def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int, imag
               mix: str = "vdt") -> np.ndarray:
     """One training clip's GIVEN mask (F, 1, size, size) from `mix` (module docstring); with
     `images` joint-training images after the clip, (F + images, ...) with those never given."""
-    share = UNCONDITIONAL_SHARE[mix]
+    share = unconditional_share(mix)
     if share and rng.random() < share:  # no draw at all for "vdt": its runs stay as they were
         mask = np.zeros((frames, 1, size, size), np.float32)
     else:

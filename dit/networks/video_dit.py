@@ -156,13 +156,16 @@ class VideoDiT(nn.Module):
         if IMAGES in cond and (images < 1 or cond[IMAGES].shape != (B,)):
             raise ValueError(f"a joint-training batch holds {self.frames}-frame clips plus at least one image and "
                              f"IMAGES (B,), got x {tuple(x.shape)} and IMAGES {tuple(cond[IMAGES].shape)}")
-        if images and (self.given.mode == "concat" or self.config.factorization == "split-heads"):
-            raise ValueError("joint images pass the spatial blocks only: not with split-heads or the concat stream")
+        if images and (not self.given.replaces or self.config.factorization == "split-heads"):
+            raise ValueError("joint images pass the spatial blocks only: not with split-heads or given frames "
+                             "entering by concat, adaLN or cross-attention (each would show them the clip)")
         if x.dim() != 5 or Fr - images > self.frames:
             raise ValueError(f"expected a clip (B, F <= {self.frames}, C, H, W), got {tuple(x.shape)}")
         given, clean = cond.get(GIVEN), cond.get(CLEAN)
-        if given is not None and self.given.replaces:  # in place: given positions hold their clean values,
-            x = torch.where(given.expand(x.shape) > 0.5, clean.to(x.dtype), x)  # whatever the sampler's state
+        if given is not None:  # given positions never read the sampler's state (it drifts there, untrained):
+            # in place they hold their clean values; the other methods see 0 there, so the given values
+            # reach the network by the method compared alone, the same way in training and sampling
+            x = torch.where(given.expand(x.shape) > 0.5, clean.to(x.dtype) if self.given.replaces else x.new_zeros(()), x)
         if t.ndim == 0:
             t = t.expand(B)
         h = self._embed(x)  # (B, F, N, D)

@@ -63,7 +63,7 @@ class TrainConfig:
     temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
     given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
     joint_images: int = 0  # Latte+IMG: single same-class frames added to each clip, through the spatial blocks only
-    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond: half the clips with nothing given, half VDT's; none: nothing given
+    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond[:S]: a share S (0.5) of the clips with nothing given, the rest VDT's; none: nothing given
     init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
     # --- the noise-aware classifier (--arch noisy-classifier, train_classifier.py) ---
@@ -168,12 +168,12 @@ class TrainConfig:
             raise UserError(f"--frames must be positive, got {self.frames}")
         if self.joint_images < 0:
             raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
-        if self.joint_images and (self.given_conditioning == "concat" or self.factorization == "split-heads"):
+        if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):
             raise UserError("--joint-images: the images pass the spatial blocks only, which --factorization split-heads "
-                            "and --given-conditioning concat do not separate; use another factorization / conditioning")
-        from dit.data.video_masks import MASK_MIXES
-        if self.video_masks not in MASK_MIXES:
-            raise UserError(f"--video-masks must be one of {', '.join(MASK_MIXES)}, got {self.video_masks!r}")
+                            "and --given-conditioning concat, adaln and cross-attention (each shows them the clip) do "
+                            "not separate; use --given-conditioning replace and another factorization")
+        from dit.data.video_masks import unconditional_share
+        unconditional_share(self.video_masks)  # a UserError for an unknown mix or share
         if not self.sample_sampler:
             object.__setattr__(self, "sample_sampler", PREVIEW_SAMPLERS.get(self.process) or default_sampler(self.process))
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.

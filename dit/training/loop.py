@@ -51,8 +51,9 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     torch.manual_seed(config.seed)  # the initial weights; all later randomness comes from the data stream
     network = get_architecture(config.arch).build(data.network_config)
     if config.init_from and resume_from is None:  # a resumed run has its own weights
-        copied = init_from_image(network, config.init_from)
-        accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial blocks")
+        copied, note = init_from_image(network, config.init_from)
+        accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial "
+                          f"blocks, {note}")
     if config.grad_checkpointing:
         network.set_grad_checkpointing(True)
     # Fused AdamW: one kernel for the whole update, and it can skip a bad step on the device (dit/training/guard.py).

@@ -215,10 +215,12 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
     return RunData(base, vae, shape, vae.vae is not None, network_config, mask)
 
 
-def init_from_image(network, spec: str) -> int:
+def init_from_image(network, spec: str) -> tuple[int, str]:
     """Latte's init: copy an image DiT's weights (checkpoint, export or run directory) into the
-    spatial parts of a video network; the temporal parts stay at their identity init. Returns the
-    number of tensors copied; a checkpoint of another shape is a UserError naming the difference."""
+    spatial parts of a video network; the temporal parts stay at their identity init. The class table
+    is copied when the class counts agree; otherwise (ImageNet's DiT for UCF101's 101 classes) it keeps
+    its fresh init. Returns the number of tensors copied and a note on the class table; a checkpoint
+    of another shape is a UserError naming the difference."""
     import torch
 
     from dit.io.checkpoint import load_weights
@@ -231,6 +233,11 @@ def init_from_image(network, spec: str) -> int:
     if ckpt.arch != "dit":
         raise UserError(f"--init-from {spec} holds a {ckpt.arch!r} network; it must be an image DiT (arch dit)")
     own = network.state_dict()
+    table, note = "y_embedder.embedding_table.weight", "its class table too"
+    if table in keys and table in ckpt.state_dict and ckpt.state_dict[table].shape != own[table].shape:
+        keys = [k for k in keys if not k.startswith("y_embedder.")]
+        note = (f"the class table left fresh ({ckpt.state_dict[table].shape[0] - 1} classes there, "
+                f"{own[table].shape[0] - 1} here)")
     missing = [k for k in keys if k not in ckpt.state_dict]
     wrong = [k for k in keys if k in ckpt.state_dict and ckpt.state_dict[k].shape != own[k].shape]
     if missing or wrong:
@@ -241,7 +248,7 @@ def init_from_image(network, spec: str) -> int:
     with torch.no_grad():
         for k in keys:
             own[k].copy_(ckpt.state_dict[k])
-    return len(keys)
+    return len(keys), note
 
 
 def find_resume(config: TrainConfig, run_dir: Path, resume: str | None, accelerator=None) -> Path | None:
