@@ -225,14 +225,18 @@ _CPU_DEMO = dict(
 _VIDEO_CPU = dict(
     # The CPU demo's network (width 128, depth 4 spatial + 4 temporal blocks, patch 2) over 8-frame
     # clips of the moving shapes at 16 px in pixel space: 512 tokens a clip. Measured alone on the
-    # 2-core machine: 1.24 steps/s of 16 clips (train.py video-cpu --max-steps 150), so 1,500 steps
-    # with the cosine schedule ending there take about 20 minutes.
+    # 2-core machine: 3.87 steps/s of 4 clips (1.24 of 16), so 4,500 steps with the cosine schedule
+    # ending there take about 20 minutes; batch 16 for 1,500 steps, the same time, did no better.
+    # Masks: three clips in four with nothing given, the rest VDT's mix (vdt-uncond:0.75). VDT's own
+    # mix (~16% of clips with nothing given) starves class-conditional generation at this budget
+    # (per-frame class accuracy 0.12 against 0.36; prediction from 4 frames: direction agreement PRED:
+    # benchmarks/RESULTS.md, "Video").
     # Trained as the time-to-quality winner (recipe flow-ln: rectified flow, logit-normal t), not
     # DiT's eps recipe: on this budget the eps model's x0 estimate at high noise is still noise, and
     # its clips (800 steps, unconditional masks, DDIM-50, cfg 3) are scattered speckles of the class
     # colour where the flow model's, same budget, Euler-50, are moving blobs. `--recipe dit` restores it.
-    _CPU_DEMO, arch="video-dit", data=SHAPES_VIDEO, frames=8, samples_per_class=1, max_steps=1500, ckpt_every=500,
-    process="flow", time_sampling="logit-normal",
+    _CPU_DEMO, arch="video-dit", data=SHAPES_VIDEO, frames=8, samples_per_class=1, global_batch_size=4, max_steps=4500,
+    ckpt_every=500, log_every=250, process="flow", time_sampling="logit-normal", video_masks="vdt-uncond:0.75",
 )
 # VQ-Diffusion's token space on the CPU: the built-in shapes at 16 px through the vq-cpu tokenizer
 # (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another) and a
