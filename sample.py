@@ -9,6 +9,7 @@ Evaluation batch in the ADM evaluator's format (split over processes, resumable)
 Clips from a video checkpoint (--arch video-dit): an animated grid, or completion of given clips:
     python sample.py --ckpt results/video-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 50 --out grid.gif
     python sample.py --ckpt results/video-cpu --video-in clips.npz --given-frames 0-3 --npz completed.npz
+    python sample.py --ckpt results/video-cpu --video-in clips.npz --inpaint-box 4,4,8,8 --out inpainted.gif
 Token ids (VQ-Diffusion: --arch token-dit, --process vq-diffusion) decode through the VQ tokenizer
 the model was trained with (its run directory, recorded as the checkpoint's --vae):
     python sample.py --ckpt results/vq-diffusion-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 25 --out grid.png
@@ -111,6 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--video-in", metavar="CLIPS.npz", help="complete these clips (uint8 (N, F, H, W, 3) under arr_0, "
                                                            "labels under arr_1) from --given-frames; write --npz")
     p.add_argument("--given-frames", metavar="SPEC", help="with --video-in: the frames given, e.g. 0-3 or 0,7")
+    p.add_argument("--inpaint-box", metavar="TOP,LEFT,HEIGHT,WIDTH", help="with --video-in, instead of --given-frames: "
+                   "generate this box (pixels) in every frame, the rest given (VDT's spatial in-painting)")
     p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="autocast: no (float32), fp16, bf16")
@@ -127,8 +130,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.prompt or is_vq_pipeline(args.ckpt):
         return check_text_args(args)
     args.cfg_scale = DEFAULT_CFG if args.cfg_scale is None else args.cfg_scale
-    if (args.video_in is None) != (args.given_frames is None):
-        raise UserError("--video-in and --given-frames go together: the clips to complete and which of their frames are given")
+    if args.given_frames is not None and args.inpaint_box is not None:
+        raise UserError("--given-frames or --inpaint-box, not both: whole frames given, or a box generated in every frame")
+    if (args.video_in is not None) != (args.given_frames is not None or args.inpaint_box is not None):
+        raise UserError("--video-in and --given-frames (or --inpaint-box) go together: the clips to complete and "
+                        "which of their positions are given")
+    if args.inpaint_box is not None:
+        from dit.data.video_masks import parse_box
+
+        parse_box(args.inpaint_box, 1 << 30)  # its form now; its fit once the clips' size is known
     if args.video_in is not None:
         if args.classes or args.num_samples:
             raise UserError("--video-in takes its labels from the clips file (arr_1): drop --classes / --num-samples")
@@ -222,6 +232,9 @@ def build(args, device):
         raise UserError(f"--image-size {args.image_size} gives a {vae.latent_size(args.image_size)}-wide input, "
                         f"but the checkpoint was trained on {side}; pass --model to resize")
     args.classifier_net = None
+    if args.video_in and ckpt.meta.get("video_masks") == "none":
+        print(f"warning: {ckpt.source} was trained with --video-masks none (nothing ever given): it has not "
+              "learned to complete clips from given frames", file=sys.stderr)
     if args.classifier:  # checked against the model before any sampling
         classifier, cls_ckpt = load_model(args.classifier, device=device)
         check_classifier(classifier, cls_ckpt.meta, model, ckpt.meta, process, args.classifier)
@@ -299,11 +312,12 @@ def class_rows(classes) -> int | None:
 
 def sample_video_in(model, vae, process, args, device, show):
     """Complete the clips of --video-in from their --given-frames (VDT's prediction, backward
-    prediction, interpolation, animation: one model, the mask says which). Clip i uses seed
+    prediction, interpolation, animation) or around an --inpaint-box (in-painting): one model, the
+    mask says which. Clip i uses seed
     --seed + i and its own label (no labels: the null class, i.e. unconditional); the given frames
     of the output are the input's, byte for byte."""
     from dit.autoencoders.pixels import from_uint8
-    from dit.data.video_masks import frames_mask, parse_frames
+    from dit.data.video_masks import box_mask, frames_mask, parse_box, parse_frames
     from dit.io.video import read_clip_npz, write_clip_npz
 
     clips, labels = read_clip_npz(args.video_in)
@@ -312,13 +326,24 @@ def sample_video_in(model, vae, process, args, device, show):
     if frames != F_ or h != w or vae.latent_size(h) != side:
         raise UserError(f"--video-in {args.video_in} holds {frames}-frame {h}x{w} clips; this checkpoint makes "
                         f"{F_}-frame clips of {side * vae.downsample}x{side * vae.downsample} px")
-    given = parse_frames(args.given_frames, frames)
+    if args.inpaint_box:  # latent positions: the box in units of the VAE's downsampling
+        top, left, bh, bw = parse_box(args.inpaint_box, h, vae.downsample)
+        d = vae.downsample
+        mask = torch.from_numpy(box_mask((top // d, left // d, bh // d, bw // d), frames, side))
+        keep = np.ones((h, w, 1), bool)  # the given pixels, kept byte for byte in the output
+        keep[top:top + bh, left:left + bw] = False
+        what = f"the box {args.inpaint_box} generated"
+    else:
+        given = parse_frames(args.given_frames, frames)
+        mask = torch.from_numpy(frames_mask(given, frames, side))
+        keep = np.zeros((frames, 1, 1, 1), bool)
+        keep[given] = True
+        what = f"{', '.join(map(str, given))} given"
     if labels is None:
         labels = np.full(n, model.null_class)
         print(f"{args.video_in} has no labels (arr_1): completing unconditionally (the null class)")
     else:
         _check_labels(labels, model.num_classes)
-    mask = torch.from_numpy(frames_mask(given, frames, side))
     out, stats = [], {}
     for a in tqdm(range(0, n, args.batch_size), desc="completing", disable=not show):
         b = min(a + args.batch_size, n)
@@ -326,13 +351,13 @@ def sample_video_in(model, vae, process, args, device, show):
         clean = vae.encode_moments(pixels)[0]  # the posterior mean: given frames are not resampled
         done = generate(model, vae, process, range(a, b), labels[a:b], args, device, stats,
                         given=(mask.expand(b - a, *mask.shape), clean))
-        done[:, given] = clips[a:b][:, given]  # exact in pixels too (a VAE's round trip is not)
+        done = np.where(keep, clips[a:b], done)  # given pixels exact too (a VAE's round trip is not)
         out.append(done)
     report(stats, args)
     out = np.concatenate(out)
     if args.npz:
         write_clip_npz(args.npz, out, labels)
-        print(f"wrote {args.npz}: {n} clips of {frames} frames ({', '.join(map(str, given))} given), uint8 NFHWC under arr_0")
+        print(f"wrote {args.npz}: {n} clips of {frames} frames ({what}), uint8 NFHWC under arr_0")
     if args.out:
         save_grid(out, args)
         print(f"wrote {args.out}")

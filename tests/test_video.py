@@ -294,6 +294,13 @@ def test_given_frames_are_parsed_or_refused():
     for bad in ("3-1", "a", "0-8", ""):
         with pytest.raises(UserError, match="--given-frames"):
             parse_frames(bad, 8)
+    from dit.data.video_masks import box_mask, parse_box
+    assert parse_box("8,0,16,8", 32, 8) == (8, 0, 16, 8)
+    for bad, match in (("4,4,8,8", "multiples of 8"), ("0,0,0,8", "non-empty"), ("-8,0,8,8", "inside"), ("a", "TOP")):
+        with pytest.raises(UserError, match=match):
+            parse_box(bad, 32, 8)
+    m = box_mask((1, 2, 3, 4), 2, 8)
+    assert m.shape == (2, 1, 8, 8) and m.sum() == 2 * (64 - 12) and not m[:, :, 1:4, 2:6].any()
 
 
 # --- the scripts ----------------------------------------------------------------------------------
@@ -351,6 +358,14 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     got, labels = read_clip_npz(done)
     assert np.array_equal(got[:, [0, 3]], clips[:, [0, 3]]) and labels.tolist() == [1, 2, 3]
     assert not np.array_equal(got[:, 1:3], clips[:, 1:3])
+    # spatial in-painting: a box generated in every frame, every other pixel the input's
+    assert run_cli(sample.main, ["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--inpaint-box",
+                                 "4,2,8,6", "--npz", str(done), "--steps", "3", "--sampler", "ddim", "--no-progress",
+                                 "--device", "cpu"]) == 0
+    got, _ = read_clip_npz(done)
+    box = np.zeros((16, 16), bool)
+    box[4:12, 2:8] = True
+    assert np.array_equal(got[:, :, ~box], clips[:, :, ~box]) and not np.array_equal(got[:, :, box], clips[:, :, box])
 
     # evaluate.py: generated clips through the moving-shapes metric (judges at a tiny budget), and FVD's inputs.
     rec = tmp_path / "eval.json"
@@ -384,6 +399,13 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         (["--ckpt", str(full), "--video-in", str(tmp_path / "missing.npz"), "--given-frames", "0", "--npz", "x.npz"],
          "missing.npz"),
         (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--npz", "x.npz"], "go together"),
+        (["--ckpt", str(full), "--inpaint-box", "0,0,4,4", "--npz", "x.npz"], "go together"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--inpaint-box",
+          "0,0,4,4", "--npz", "x.npz"], "not both"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--inpaint-box", "0,0,4", "--npz", "x.npz"],
+         "TOP,LEFT,HEIGHT,WIDTH"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--inpaint-box", "8,8,12,4", "--npz", "x.npz"],
+         "inside the 16x16 frame"),
         (["--ckpt", str(image_ckpt), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--npz", "x.npz"],
          "needs a video checkpoint"),
         (["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.gif")], "GIF and MP4 grids are for clips"),
@@ -395,6 +417,18 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         mp.setattr(sample, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
         with pytest.raises(UserError, match="GIF and MP4 grids are for clips"):
             sample.main(["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.mp4"), "--device", "cpu"])
+
+
+def test_completing_clips_with_a_model_never_given_frames_warns(tmp_path, capsys):
+    run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--video-masks", "none", name="none")
+    assert load_weights(str(run)).meta["video_masks"] == "none"
+    clips = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
+    write_clip_npz(tmp_path / "in.npz", clips, np.array([1, 2]))
+    capsys.readouterr()
+    assert run_cli(sample.main, ["--ckpt", str(run), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0",
+                                 "--npz", str(tmp_path / "out.npz"), "--steps", "2", "--no-progress",
+                                 "--device", "cpu"]) == 0
+    assert "trained with --video-masks none" in capsys.readouterr().err
 
 
 def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):

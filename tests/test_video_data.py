@@ -191,6 +191,10 @@ def test_uint8_cache_round_trip_and_reuse(tmp_path, monkeypatch):
     again, labels2, truth2 = cached_uint8_clips(20, 16, 8, 0, tmp_path)
     assert torch.equal(again, clips) and torch.equal(labels2, labels)
     assert all(np.array_equal(truth2[k], truth[k]) for k in truth)
+    monkeypatch.undo()
+    file.write_bytes(file.read_bytes()[:1000])  # a copy cut short: rendered again and replaced
+    cut, _, _ = cached_uint8_clips(20, 16, 8, 0, tmp_path)
+    assert torch.equal(cut, clips) and np.load(file)["clips"].shape == (20, 8, 16, 16, 3)
 
 
 def test_in_memory_clips_flip_whole_clip_like_flip_or_not():

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -217,15 +219,28 @@ class ShapesDataset(torch.utils.data.Dataset):
         return images, labels
 
 
+def read_cache(path: Path, keys) -> dict | None:
+    """The arrays `keys` of a rendered-data cache, or None when it is absent or unreadable (a damaged
+    disk, a copy cut short): the data is rendered again and the file replaced, with a note."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        print(f"note: the cache {path} is unreadable ({type(e).__name__}); rendering it again", file=sys.stderr)
+        return None
+
+
 def cached_uint8(num_images: int, image_size: int, seed: int, cache_dir: str | os.PathLike | None):
     """(uint8 images (N, 3, H, W), labels (N,)) of ShapesDataset(num_images, image_size, seed), rendered
     once and kept in `cache_dir` (rendering 10,000 images takes seconds; sweeps start many runs)."""
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"shapes-v{VERSION}-{num_images}x{image_size}px-seed{seed}.npz"
-        if path.exists():
-            with np.load(path) as data:
-                return torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
+        data = read_cache(path, ("images", "labels"))
+        if data is not None:
+            return torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
     images, labels = ShapesDataset(num_images, image_size, seed).tensors()
     images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     if path is not None:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from dit.autoencoders.pixels import from_uint8
-from dit.data.shapes import CLASS_NAMES, MAX_ROTATION, draw_background, draw_color, draw_shape
+from dit.data.shapes import CLASS_NAMES, MAX_ROTATION, draw_background, draw_color, draw_shape, read_cache
 from dit.data.stream import flip_or_not
 from dit.io.atomic import atomic_path
 
@@ -174,11 +174,11 @@ def cached_uint8_clips(num_clips: int, image_size: int, frames: int, seed: int,
     if cache_dir is not None:
         name = f"shapes-video-v{VERSION}-{num_clips}x{frames}f-{image_size}px-seed{seed}.npz"
         path = Path(cache_dir) / name
-        if path.exists():
-            with np.load(path) as data:
-                clips, labels = data["clips"], data["labels"]
-                truth = {k: data[k] for k in TRUTH_KEYS}
-            return torch.from_numpy(clips).permute(0, 1, 4, 2, 3).contiguous(), torch.from_numpy(labels), truth
+        data = read_cache(path, ("clips", "labels", *TRUTH_KEYS))
+        if data is not None:
+            truth = {k: data[k] for k in TRUTH_KEYS}
+            return (torch.from_numpy(data["clips"]).permute(0, 1, 4, 2, 3).contiguous(),
+                    torch.from_numpy(data["labels"]), truth)
     ds = ShapesVideoDataset(num_clips, image_size, frames, seed)
     clips = np.empty((num_clips, frames, image_size, image_size, 3), np.uint8)
     truth = {"direction": np.empty(num_clips, np.int64), "speed": np.empty(num_clips, np.float32),

@@ -118,3 +118,26 @@ def frames_mask(given: list[int], frames: int, size: int) -> np.ndarray:
     mask = np.zeros((frames, 1, size, size), np.float32)
     mask[given] = 1
     return mask
+
+
+def parse_box(spec: str, size: int, unit: int = 1) -> tuple[int, int, int, int]:
+    """'TOP,LEFT,HEIGHT,WIDTH' in pixels -> ints: a non-empty box inside a size x size frame, on a grid
+    of `unit` pixels (a VAE's downsampling factor); anything else a UserError."""
+    try:
+        top, left, h, w = (int(v) for v in spec.split(","))
+    except ValueError:
+        raise UserError(f"--inpaint-box {spec!r} is not TOP,LEFT,HEIGHT,WIDTH in pixels, e.g. 4,4,8,8") from None
+    if min(top, left) < 0 or min(h, w) < 1 or top + h > size or left + w > size:
+        raise UserError(f"--inpaint-box {spec!r} must be a non-empty box inside the {size}x{size} frame")
+    if any(v % unit for v in (top, left, h, w)):
+        raise UserError(f"--inpaint-box {spec!r}: the model works on {unit}x{unit}-pixel latent cells; give "
+                        f"multiples of {unit}")
+    return top, left, h, w
+
+
+def box_mask(box: tuple[int, int, int, int], frames: int, size: int) -> np.ndarray:
+    """GIVEN (F, 1, size, size): everything given but the box (top, left, height, width), in every frame."""
+    top, left, h, w = box
+    mask = np.ones((frames, 1, size, size), np.float32)
+    mask[:, :, top:top + h, left:left + w] = 0
+    return mask

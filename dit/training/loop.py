@@ -72,6 +72,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     monitor = Monitor(accelerator, config, tracker, counters, run_dir)
     meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
             "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
+            **({"video_masks": config.video_masks} if config.arch == "video-dit" else {}),  # what it learned to complete
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
     # Posterior noise only for a VAE's latents encoded during training: a tokenizer's codes are not drawn.
