@@ -7,16 +7,18 @@ conditioning studies, all measured with the offline moving-shapes metrics. Run i
 Every model is trained by the real train.py (`video-cpu`: rectified flow with logit-normal t, the
 same budget for all: --max-steps) and sampled with the same sampler budget (--sampler, default the
 process's Euler, --steps, cfg --cfg). Models:
-    main            interleaved, in-place given frames (the defaults)
+    main            interleaved, in-place given frames, the preset's masks (the defaults)
     no-temporal     the same without temporal parts: what time mixing buys
     <factorisation> late-fusion, factorized-attention, split-heads: depth chosen so the parameter
                     count is the nearest to main's (the table shows both)
-    <conditioning>  concat, adaln, cross-attention: main's network otherwise, at the width (a multiple
-                    of 4) whose parameter count is the nearest to main's
+    <conditioning>  replace, concat, adaln, cross-attention, trained on VDT's mask mix (--video-masks
+                    vdt, where prediction is learned; see MODELS): main's network otherwise, at the
+                    width (a multiple of 4) whose parameter count is the nearest to main's; with
+                    no-temporal-vdt, the same mix without temporal parts
 Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted), on --clips
 clips (400) for main's generation and prediction and --study-clips (200) for its other tasks and the
 study models, which run the tasks their comparison needs: generation and prediction for the factorisations and no-temporal, prediction for
-the conditioning methods (they differ only in how given frames enter):
+the conditioning methods (they differ only in how given frames enter) and no-temporal-vdt:
     generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
     prediction   held-out real clips (seed 1 of the dataset; training uses seed 0), frames
@@ -48,16 +50,23 @@ sys.path.insert(0, str(ROOT))
 from dit.cli import ArgumentParser, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
 
+VDT_MIX = ["--video-masks", "vdt"]
 MODELS = {
     "main": [],
     "no-temporal": ["--temporal", "false"],
     "late-fusion": ["--factorization", "late-fusion"],
     "factorized-attention": ["--factorization", "factorized-attention"],
     "split-heads": ["--factorization", "split-heads"],
-    "concat": ["--given-conditioning", "concat"],
-    "adaln": ["--given-conditioning", "adaln"],
-    "cross-attention": ["--given-conditioning", "cross-attention"],
+    # The conditioning study asks VDT's question in VDT's setting, its own mask mix: with the preset's
+    # (three clips in four with nothing given) prediction stays at chance on this budget, so the
+    # methods could not differ (RESULTS.md, "Video"). `replace` is their in-place baseline.
+    "replace": VDT_MIX,
+    "concat": ["--given-conditioning", "concat", *VDT_MIX],
+    "adaln": ["--given-conditioning", "adaln", *VDT_MIX],
+    "cross-attention": ["--given-conditioning", "cross-attention", *VDT_MIX],
+    "no-temporal-vdt": ["--temporal", "false", *VDT_MIX],  # what time mixing buys prediction
 }
+CONDITIONING = ("replace", "concat", "adaln", "cross-attention")
 TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
 TASK_NAMES = ("generation", *TASKS)
 LEVEL = 0.95
@@ -149,7 +158,7 @@ def clips_of(name: str, task: str, args) -> int:
 def tasks_of(name: str) -> list[str]:
     if name == "main":
         return ["generation", "prediction", "unconditional", "backward", "interpolation"]
-    if name in ("concat", "adaln", "cross-attention"):
+    if name in (*CONDITIONING, "no-temporal-vdt"):
         return ["prediction"]
     return ["generation", "prediction"]
 
@@ -159,7 +168,7 @@ def train(name: str, out: Path, args) -> Path:
     extra = MODELS[name] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
     if name in ("late-fusion", "factorized-attention", "split-heads"):
         extra += ["--depth", str(matched_depth(name))]
-    if name in ("concat", "adaln", "cross-attention") and matched_width(name) != preset_width():
+    if name in CONDITIONING and matched_width(name) != preset_width():
         extra += ["--hidden-size", str(matched_width(name))]
     cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
            "--keep-last", "1", "--no-progress", "--sample-sampler", args.sampler, "--sample-steps", str(args.steps),
@@ -315,12 +324,17 @@ def _cell(r: dict, k: str, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    order = {name: i for i, name in enumerate(MODELS)}
+    rows = sorted(rows, key=lambda r: (order.get(r["model"], len(order)), list(TASK_NAMES).index(r["task"])))
     gen = [r for r in rows if r["task"] == "generation"]
-    lines = ["| model | parameters | class acc | coherent motion | clip FD |", "|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['params']:,} | {_cell(r, 'class_acc')} | {_cell(r, 'coherent_motion')} | "
-              f"{_cell(r, 'fd_video', 1)} |" for r in gen]
-    lines += ["", "| model | task | direction agrees with given | centroid error (px) |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['task']} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
+    lines = ["| model | masks | parameters | clips | class acc | frames agree | coherent motion | clip FD |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {r['clips']} | {_cell(r, 'class_acc')} | "
+              f"{_cell(r, 'frames_agree')} | {_cell(r, 'coherent_motion')} | {_cell(r, 'fd_video', 1)} |" for r in gen]
+    lines += ["", "| model | masks | parameters | task | clips | direction agrees with given | centroid error (px) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {r['task']} | {r['clips']} | "
+              f"{_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
               for r in rows if r["task"] != "generation"]
     return "\n".join(lines) + "\n"
 

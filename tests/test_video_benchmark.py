@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import video_cpu  # noqa: E402
 
 from dit.cli import run_cli  # noqa: E402
+from dit.training.config import from_preset  # noqa: E402
 
 
 def test_micro_video_benchmark(tmp_path):
@@ -45,6 +46,8 @@ def test_micro_video_benchmark(tmp_path):
     assert run_cli(video_cpu.main, exp) == 0
     (row,) = [json.loads(line) for line in (out / "experiments.jsonl").read_text().splitlines()]
     config = json.loads((out / "runs" / "adaln" / "config.json").read_text())
+    main_config = json.loads((out / "runs" / "main" / "config.json").read_text())
+    assert config["video_masks"] == "vdt" and main_config["video_masks"] == from_preset("video-cpu").video_masks
     assert (row["model"], row["task"], row["clips"], row["video_masks"], row["global_batch_size"]) == (
         "adaln", "generation", 12, config["video_masks"], config["global_batch_size"])
     assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 1

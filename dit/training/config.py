@@ -227,10 +227,12 @@ _VIDEO_CPU = dict(
     # clips of the moving shapes at 16 px in pixel space: 512 tokens a clip. Measured alone on the
     # 2-core machine: 3.87 steps/s of 4 clips (1.24 of 16), so 4,500 steps with the cosine schedule
     # ending there take about 20 minutes; batch 16 for 1,500 steps, the same time, did no better.
-    # Masks: three clips in four with nothing given, the rest VDT's mix (vdt-uncond:0.75). VDT's own
-    # mix (~16% of clips with nothing given) starves class-conditional generation at this budget
-    # (per-frame class accuracy 0.12 against 0.36; prediction from 4 frames: direction agreement PRED:
-    # benchmarks/RESULTS.md, "Video").
+    # Masks: three clips in four with nothing given, the rest VDT's mix (vdt-uncond:0.75). At this
+    # budget one model cannot have both: VDT's own mix (~16% of clips with nothing given) starves
+    # class-conditional generation (per-frame class accuracy 0.12 against 0.36) and this one leaves
+    # prediction at chance (direction agreement 0.22 against VDT's 0.39; chance 0.25). The preset
+    # keeps generation, what the demo shows (benchmarks/RESULTS.md, "Video"); --video-masks vdt for
+    # prediction.
     # Trained as the time-to-quality winner (recipe flow-ln: rectified flow, logit-normal t), not
     # DiT's eps recipe: on this budget the eps model's x0 estimate at high noise is still noise, and
     # its clips (800 steps, unconditional masks, DDIM-50, cfg 3) are scattered speckles of the class
