@@ -8,6 +8,8 @@
     python evaluate.py --ckpt results/cpu-demo --num-samples 1000 --metric shapes --sampler ddim --steps 50
     # clips of the moving shapes, offline: per-frame class accuracy, coherent motion, clip Fréchet distance
     python evaluate.py --ckpt results/video-cpu --num-samples 400 --metric video-shapes --cfg-scale 3 --steps 50
+    # prediction: complete real clips from frames 0-3, score direction agreement and centroid error
+    python evaluate.py --ckpt results/video-cpu --num-samples 400 --metric video-shapes --ref real.npz --given-frames 0-3
     # FVD (StyleGAN-V's protocol) against real clips, with I3D weights from a local file
     python evaluate.py --samples clips.npz --metric fvd --ref real.npz --i3d-weights i3d_pretrained_400.pt
 
@@ -57,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--fvd-frames", type=positive(), default=16, help="fvd: frames per clip (StyleGAN-V: 16)")
     p.add_argument("--fvd-subsample", type=positive(), default=1, help="fvd: every k-th frame, real and generated alike")
     p.add_argument("--fvd-real-split", default="train", help="fvd: which split --ref holds (recorded)")
+    p.add_argument("--given-frames", metavar="0-G", help="video-shapes: score prediction instead of generation: "
+                   "complete the first --num-samples clips of --ref (uint8 (N, F, H, W, 3) .npz, labels under arr_1) "
+                   "from frames 0..G and score the rest (direction agreement with the given frames, centroid error)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
     p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -72,6 +77,9 @@ def parse_args(argv=None):
         raise UserError(f"unrecognized arguments: {' '.join(rest)}")
     if args.metric == "fvd" and (args.ref is None or args.i3d_weights is None):
         raise UserError("--metric fvd needs --ref (real clips, .npz) and --i3d-weights (a local I3D file)")
+    if args.given_frames is not None and (args.metric != "video-shapes" or not args.ckpt or not args.ref):
+        raise UserError("--given-frames scores prediction: give --metric video-shapes, --ckpt and --ref (the real "
+                        "clips to complete)")
     if args.metric == "inception" and args.ref is None and not (args.no_fid and args.no_prc):
         raise UserError("--metric inception needs --ref for FID and precision/recall (or pass --no-fid --no-prc)")
     return args, rest
@@ -80,12 +88,33 @@ def parse_args(argv=None):
 DEFAULT_CFG_SCALE = 1.0  # FID is measured without guidance unless --cfg-scale asks for it
 
 
-def sample_argv(args, rest) -> list[str]:
-    """sample.py's flags for generating the evaluation batch (without --npz). --cfg-scale 1 comes
-    before the user's own flags, so a --cfg-scale the user gives (in any spelling) wins."""
+def sample_argv(args, rest, given_clips: Path | None = None) -> list[str]:
+    """sample.py's flags for generating the evaluation batch (without --npz): balanced labels, or with
+    --given-frames the completion of `given_clips`. --cfg-scale 1 comes before the user's own flags, so
+    a --cfg-scale the user gives (in any spelling) wins."""
     keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
-    return ["--ckpt", args.ckpt, "--num-samples", str(args.num_samples), "--labels", "balanced",
-            "--device", args.device, "--cfg-scale", str(DEFAULT_CFG_SCALE), *keys, *rest]
+    what = (["--video-in", str(given_clips), "--given-frames", args.given_frames] if given_clips is not None
+            else ["--num-samples", str(args.num_samples), "--labels", "balanced"])
+    return ["--ckpt", args.ckpt, *what, "--device", args.device, "--cfg-scale", str(DEFAULT_CFG_SCALE), *keys, *rest]
+
+
+def prediction_inputs(args) -> tuple[Path, int]:
+    """--given-frames: the first --num-samples clips of --ref, written for sample.py --video-in, and
+    how many frames are given (a prefix 0..G, as the prediction metrics need). Checked before any work."""
+    from dit.data.video_masks import parse_frames
+    from dit.io.video import read_clip_npz, write_clip_npz
+
+    clips, labels = read_clip_npz(args.ref)
+    n, frames = args.num_samples, clips.shape[1]
+    if len(clips) < n:
+        raise UserError(f"--ref {args.ref} holds {len(clips)} clips; --num-samples {n} needs that many")
+    given = parse_frames(args.given_frames, frames)
+    if given != list(range(len(given))) or not 2 <= len(given) <= frames - 2:
+        raise UserError(f"--given-frames {args.given_frames}: prediction is scored from the first frames, 0-G with "
+                        f"2 to {frames - 2} of the {frames} frames given (e.g. 0-{frames // 2 - 1})")
+    path = Path(args.cache_dir) / "samples" / f"given-{file_sha256(args.ref)[:12]}-{n}.npz"
+    write_clip_npz(path, clips[:n], None if labels is None else labels[:n])
+    return path, len(given)
 
 
 def generate_npz(args, argv) -> Path:
@@ -152,8 +181,9 @@ def provenance(args, argv, num_samples: int) -> dict:
                       tokenizer=None if tokenizer is None else str(tokenizer),
                       tokenizer_sha256=None if tokenizer is None else file_sha256(tokenizer),
                       cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
-                      guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision, labels=s.labels,
-                      seeds=[s.seed, s.seed + s.num_samples - 1])  # sample i used seed first + i
+                      guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision,
+                      labels=f"--ref's first {num_samples}" if s.video_in else s.labels,
+                      seeds=[s.seed, s.seed + num_samples - 1])  # sample i used seed first + i
         if s.classifier:  # classifier guidance (ADM): which classifier, how strong, in which form
             from dit.sampling.classifier_guidance import resolve_form
 
@@ -162,8 +192,9 @@ def provenance(args, argv, num_samples: int) -> dict:
                                                                                             record["sampler"]))
     reference = {"shapes": "built-in shapes (dit/eval/metrics.py ShapesMetric)",
                  "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)"}.get(args.metric, args.ref)
-    return {**record, "num_samples": num_samples, "reference": reference,
-            "reference_sha256": file_sha256(args.ref) if args.metric in ("inception", "fvd") else None,
+    referenced = args.metric in ("inception", "fvd") or args.given_frames is not None  # --ref decides the numbers
+    return {**record, "num_samples": num_samples, "reference": args.ref if args.given_frames else reference,
+            "reference_sha256": file_sha256(args.ref) if referenced else None,
             "code_version": code_version()}
 
 
@@ -195,7 +226,7 @@ def check_fvd_inputs(args) -> None:
     load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, "cpu")
 
 
-def clip_metrics(args, source, device, num_processes: int = 1) -> tuple[dict, int]:
+def clip_metrics(args, source, device, num_processes: int = 1, given: tuple[Path, int] | None = None):
     """The clip metrics of an .npz of uint8 clips (N, F, H, W, 3): the moving-shapes metric, or FVD."""
     from dit.io.video import read_clip_npz
 
@@ -208,7 +239,11 @@ def clip_metrics(args, source, device, num_processes: int = 1) -> tuple[dict, in
         steps = args.classifier_steps  # both judges' training steps (None: their defaults)
         metric = VideoShapesMetric(clips.shape[2], clips.shape[1], args.cache_dir, device=device,
                                    frame_judge_steps=steps, motion_steps=steps)
-        result = metric.compute(clips, labels)
+        if given is not None:  # prediction: the completions against the real clips they continue
+            real, _ = read_clip_npz(given[0])
+            result = {"given_frames": args.given_frames, **metric.prediction_metrics(clips, real, given[1])}
+        else:
+            result = metric.compute(clips, labels)
         result.pop("per_sample")
         return result, len(clips)
     from dit.eval.fvd import EXPECTED_SHA256, FVDSettings, fvd, load_i3d
@@ -231,7 +266,8 @@ def main(argv=None):
 
     if args.metric == "fvd":
         check_fvd_inputs(args)
-    argv = sample_argv(args, rest) if args.ckpt else None
+    given = prediction_inputs(args) if args.given_frames is not None else None
+    argv = sample_argv(args, rest, given and given[0]) if args.ckpt else None
     source = generate_npz(args, argv) if args.ckpt else args.samples
     state = PartialState(cpu=force_cpu(args.device == "cpu"))
     check_world(state)
@@ -239,7 +275,7 @@ def main(argv=None):
         return
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     if args.metric in ("video-shapes", "fvd"):
-        result, n = clip_metrics(args, source, device, state.num_processes)
+        result, n = clip_metrics(args, source, device, state.num_processes, given)
         result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, n), **result}
         print(json.dumps(result))
         if args.out:

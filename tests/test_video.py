@@ -375,6 +375,23 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     record = json.loads(rec.read_text())
     assert record["arch"] == "video-dit" and record["num_samples"] == 4 and record["sampler"] == "ddim"
     assert {"class_acc", "coherent_motion", "fd_video", "motion_confident"} <= record.keys()
+    # ... and prediction: --ref's clips completed from frames 0-1, the rest scored against them
+    from dit.data.shapes_video import cached_uint8_clips
+    real, real_labels, _ = cached_uint8_clips(4, 16, 4, 1, None)
+    write_clip_npz(tmp_path / "real.npz", real.permute(0, 1, 3, 4, 2).numpy(), real_labels.numpy())
+    pred = ["--ckpt", str(full), "--num-samples", "3", "--metric", "video-shapes", "--ref", str(tmp_path / "real.npz"),
+            "--classifier-steps", "10", "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--sampler", "ddim",
+            "--device", "cpu", "--no-progress"]
+    assert run_cli(evaluate.main, [*pred, "--given-frames", "0-1", "--out", str(rec)]) == 0
+    record = json.loads(rec.read_text())
+    assert record["given_frames"] == "0-1" and record["num_clips"] == 3 and record["reference_sha256"]
+    assert {"direction_agree_given", "centroid_error"} <= record.keys() and "class_acc" not in record
+    for bad, match in ((["--given-frames", "1-2"], "from the first frames"), (["--given-frames", "0-3"], "2 to 2"),
+                       (["--given-frames", "0-1", "--num-samples", "9"], "holds 4 clips")):
+        with pytest.raises(UserError, match=match):
+            evaluate.main([*pred, *bad])
+    with pytest.raises(UserError, match="--given-frames scores prediction"):
+        evaluate.main(["--ckpt", str(full), "--num-samples", "3", "--metric", "video-shapes", "--given-frames", "0-1"])
     with pytest.raises(UserError, match="--i3d-weights"):
         evaluate.main(["--samples", str(done), "--metric", "fvd", "--ref", str(tmp_path / "in.npz")])
     with pytest.raises(UserError, match="i3d.pt not found"):
