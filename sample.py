@@ -40,7 +40,8 @@ from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.autoencoders.vq import ARCH as TOKENIZER_ARCH
 from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
-from dit.io.images import check_grid_path, save_png, write_grid
+from dit.io.images import save_png
+from dit.io.video import check_grid_path, write_grid
 from dit.io.vq_pipeline import is_vq_pipeline
 from dit.io.zoo import sha256_of
 from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
@@ -53,12 +54,12 @@ from dit.registry import load_plugins
 from dit.sampling import check_sampler, default_sampler, sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_classifier, check_scale, resolve_form
 from dit.sampling.generate import generate_images
-from dit.sampling.prompts import TEXT_CFG, check_text_args, sample_prompts
+from dit.io.prompts import TEXT_CFG, check_text_args, sample_prompts
 from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
 DEFAULT_STEPS = 250  # the paper's DDPM protocol; a process may choose its own (vq-diffusion: every one of its T steps)
-DEFAULT_CFG = 4.0  # classifier-free guidance: DiT's grids (a text pipeline's: dit/sampling/prompts.py)
+DEFAULT_CFG = 4.0  # classifier-free guidance: DiT's grids (a text pipeline's: dit/io/prompts.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

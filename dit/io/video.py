@@ -21,7 +21,7 @@ from PIL import Image
 
 from dit.errors import UserError
 from dit.io.atomic import atomic_path
-from dit.io.images import make_grid
+from dit.io.images import make_grid, save_png
 
 NPZ_LAYOUT = "an .npz written by write_clip_npz: arr_0 uint8 clips (N, F, H, W, 3), optional arr_1 labels (N,)"
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".avi", ".webm", ".mov", ".mkv")  # .gif by Pillow, the rest by PyAV
@@ -175,3 +175,26 @@ def write_mp4(path: str | os.PathLike, clips: np.ndarray, ncols: int | None = No
             for frame in grid:
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
             out.mux(stream.encode())  # flush the encoder's delayed frames
+
+
+def check_grid_path(out: str, clips: bool) -> None:
+    """Refuse, before any sampling, a grid file the samples cannot be written as: a GIF or MP4 of
+    images, or an MP4 without PyAV."""
+    suffix = Path(out).suffix.lower()
+    if suffix in (".gif", ".mp4") and not clips:
+        raise UserError(f"--out {out}: GIF and MP4 grids are for clips; this checkpoint makes images (use .png)")
+    if suffix == ".mp4" and not have_pyav():
+        raise UserError(f"--out {out}: writing MP4 needs PyAV (pip install av); a .gif works without it")
+
+
+def write_grid(samples: np.ndarray, out: str, nrow: int | None = None) -> None:
+    """Samples as a grid file: images (N, H, W, C) as a PNG; clips (N, F, H, W, C) as a PNG (a row of
+    frames per clip), a GIF or an MP4 (`nrow` clips per row) by the suffix of `out`."""
+    check_grid_path(out, samples.ndim == 5)
+    suffix = Path(out).suffix.lower()
+    if samples.ndim == 5 and suffix in (".gif", ".mp4"):
+        (write_gif if suffix == ".gif" else write_mp4)(out, samples, ncols=nrow)
+    elif samples.ndim == 5:
+        save_png(make_grid(samples.reshape(-1, *samples.shape[2:]), nrow=samples.shape[1]), out)
+    else:
+        save_png(make_grid(samples, nrow=nrow), out)

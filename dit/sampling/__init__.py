@@ -10,7 +10,6 @@
     guidance.py        class conditioning and classifier-free guidance as denoiser wrappers
     classifier_guidance.py  ADM's classifier guidance (mean shift and score forms) as a denoiser wrapper
     generate.py        network + process + autoencoder -> uint8 images (sample.py, previews, evaluation)
-    prompts.py         sample.py --prompt: a diffusers VQ-Diffusion text pipeline through our sampler
 
 Importing this package registers the built-in samplers (the first of each process is its default,
 except where `default=True` says otherwise).

@@ -11,7 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dit.errors import UserError
-from dit.io.images import check_grid_path, save_png
+from dit.io.images import save_png
+from dit.io.video import check_grid_path
 from dit.io.vq_pipeline import is_hub_id, is_vq_pipeline
 from dit.precision import check_precision
 
