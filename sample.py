@@ -41,6 +41,7 @@ from dit.errors import UserError
 from dit.autoencoders.vq import ARCH as TOKENIZER_ARCH
 from dit.io.checkpoint import checkpoint_sha256, instantiate, load_model, load_weights
 from dit.io.images import save_png
+from dit.io.prompts import TEXT_CFG, check_text_args, sample_prompts
 from dit.io.video import check_grid_path, write_grid
 from dit.io.vq_pipeline import is_vq_pipeline
 from dit.io.zoo import sha256_of
@@ -54,7 +55,6 @@ from dit.registry import load_plugins
 from dit.sampling import check_sampler, default_sampler, sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_classifier, check_scale, resolve_form
 from dit.sampling.generate import generate_images
-from dit.io.prompts import TEXT_CFG, check_text_args, sample_prompts
 from dit.training.setup import compile_network
 
 DEFAULT_IMAGE_SIZE, DEFAULT_NUM_CLASSES = 256, IMAGENET_CLASSES  # ImageNet, the paper's setting
@@ -314,9 +314,8 @@ def class_rows(classes) -> int | None:
 def sample_video_in(model, vae, process, args, device, show):
     """Complete the clips of --video-in from their --given-frames (VDT's prediction, backward
     prediction, interpolation, animation) or around an --inpaint-box (in-painting): one model, the
-    mask says which. Clip i uses seed
-    --seed + i and its own label (no labels: the null class, i.e. unconditional); the given frames
-    of the output are the input's, byte for byte."""
+    mask says which. Clip i uses seed --seed + i and its own label (no labels: the null class, i.e.
+    unconditional); the given pixels of the output are the input's, byte for byte."""
     from dit.autoencoders.pixels import from_uint8
     from dit.data.video_masks import box_mask, frames_mask, parse_box, parse_frames
     from dit.io.video import read_clip_npz, write_clip_npz

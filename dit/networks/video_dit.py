@@ -165,7 +165,8 @@ class VideoDiT(nn.Module):
         if given is not None:  # given positions never read the sampler's state (it drifts there, untrained):
             # in place they hold their clean values; the other methods see 0 there, so the given values
             # reach the network by the method compared alone, the same way in training and sampling
-            x = torch.where(given.expand(x.shape) > 0.5, clean.to(x.dtype) if self.given.replaces else x.new_zeros(()), x)
+            held = clean.to(x.dtype) if self.given.replaces else x.new_zeros(())
+            x = torch.where(given.expand(x.shape) > 0.5, held, x)
         if t.ndim == 0:
             t = t.expand(B)
         h = self._embed(x)  # (B, F, N, D)
