@@ -168,8 +168,9 @@ def train(name: str, out: Path, args) -> Path:
     extra = MODELS[name] + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
     if name in ("late-fusion", "factorized-attention", "split-heads"):
         extra += ["--depth", str(matched_depth(name))]
-    if name in CONDITIONING and matched_width(name) != preset_width():
-        extra += ["--hidden-size", str(matched_width(name))]
+    width = matched_width(name) if name in CONDITIONING else preset_width()
+    if width != preset_width():
+        extra += ["--hidden-size", str(width)]
     cmd = [sys.executable, str(ROOT / "train.py"), "video-cpu", "--results-dir", str(out / "runs"), "--run-name", name,
            "--keep-last", "1", "--no-progress", "--sample-sampler", args.sampler, "--sample-steps", str(args.steps),
            "--sample-cfg", str(args.cfg), *extra]
