@@ -115,6 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--given-frames", metavar="SPEC", help="with --video-in: the frames given, e.g. 0-3 or 0,7")
     p.add_argument("--inpaint-box", metavar="TOP,LEFT,HEIGHT,WIDTH", help="with --video-in, instead of --given-frames: "
                    "generate this box (pixels) in every frame, the rest given (VDT's spatial in-painting)")
+    p.add_argument("--frames", type=positive(int), help="video checkpoints: clips of N frames, 1 to the checkpoint's "
+                   "F (its temporal table covers any shorter clip); default its F")
     p.add_argument("--nrow", type=positive(int), help="images per grid row (default: a near-square grid)")
     p.add_argument("--save-images", metavar="DIR", help="also write one PNG per sample")
     p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="autocast: no (float32), fp16, bf16")
@@ -141,8 +143,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         parse_box(args.inpaint_box, 1 << 30)  # its form now; its fit once the clips' size is known
     if args.video_in is not None:
-        if args.classes or args.num_samples:
-            raise UserError("--video-in takes its labels from the clips file (arr_1): drop --classes / --num-samples")
+        if args.classes or args.num_samples or args.frames:
+            raise UserError("--video-in takes its labels and length from the clips file: drop --classes / "
+                            "--num-samples / --frames")
         if not args.npz and not args.out:
             raise UserError("--video-in writes --npz OUT.npz (the completed clips) and/or --out GRID.gif; give one")
         args.precision = check_precision(args.precision)
@@ -285,11 +288,12 @@ def sampler_options(args) -> dict:
 def generate(model, vae, process, indices, labels, args, device, stats=None, given=None) -> np.ndarray:
     """uint8 NHWC images (NFHWC clips) for global sample indices `indices` (seeds --seed + i) with class `labels`."""
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
+    shape = (args.frames, *model.input_shape[1:]) if args.frames and given is None else None
     return generate_images(model, vae, process, [args.seed + int(i) for i in indices], labels, args.sampler,
                            args.steps, args.cfg_scale, args.cfg_channels, interval, 0.0, args.precision, device,
                            options=sampler_options(args), stats=stats, given=given,
                            classifier=getattr(args, "classifier_net", None), classifier_scale=args.classifier_scale or 0.0,
-                           classifier_form=args.classifier_form)
+                           classifier_form=args.classifier_form, shape=shape)
 
 
 def is_video(model) -> bool:
@@ -314,50 +318,30 @@ def class_rows(classes) -> int | None:
 def sample_video_in(model, vae, process, args, device, show):
     """Complete the clips of --video-in from their --given-frames (VDT's prediction, backward
     prediction, interpolation, animation) or around an --inpaint-box (in-painting): one model, the
-    mask says which. Clip i uses seed --seed + i and its own label (no labels: the null class, i.e.
-    unconditional); the given pixels of the output are the input's, byte for byte."""
-    from dit.autoencoders.pixels import from_uint8
-    from dit.data.video_masks import box_mask, frames_mask, parse_box, parse_frames
+    mask says which (dit/io/video_in.py). Clip i uses seed --seed + i and its own label (no labels:
+    the null class, i.e. unconditional); the given pixels of the output are the input's, byte for byte."""
+    from dit.data.video_masks import completion
     from dit.io.video import read_clip_npz, write_clip_npz
+    from dit.io.video_in import check_clips, complete_clips
 
     clips, labels = read_clip_npz(args.video_in)
-    F_, C, side, _ = model.input_shape
-    n, frames, h, w, _ = clips.shape
-    if frames != F_ or h != w or vae.latent_size(h) != side:
-        raise UserError(f"--video-in {args.video_in} holds {frames}-frame {h}x{w} clips; this checkpoint makes "
-                        f"{F_}-frame clips of {side * vae.downsample}x{side * vae.downsample} px")
-    if args.inpaint_box:  # latent positions: the box in units of the VAE's downsampling
-        top, left, bh, bw = parse_box(args.inpaint_box, h, vae.downsample)
-        d = vae.downsample
-        mask = torch.from_numpy(box_mask((top // d, left // d, bh // d, bw // d), frames, side))
-        keep = np.ones((h, w, 1), bool)  # the given pixels, kept byte for byte in the output
-        keep[top:top + bh, left:left + bw] = False
-        what = f"the box {args.inpaint_box} generated"
-    else:
-        given = parse_frames(args.given_frames, frames)
-        mask = torch.from_numpy(frames_mask(given, frames, side))
-        keep = np.zeros((frames, 1, 1, 1), bool)
-        keep[given] = True
-        what = f"{', '.join(map(str, given))} given"
+    max_frames, _, side, _ = model.input_shape
+    check_clips(clips, args.video_in, max_frames, side, vae.downsample)
+    n, frames, h = clips.shape[:3]
+    spec = completion(args.given_frames, args.inpaint_box, frames, h, side, vae.downsample)
     if labels is None:
         labels = np.full(n, model.null_class)
         print(f"{args.video_in} has no labels (arr_1): completing unconditionally (the null class)")
     else:
         _check_labels(labels, model.num_classes)
-    out, stats = [], {}
-    for a in tqdm(range(0, n, args.batch_size), desc="completing", disable=not show):
-        b = min(a + args.batch_size, n)
-        pixels = from_uint8(torch.from_numpy(clips[a:b]).permute(0, 1, 4, 2, 3)).to(device)  # (B, F, 3, H, W)
-        clean = vae.encode_moments(pixels)[0]  # the posterior mean: given frames are not resampled
-        done = generate(model, vae, process, range(a, b), labels[a:b], args, device, stats,
-                        given=(mask.expand(b - a, *mask.shape), clean))
-        done = np.where(keep, clips[a:b], done)  # given pixels exact too (a VAE's round trip is not)
-        out.append(done)
+    stats = {}
+    out = complete_clips(clips, labels, spec.mask, spec.keep, vae,
+                         lambda idx, y, given: generate(model, vae, process, idx, y, args, device, stats, given),
+                         args.batch_size, device, show)
     report(stats, args)
-    out = np.concatenate(out)
     if args.npz:
         write_clip_npz(args.npz, out, labels)
-        print(f"wrote {args.npz}: {n} clips of {frames} frames ({what}), uint8 NFHWC under arr_0")
+        print(f"wrote {args.npz}: {n} clips of {frames} frames ({spec.what}), uint8 NFHWC under arr_0")
     if args.out:
         save_grid(out, args)
         print(f"wrote {args.out}")
@@ -411,7 +395,8 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
 # before classifier guidance existed still match.
 _NOT_CONTENT = {"ckpt", "no_progress", "device", "out", "save_images", "nrow", "classes", "npz", "batch_size",
                 "compile", "compile_best_effort", "classifier", "classifier_net", "classifier_scale", "classifier_form",
-                "truncation", "tokenizer_file", "prompt"}  # prompt: always None here (--prompt has its own path)
+                "truncation", "frames", "tokenizer_file",
+                "prompt"}  # prompt: always None here (--prompt has its own path)
 
 
 def shard_settings(args) -> dict:
@@ -421,9 +406,10 @@ def shard_settings(args) -> dict:
                   "classifier_form": args.classifier_form} if args.classifier else {}  # absent: older shards still match
     # Absent unless set: shards written before these existed still match.
     truncation = {} if args.truncation is None else {"truncation": args.truncation}
+    frames = {} if args.frames is None else {"frames": args.frames}
     tokenizer = {"tokenizer_sha256": sha256_of(Path(args.tokenizer_file))} if getattr(args, "tokenizer_file", None) else {}
-    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **truncation, **tokenizer,
-                                  **content}))
+    return json.loads(json.dumps({"ckpt_sha256": checkpoint_sha256(args.ckpt), **classifier, **truncation, **frames,
+                                  **tokenizer, **content}))
 
 
 def sample_npz(model, vae, process, args, state, device):
@@ -469,6 +455,9 @@ def main(argv=None):
     show = state.is_main_process and not args.no_progress
     if args.video_in and not is_video(model):
         raise UserError(f"--video-in needs a video checkpoint; {args.ckpt} holds an image network")
+    if args.frames and not (is_video(model) and args.frames <= model.input_shape[0]):
+        raise UserError(f"--frames {args.frames}: " + (f"this checkpoint draws at most {model.input_shape[0]} frames"
+                        if is_video(model) else f"{args.ckpt} holds an image network; drop --frames"))
     if args.out:
         check_grid_path(args.out, is_video(model))  # before any sampling
     try:

@@ -348,6 +348,10 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
                                      "--sampler", "ddim", "--batch-size", str(bs), "--no-progress", "--device", "cpu"]) == 0
     a, b = np.load(npz[1])["arr_0"], np.load(npz[3])["arr_0"]
     assert a.shape == (3, 4, 16, 16, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    short = tmp_path / "short.npz"  # clips shorter than the checkpoint's F: the temporal table's first rows
+    assert run_cli(sample.main, ["--ckpt", str(full), "--num-samples", "2", "--npz", str(short), "--steps", "3",
+                                 "--sampler", "ddim", "--frames", "2", "--no-progress", "--device", "cpu"]) == 0
+    assert np.load(short)["arr_0"].shape == (2, 2, 16, 16, 3)
 
     clips = np.random.default_rng(0).integers(0, 256, (3, 4, 16, 16, 3), dtype=np.uint8)
     write_clip_npz(tmp_path / "in.npz", clips, np.array([1, 2, 3]))
@@ -358,6 +362,13 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     got, labels = read_clip_npz(done)
     assert np.array_equal(got[:, [0, 3]], clips[:, [0, 3]]) and labels.tolist() == [1, 2, 3]
     assert not np.array_equal(got[:, 1:3], clips[:, 1:3])
+    write_clip_npz(tmp_path / "in3.npz", clips[:, :3], np.array([1, 2, 3]))  # 3 of the model's 4 frames
+    write_clip_npz(tmp_path / "in5.npz", np.concatenate([clips, clips[:, :1]], 1))  # more than it has
+    assert run_cli(sample.main, ["--ckpt", str(full), "--video-in", str(tmp_path / "in3.npz"), "--given-frames", "0",
+                                 "--npz", str(done), "--steps", "3", "--sampler", "ddim", "--no-progress",
+                                 "--device", "cpu"]) == 0
+    got, _ = read_clip_npz(done)
+    assert got.shape == (3, 3, 16, 16, 3) and np.array_equal(got[:, 0], clips[:, 0])
     # spatial in-painting: a box generated in every frame, every other pixel the input's
     assert run_cli(sample.main, ["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--inpaint-box",
                                  "4,2,8,6", "--npz", str(done), "--steps", "3", "--sampler", "ddim", "--no-progress",
@@ -426,6 +437,12 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         (["--ckpt", str(image_ckpt), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--npz", "x.npz"],
          "needs a video checkpoint"),
         (["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.gif")], "GIF and MP4 grids are for clips"),
+        (["--ckpt", str(full), "--classes", "1", "--frames", "5", "--out", str(tmp_path / "x.gif")], "at most 4 frames"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in5.npz"), "--given-frames", "0", "--npz", "x.npz"],
+         "5-frame 16x16 clips; this checkpoint completes clips of at most 4 frames"),
+        (["--ckpt", str(image_ckpt), "--classes", "1", "--frames", "2"], "holds an image network"),
+        (["--ckpt", str(full), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--frames", "2",
+          "--npz", "x.npz"], "drop --classes / --num-samples / --frames"),
     ):
         with pytest.raises(UserError, match=match):
             sample.main([*argv, "--steps", "2", "--sampler", "ddim", "--device", "cpu", "--no-progress"])

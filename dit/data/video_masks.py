@@ -23,6 +23,8 @@ the data stream's per-sample generator (dit/data/stream.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from dit.errors import UserError
@@ -141,3 +143,32 @@ def box_mask(box: tuple[int, int, int, int], frames: int, size: int) -> np.ndarr
     mask = np.ones((frames, 1, size, size), np.float32)
     mask[:, :, top:top + h, left:left + w] = 0
     return mask
+
+
+@dataclass
+class Completion:
+    """The given positions of a clip to complete (sample.py --video-in): `mask` float32 (F, 1, side,
+    side) in the network's input space (1 = given), `keep` a boolean array that broadcasts over the
+    (F, H, W, 3) pixels the output copies from the input, `what` the words for the log."""
+
+    mask: np.ndarray
+    keep: np.ndarray
+    what: str
+
+
+def completion(given_frames: str | None, inpaint_box: str | None, frames: int, height: int, side: int,
+               downsample: int = 1) -> Completion:
+    """--given-frames SPEC (whole frames given) or --inpaint-box TOP,LEFT,HEIGHT,WIDTH (the box
+    generated in every frame, the rest given) for clips of `frames` frames of `height` px whose
+    network input is `side` = height / downsample (the VAE's) positions a side."""
+    if inpaint_box:
+        top, left, bh, bw = parse_box(inpaint_box, height, downsample)
+        d = downsample  # the box in latent positions
+        keep = np.ones((height, height, 1), bool)
+        keep[top:top + bh, left:left + bw] = False
+        return Completion(box_mask((top // d, left // d, bh // d, bw // d), frames, side), keep,
+                          f"the box {inpaint_box} generated")
+    given = parse_frames(given_frames, frames)
+    keep = np.zeros((frames, 1, 1, 1), bool)
+    keep[given] = True
+    return Completion(frames_mask(given, frames, side), keep, f"{', '.join(map(str, given))} given")

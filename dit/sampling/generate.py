@@ -23,7 +23,8 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
                     interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
                     device=None, options: dict | None = None, stats: dict | None = None,
                     given: tuple[torch.Tensor, torch.Tensor] | None = None, classifier=None,
-                    classifier_scale: float = 0.0, classifier_form: str = "auto") -> np.ndarray:
+                    classifier_scale: float = 0.0, classifier_form: str = "auto",
+                    shape: tuple[int, ...] | None = None) -> np.ndarray:
     """uint8 NHWC images (NFHWC clips for a video network); sample i is drawn from seed `seeds[i]`
     with class `labels[i]`.
 
@@ -38,6 +39,8 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     classifier: a noise-aware classifier (x_t, t) -> logits that guides towards `labels` with
     `classifier_scale` (ADM; dit/sampling/classifier_guidance.py), in `classifier_form` (auto: the
     mean shift for ddpm, the eps form for every other sampler), on top of classifier-free guidance.
+    shape: one sample's shape in the network's input space; default the given clips' (with
+    `given`), else network.input_shape. A video network also takes clips shorter than its F.
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
     dtype = autocast_dtype(precision)
@@ -46,8 +49,10 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             return network(x, t, cond).float()
 
+    if shape is None:
+        shape = tuple(given[1].shape[1:]) if given is not None else tuple(network.input_shape)
     noise = PerSampleNoise([int(s) for s in seeds], device)
-    x_T = process.prior(noise, len(noise), network.input_shape, device)
+    x_T = process.prior(noise, len(noise), shape, device)
     cond = {"y": torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)}
     if given is not None:
         mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)

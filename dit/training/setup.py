@@ -236,8 +236,7 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     table, note = "y_embedder.embedding_table.weight", "its class table too"
     if table in keys and table in ckpt.state_dict and ckpt.state_dict[table].shape != own[table].shape:
         keys = [k for k in keys if not k.startswith("y_embedder.")]
-        note = (f"the class table left fresh ({ckpt.state_dict[table].shape[0] - 1} classes there, "
-                f"{own[table].shape[0] - 1} here)")
+        note = f"the class table left fresh ({ckpt.config.num_classes} classes there, {network.num_classes} here)"
     missing = [k for k in keys if k not in ckpt.state_dict]
     wrong = [k for k in keys if k in ckpt.state_dict and ckpt.state_dict[k].shape != own[k].shape]
     if missing or wrong:
