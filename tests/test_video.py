@@ -453,6 +453,31 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
             sample.main(["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.mp4"), "--device", "cpu"])
 
 
+def test_training_on_a_folder_of_clips_with_a_frame_stride(tmp_path):
+    """--data DIR (class folders of clips, here frame folders) through train.py, every 2nd frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a/c0", "a/c1", "b/c0", "b/c1"):
+        (tmp_path / "clips" / name).mkdir(parents=True)
+        for k in range(9):  # 4 frames 2 apart need 7; a random start among 3
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "clips" / name / f"{k}.png")
+    flags = ["--arch", "video-dit", "--data", tmp_path / "clips", "--frames", 4, "--num-workers", 0,
+             "--global-batch-size", 2, "--max-steps", 2]
+    run = train_run(tmp_path, *flags, "--frame-stride", 2, name="folder")
+    ckpt = load_weights(str(run))
+    assert ckpt.config.num_classes == 2 and ckpt.config.frames == 4
+    assert json.loads((run / "config.json").read_text())["frame_stride"] == 2
+    assert all(np.isfinite(m["loss"]) for m in metrics(run))
+    with pytest.raises(UserError, match="no clips of at least 10 frames .* lower --frames or --frame-stride"):
+        train.main(tiny_argv(tmp_path, "long", *flags, "--frame-stride", 3))
+    with pytest.raises(UserError, match="shapes-video renders its clips"):
+        train.main(tiny_argv(tmp_path, "x", *VIDEO, "--frame-stride", 2))
+    with pytest.raises(UserError, match="--random-offset is a setting of the video-dit architecture"):
+        train.main(tiny_argv(tmp_path, "x", "--no-random-offset"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "long").exists()
+
+
 def test_completing_clips_with_a_model_never_given_frames_warns(tmp_path, capsys):
     run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--video-masks", "none", name="none")
     assert load_weights(str(run)).meta["video_masks"] == "none"

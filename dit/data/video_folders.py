@@ -79,8 +79,9 @@ class VideoFolderDataset:
             warnings.warn(f"skipped {len(self.too_short)} frame folders with fewer than {self.needed} frames "
                           f"({frames} frames, stride {stride}), e.g. {self.too_short[0]}", stacklevel=2)  # fmt: skip
         if not self.samples:
-            raise UserError(f"video folder {self.root} has no clips of at least {self.needed} frames "
-                            f"({len(self.too_short)} too short): expected {LAYOUT}")  # fmt: skip
+            hint = "; lower --frames or --frame-stride" if self.too_short else f": expected {LAYOUT}"
+            raise UserError(f"video folder {self.root} has no clips of at least {self.needed} frames ({frames} "
+                            f"frames, stride {stride}; {len(self.too_short)} too short){hint}")  # fmt: skip
         needs_av = [p for p, _, files in self.samples if files is None and not p.lower().endswith(".gif")]
         if needs_av and not have_pyav():
             raise UserError(f"{len(needs_av)} clips in {self.root} (e.g. {needs_av[0]}) need PyAV to decode: "

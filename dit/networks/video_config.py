@@ -21,7 +21,8 @@ from dit.networks.video_given import GIVEN_CONDITIONINGS
 FACTORIZATIONS = ("interleaved", "late-fusion", "factorized-attention", "split-heads")
 DEFAULT_FRAMES = 8
 # TrainConfig fields only the video DiT reads (refused with another --arch).
-RUN_FIELDS = ("frames", "factorization", "temporal", "given_conditioning", "video_masks", "init_from", "joint_images")
+RUN_FIELDS = ("frames", "frame_stride", "random_offset", "factorization", "temporal", "given_conditioning",
+              "video_masks", "init_from", "joint_images")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class TrainConfig:
 
     # --- video (--arch video-dit: dit/networks/video_dit.py, VDT's masks: dit/data/video_masks.py) ---
     frames: int = 8  # frames per clip (the temporal table's length)
+    frame_stride: int = 1  # video folders: a clip takes every Nth frame (StyleGAN-V/Latte's subsample factor, UCF101 3)
+    random_offset: bool = True  # video folders: each draw starts the clip at a random frame (else at the first)
     factorization: str = "interleaved"  # Latte's variants: interleaved, late-fusion, factorized-attention, split-heads
     temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
     given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
@@ -164,8 +166,11 @@ class TrainConfig:
             changed = [f for f in get_architecture(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
             if key != self.arch and changed:
                 raise UserError(f"--{_flag(changed[0])} is a setting of the {key} architecture: add --arch {key}")
-        if self.frames < 1:
-            raise UserError(f"--frames must be positive, got {self.frames}")
+        if self.frames < 1 or self.frame_stride < 1:
+            raise UserError(f"--frames and --frame-stride must be positive, got {self.frames} and {self.frame_stride}")
+        if self.frame_stride != 1 and self.data == SHAPES_VIDEO:
+            raise UserError("--frame-stride subsamples the clips of a video folder; shapes-video renders its clips "
+                            "frame by frame: drop it or pass --data DIR")
         if self.joint_images < 0:
             raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
         if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):

@@ -201,7 +201,8 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
             raise UserError(f"--data {config.data} is a latent cache of images; --arch {config.arch} reads a folder "
                             "of clips and encodes its frames during training")
         config.network_config({**data, "num_classes": 1})
-        base = VideoFolderDataset(config.data, config.image_size, config.frames, flip=config.flip)
+        base = VideoFolderDataset(config.data, config.image_size, config.frames, config.frame_stride,
+                                  config.random_offset, config.flip)
     network_config = config.network_config({**data, "num_classes": base.num_classes})
     if config.joint_images:
         from dit.data.joint import JointImages
