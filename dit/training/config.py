@@ -260,9 +260,10 @@ PRESETS: dict[str, dict] = {
     "cpu-demo": _CPU_DEMO,
     "video-cpu": _VIDEO_CPU,
     "vq-diffusion-cpu": _VQ_DIFFUSION_CPU,
-    # Latte's class-conditional setting (UCF101, 16 frames at 256 px through the SD VAE), any --model;
-    # `--init-from DiT-XL-2-256x256` starts the spatial blocks from the image model.
-    "video-256": dict(_IMAGENET, arch="video-dit", model="DiT-XL/2", frames=16, max_steps=400_000),
+    # Latte's class-conditional setting (UCF101, 16 frames 3 apart at 256 px through the SD VAE: its
+    # ucf101_train.yaml's frame_interval 3), any --model; `--init-from DiT-XL-2-256x256` starts the
+    # spatial blocks from the image model.
+    "video-256": dict(_IMAGENET, arch="video-dit", model="DiT-XL/2", frames=16, frame_stride=3, max_steps=400_000),
     # DiT §4 / Table 4: the scaling study, any --model, 400K steps.
     "imagenet-256": dict(_IMAGENET, model="DiT-XL/2", max_steps=400_000),
     # DiT Table 2: DiT-XL/2 on ImageNet 256, 7M steps (FID 2.27 with cfg 1.5).
