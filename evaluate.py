@@ -161,7 +161,7 @@ def provenance(args, argv, num_samples: int) -> dict:
               "cfg_scale": None,
               "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
               "seeds": None, "classifier": None, "classifier_sha256": None, "classifier_scale": None,
-              "classifier_form": None, "tokenizer": None, "tokenizer_sha256": None}
+              "classifier_form": None, "tokenizer": None, "tokenizer_sha256": None, "frames": None}
     if args.ckpt:
         import sample
         from dit.autoencoders.vq import tokenizer_file
@@ -182,7 +182,7 @@ def provenance(args, argv, num_samples: int) -> dict:
                       tokenizer_sha256=None if tokenizer is None else file_sha256(tokenizer),
                       cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
                       guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision,
-                      labels=f"--ref's first {num_samples}" if s.video_in else s.labels,
+                      labels=f"--ref's first {num_samples}" if s.video_in else s.labels, frames=s.frames,
                       seeds=[s.seed, s.seed + num_samples - 1])  # sample i used seed first + i
         if s.classifier:  # classifier guidance (ADM): which classifier, how strong, in which form
             from dit.sampling.classifier_guidance import resolve_form
@@ -208,9 +208,10 @@ def keys_of(args) -> dict:
     return {"arch": args.arch or ckpt.arch, "process": args.process or ckpt.process}
 
 
-def check_fvd_inputs(args) -> None:
-    """--metric fvd: the reference clips, the clip counts and frames, and the I3D file (and its sha256)
-    checked before any generation, which can take hours."""
+def check_fvd_inputs(args, rest: list[str]) -> None:
+    """--metric fvd: the reference clips, the clip counts and frames (the reference's and, from --ckpt,
+    the generated clips': sample.py's --frames or the checkpoint's F), and the I3D file (and its
+    sha256) checked before any generation, which can take hours."""
     from dit.eval.fvd import EXPECTED_SHA256, load_i3d
     from dit.io.video import read_clip_npz
 
@@ -223,6 +224,15 @@ def check_fvd_inputs(args) -> None:
                         f"--fvd-subsample {args.fvd_subsample} need {need}")
     if args.ckpt and args.num_samples < args.fvd_clips:
         raise UserError(f"--num-samples {args.num_samples} < --fvd-clips {args.fvd_clips}: generate at least as many")
+    if args.ckpt:
+        from dit.io.checkpoint import load_weights
+
+        flag = argparse.ArgumentParser(add_help=False)
+        flag.add_argument("--frames", type=int)
+        frames = flag.parse_known_args(rest)[0].frames or getattr(load_weights(args.ckpt).config, "frames", None)
+        if frames is not None and frames < need:
+            raise UserError(f"--ckpt {args.ckpt} draws {frames}-frame clips; --fvd-frames {args.fvd_frames} every "
+                            f"--fvd-subsample {args.fvd_subsample} need {need}: lower them")
     load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, "cpu")
 
 
@@ -265,7 +275,7 @@ def main(argv=None):
     from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
     if args.metric == "fvd":
-        check_fvd_inputs(args)
+        check_fvd_inputs(args, rest)
     given = prediction_inputs(args) if args.given_frames is not None else None
     argv = sample_argv(args, rest, given and given[0]) if args.ckpt else None
     source = generate_npz(args, argv) if args.ckpt else args.samples

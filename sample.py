@@ -10,6 +10,7 @@ Clips from a video checkpoint (--arch video-dit): an animated grid, or completio
     python sample.py --ckpt results/video-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 50 --out grid.gif
     python sample.py --ckpt results/video-cpu --video-in clips.npz --given-frames 0-3 --npz completed.npz
     python sample.py --ckpt results/video-cpu --video-in clips.npz --inpaint-box 4,4,8,8 --out inpainted.gif
+    python sample.py --ckpt results/video-cpu --classes 0 1 --frames 4 --out short.gif   # up to the model's F
 Token ids (VQ-Diffusion: --arch token-dit, --process vq-diffusion) decode through the VQ tokenizer
 the model was trained with (its run directory, recorded as the checkpoint's --vae):
     python sample.py --ckpt results/vq-diffusion-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 25 --out grid.png
@@ -458,6 +459,8 @@ def main(argv=None):
     if args.frames and not (is_video(model) and args.frames <= model.input_shape[0]):
         raise UserError(f"--frames {args.frames}: " + (f"this checkpoint draws at most {model.input_shape[0]} frames"
                         if is_video(model) else f"{args.ckpt} holds an image network; drop --frames"))
+    if args.frames == (model.input_shape[0] if is_video(model) else None):
+        args.frames = None  # the checkpoint's own length: the same clips (and shards) as without the flag
     if args.out:
         check_grid_path(args.out, is_video(model))  # before any sampling
     try:

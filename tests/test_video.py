@@ -415,6 +415,8 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         for extra, match in ((["--num-samples", "3"], "in.npz holds 3 clips; --fvd-clips 2048"),
                              (["--num-samples", "3", "--fvd-clips", "3"], "need 16"),
                              (["--num-samples", "2", "--fvd-clips", "3", "--fvd-frames", "4"], "--num-samples 2 <"),
+                             (["--num-samples", "3", "--fvd-clips", "3", "--fvd-frames", "4", "--frames", "3"],
+                              "draws 3-frame clips; --fvd-frames 4"),
                              (["--num-samples", "3", "--fvd-clips", "3", "--fvd-frames", "4"], "i3d.pt not found")):
             with pytest.raises(UserError, match=match):
                 evaluate.main([*fvd_args, *extra])
@@ -471,11 +473,24 @@ def test_training_on_a_folder_of_clips_with_a_frame_stride(tmp_path):
     assert all(np.isfinite(m["loss"]) for m in metrics(run))
     with pytest.raises(UserError, match="no clips of at least 10 frames .* lower --frames or --frame-stride"):
         train.main(tiny_argv(tmp_path, "long", *flags, "--frame-stride", 3))
-    with pytest.raises(UserError, match="shapes-video renders its clips"):
-        train.main(tiny_argv(tmp_path, "x", *VIDEO, "--frame-stride", 2))
+    for flag in (["--frame-stride", 2], ["--no-random-offset"]):
+        with pytest.raises(UserError, match="shapes-video renders its clips"):
+            train.main(tiny_argv(tmp_path, "x", *VIDEO, *flag))
     with pytest.raises(UserError, match="--random-offset is a setting of the video-dit architecture"):
         train.main(tiny_argv(tmp_path, "x", "--no-random-offset"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "long").exists()
+
+    # a folder run recorded before these flags existed read every frame from the first: resuming it
+    # asks for those settings rather than silently changing its data
+    old = train_run(tmp_path, *flags, "--max-steps", 1, "--no-random-offset", name="old")
+    state = next((old / "checkpoints").iterdir()) / "train_state.json"
+    record = json.loads(state.read_text())
+    del record["config"]["frame_stride"], record["config"]["random_offset"]
+    state.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="random_offset: False -> True"):
+        train.main(tiny_argv(tmp_path, "old", *flags, "--max-steps", 2))
+    train_run(tmp_path, *flags, "--max-steps", 2, "--no-random-offset", name="old")
+    assert json.loads((step_dir(old, 2) / "train_state.json").read_text())["config"]["random_offset"] is False
 
 
 def test_completing_clips_with_a_model_never_given_frames_warns(tmp_path, capsys):
@@ -509,6 +524,8 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     assert copied == len(shared) - 1 and "class table left fresh (10 classes there, 4 here)" in note
     assert torch.equal(other.y_embedder.embedding_table.weight, fresh)
     torch.testing.assert_close(other.state_dict()["blocks.0.attn.qkv.weight"], src["blocks.0.attn.qkv.weight"])
+    torch.save(src, tmp_path / "bare.pt")  # a bare state dict, as the official DiT-XL-2-256x256.pt: no config
+    assert "(10 classes there, 4 here)" in init_from_image(other, str(tmp_path / "bare.pt"))[1]
     with pytest.raises(UserError, match="split-heads"):
         train.main(tiny_argv(tmp_path, "split", *VIDEO, "--factorization", "split-heads", "--init-from", image))
     with pytest.raises(UserError, match="does not fit"):

@@ -19,8 +19,10 @@ from dit.errors import UserError
 def check_clips(clips: np.ndarray, path: str, model_frames: int, side: int, downsample: int) -> None:
     """The clips fit the network: square frames of its size (through the VAE), at most its F frames
     (the temporal table covers any shorter clip)."""
-    _, frames, h, w, _ = clips.shape
+    n, frames, h, w, _ = clips.shape
     px = side * downsample
+    if n == 0 or frames == 0:
+        raise UserError(f"--video-in {path} holds no clips or no frames ({n} clips of {frames} frames)")
     if frames > model_frames or h != w or h != px:
         raise UserError(f"--video-in {path} holds {frames}-frame {h}x{w} clips; this checkpoint completes clips of "
                         f"at most {model_frames} frames of {px}x{px} px")

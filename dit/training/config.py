@@ -168,9 +168,10 @@ class TrainConfig:
                 raise UserError(f"--{_flag(changed[0])} is a setting of the {key} architecture: add --arch {key}")
         if self.frames < 1 or self.frame_stride < 1:
             raise UserError(f"--frames and --frame-stride must be positive, got {self.frames} and {self.frame_stride}")
-        if self.frame_stride != 1 and self.data == SHAPES_VIDEO:
-            raise UserError("--frame-stride subsamples the clips of a video folder; shapes-video renders its clips "
-                            "frame by frame: drop it or pass --data DIR")
+        if (self.frame_stride != 1 or not self.random_offset) and self.data == SHAPES_VIDEO:
+            raise UserError(f"--frame-stride {self.frame_stride} / --random-offset {str(self.random_offset).lower()} "
+                            "choose the frames of a video folder's clips; shapes-video renders its clips frame by "
+                            "frame: pass --frame-stride 1 --random-offset true, or --data DIR")
         if self.joint_images < 0:
             raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
         if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):

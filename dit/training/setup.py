@@ -237,7 +237,9 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     table, note = "y_embedder.embedding_table.weight", "its class table too"
     if table in keys and table in ckpt.state_dict and ckpt.state_dict[table].shape != own[table].shape:
         keys = [k for k in keys if not k.startswith("y_embedder.")]
-        note = f"the class table left fresh ({ckpt.config.num_classes} classes there, {network.num_classes} here)"
+        # A bare state dict has no config: its table has num_classes + 1 rows (the null row, conditioning.py).
+        there = getattr(ckpt.config, "num_classes", None) or ckpt.state_dict[table].shape[0] - 1
+        note = f"the class table left fresh ({there} classes there, {network.num_classes} here)"
     missing = [k for k in keys if k not in ckpt.state_dict]
     wrong = [k for k in keys if k in ckpt.state_dict and ckpt.state_dict[k].shape != own[k].shape]
     if missing or wrong:
@@ -290,8 +292,11 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
             return None
         path = found[-1][1]
     # Checkpoints written before the registry keys (and latent_norm) existed hold the defaults (dit, gaussian, scalar).
+    recorded = train_state.read_state(path).get("config", {})
     saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, "latent_norm": TrainConfig.latent_norm,
-             **train_state.read_state(path).get("config", {})}
+             **recorded}
+    if saved["arch"] == "video-dit" and saved.get("data") != SHAPES_VIDEO and "frame_stride" not in recorded:
+        saved.update(frame_stride=1, random_offset=False)  # folder runs from before: every frame, from the first
     changed = sorted(k for k, v in config.to_dict().items()
                      if k not in RESUME_MAY_CHANGE and k != "run_name" and saved.get(k, v) != v)
     if changed:
