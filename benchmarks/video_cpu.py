@@ -120,6 +120,9 @@ def main(argv=None):
                 with open(log, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+    for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
+        if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
+            r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
     report = markdown(rows) + experiments_markdown(_rows(out / "experiments.jsonl"))
     (out / "video_cpu.md").write_text(report)
     print(report)
@@ -259,7 +262,8 @@ def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dic
     """One (model, task) row on n clips: the point estimates and their bootstrap intervals."""
     clips, labels = real
     config = json.loads((run / "config.json").read_text())
-    row = {"model": name, "task": task, "params": parameters_of(run), "steps_trained": config["max_steps"],
+    row = {"model": name, "task": task, "params": parameters_of(run), "gmacs": clip_gmacs(run),
+           "steps_trained": config["max_steps"],
            "process": config["process"], "global_batch_size": config["global_batch_size"],
            "video_masks": config.get("video_masks", "vdt"),
            "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
@@ -311,6 +315,29 @@ def with_intervals(statistics, data: dict, resamples: int) -> dict:
     return out
 
 
+def clip_gmacs(run: Path) -> float:
+    """Forward multiply-accumulates (the paper's "GFLOPs", dit/analysis/flops.py's unit) of the run's
+    network on one clip with frames 0-3 given, by FlopCounterMode (matmuls, attention included): the
+    cost per step that parameter matching leaves out (concat doubles the tokens)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dit.data.video_masks import frames_mask
+    from dit.io.checkpoint import load_model
+    from dit.layout import CLEAN, GIVEN
+
+    model, _ = load_model(str(run))
+    model.eval()
+    F_, C, side, _ = model.input_shape
+    x = torch.zeros(1, F_, C, side, side)
+    cond = {"y": torch.zeros(1, dtype=torch.long), CLEAN: x,
+            GIVEN: torch.from_numpy(frames_mask(TASKS["prediction"], F_, side))[None]}
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, torch.full((1,), 0.5), cond)
+    return counter.get_total_flops() / 2e9
+
+
 def parameters_of(run: Path) -> int:
     from dit.io.checkpoint import load_weights
 
@@ -324,18 +351,23 @@ def _cell(r: dict, k: str, digits: int = 3) -> str:
     return f"{r[k]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
+def _cost(r: dict) -> str:
+    return f"{r['gmacs']:.3f}" if "gmacs" in r else "-"
+
+
 def markdown(rows: list[dict]) -> str:
     order = {name: i for i, name in enumerate(MODELS)}
     rows = sorted(rows, key=lambda r: (order.get(r["model"], len(order)), list(TASK_NAMES).index(r["task"])))
     gen = [r for r in rows if r["task"] == "generation"]
-    lines = ["| model | masks | parameters | clips | class acc | frames agree | coherent motion | clip FD |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {r['clips']} | {_cell(r, 'class_acc')} | "
-              f"{_cell(r, 'frames_agree')} | {_cell(r, 'coherent_motion')} | {_cell(r, 'fd_video', 1)} |" for r in gen]
-    lines += ["", "| model | masks | parameters | task | clips | direction agrees with given | centroid error (px) |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {r['task']} | {r['clips']} | "
-              f"{_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
+    lines = ["| model | masks | parameters | GFLOPs / clip | clips | class acc | frames agree | coherent motion | "
+             "clip FD |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {_cost(r)} | {r['clips']} | "
+              f"{_cell(r, 'class_acc')} | {_cell(r, 'frames_agree')} | {_cell(r, 'coherent_motion')} | "
+              f"{_cell(r, 'fd_video', 1)} |" for r in gen]
+    lines += ["", "| model | masks | parameters | GFLOPs / clip | task | clips | direction agrees with given | "
+              "centroid error (px) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {_cost(r)} | {r['task']} | "
+              f"{r['clips']} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
               for r in rows if r["task"] != "generation"]
     return "\n".join(lines) + "\n"
 

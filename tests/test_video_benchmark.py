@@ -38,6 +38,8 @@ def test_micro_video_benchmark(tmp_path):
     assert width < video_cpu.preset_width() and width % 4 == 0
     assert abs(video_cpu.parameters(conditioning="cross-attention", width=width) / video_cpu.parameters() - 1) < 0.03
     assert "| main |" in (out / "video_cpu.md").read_text()
+    cost = {r["model"]: r["gmacs"] for r in rows}  # one clip's forward: adaln also embeds the given frames
+    assert cost["adaln"] > cost["main"] > 0 and f"| {cost['main']:.3f} |" in (out / "video_cpu.md").read_text()
     assert run_cli(video_cpu.main, argv) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
     assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
