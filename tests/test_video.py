@@ -439,7 +439,8 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         (["--ckpt", str(image_ckpt), "--video-in", str(tmp_path / "in.npz"), "--given-frames", "0", "--npz", "x.npz"],
          "needs a video checkpoint"),
         (["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.gif")], "GIF and MP4 grids are for clips"),
-        (["--ckpt", str(full), "--classes", "1", "--frames", "5", "--out", str(tmp_path / "x.gif")], "at most 4 frames"),
+        (["--ckpt", str(full), "--classes", "1", "--frames", "5", "--out", str(tmp_path / "x.gif")],
+         "at most 4 frames"),
         (["--ckpt", str(full), "--video-in", str(tmp_path / "in5.npz"), "--given-frames", "0", "--npz", "x.npz"],
          "5-frame 16x16 clips; this checkpoint completes clips of at most 4 frames"),
         (["--ckpt", str(image_ckpt), "--classes", "1", "--frames", "2"], "holds an image network"),
@@ -463,7 +464,8 @@ def test_training_on_a_folder_of_clips_with_a_frame_stride(tmp_path):
     for name in ("a/c0", "a/c1", "b/c0", "b/c1"):
         (tmp_path / "clips" / name).mkdir(parents=True)
         for k in range(9):  # 4 frames 2 apart need 7; a random start among 3
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "clips" / name / f"{k}.png")
+            frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(frame).save(tmp_path / "clips" / name / f"{k}.png")
     flags = ["--arch", "video-dit", "--data", tmp_path / "clips", "--frames", 4, "--num-workers", 0,
              "--global-batch-size", 2, "--max-steps", 2]
     run = train_run(tmp_path, *flags, "--frame-stride", 2, name="folder")

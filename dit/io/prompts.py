@@ -20,8 +20,8 @@ TEXT_CFG = 5.0  # a text pipeline's classifier-free guidance (VQDiffusionPipelin
 
 # Flags of class-conditional sampling that a text pipeline has no use for (dest, flag).
 NOT_TEXT = (("classes", "--classes"), ("num_samples", "--num-samples"), ("video_in", "--video-in"),
-            ("given_frames", "--given-frames"), ("frames", "--frames"), ("inpaint_box", "--inpaint-box"), ("classifier", "--classifier"),
-            ("cfg_channels", "--cfg-channels"),
+            ("given_frames", "--given-frames"), ("frames", "--frames"), ("inpaint_box", "--inpaint-box"),
+            ("classifier", "--classifier"), ("cfg_channels", "--cfg-channels"),
             ("guidance_interval", "--guidance-interval"), ("model", "--model"), ("arch", "--arch"),
             ("process", "--process"), ("vae", "--vae"), ("image_size", "--image-size"), ("num_classes", "--num-classes"),
             ("eta", "--eta"), ("shift", "--shift"), ("atol", "--atol"), ("rtol", "--rtol"),
