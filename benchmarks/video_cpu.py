@@ -320,22 +320,16 @@ def clip_gmacs(run: Path) -> float:
     network on one clip with frames 0-3 given, by FlopCounterMode (matmuls, attention included): the
     cost per step that parameter matching leaves out (concat doubles the tokens)."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from dit.analysis.flops import count_forward_macs
     from dit.data.video_masks import frames_mask
     from dit.io.checkpoint import load_model
     from dit.layout import CLEAN, GIVEN
 
     model, _ = load_model(str(run))
-    model.eval()
-    F_, C, side, _ = model.input_shape
-    x = torch.zeros(1, F_, C, side, side)
-    cond = {"y": torch.zeros(1, dtype=torch.long), CLEAN: x,
-            GIVEN: torch.from_numpy(frames_mask(TASKS["prediction"], F_, side))[None]}
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(x, torch.full((1,), 0.5), cond)
-    return counter.get_total_flops() / 2e9
+    F_, _, side, _ = model.input_shape
+    given = torch.from_numpy(frames_mask(TASKS["prediction"], F_, side))[None]
+    return count_forward_macs(model, cond={GIVEN: given, CLEAN: torch.zeros(1, *model.input_shape)}) / 1e9
 
 
 def parameters_of(run: Path) -> int:

@@ -68,16 +68,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _example_inputs(model: nn.Module, batch: int, device) -> tuple[torch.Tensor, ...]:
-    cfg: ModelConfig = model.config
-    x = torch.zeros(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device)
+def _example_inputs(model: nn.Module, batch: int, device, cond: dict | None = None) -> tuple:
+    x = torch.zeros(batch, *model.input_shape, device=device)  # (C, H, W), or a clip's (F, C, H, W)
     t = torch.full((batch,), 500, dtype=torch.long, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
-    return x, t, y
+    extra = {k: v.to(device).expand(batch, *v.shape[1:]) for k, v in (cond or {}).items()}
+    return x, t, {"y": y, **extra}
 
 
-def count_forward_macs(model: nn.Module, batch: int = 1, device: str | torch.device = "meta") -> int:
-    """Multiply-accumulates of one forward of `model` (a DiT) at `batch`, attention matmuls included.
+def count_forward_macs(model: nn.Module, batch: int = 1, device: str | torch.device = "meta",
+                       cond: dict | None = None) -> int:
+    """Multiply-accumulates of one forward of `model` (a DiT, or any network of the registry) at
+    `batch`, attention matmuls included. `cond`: entries beside the label, batch-1 tensors (a video
+    network's GIVEN and CLEAN: dit/layout.py).
 
     By default this runs on the meta device (shapes only, no arithmetic, so XL/2 at 512px costs
     milliseconds): the model's tensors are swapped for meta stand-ins with
@@ -91,10 +94,11 @@ def count_forward_macs(model: nn.Module, batch: int = 1, device: str | torch.dev
     taken for a real bmm and no FFT at all, and S4D's autocast guard has no meta version: for
     networks with S4D layers use `forward_cost`.
     """
-    return _count(model, batch, device)
+    return _count(model, batch, device, cond=cond)
 
 
-def _count(model: nn.Module, batch: int, device, stubs: tuple[nn.Module, ...] = (), calls: list | None = None) -> int:
+def _count(model: nn.Module, batch: int, device, stubs: tuple[nn.Module, ...] = (), calls: list | None = None,
+           cond: dict | None = None) -> int:
     """FlopCounterMode's MACs of one forward, the modules in `stubs` replaced by the identity (each
     call appended to `calls` as (module, input shape))."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -112,9 +116,9 @@ def _count(model: nn.Module, batch: int, device, stubs: tuple[nn.Module, ...] = 
                 # Buffers too: a non-persistent one (DiffuSSM's pos_embed) is not in the state dict.
                 tensors = {**dict(model.named_buffers()), **model.state_dict(keep_vars=True)}
                 stand_ins = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
-                torch.func.functional_call(model, stand_ins, _example_inputs(model, batch, "meta"))
+                torch.func.functional_call(model, stand_ins, _example_inputs(model, batch, "meta", cond))
             else:
-                model(*_example_inputs(model, batch, next(model.parameters()).device))
+                model(*_example_inputs(model, batch, next(model.parameters()).device, cond))
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
