@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from dit.io.prompts import TEXT_CFG, check_text_args, sample_prompts
 from dit.io.video import check_grid_path, write_grid
 from dit.io.vq_pipeline import is_vq_pipeline
 from dit.io.zoo import sha256_of
-from dit.io.shards import assemble_npz, read_shard, shard_path, write_shard
+from dit.io.shards import sample_to_npz
 from dit.networks import ARCHITECTURES, get_architecture
 from dit.networks.conditioning import IMAGENET_CLASSES
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
@@ -414,34 +413,20 @@ def shard_settings(args) -> dict:
 
 
 def sample_npz(model, vae, process, args, state, device):
-    """Resumable mass sampling. Each batch is a shard file recording the settings that drew it
-    (checkpoint sha256, sampler, seeds, ...) and its sample range; a rerun keeps a shard only if it
-    loads and its record matches, and redoes damaged, foreign or differently-batched ones. The .npz
-    is then assembled shard by shard (never all images in memory, one file open at a time)."""
-    out = Path(args.npz)
-    parts = out.with_name(out.name + ".parts")
-    settings = shard_settings(args)
-    if state.is_main_process:
-        parts.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
+    """Resumable mass sampling (dit/io/shards.py): one shard per batch, recorded with the settings
+    that drew it (shard_settings), kept on a rerun only if it loads and its record matches."""
     labels = make_labels(args.num_samples, model.num_classes, args.labels, args.seed)
-    bs, n = args.batch_size, args.num_samples
-    shards = [(a, min(a + bs, n)) for a in range(0, n, bs)]
-    mine = shards[state.process_index :: state.num_processes]
-    todo = [(a, b) for a, b in mine if read_shard(shard_path(parts, a), settings, a, b, labels) is None]
     stats = {}
-    for a, b in tqdm(todo, desc=f"sampling (keeping {len(mine) - len(todo)} finished shards)",
-                     disable=not state.is_main_process or args.no_progress):
-        images = generate(model, vae, process, range(a, b), labels[a:b], args, device, stats)
-        write_shard(shard_path(parts, a), images, settings, a, b, labels)
-    if state.is_main_process:
+
+    def draw(a: int, b: int) -> np.ndarray:
+        return generate(model, vae, process, range(a, b), labels[a:b], args, device, stats)
+
+    shape = sample_to_npz(Path(args.npz), labels, args.batch_size, shard_settings(args), draw, state,
+                          show=state.is_main_process and not args.no_progress)
+    if shape is not None:  # the main process
         report(stats, args)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        shape = assemble_npz(out, parts, shards, settings, labels)
-        shutil.rmtree(parts)
         layout = "uint8 NFHWC clips" if len(shape) == 5 else "uint8 NHWC"
-        print(f"wrote {out}: {shape[0]} samples of {'x'.join(map(str, shape[1:-1]))}, {layout} under arr_0")
+        print(f"wrote {args.npz}: {shape[0]} samples of {'x'.join(map(str, shape[1:-1]))}, {layout} under arr_0")
 
 
 def main(argv=None):

@@ -10,10 +10,13 @@ format) is assembled one shard at a time: one file open, never all images in mem
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from dit.errors import UserError
 from dit.io.atomic import atomic_path
@@ -68,4 +71,29 @@ def assemble_npz(out: Path, parts: Path, shards, settings: dict, labels: np.ndar
                 f.write(images.reshape(-1))
         with zf.open("arr_1.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.asarray(labels), allow_pickle=False)
+    return shape
+
+
+def sample_to_npz(out: Path, labels: np.ndarray, batch_size: int, settings: dict,
+                  draw: Callable[[int, int], np.ndarray], state, show: bool = True) -> tuple[int, ...] | None:
+    """Resumable mass sampling into `out`: shards of `batch_size` split over the processes of
+    `state` (accelerate's PartialState), draw(a, b) giving samples a..b-1 as uint8. A shard on disk
+    is kept only if it loads and records these `settings` and range; damaged, foreign or differently
+    batched ones are redone. The main process then assembles the .npz shard by shard and removes
+    the shards; it returns the array's shape (None on the other processes)."""
+    parts = out.with_name(out.name + ".parts")
+    if state.is_main_process:
+        parts.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    n = len(labels)
+    shards = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    mine = shards[state.process_index :: state.num_processes]
+    todo = [(a, b) for a, b in mine if read_shard(shard_path(parts, a), settings, a, b, labels) is None]
+    for a, b in tqdm(todo, desc=f"sampling (keeping {len(mine) - len(todo)} finished shards)", disable=not show):
+        write_shard(shard_path(parts, a), draw(a, b), settings, a, b, labels)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    shape = assemble_npz(out, parts, shards, settings, labels)
+    shutil.rmtree(parts)
     return shape
