@@ -26,6 +26,11 @@ def null_class(num_classes: int) -> int:
     return num_classes
 
 
+def classes_in_table(rows: int) -> int:
+    """The class count of a label table with `rows` rows (the inverse of the convention above)."""
+    return rows - 1
+
+
 def as_cond(cond) -> dict:
     """A cond dict from a cond dict or a bare label tensor."""
     if isinstance(cond, Mapping):

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from dit.errors import UserError
-from dit.networks.conditioning import IMAGENET_CLASSES, null_class
+from dit.networks.conditioning import IMAGENET_CLASSES, classes_in_table, null_class
 
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attention", "in-context")  # DiT §3.2, Table 4
 # LightningDiT's block options (Yao et al. 2025); the first of each is the public DiT's.
@@ -212,7 +212,7 @@ def infer_config(sd: dict) -> ModelConfig:
         out_ch = sd["final_layer.linear.weight"].shape[0] // (p * p)
         swiglu = "blocks.0.mlp.fc1_g.weight" in sd
         mlp_hidden = sd["blocks.0.mlp.fc1_g.weight" if swiglu else "blocks.0.mlp.fc1.weight"].shape[0]
-        classes = sd["y_embedder.embedding_table.weight"].shape[0] - 1
+        classes = classes_in_table(sd["y_embedder.embedding_table.weight"].shape[0])
     except (KeyError, ValueError) as e:
         raise UserError(f"cannot tell the architecture from this state dict (missing {e}); pass --model") from None
     # Heads leave no trace in the weights: take the paper preset of this width, else 64-wide heads.

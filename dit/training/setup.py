@@ -225,6 +225,7 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     import torch
 
     from dit.io.checkpoint import load_weights
+    from dit.networks.conditioning import classes_in_table
 
     keys = network.image_state_dict_keys() if hasattr(network, "image_state_dict_keys") else []
     if not keys:
@@ -237,8 +238,8 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     table, note = "y_embedder.embedding_table.weight", "its class table too"
     if table in keys and table in ckpt.state_dict and ckpt.state_dict[table].shape != own[table].shape:
         keys = [k for k in keys if not k.startswith("y_embedder.")]
-        # A bare state dict has no config: its table has num_classes + 1 rows (the null row, conditioning.py).
-        there = getattr(ckpt.config, "num_classes", None) or ckpt.state_dict[table].shape[0] - 1
+        # A bare state dict has no config: the count comes from its table's rows (the null row included).
+        there = getattr(ckpt.config, "num_classes", None) or classes_in_table(ckpt.state_dict[table].shape[0])
         note = f"the class table left fresh ({there} classes there, {network.num_classes} here)"
     missing = [k for k in keys if k not in ckpt.state_dict]
     wrong = [k for k in keys if k in ckpt.state_dict and ckpt.state_dict[k].shape != own[k].shape]
