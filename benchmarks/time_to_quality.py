@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dit.cli import ArgumentParser, run_cli  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
 
 FLOW = ["--process", "flow"]
@@ -83,6 +83,7 @@ def main(argv=None):
     p.add_argument("--short-recipes", nargs="*", default=["R2", "R4"], choices=list(RECIPES))
     p.add_argument("--within-draws", type=int, default=400, help="per-run resamples kept for the bootstrap")
     p.add_argument("--bootstrap", type=int, default=2000, help="two-stage bootstrap resamples in the report")
+    p.add_argument("--classifier-steps", type=positive(), help="the shapes judge's training steps (default: ShapesMetric's)")
     p.add_argument("--report", action="store_true", help="only redo the tables and plots from results.jsonl")
     p.add_argument("--quality-only", action="store_true",
                    help="only the step-grid quality runs, which need no quiet machine (instances over disjoint "
@@ -98,7 +99,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     log = Results(out / "results.jsonl")
     if not args.report:
-        scorer = make_scorer(out)
+        judge = judge_steps(args)
+        for row in log.find(kind="quality"):  # rows from before the flag: the default judge
+            if row.get("judge_steps", LEGACY_JUDGE_STEPS) != judge:
+                raise UserError(f"{out} was scored by a judge of {row.get('judge_steps', LEGACY_JUDGE_STEPS)} training "
+                                "steps: pass that --classifier-steps, or another --out")
+        scorer = make_scorer(out, args.classifier_steps)
         quality_seeds = [] if args.timing_only else args.seeds
         for seed in quality_seeds:  # seeds outermost: a partial benchmark already compares every recipe
             for recipe in args.recipes:
@@ -185,11 +191,20 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def make_scorer(out: Path):
+LEGACY_JUDGE_STEPS = 600  # rows from before the judge_steps field: the judge's default then
+
+
+def judge_steps(args) -> int:
+    from dit.eval.classifier import DEFAULT_STEPS
+
+    return args.classifier_steps or DEFAULT_STEPS
+
+
+def make_scorer(out: Path, classifier_steps: int | None = None):
     from dit.eval.metrics import ShapesMetric
     from sampler_quality import ShapesScorer
 
-    return ShapesScorer(ShapesMetric(16, out / "cache"))
+    return ShapesScorer(ShapesMetric(16, out / "cache", classifier_steps=classifier_steps))
 
 
 def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int, args, out: Path, budget=None,
@@ -226,7 +241,7 @@ def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int,
         (out / "scores").mkdir(exist_ok=True)
         np.savez_compressed(out / scores, **data)
         log.add(kind="quality", recipe=recipe, seed=seed, step=step, sampler=sampler, sampler_steps=steps, budget=budget,
-                num_samples=n, **point, scores=str(scores), draws=draws)
+                num_samples=n, judge_steps=judge_steps(args), **point, scores=str(scores), draws=draws)
 
 
 def within_seed_draws(scorer, data: dict, resamples: int) -> dict:
