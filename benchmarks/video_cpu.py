@@ -37,6 +37,7 @@ flags) by the same protocol; its rows go to experiments.jsonl and the report's t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -182,6 +183,7 @@ def train(name: str, out: Path, args) -> Path:
     return out / "runs" / name
 
 
+@functools.lru_cache(maxsize=None)  # each count builds a network; the matched searches ask again
 def parameters(factorization: str = "interleaved", depth: int | None = None, conditioning: str = "replace",
                width: int | None = None) -> int:
     from dit.networks.video_config import VideoConfig

@@ -33,6 +33,17 @@ def script(path):
     return module
 
 
+def refused(capsys, main, argv) -> str:
+    """Run a script's main in this process as its command line would (dit.cli.run_cli): it must
+    answer with exit status 2 and one `error:` line, which is returned. Each script's real entry
+    point (a subprocess: no traceback) is run in test_real_scripts_answer_a_bad_flag_without_a_traceback."""
+    capsys.readouterr()
+    code = run_cli(main, [str(a) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, code, lines)
+    return lines[0]
+
+
 @pytest.fixture
 def files(tmp_path):
     from dit.io.checkpoint import save_export
