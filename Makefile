@@ -20,8 +20,9 @@ demo: install
 	$(BIN)/python train.py --recipe flow-ln
 	@echo "samples: results/cpu-demo-flow-ln/samples.png  checkpoints: results/cpu-demo-flow-ln/checkpoints/  EMA export: results/cpu-demo-flow-ln/export.safetensors"
 
+# Two workers (the 2-core CI machine), a test file each at a time; tests/conftest.py gives each one thread.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 gflops: install
 	$(BIN)/python benchmarks/gflops.py

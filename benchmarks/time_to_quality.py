@@ -21,8 +21,8 @@ class accuracy, Fréchet distance in the judge's features). Intervals: 95% hiera
 
 Wall-clock: each recipe's training cost per step is timed alone, after the quality runs (rounds of
 `--timing-steps` steps of train.py per recipe in turn, the median of its logged 50-step intervals
-after the first 100), so the quality runs themselves may share the machine without changing any
-figure (training and sampling are deterministic per seed).
+after the first `--timing-warmup` (100)), so the quality runs themselves may share the machine without
+changing any figure (training and sampling are deterministic per seed).
 Then the budget question: R0's 5,000-step class accuracy, and the wall-clock at which each recipe
 first reaches it on the 1k/2k/3k/5k grid; and, for the flow recipes, short runs whose cosine
 schedule ends at 1/3 (and 1/5) of R0's 5,000-step wall-clock. Every finished unit of work is a line
@@ -67,6 +67,7 @@ SAMPLERS = {"gaussian": [("ddim", 50)], "flow": [("euler", 50), ("heun", 25)]}  
 BASE = ["cpu-demo", "--keep-last", "0", "--log-every", "100", "--sample-steps", "2", "--no-progress"]
 CFG = 3.0
 LEVEL = 0.95
+TIMING_INTERVAL = 50  # steps per logged rate of a timing run
 
 
 def main(argv=None):
@@ -79,6 +80,7 @@ def main(argv=None):
     p.add_argument("--num-samples", type=int, default=300)
     p.add_argument("--timing-steps", type=int, default=600, help="steps of each timing run")
     p.add_argument("--timing-rounds", type=int, default=2, help="timing runs per recipe, interleaved")
+    p.add_argument("--timing-warmup", type=int, default=100, help="first steps of each timing run left out of its rate")
     p.add_argument("--fractions", type=int, nargs="*", default=[3], help="short runs at 1/k of R0's wall-clock")
     p.add_argument("--short-recipes", nargs="*", default=["R2", "R4"], choices=list(RECIPES))
     p.add_argument("--within-draws", type=int, default=400, help="per-run resamples kept for the bootstrap")
@@ -91,8 +93,11 @@ def main(argv=None):
     p.add_argument("--timing-only", action="store_true",
                    help="only the per-step timing (alone on the machine; quality runs of other instances paused)")
     args = p.parse_args(argv)
-    if args.num_samples < 10 or args.timing_steps < 150 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
-        raise UserError("--num-samples >= 10, --timing-steps >= 150 and --grid steps in 1..--max-steps, please")
+    if args.timing_warmup < 0 or args.timing_steps < args.timing_warmup + TIMING_INTERVAL:
+        raise UserError(f"--timing-warmup >= 0 and --timing-steps >= --timing-warmup + {TIMING_INTERVAL} (one logged "
+                        "interval after the warm-up), please")
+    if args.num_samples < 10 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
+        raise UserError("--num-samples >= 10 and --grid steps in 1..--max-steps, please")
     if args.timing_rounds < 1 or args.within_draws < 2 or args.bootstrap < 2:
         raise UserError("--timing-rounds >= 1, --within-draws >= 2 and --bootstrap >= 2, please")
     out = Path(args.out)
@@ -119,11 +124,11 @@ def main(argv=None):
         rates = {r: [] for r in todo}
         for _ in range(args.timing_rounds if todo else 0):
             for recipe in todo:
-                rates[recipe] += time_recipe(recipe, out, args.timing_steps)
+                rates[recipe] += time_recipe(recipe, out, args.timing_steps, args.timing_warmup)
         for recipe in todo:
             step_s = 1 / statistics.median(rates[recipe])
             log.add(kind="timing", recipe=recipe, step_s=step_s, images_per_s=16 / step_s, intervals=len(rates[recipe]),
-                    threads=_threads())
+                    warmup=args.timing_warmup, threads=_threads())
         r0_step_s = log.find(kind="timing", recipe="R0")[0]["step_s"]
         for k in [] if args.timing_only else args.fractions:
             for recipe in args.short_recipes:
@@ -170,19 +175,20 @@ def train(recipe: str, seed: int, out: Path, extra, name: str | None = None) -> 
     return run
 
 
-def time_recipe(recipe: str, out: Path, steps: int) -> list[float]:
-    """Steps per second of `recipe` over train.py's 50-step intervals after the first 100 steps, in a
-    throw-away run: run this alone on the machine."""
+def time_recipe(recipe: str, out: Path, steps: int, warmup: int = 100) -> list[float]:
+    """Steps per second of `recipe` over train.py's logged intervals after the first `warmup` steps,
+    in a throw-away run: run this alone on the machine."""
     name = f"timing-{recipe}"
     run = out / "runs" / name
-    cmd = _train_cmd(recipe, 0, out, ["--max-steps", steps, "--ckpt-every", 10 * steps, "--log-every", 50], name)
+    cmd = _train_cmd(recipe, 0, out, ["--max-steps", steps, "--ckpt-every", 10 * steps, "--log-every", TIMING_INTERVAL],
+                     name)
     if run.exists():
         import shutil
 
         shutil.rmtree(run)
     subprocess.run(cmd, check=True, cwd=ROOT)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["steps_per_s"] for r in rows if r["step"] > 100]
+    return [r["steps_per_s"] for r in rows if r["step"] > warmup]
 
 
 def _threads() -> int:

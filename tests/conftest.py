@@ -1,5 +1,7 @@
 """Shared tiny artifacts: a random AutoencoderKL saved with save_pretrained, tiny DiT exports."""
 
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -9,6 +11,31 @@ from dit.networks.dit import DiT
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the scripts (sample.py, train.py) are imported by the tests
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core (pytest -n 2):
+    # one thread each, and the same for the scripts they start, or two workers' OpenMP pools
+    # oversubscribe the cores and slow each other several-fold.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+# The longest files (each at least a minute in one worker), started first: with `make test`'s two
+# workers taking whole files in order, the short ones then fill in and both finish together.
+LONG_FIRST = ("test_sweep.py", "test_time_to_quality.py", "test_video_benchmark.py", "test_ssm_benchmark.py",
+              "test_video.py", "test_metrics.py", "test_train.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: a file keeps its own order
+
+
+def free_port() -> int:
+    """A port the OS has just handed out, for a test's distributed rendezvous: tests running side by
+    side in parallel workers never share one (fixed ports did)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
 

@@ -352,10 +352,11 @@ def test_two_processes_train_diffussm_like_one(tmp_path):
     """`accelerate launch train.py --arch diffussm` (torchrun, 2 processes, gloo): the replicas agree with
     each other and with one process on the same global batch."""
     from safetensors.torch import load_file
+    from conftest import free_port
     from test_train import same_tensors, torchrun, train_run
 
     one = train_run(tmp_path, *SSM_FLAGS, "--max-steps", 2, name="one")
-    out = torchrun(tmp_path, "dist", *SSM_FLAGS, "--run-name", "two", "--max-steps", 2, port=29553)
+    out = torchrun(tmp_path, "dist", *SSM_FLAGS, "--run-name", "two", "--max-steps", 2, port=free_port())
     r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
     same_tensors(r0, r1)
     same_tensors(r0, load_file(str(one / "checkpoints" / "step_000000002" / "model.safetensors")), atol=1e-5)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, randomize
+from conftest import ROOT, free_port, randomize
 from safetensors.torch import load_file
 from test_cli_errors import refused
 from test_train import check_exact_resume, ENV, metrics, same_tensors, torchrun, train_run
@@ -46,7 +46,7 @@ def test_flow_run_resumes_exactly_and_two_processes_match_one(tmp_path):
     cfg = load_weights(str(full)).config
     assert (cfg.mlp, cfg.norm, cfg.pos, cfg.qk_norm, cfg.learn_sigma) == ("swiglu", "rmsnorm", "rope2d", True, False)
 
-    out = torchrun(tmp_path, "dist", *FLOW, "--run-name", "two", "--max-steps", 3, port=29541)
+    out = torchrun(tmp_path, "dist", *FLOW, "--run-name", "two", "--max-steps", 3, port=free_port())
     r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
     same_tensors(r0, r1)
     one = train_run(tmp_path, *FLOW, "--max-steps", 3, name="one")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY, randomize
+from conftest import ROOT, TINY, free_port, randomize
 
 import train
 from dit.cli import run_cli
@@ -78,8 +78,8 @@ def test_all_ranks_resume_the_checkpoint_the_main_process_chose(tmp_path):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**ENV, **(env or {})})
         assert res.returncode == 0, res.stderr[-3000:]
 
-    torchrun(tmp_path / "first", "--max-steps", 4, "--ckpt-every", 2, "--stop-at", 2, port=29541)
-    torchrun(tmp_path / "second", "--max-steps", 4, "--ckpt-every", 2, env={"DIT_TEST_BLIND_RANK": "1"}, port=29542)
+    torchrun(tmp_path / "first", "--max-steps", 4, "--ckpt-every", 2, "--stop-at", 2, port=free_port())
+    torchrun(tmp_path / "second", "--max-steps", 4, "--ckpt-every", 2, env={"DIT_TEST_BLIND_RANK": "1"}, port=free_port())
     from safetensors.torch import load_file
 
     r0, r1 = (load_file(str(tmp_path / "second" / f"rank{r}_model.safetensors")) for r in (0, 1))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 from safetensors.torch import load_file
 from test_train import ENV, metrics, train_run
 
@@ -88,7 +88,7 @@ def test_damaged_or_missing_chunks_are_detected_and_repaired(folder, tiny_vae_di
 
 def test_two_processes_write_the_same_cache(cache, folder, tiny_vae_dir, tmp_path):
     out = tmp_path / "latents2"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "cache_latents.py"), "--data", str(folder), "--out", str(out), "--image-size", "16",
            "--vae", str(tiny_vae_dir), "--chunk-size", "8", "--batch-size", "5", "--num-workers", "0", "--no-progress"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)

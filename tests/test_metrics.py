@@ -114,9 +114,9 @@ def test_inception_metrics_end_to_end_with_local_weights(random_inception, tmp_p
     from dit.eval.metrics import InceptionFeatures, inception_metrics
 
     rng = np.random.default_rng(0)
-    real = to_uint8(shapes.ShapesDataset(24, 16).tensors()[0])
+    real = to_uint8(shapes.ShapesDataset(12, 16).tensors()[0])
     np.savez(tmp_path / "ref.npz", arr_0=real)
-    extractor = InceptionFeatures(random_inception, batch_size=8)
+    extractor = InceptionFeatures(random_inception, batch_size=6)
     same = inception_metrics(real, extractor, tmp_path / "ref.npz", cache_dir=tmp_path / "cache")
     assert same["fid"] == pytest.approx(0, abs=1e-3) and same["precision"] == 1.0 and same["recall"] == 1.0
     assert list((tmp_path / "cache").glob("inception-ref-*.npz"))  # reference features cached

@@ -8,7 +8,7 @@ import sys
 import time
 
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 from safetensors.torch import load_file
 from test_train import ENV, metrics, same_tensors, tiny_argv, train_run
 
@@ -205,7 +205,7 @@ def test_one_failing_process_stops_the_whole_job(tmp_path):
     args = tiny_argv(tmp_path, "crash", "--max-steps", 1000, "--dist-timeout-min", 1)
     out = tmp_path / "o"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "tests" / "dist_train.py"), str(out), *args]
     start = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,

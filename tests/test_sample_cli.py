@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, randomize
+from conftest import ROOT, TINY, free_port, randomize
 from PIL import Image
 
 import sample
@@ -79,7 +79,7 @@ def test_two_processes_match_one(tiny_export, tmp_path):
     one, two = tmp_path / "one.npz", tmp_path / "two.npz"
     common = ["--ckpt", tiny_export, "--num-samples", 5, "--batch-size", 2, "--steps", 3, "--no-progress"]
     assert run([*common, "--npz", one]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "sample.py"), *map(str, common), "--npz", str(two)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]

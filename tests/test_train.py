@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 from safetensors.torch import load_file
 
 import train
@@ -131,7 +131,7 @@ def torchrun(tmp_path, out_name, *extra, port):
 
 def test_two_processes_agree_with_each_other_and_with_one(tmp_path):
     one = train_run(tmp_path, "--max-steps", 3, name="one")
-    out = torchrun(tmp_path, "dist", "--run-name", "two", "--max-steps", 3, port=29531)
+    out = torchrun(tmp_path, "dist", "--run-name", "two", "--max-steps", 3, port=free_port())
     r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
     same_tensors(r0, r1)  # DDP keeps the replicas identical
     same_tensors(load_file(str(out / "rank0_ema.safetensors")), load_file(str(out / "rank1_ema.safetensors")))
@@ -146,7 +146,7 @@ def test_two_processes_agree_with_each_other_and_with_one(tmp_path):
 def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
     one = train_run(tmp_path, "--max-steps", 4, name="one")
     flags = ["--distributed", "fsdp", "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0]
-    out = torchrun(tmp_path, "full", "--run-name", "fsdp", *flags, port=29532)
+    out = torchrun(tmp_path, "full", "--run-name", "fsdp", *flags, port=free_port())
     ckpt = tmp_path / "fsdp" / "checkpoints" / "step_000000004"
     for name in ("model", "ema"):
         assert not (out / f"rank1_{name}.safetensors").exists()  # gathered on the main process only
@@ -155,7 +155,7 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
         same_tensors(load_file(str(ckpt / f"{name}.safetensors")), ref, atol=1e-5)
     shutil.copytree(tmp_path / "fsdp", tmp_path / "cut")
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_000000004")
-    torchrun(tmp_path, "resumed", "--run-name", "cut", *flags, port=29533)
+    torchrun(tmp_path, "resumed", "--run-name", "cut", *flags, port=free_port())
     for name in ("model.safetensors", "ema.safetensors"):
         same_tensors(load_file(str(ckpt / name)),
                      load_file(str(tmp_path / "cut" / "checkpoints" / "step_000000004" / name)))

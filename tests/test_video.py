@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, randomize
+from conftest import ROOT, free_port, randomize
 from safetensors.torch import load_file
 from test_train import ENV, check_exact_resume, metrics, same_tensors, tiny_argv, train_run
 
@@ -325,7 +325,7 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     # train the same weights as one
     two = tmp_path / "two"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            str(ROOT / "train.py"), *tiny_argv(tmp_path, "two", *VIDEO, "--max-steps", 3)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert res.returncode == 0 and "2 process(es)" in res.stdout, res.stderr[-3000:]

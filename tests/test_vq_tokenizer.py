@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 from safetensors.torch import load_file
 from test_train import ENV, same_tensors
 
@@ -197,7 +197,7 @@ def test_two_processes_match_one(tmp_path):
     out = tmp_path / "dist"
     out.mkdir()
     args = [str(a) for a in [*TINY, "--results-dir", tmp_path, "--run-name", "two", "--max-steps", 3]]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "tests" / "dist_train.py"), str(out), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**ENV, "DIT_TEST_ENTRY": "train_vq"})
     assert res.returncode == 0, res.stderr[-3000:]
