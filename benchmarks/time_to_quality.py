@@ -68,6 +68,7 @@ BASE = ["cpu-demo", "--keep-last", "0", "--log-every", "100", "--sample-steps", 
 CFG = 3.0
 LEVEL = 0.95
 TIMING_INTERVAL = 50  # steps per logged rate of a timing run
+LEGACY_JUDGE_STEPS = 600  # quality rows from before their judge_steps field: the judge's default then
 
 
 def main(argv=None):
@@ -195,9 +196,6 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-LEGACY_JUDGE_STEPS = 600  # rows from before the judge_steps field: the judge's default then
 
 
 def judge_steps(args) -> int:
