@@ -94,9 +94,10 @@ def main(argv=None):
     p.add_argument("--timing-only", action="store_true",
                    help="only the per-step timing (alone on the machine; quality runs of other instances paused)")
     args = p.parse_args(argv)
-    if args.timing_warmup < 0 or args.timing_steps < args.timing_warmup + TIMING_INTERVAL:
-        raise UserError(f"--timing-warmup >= 0 and --timing-steps >= --timing-warmup + {TIMING_INTERVAL} (one logged "
-                        "interval after the warm-up), please")
+    if args.timing_warmup < 0 or args.timing_warmup % TIMING_INTERVAL or \
+            args.timing_steps < args.timing_warmup + TIMING_INTERVAL:
+        raise UserError(f"--timing-warmup a multiple of {TIMING_INTERVAL} (train.py's logged intervals) and --timing-steps "
+                        f">= --timing-warmup + {TIMING_INTERVAL} (one interval after the warm-up), please")
     if args.num_samples < 10 or min(args.grid) < 1 or max(args.grid) > args.max_steps:
         raise UserError("--num-samples >= 10 and --grid steps in 1..--max-steps, please")
     if args.timing_rounds < 1 or args.within_draws < 2 or args.bootstrap < 2:
@@ -105,12 +106,14 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     log = Results(out / "results.jsonl")
     if not args.report:
-        judge = judge_steps(args)
-        for row in log.find(kind="quality"):  # rows from before the flag: the default judge
-            if row.get("judge_steps", LEGACY_JUDGE_STEPS) != judge:
-                raise UserError(f"{out} was scored by a judge of {row.get('judge_steps', LEGACY_JUDGE_STEPS)} training "
-                                "steps: pass that --classifier-steps, or another --out")
-        scorer = make_scorer(out, args.classifier_steps)
+        scorer = None
+        if not args.timing_only:  # timing scores nothing: no judge
+            judge = judge_steps(args)
+            for row in log.find(kind="quality"):  # rows from before the flag: the default judge
+                if row.get("judge_steps", LEGACY_JUDGE_STEPS) != judge:
+                    raise UserError(f"{out} was scored by a judge of {row.get('judge_steps', LEGACY_JUDGE_STEPS)} "
+                                    "training steps: pass that --classifier-steps, or another --out")
+            scorer = make_scorer(out, args.classifier_steps)
         quality_seeds = [] if args.timing_only else args.seeds
         for seed in quality_seeds:  # seeds outermost: a partial benchmark already compares every recipe
             for recipe in args.recipes:
@@ -189,7 +192,8 @@ def time_recipe(recipe: str, out: Path, steps: int, warmup: int = 100) -> list[f
         shutil.rmtree(run)
     subprocess.run(cmd, check=True, cwd=ROOT)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["steps_per_s"] for r in rows if r["step"] > warmup]
+    # Whole logged intervals after the warm-up (train.py also logs the last step, maybe a partial one).
+    return [r["steps_per_s"] for r in rows if r["step"] % TIMING_INTERVAL == 0 and r["step"] > warmup]
 
 
 def _threads() -> int:

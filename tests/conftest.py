@@ -1,7 +1,7 @@
 """Shared tiny artifacts: a random AutoencoderKL saved with save_pretrained, tiny DiT exports."""
 
+import itertools
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -30,12 +30,16 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: a file keeps its own order
 
 
+_PORTS = itertools.count()
+
+
 def free_port() -> int:
-    """A port the OS has just handed out, for a test's distributed rendezvous: tests running side by
-    side in parallel workers never share one (fixed ports did)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for one distributed rendezvous: each worker counts up through its own block above 29700
+    (below the OS's ephemeral range, where gloo's own connections land), so tests running side by
+    side never share one (fixed ports did), and nothing is bound and released first (no race)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    return 29700 + 100 * worker + next(_PORTS)
+
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
 

@@ -4,13 +4,16 @@ sample.py rebuilds from, `cache_latents.py --stats-only`, and one-line refusals 
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from test_latent_cache import encode
 from test_cli_errors import refused
-from test_train import metrics, tiny_argv, train_run
+from test_train import ENV, metrics, tiny_argv, train_run
 
 import cache_latents
 import train
@@ -180,4 +183,11 @@ def test_bad_latent_norm_input_exits_2_with_one_line_through_train_py(cache, fol
     }
     for name, (extra, expected) in cases.items():
         assert expected in refused(capsys, train.main, [*tiny, *extra]), name
+    # Refused inside run_training (after the accelerator and the VAE): through the real script too,
+    # where any warning or log line on stderr would show.
+    extra, expected = cases["cache without stats"]
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny, *extra], capture_output=True, text=True,
+                         timeout=300, env=ENV)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and expected in lines[0], res.stderr[-2000:]
     assert not (tmp_path / "results").exists()  # refused before anything was written

@@ -15,7 +15,7 @@ from dit.cli import run_cli  # noqa: E402
 def test_micro_benchmark_table_plot_and_resume(tmp_path, capsys):
     out = tmp_path / "ttq"
     argv = ["--out", str(out), "--recipes", "R0", "R2", "--seeds", "0", "--max-steps", "4", "--grid", "2", "4",
-            "--timing-steps", "60", "--timing-warmup", "10", "--timing-rounds", "1", "--num-samples", "10", "--fractions", "3",
+            "--timing-steps", "50", "--timing-warmup", "0", "--timing-rounds", "1", "--num-samples", "10", "--fractions", "3",
             "--short-recipes", "R2", "--within-draws", "5", "--bootstrap", "20", "--classifier-steps", "50"]
     assert run_cli(ttq.main, argv) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -41,5 +41,6 @@ def test_micro_benchmark_table_plot_and_resume(tmp_path, capsys):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
     assert all(r["judge_steps"] == 50 for r in quality)
     assert run_cli(ttq.main, [*argv[:2], "--timing-steps", "40", "--timing-warmup", "0"]) == 2  # no full interval
+    assert run_cli(ttq.main, [*argv[:2], "--timing-steps", "100", "--timing-warmup", "30"]) == 2  # mid-interval
     assert run_cli(ttq.main, argv[:-2]) == 2  # rows scored by another judge: refused, nothing added
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
