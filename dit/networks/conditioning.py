@@ -26,6 +26,11 @@ def null_class(num_classes: int) -> int:
     return num_classes
 
 
+def table_rows(num_classes: int) -> int:
+    """Rows of the label table: every class and the null label after them."""
+    return null_class(num_classes) + 1
+
+
 def classes_in_table(rows: int) -> int:
     """The class count of a label table with `rows` rows (the inverse of the convention above)."""
     return rows - 1

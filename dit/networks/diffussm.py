@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from dit.errors import UserError
 from dit.networks.blocks import FinalLayer
-from dit.networks.conditioning import as_cond, null_class
+from dit.networks.conditioning import as_cond, null_class, table_rows
 from dit.networks.dit_config import check_image_size, config_from_dict
 from dit.networks.layers import (LN_EPS, FREQUENCY_EMBEDDING_SIZE, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                  get_2d_sincos_pos_embed, init_embedders, modulate, xavier_linears)
@@ -255,7 +255,7 @@ def params_formula(cfg: DiffuSSMConfig) -> int:
         return a * b + b
 
     embed = cfg.in_channels * p * p * D + D + linear(FREQUENCY_EMBEDDING_SIZE, D) + linear(D, D)
-    embed += (cfg.num_classes + 1) * D
+    embed += table_rows(cfg.num_classes) * D
     block = (linear(D, 3 * D) + linear(M * D, D) + M * linear(D, D) + M * linear(D, 2 * D // M)
              + linear(M * D, E) + linear(2 * D, E) + linear(E, M * D) + 2 * D * (1 + 2 * N) + D)
     final = linear(D, 2 * D) + linear(D, p * p * cfg.out_channels)

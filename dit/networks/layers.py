@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp, PatchEmbed, SwiGLU
 
-from dit.networks.conditioning import null_class
+from dit.networks.conditioning import null_class, table_rows
 from dit.networks.rope import apply_rope
 
 __all__ = [
@@ -82,7 +82,7 @@ class LabelEmbedder(nn.Module):
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
         super().__init__()
-        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+        self.embedding_table = nn.Embedding(table_rows(num_classes), hidden_size)
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
 
