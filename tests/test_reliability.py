@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from conftest import ROOT, free_port
@@ -23,8 +24,9 @@ def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
     """SIGKILL at random moments (checkpoints every step, so many kills land inside a save); every
     restart resumes from the newest complete checkpoint, and the end result equals an unkilled run."""
     flags = ["--max-steps", 60, "--ckpt-every", 1, "--keep-last", 2, "--log-every", 1]
-    reference = train_run(tmp_path, *flags, name="reference")
-    args = tiny_argv(tmp_path, "killed", *flags)
+    # Every run is a fresh train.py process with the same environment, the reference included: what a
+    # user re-running the command gets (a run inside this test process would share its global state).
+    reference, args = _train_py(tmp_path, "reference", flags), tiny_argv(tmp_path, "killed", *flags)
     rng = random.Random(0)
     steps_at_kill = []
     for _ in range(4):
@@ -49,12 +51,19 @@ def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
             load_file(str(path / "ema.safetensors"))
             torch.load(path / "optimizer.bin", weights_only=True)
     assert steps_at_kill == sorted(steps_at_kill) and steps_at_kill[-1] < 60
-    train_run(tmp_path, *flags, name="killed")  # the same command, to the end
+    _train_py(tmp_path, "killed", flags)  # the same command, to the end
     a, b = reference / "checkpoints" / "step_000000060", tmp_path / "killed" / "checkpoints" / "step_000000060"
     for name in ("model.safetensors", "ema.safetensors"):
         same_tensors(load_file(str(a / name)), load_file(str(b / name)))
     assert json.loads((b / "train_state.json").read_text())["images_seen"] == 480
     assert [m["step"] for m in metrics(tmp_path / "killed")][-1] == 60  # the log survived the kills
+
+
+def _train_py(tmp_path, name: str, flags: list) -> Path:
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_argv(tmp_path, name, *flags)], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp_path / name
 
 
 def _poison(monkeypatch, bad_calls):

@@ -63,7 +63,7 @@ def same_tensors(a: dict, b: dict, atol=0.0):
         if atol:
             torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
         else:
-            assert torch.equal(a[k], b[k]), k
+            assert torch.equal(a[k], b[k]), f"{k}: max |difference| {(a[k].float() - b[k].float()).abs().max():.3g}"
 
 
 def test_steps_checkpoints_export_and_sampling(tmp_path):
