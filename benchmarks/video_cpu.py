@@ -108,19 +108,19 @@ def main(argv=None):
         return experiment(Path(args.experiment), out, args)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if not args.report:
         metric, real = make_metric(out, max(args.clips, args.study_clips), args.judge_steps, args.judge_clips)
         for name in args.models:
             run = train(name, out, args)
             for task in tasks_of(name):
-                if any(r["model"] == name and r["task"] == task for r in rows):
+                # Read again before each unit: streams on other --models append to the same log meanwhile.
+                if any(r["model"] == name and r["task"] == task for r in _rows(log)):
                     continue
                 row = evaluate(name, run, task, metric, real, clips_of(name, task, args), args)
-                rows.append(row)
                 with open(log, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+    rows = _rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
             r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
