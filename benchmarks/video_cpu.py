@@ -17,8 +17,9 @@ process's Euler, --steps, cfg --cfg). Models:
                     no-temporal-vdt, the same mix without temporal parts
 Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted), on --clips
 clips (400) for main's generation and prediction and --study-clips (200) for its other tasks and the
-study models, which run the tasks their comparison needs: generation and prediction for the factorisations and no-temporal, prediction for
-the conditioning methods (they differ only in how given frames enter) and no-temporal-vdt:
+study models, which run the tasks their comparison needs: generation and prediction for the
+factorisations and no-temporal, prediction for the conditioning methods (they differ only in how
+given frames enter) and no-temporal-vdt:
     generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
     prediction   held-out real clips (seed 1 of the dataset; training uses seed 0), frames
@@ -216,7 +217,8 @@ def matched_width(conditioning: str) -> int:
 
     heads, target = PRESETS["video-cpu"]["num_heads"], parameters()
     widths = [w for w in range(preset_width() // 2, 2 * preset_width() + 1, 4) if w % heads == 0]
-    return min(widths, key=lambda w: (abs(parameters(conditioning=conditioning, width=w) - target), w != preset_width()))
+    return min(widths, key=lambda w: (abs(parameters(conditioning=conditioning, width=w) - target),
+                                      w != preset_width()))
 
 
 def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: int | None = None):
@@ -373,8 +375,9 @@ def experiments_markdown(rows: list[dict]) -> str:
         return ""
     lines = ["", "| run | masks | batch x steps | task | clips | class acc | coherent motion | clip FD | "
              "direction agrees with given | centroid error (px) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r.get('global_batch_size', '?')} x {r['steps_trained']} | "
-              f"{r['task']} | {r['clips']} | {_cell(r, 'class_acc')} | {_cell(r, 'coherent_motion')} | "
+    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r.get('global_batch_size', '?')} x "
+              f"{r['steps_trained']} | {r['task']} | {r['clips']} | {_cell(r, 'class_acc')} | "
+              f"{_cell(r, 'coherent_motion')} | "
               f"{_cell(r, 'fd_video', 1)} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
               for r in rows]
     return "\n".join(lines) + "\n"
