@@ -26,7 +26,8 @@ given frames enter) and no-temporal-vdt:
                  0-3 given: direction agreement of frames 4-7 with the given frames, mean centroid
                  error (px) against the true continuation; the unconditional baseline draws the same
                  clips with nothing given; backward prediction (frames 4-7 given) and interpolation
-                 (frames 0, 4 and 7 given) for the main model
+                 (frames 0, 4 and 7 given) for the main model, each beside the trivial completion
+                 (repeat-given: the nearest given frame copied, no network) on the same clips
 Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped.
 
     python benchmarks/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
@@ -69,6 +70,7 @@ MODELS = {
     "no-temporal-vdt": ["--temporal", "false", *VDT_MIX],  # what time mixing buys prediction
 }
 CONDITIONING = ("replace", "concat", "adaln", "cross-attention")
+BASELINE = "repeat-given"  # no network: every other frame is a copy of the nearest given one (main's tasks' floor)
 TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
 TASK_NAMES = ("generation", *TASKS)
 LEVEL = 0.95
@@ -121,6 +123,12 @@ def main(argv=None):
                 with open(log, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+        if "main" in args.models:
+            for task in ("prediction", "backward", "interpolation"):
+                if not any(r["model"] == BASELINE and r["task"] == task for r in _rows(log)):
+                    row = baseline(task, metric, real, clips_of("main", task, args), args)
+                    with open(log, "a") as f:
+                        f.write(json.dumps(row) + "\n")
     rows = _rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
@@ -277,14 +285,35 @@ def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dic
         return {**row, **with_intervals(metric.statistics, data, args.bootstrap)}
     given = TASKS["prediction"] if task == "unconditional" else TASKS[task]
     gen = generate(run, labels[:n], None if task == "unconditional" else given, clips[:n], args)
+    return {**row, **score_completion(task, gen, clips[:n], metric, args.bootstrap)}
+
+
+def score_completion(task: str, gen: np.ndarray, real: np.ndarray, metric, bootstrap: int) -> dict:
+    """A completion task's metrics on generated clips `gen` against the real `real` (N, F, H, W, 3)."""
+    given = TASKS["prediction"] if task == "unconditional" else TASKS[task]
     if task in ("prediction", "unconditional"):
-        data = metric.prediction_per_sample(gen, clips[:n], len(given))
+        data = metric.prediction_per_sample(gen, real, len(given))
     elif task == "backward":  # time-reversed, it is a prediction from the first frames
-        data = metric.prediction_per_sample(gen[:, ::-1].copy(), clips[:n, ::-1].copy(), len(given))
+        data = metric.prediction_per_sample(gen[:, ::-1].copy(), real[:, ::-1].copy(), len(given))
     else:
-        data = interpolation_errors(gen, clips[:n], given)
+        data = interpolation_errors(gen, real, given)
     stats = metric.prediction_statistics if task != "interpolation" else _mean_error
-    return {**row, **with_intervals(stats, data, args.bootstrap)}
+    return with_intervals(stats, data, bootstrap)
+
+
+def repeat_given(clips: np.ndarray, given: list[int]) -> np.ndarray:
+    """Each frame replaced by the nearest given frame (the earlier one on a tie): the completion that
+    knows where the shape was and nothing of how it moves."""
+    nearest = [min(given, key=lambda g: (abs(g - f), g)) for f in range(clips.shape[1])]
+    return clips[:, nearest]
+
+
+def baseline(task: str, metric, real, n: int, args) -> dict:
+    """repeat-given's row for a completion task on the first n held-out clips (those the models get)."""
+    clips = real[0][:n]
+    row = {"model": BASELINE, "task": task, "params": 0, "gmacs": 0.0, "steps_trained": 0, "process": "-",
+           "video_masks": "-", "clips": n}
+    return {**row, **score_completion(task, repeat_given(clips, TASKS[task]), clips, metric, args.bootstrap)}
 
 
 def interpolation_errors(gen, real, given) -> dict:
@@ -354,7 +383,7 @@ def _cost(r: dict) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    order = {name: i for i, name in enumerate(MODELS)}
+    order = {name: i for i, name in enumerate([*MODELS, BASELINE])}
     rows = sorted(rows, key=lambda r: (order.get(r["model"], len(order)), list(TASK_NAMES).index(r["task"])))
     gen = [r for r in rows if r["task"] == "generation"]
     lines = ["| model | masks | parameters | GFLOPs / clip | clips | class acc | frames agree | coherent motion | "

@@ -4,6 +4,8 @@ prediction task scored with intervals, the parameter-matched depth, the table; a
 import json
 import sys
 
+import numpy as np
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -19,12 +21,22 @@ def test_micro_video_benchmark(tmp_path):
             "--study-clips", "10", "--steps", "2",
             "--bootstrap", "10", "--judge-steps", "5", "--judge-clips", "200"]
     assert run_cli(video_cpu.main, argv) == 0
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    every = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in every if r["model"] != video_cpu.BASELINE]
     assert sorted((r["model"], r["task"]) for r in rows) == sorted(
         [("main", t) for t in ("generation", "prediction", "unconditional", "backward", "interpolation")]
         + [("split-heads", t) for t in ("generation", "prediction")] + [("adaln", "prediction")])
+    # main's completion tasks beside the trivial completion on the same clips (no network, no training)
+    floor = {r["task"]: r for r in every if r["model"] == video_cpu.BASELINE}
+    assert sorted(floor) == ["backward", "interpolation", "prediction"]
+    assert [floor[t]["clips"] for t in ("prediction", "backward", "interpolation")] == [12, 10, 10]
+    assert all(r["params"] == 0 and np.isfinite(r["centroid_error"]) for r in floor.values())
+    clips = np.arange(8)[None, :, None, None, None] * np.ones((2, 1, 3, 3, 3), np.uint8)  # pixel value = frame index
+    assert video_cpu.repeat_given(clips, [0, 4, 7])[0, :, 0, 0, 0].tolist() == [0, 0, 0, 4, 4, 4, 7, 7]
+    assert video_cpu.repeat_given(clips, [4, 5, 6, 7])[1, :, 0, 0, 0].tolist() == [4, 4, 4, 4, 4, 5, 6, 7]
     for r in rows:
-        acceptance = r["model"] == "main" and r["task"] in ("generation", "prediction")  # --clips; the rest --study-clips
+        # --clips for the acceptance rows, --study-clips for the rest
+        acceptance = r["model"] == "main" and r["task"] in ("generation", "prediction")
         assert r["clips"] == (12 if acceptance else 10)
         assert r["steps_trained"] == 1 and r["process"] == "flow" and r["sampler"] == "euler"
         for k, v in r.items():
@@ -41,7 +53,7 @@ def test_micro_video_benchmark(tmp_path):
     cost = {r["model"]: r["gmacs"] for r in rows}  # one clip's forward: adaln also embeds the given frames
     assert cost["adaln"] > cost["main"] > 0 and f"| {cost['main']:.3f} |" in (out / "video_cpu.md").read_text()
     assert run_cli(video_cpu.main, argv) == 0
-    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(every)
     assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
     # --experiment scores a run trained elsewhere by the same protocol, into experiments.jsonl
     exp = [*argv[:2], "--experiment", str(out / "runs" / "adaln"), "--tasks", "generation", *argv[8:]]
