@@ -129,6 +129,7 @@ def main(argv=None):
                     row = baseline(task, metric, real, clips_of("main", task, args), args)
                     with open(log, "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
     rows = _rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
