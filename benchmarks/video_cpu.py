@@ -119,17 +119,11 @@ def main(argv=None):
                 # Read again before each unit: streams on other --models append to the same log meanwhile.
                 if any(r["model"] == name and r["task"] == task for r in _rows(log)):
                     continue
-                row = evaluate(name, run, task, metric, real, clips_of(name, task, args), args)
-                with open(log, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+                _append(log, evaluate(name, run, task, metric, real, clips_of(name, task, args), args))
         if "main" in args.models:
             for task in ("prediction", "backward", "interpolation"):
                 if not any(r["model"] == BASELINE and r["task"] == task for r in _rows(log)):
-                    row = baseline(task, metric, real, clips_of("main", task, args), args)
-                    with open(log, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(json.dumps(row), flush=True)
+                    _append(log, baseline(task, metric, real, clips_of("main", task, args), args))
     rows = _rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
@@ -141,6 +135,13 @@ def main(argv=None):
 
 def _rows(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _append(log: Path, row: dict) -> None:
+    """One finished unit: a line of the log (what a rerun skips), and on stdout."""
+    with open(log, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
 
 
 def experiment(run: Path, out: Path, args) -> None:
@@ -158,10 +159,7 @@ def experiment(run: Path, out: Path, args) -> None:
         if done:
             print(f"{run.name} {task} on {args.clips} clips: already in {log}")
             continue
-        row = evaluate(run.name, run, task, metric, real, args.clips, args)
-        with open(log, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        _append(log, evaluate(run.name, run, task, metric, real, args.clips, args))
 
 
 def clips_of(name: str, task: str, args) -> int:

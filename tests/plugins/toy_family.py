@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from dit.networks import Architecture, register_architecture
-from dit.networks.conditioning import as_cond, null_class
+from dit.networks.conditioning import as_cond, null_class, table_rows
 from dit.networks.layers import timestep_embedding
 from dit.processes import Process, register_process
 from dit.sampling import register_sampler
@@ -47,7 +47,7 @@ class TokenMLP(nn.Module):
         self.input_shape = (c, config.input_size, config.input_size)
         self.embed = nn.Linear(c * p * p, h)
         self.time = nn.Linear(64, h)
-        self.label = nn.Embedding(config.num_classes + 1, h)
+        self.label = nn.Embedding(table_rows(config.num_classes), h)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, c * p * p))
 
     def forward(self, x, t, cond):
