@@ -25,7 +25,7 @@ from dit.dist import check_world, force_cpu
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
 from dit.data.latent_cache import DTYPES, LatentCache, build_cache, is_cache, write_stats
-from dit.autoencoders.vae import DEFAULT_VAE, Autoencoder
+from dit.autoencoders import DEFAULT_VAE, load_autoencoder
 
 
 def parse_args(argv=None):
@@ -55,8 +55,6 @@ def parse_args(argv=None):
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     # Cheap checks before the (possibly absent) VAE is sought.
-    if args.vae == "none":
-        raise UserError("--vae none: pixel-space training reads the image folder directly, there is nothing to cache")
     if not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} does not exist or is not a directory: give an ImageFolder root "
                         "(<root>/<class>/<image>)")
@@ -82,9 +80,12 @@ def main(argv=None):
         raise UserError("--device cuda, but no CUDA device is visible; use --device auto or cpu")
     state = PartialState(cpu=force_cpu(args.device == "cpu"))
     check_world(state)
-    vae = Autoencoder.load(args.vae, state.device)
+    vae = load_autoencoder(args.vae, state.device)
+    if vae.identity:
+        raise UserError(f"--vae {args.vae}: pixel-space training reads the image folder directly, there is nothing "
+                        "to cache")
     vae.latent_size(args.image_size)  # the VAE's factor must divide the image size
-    tokens = vae.kind == "tokens"
+    tokens = not vae.has_moments  # the cache holds encode()'s ids, not posterior moments
     if tokens and args.dtype is not None:
         raise UserError(f"--dtype: {args.vae} is a VQ tokenizer, whose ids are stored as integers; drop --dtype")
     index = build_cache(args.data, args.out, args.image_size, vae, state, args.batch_size, args.chunk_size,

@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from dit.registry import load_plugins
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
-
-METRICS = ("inception", "shapes", "video-shapes", "fvd")
+from dit.pipelines.evaluation import METRICS
+from dit.registry import load_plugins
 
 
 def parse_args(argv=None):
@@ -85,222 +83,57 @@ def parse_args(argv=None):
     return args, rest
 
 
-DEFAULT_CFG_SCALE = 1.0  # FID is measured without guidance unless --cfg-scale asks for it
+def prepare(args, rest, state, given):
+    """The pipeline of --ckpt and the drawing settings of the batch to score, checked; where it is cached."""
+    from dit.pipelines import cli, load
+    from dit.pipelines.evaluation import batch_path, sample_argv
+
+    argv = sample_argv(args, rest, given and given[0])
+    out = batch_path(args, argv)
+    flags = cli.parse([*argv, "--npz", str(out)], "the generation flags of evaluate.py")
+    pipe, spec = load(*cli.to_spec(flags), state.device)
+    return out, pipe, spec, flags
 
 
-def sample_argv(args, rest, given_clips: Path | None = None) -> list[str]:
-    """sample.py's flags for generating the evaluation batch (without --npz): balanced labels, or with
-    --given-frames the completion of `given_clips`. --cfg-scale 1 comes before the user's own flags, so
-    a --cfg-scale the user gives (in any spelling) wins."""
-    keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
-    what = (["--video-in", str(given_clips), "--given-frames", args.given_frames] if given_clips is not None
-            else ["--num-samples", str(args.num_samples), "--labels", "balanced"])
-    return ["--ckpt", args.ckpt, *what, "--device", args.device, "--cfg-scale", str(DEFAULT_CFG_SCALE), *keys, *rest]
+def generate(out, pipe, spec, flags, state) -> None:
+    """Draw the batch into `out` (resumable), or with --given-frames complete the clips on the main process."""
+    from dit.io.video import write_clip_npz
+    from dit.pipelines import clips, images
 
-
-def prediction_inputs(args) -> tuple[Path, int]:
-    """--given-frames: the first --num-samples clips of --ref, written for sample.py --video-in, and
-    how many frames are given (a prefix 0..G, as the prediction metrics need). Checked before any work."""
-    from dit.data.video_masks import parse_frames
-    from dit.io.video import read_clip_npz, write_clip_npz
-
-    clips, labels = read_clip_npz(args.ref)
-    n, frames = args.num_samples, clips.shape[1]
-    if len(clips) < n:
-        raise UserError(f"--ref {args.ref} holds {len(clips)} clips; --num-samples {n} needs that many")
-    given = parse_frames(args.given_frames, frames)
-    if given != list(range(len(given))) or not 2 <= len(given) <= frames - 2:
-        raise UserError(f"--given-frames {args.given_frames}: prediction is scored from the first frames, 0-G with "
-                        f"2 to {frames - 2} of the {frames} frames given (e.g. 0-{frames // 2 - 1})")
-    path = Path(args.cache_dir) / "samples" / f"given-{file_sha256(args.ref)[:12]}-{n}.npz"
-    write_clip_npz(path, clips[:n], None if labels is None else labels[:n])
-    return path, len(given)
-
-
-def generate_npz(args, argv) -> Path:
-    """sample.py's resumable, multi-process evaluation mode (balanced labels): returns the .npz path."""
-    import hashlib
-
-    import sample
-
-    key = hashlib.sha256(json.dumps([str(Path(args.ckpt).resolve()), argv]).encode()).hexdigest()[:12]
-    out = Path(args.cache_dir) / "samples" / f"{Path(args.ckpt).stem}-{args.num_samples}-{key}.npz"
-    sample.main([*argv, "--npz", str(out)])
-    return out
-
-
-def code_version() -> str | None:
-    """The git commit of this checkout, else the installed package's version (None if neither is known)."""
-    import subprocess
-    from importlib import metadata
-
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=30)
-        if res.returncode == 0 and res.stdout.strip():
-            return res.stdout.strip()
-    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, a hung filesystem
-        pass
-    for dist in dict.fromkeys(metadata.packages_distributions().get("dit", [])):  # the distribution named for dit/
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return None
-
-
-def file_sha256(path) -> str | None:
-    from dit.io.zoo import sha256_of
-
-    return sha256_of(Path(path)) if path and Path(path).is_file() else None
-
-
-def provenance(args, argv, num_samples: int) -> dict:
-    """What produced the numbers: checkpoint (and its sha256), the drawing flags, seeds, reference, code."""
-    record = {"checkpoint": None, "checkpoint_sha256": None, "sampler": None, "sampler_options": None, "steps": None,
-              "cfg_scale": None,
-              "cfg_channels": None, "guidance_interval": None, "eta": None, "precision": None, "labels": None,
-              "seeds": None, "classifier": None, "classifier_sha256": None, "classifier_scale": None,
-              "classifier_form": None, "tokenizer": None, "tokenizer_sha256": None, "frames": None}
-    if args.ckpt:
-        import sample
-        from dit.autoencoders.vq import tokenizer_file
-        from dit.io.checkpoint import checkpoint_sha256, load_weights
-        from dit.processes import process_from_meta
-        from dit.sampling import default_sampler
-
-        s = sample.parse_args([*argv, "--npz", "unused.npz"])
-        ckpt = load_weights(args.ckpt)
-        sample._keys(s, ckpt)  # --arch / --process as sample.py applied them
-        process = process_from_meta(ckpt.meta)
-        vae = s.vae or ckpt.meta.get("vae")
-        tokenizer = tokenizer_file(vae) if vae else None  # None: a VAE or pixels decoded the samples
-        record.update(checkpoint=args.ckpt, checkpoint_sha256=checkpoint_sha256(args.ckpt),
-                      sampler=s.sampler or default_sampler(process.key), sampler_options=sample.sampler_options(s),
-                      steps=s.steps or sample.default_steps(process),
-                      tokenizer=None if tokenizer is None else str(tokenizer),
-                      tokenizer_sha256=None if tokenizer is None else file_sha256(tokenizer),
-                      cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
-                      guidance_interval=s.guidance_interval, eta=s.eta, precision=s.precision,
-                      labels=f"--ref's first {num_samples}" if s.video_in else s.labels, frames=s.frames,
-                      seeds=[s.seed, s.seed + num_samples - 1])  # sample i used seed first + i
-        if s.classifier:  # classifier guidance (ADM): which classifier, how strong, in which form
-            from dit.sampling.classifier_guidance import resolve_form
-
-            record.update(classifier=s.classifier, classifier_sha256=checkpoint_sha256(s.classifier),
-                          classifier_scale=s.classifier_scale, classifier_form=resolve_form(s.classifier_form,
-                                                                                            record["sampler"]))
-    reference = {"shapes": "built-in shapes (dit/eval/metrics.py ShapesMetric)",
-                 "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)"}.get(args.metric, args.ref)
-    referenced = args.metric in ("inception", "fvd") or args.given_frames is not None  # --ref decides the numbers
-    return {**record, "num_samples": num_samples, "reference": args.ref if args.given_frames else reference,
-            "reference_sha256": file_sha256(args.ref) if referenced else None,
-            "code_version": code_version()}
-
-
-def keys_of(args) -> dict:
-    """The architecture and process that made the samples (None for existing --samples)."""
-    if not args.ckpt:
-        return {"arch": None, "process": None}
-    from dit.io.checkpoint import load_weights
-
-    ckpt = load_weights(args.ckpt)
-    return {"arch": args.arch or ckpt.arch, "process": args.process or ckpt.process}
-
-
-def check_fvd_inputs(args, rest: list[str]) -> None:
-    """--metric fvd: the reference clips, the clip counts and frames (the reference's and, from --ckpt,
-    the generated clips': sample.py's --frames or the checkpoint's F), and the I3D file (and its
-    sha256) checked before any generation, which can take hours."""
-    from dit.eval.fvd import EXPECTED_SHA256, load_i3d
-    from dit.io.video import read_clip_npz
-
-    real, _ = read_clip_npz(args.ref)
-    need = (args.fvd_frames - 1) * args.fvd_subsample + 1
-    if len(real) < args.fvd_clips:
-        raise UserError(f"--ref {args.ref} holds {len(real)} clips; --fvd-clips {args.fvd_clips} needs that many")
-    if real.shape[1] < need:
-        raise UserError(f"--ref clips have {real.shape[1]} frames; --fvd-frames {args.fvd_frames} every "
-                        f"--fvd-subsample {args.fvd_subsample} need {need}")
-    if args.ckpt and args.num_samples < args.fvd_clips:
-        raise UserError(f"--num-samples {args.num_samples} < --fvd-clips {args.fvd_clips}: generate at least as many")
-    if args.ckpt:
-        from dit.io.checkpoint import load_weights
-
-        flag = argparse.ArgumentParser(add_help=False)
-        flag.add_argument("--frames", type=int)
-        frames = flag.parse_known_args(rest)[0].frames or getattr(load_weights(args.ckpt).config, "frames", None)
-        if frames is not None and frames < need:
-            raise UserError(f"--ckpt {args.ckpt} draws {frames}-frame clips; --fvd-frames {args.fvd_frames} every "
-                            f"--fvd-subsample {args.fvd_subsample} need {need}: lower them")
-    load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, "cpu")
-
-
-def clip_metrics(args, source, device, num_processes: int = 1, given: tuple[Path, int] | None = None):
-    """The clip metrics of an .npz of uint8 clips (N, F, H, W, 3): the moving-shapes metric, or FVD."""
-    from dit.io.video import read_clip_npz
-
-    if Path(str(source)).suffix != ".npz":
-        raise UserError(f"--metric {args.metric} reads clips from an .npz (arr_0 uint8 (N, F, H, W, 3)), not {source}")
-    clips, labels = read_clip_npz(source)
-    if args.metric == "video-shapes":
-        from dit.eval.video_metrics import VideoShapesMetric
-
-        steps = args.classifier_steps  # both judges' training steps (None: their defaults)
-        metric = VideoShapesMetric(clips.shape[2], clips.shape[1], args.cache_dir, device=device,
-                                   frame_judge_steps=steps, motion_steps=steps)
-        if given is not None:  # prediction: the completions against the real clips they continue
-            real, _ = read_clip_npz(given[0])
-            result = {"given_frames": args.given_frames, **metric.prediction_metrics(clips, real, given[1])}
-        else:
-            result = metric.compute(clips, labels)
-        result.pop("per_sample")
-        return result, len(clips)
-    from dit.eval.fvd import EXPECTED_SHA256, FVDSettings, fvd, load_i3d
-
-    real, _ = read_clip_npz(args.ref)
-    settings = FVDSettings(num_frames=args.fvd_frames, clip_count=args.fvd_clips, subsample_factor=args.fvd_subsample,
-                           real_split=args.fvd_real_split, num_processes=num_processes)
-    net = load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, device)
-    return fvd(real, clips, net, settings), len(clips)
+    show = state.is_main_process and not flags.no_progress
+    if not spec.video_in:
+        images.sample_npz(pipe, spec, out, flags.batch_size, state, show)
+    elif state.is_main_process:
+        done, labels, _ = clips.complete(pipe, spec, flags.batch_size, state.device, show)
+        write_clip_npz(out, done, labels)
 
 
 def main(argv=None):
     args, rest = parse_args(argv)
     import torch
-    from accelerate import PartialState
 
-    from dit.dist import check_world, force_cpu
+    from dit.dist import accelerate_state
     from dit.io.atomic import write_json
-    from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
+    from dit.pipelines import evaluation
+    from dit.pipelines.spec import EMPTY_PROVENANCE
 
+    given = evaluation.prediction_inputs(args) if args.given_frames is not None else None
+    state = accelerate_state(args.device)
+    out, pipe, spec, flags = prepare(args, rest, state, given) if args.ckpt else (args.samples, None, None, None)
     if args.metric == "fvd":
-        check_fvd_inputs(args, rest)
-    given = prediction_inputs(args) if args.given_frames is not None else None
-    argv = sample_argv(args, rest, given and given[0]) if args.ckpt else None
-    source = generate_npz(args, argv) if args.ckpt else args.samples
-    state = PartialState(cpu=force_cpu(args.device == "cpu"))
-    check_world(state)
+        evaluation.check_fvd_inputs(args, pipe and (spec.frames or pipe.max_frames))
+    if pipe is not None:
+        generate(out, pipe, spec, flags, state)
     if not state.is_main_process:
         return
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     if args.metric in ("video-shapes", "fvd"):
-        result, n = clip_metrics(args, source, device, state.num_processes, given)
-        result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, n), **result}
-        print(json.dumps(result))
-        if args.out:
-            write_json(args.out, result)
-        return
-    images, labels = load_images(source)
-    if args.metric == "shapes":
-        result = ShapesMetric(images.shape[1], args.cache_dir, device=device,
-                              classifier_steps=args.classifier_steps)(images, labels)
+        result, n = evaluation.clip_metrics(args, out, device, state.num_processes, given)
     else:
-        extractor = InceptionFeatures(args.inception_weights, device)
-        result = inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
-                                   prc=not args.no_prc, cache_dir=args.cache_dir)
-    result = {"samples": str(source), "metric": args.metric, **keys_of(args), **provenance(args, argv, len(images)),
-              **result}
+        result, n = evaluation.image_metrics(args, out, device)
+    made = ({"arch": pipe.checkpoint.arch, "process": pipe.checkpoint.process, **pipe.provenance(spec, n)} if pipe
+            else {"arch": None, "process": None, **EMPTY_PROVENANCE})
+    result = {"samples": str(out), "metric": args.metric, **made, **evaluation.reference_record(args, n), **result}
     print(json.dumps(result))
     if args.out:
         write_json(args.out, result)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dit.autoencoders.vae import DEFAULT_VAE, PIXEL, Autoencoder, ChannelNorm
+from dit.autoencoders import DEFAULT_VAE, ChannelNorm, load_autoencoder
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
 from dit.io.checkpoint import load_model
-from dit.io.diffusers import EXPORTS, check_exportable
-from dit.io.diffusers_pipeline import save_diffusers_pipeline
+from dit.io.diffusers_transformer import EXPORTS, check_exportable
+from dit.pipelines.export import save_diffusers_pipeline
 from dit.processes import process_from_meta
 
 
@@ -42,8 +42,9 @@ def main(argv=None):
         raise UserError(f"cannot export: {args.ckpt} was trained with --latent-norm channel, and DiTPipeline decodes "
                         "with one scalar scaling_factor; sample it with sample.py instead")
     vae_name = args.vae or ckpt.meta.get("vae") or DEFAULT_VAE
-    check_exportable(model.config, pixel_space=vae_name == PIXEL)
-    vae = Autoencoder.load(vae_name)
+    check_exportable(model.config)  # the network first: refused before a VAE that may be absent is sought
+    vae = load_autoencoder(vae_name)
+    check_exportable(model.config, pixel_space=vae.diffusers_vae is None)  # DiTPipeline decodes with an AutoencoderKL
     if vae.latent_channels != model.in_channels:
         raise UserError(f"cannot export: the VAE {vae_name} gives {vae.latent_channels}-channel latents but the "
                         f"model takes {model.in_channels}; pass the --vae it was trained with")

@@ -25,6 +25,7 @@ import sys
 
 from dit.cli import run_cli
 from dit.errors import UserError
+from dit.networks import CLASSIFIER, role_of
 from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from dit.training.flags import config_from_args, training_parser
 from dit.training.loop import run_training
@@ -33,8 +34,8 @@ from dit.training.setup import check_latent_norm, resolve_tokens
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     args = training_parser(__doc__.split("\n")[0], PRESETS, DEFAULT_PRESET).parse_args(argv)
-    if args.arch == "noisy-classifier":
-        raise UserError("--arch noisy-classifier trains a classifier for guidance: use train_classifier.py")
+    if role_of(args.arch) == CLASSIFIER:
+        raise UserError(f"--arch {args.arch} trains a classifier for guidance: use train_classifier.py")
     config = config_from_args(args, resolve=resolve_tokens)  # a tokenizer --vae: token-dit, vq-diffusion, its K
     check_latent_norm(config)
     return config, args

@@ -21,6 +21,7 @@ import sys
 
 from dit.cli import run_cli
 from dit.errors import UserError
+from dit.networks import CLASSIFIER, get_architecture, keys_with_role
 from dit.training.classifier_objective import NoisyClassification
 from dit.training.config import CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, TrainConfig
 from dit.training.flags import config_from_args, training_parser
@@ -32,16 +33,16 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     parser = training_parser(__doc__.split("\n")[0], CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, recipes=False)
     args = parser.parse_args(argv)
     config = config_from_args(args, CLASSIFIER_PRESETS)
-    if config.arch != "noisy-classifier":
-        raise UserError(f"train_classifier.py trains --arch noisy-classifier, got --arch {config.arch}; "
-                        "train generators with train.py")
+    if get_architecture(config.arch).role != CLASSIFIER:
+        raise UserError(f"train_classifier.py trains --arch {' or '.join(keys_with_role(CLASSIFIER))}, got --arch "
+                        f"{config.arch}; train generators with train.py")
     check_latent_norm(config)
     return config, args
 
 
 def main(argv=None):
     config, args = parse_args(argv)
-    return run_training(config, args, NoisyClassification, export_meta={"objective": "noisy-classification"})
+    return run_training(config, args, NoisyClassification, export_meta={"objective": NoisyClassification.key})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ VQ-VAE loss's commitment term on the encoder (dit/networks/vq_tokenizer.py says 
 differs); the loss, k-means init and dead-code restarts are dit/training/vq_objective.py.
 Checkpoints, exact resume (re-run the same command), SIGTERM and bad-input rules are train.py's;
 the export (`export.safetensors`, the raw weights with the presets' --ema-decay 0) carries the
-tokenizer's config, and `Autoencoder.load(RUN_DIR)` (dit/autoencoders/vq.py) reads it.
+tokenizer's config, and `load_autoencoder(RUN_DIR)` (dit/autoencoders/vq.py) reads it.
 """
 
 from __future__ import annotations
@@ -23,21 +23,20 @@ import sys
 
 from dit.cli import run_cli
 from dit.errors import UserError
+from dit.networks import TOKENIZER, get_architecture, keys_with_role
 from dit.training.config import DEFAULT_VQ_PRESET, SHAPES, VQ_PRESETS, TrainConfig
 from dit.training.flags import config_from_args, training_parser
 from dit.training.loop import run_training
 from dit.training.vq_objective import VQObjective
-
-ARCH = "vq-tokenizer"
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     parser = training_parser(__doc__.split("\n")[0], VQ_PRESETS, DEFAULT_VQ_PRESET, recipes=False)
     args = parser.parse_args(argv)
     config = config_from_args(args, VQ_PRESETS)
-    if config.arch != ARCH:
-        raise UserError(f"train_vq.py trains --arch {ARCH}, got --arch {config.arch}; train generators with "
-                        "train.py and classifiers with train_classifier.py")
+    if get_architecture(config.arch).role != TOKENIZER:
+        raise UserError(f"train_vq.py trains --arch {' or '.join(keys_with_role(TOKENIZER))}, got --arch {config.arch}; "
+                        "train generators with train.py and classifiers with train_classifier.py")
     if config.data != SHAPES:
         from dit.data.latent_cache import is_cache
 
@@ -49,7 +48,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
 
 def main(argv=None):
     config, args = parse_args(argv)
-    meta = {"objective": "vq-tokenizer", "codebook_size": config.codebook_size}
+    meta = {"objective": VQObjective.key, "codebook_size": config.codebook_size}
     return run_training(config, args, lambda process: VQObjective(config), export_meta=meta)
 
 

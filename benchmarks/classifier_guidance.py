@@ -126,7 +126,7 @@ def make_judge(out: Path):
 
 
 def generate(run: Path, classifier_run: Path, labels, sampler: str, scale: float, args) -> np.ndarray:
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
     from dit.sampling.classifier_guidance import check_classifier
@@ -137,7 +137,7 @@ def generate(run: Path, classifier_run: Path, labels, sampler: str, scale: float
     process = process_from_meta(ckpt.meta)
     check_classifier(classifier, cls_ckpt.meta, model, ckpt.meta, process, str(classifier_run))
     model.eval(), classifier.eval().requires_grad_(False)
-    vae = Autoencoder.load("none")
+    vae = load_autoencoder("none")
     out = []
     for a in range(0, len(labels), 100):
         b = min(a + 100, len(labels))

@@ -7,7 +7,7 @@
 Exports --ckpt with export_diffusers.py, then draws the same seeds and labels three ways: our
 `--sampler diffusers-ddim`, stock DiTPipeline, and stock DiTPipeline with its timestep frequencies
 patched to DiT's convention (downscale_freq_shift 0): the one difference an export carries
-(dit/io/diffusers.py). Prints one JSON row per (steps, cfg): PSNR in dB and mean / max absolute
+(dit/io/diffusers_transformer.py). Prints one JSON row per (steps, cfg): PSNR in dB and mean / max absolute
 difference in 0..255 levels, both uint8 with our rounding.
 """
 

@@ -86,7 +86,7 @@ def main(argv=None):
     from dit.processes import process_from_meta
     from dit.sampling import sampler_names
     from dit.sampling.generate import generate_images as generate
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
 
     SAMPLER_NAMES = sampler_names("gaussian")
     bad = [s for s in args.samplers if s not in SAMPLER_NAMES]
@@ -103,7 +103,7 @@ def main(argv=None):
         raise UserError("--metric inception needs --ref")
     model, ckpt = load_model(args.ckpt)
     diffusion = process_from_meta(ckpt.meta)
-    vae = Autoencoder.load(ckpt.meta.get("vae", "none"))
+    vae = load_autoencoder(ckpt.meta.get("vae", "none"))
     n = args.num_samples
     labels = np.arange(n) % model.num_classes
     if args.metric == "shapes":

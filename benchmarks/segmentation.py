@@ -68,14 +68,14 @@ def main(argv=None):
 
     import torch
 
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
     from dit.segmentation.truth import SEED, VALIDATION_SEED, shapes_with_truth
 
     model, ckpt = load_model(str(run))
     model.requires_grad_(False)
-    process, vae = process_from_meta(ckpt.meta), Autoencoder.load("none")
+    process, vae = process_from_meta(ckpt.meta), load_autoencoder("none")
     size = model.input_size
     meta = {"kind": "meta", "command": shlex.join([sys.executable, *sys.argv]), "machine": cpu_model(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "checkpoint": str(run),

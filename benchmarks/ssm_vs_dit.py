@@ -206,14 +206,14 @@ def evaluate(model: str, out: Path, judge, args) -> dict:
     """`model`'s EMA weights: --samples samples from seeds 0..N-1, balanced labels, DDIM, cfg 3, judged."""
     import torch
 
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
     from dit.sampling.generate import generate_images
 
     network, ckpt = load_model(str(out / "runs" / model))
     network.eval()
-    process, vae = process_from_meta(ckpt.meta), Autoencoder.load("none")
+    process, vae = process_from_meta(ckpt.meta), load_autoencoder("none")
     n = args.samples
     labels = np.arange(n) % network.num_classes
     with torch.no_grad():

@@ -221,7 +221,7 @@ def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int,
     `variants`, the others) once."""
     import torch
 
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
     from dit.sampling.generate import generate_images
@@ -235,7 +235,7 @@ def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int,
         return
     model, ckpt = load_model(str(ckpt_dir))
     process = process_from_meta(ckpt.meta)
-    vae = Autoencoder.load("none")
+    vae = load_autoencoder("none")
     n = args.num_samples
     labels = np.arange(n) % model.num_classes
     for sampler, steps in todo:

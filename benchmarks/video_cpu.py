@@ -246,7 +246,7 @@ def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarr
     import torch
 
     from dit.autoencoders.pixels import from_uint8
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.data.video_masks import frames_mask
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
@@ -254,7 +254,7 @@ def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarr
 
     model, ckpt = load_model(str(run))
     model.eval()
-    process, vae = process_from_meta(ckpt.meta), Autoencoder.load("none")
+    process, vae = process_from_meta(ckpt.meta), load_autoencoder("none")
     F_, _, side, _ = model.input_shape
     out = []
     for a in range(0, len(labels), 100):

@@ -189,10 +189,10 @@ def ceiling(out: Path, tokenizer: Path, judge, args) -> dict:
     import torch
 
     from dit.autoencoders.pixels import to_uint8
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.data.shapes import ShapesDataset
 
-    ae = Autoencoder.load(str(tokenizer))
+    ae = load_autoencoder(str(tokenizer))
     x, y = ShapesDataset(args.samples, 16, seed=1).tensors()
     with torch.no_grad():
         rec = torch.cat([ae.decode(ae.encode(x[a:a + args.batch])) for a in range(0, len(x), args.batch)])
@@ -208,13 +208,13 @@ def quality(out: Path, run: Path, tokenizer: Path, judge, steps: int, args) -> d
     """The EMA network's N samples at `steps` ancestral steps (seeds 0..N-1, labels i % 10), judged; timed."""
     import torch
 
-    from dit.autoencoders.vae import Autoencoder
+    from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
     from dit.processes import process_from_meta
     from dit.sampling.generate import generate_images
 
     network, ckpt = load_model(str(run))
-    process, vae = process_from_meta(ckpt.meta), Autoencoder.load(str(tokenizer))
+    process, vae = process_from_meta(ckpt.meta), load_autoencoder(str(tokenizer))
     n, bs = args.samples, args.batch
     labels = np.arange(n) % network.num_classes
     stats, t0 = {}, time.perf_counter()

@@ -2,14 +2,14 @@
 
     python benchmarks/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
 
-For each model: the same weights in both (converted with dit/io/diffusers.py), the same inputs; timed
+For each model: the same weights in both (converted with dit/io/diffusers_transformer.py), the same inputs; timed
 in alternation (ours, theirs, ours, ...) so that machine noise hits both alike:
 - train: forward, hybrid loss, backward and an AdamW step (fp32; fused AdamW for both);
 - sample: one classifier-free-guided denoiser call (the batch doubled with the null class), as a
   sampler makes at every step.
 `--compile` compiles the transformer blocks of both. Reported: images/s of each and the ratio ours /
 diffusers (> 1: ours is faster), and the largest difference between the two outputs (they compute
-the same function: the timestep features are aligned first, see dit/io/diffusers.py). Prints a table;
+the same function: the timestep features are aligned first, see dit/io/diffusers_transformer.py). Prints a table;
 --json writes the rows.
 """
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
 from dit.networks.dit_config import preset_config  # noqa: E402
-from dit.io.diffusers import config_to_diffusers, to_diffusers  # noqa: E402
+from dit.io.diffusers_transformer import config_to_diffusers, to_diffusers  # noqa: E402
 from dit.networks.conditioning import as_cond  # noqa: E402
 from dit.networks.dit import DiT  # noqa: E402
 from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
@@ -61,7 +61,7 @@ def pair(name: str, image_size: int, device):
                 p.normal_(0, 0.02)
     theirs = DiTTransformer2DModel(**config_to_diffusers(cfg))
     theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.depth), strict=True)
-    for block in theirs.transformer_blocks:  # DiT's sinusoid convention (see dit/io/diffusers.py)
+    for block in theirs.transformer_blocks:  # DiT's sinusoid convention (see dit/io/diffusers_transformer.py)
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     return ours.to(device), DiffusersAsDiT(theirs).to(device)
 

@@ -29,3 +29,19 @@ def check_world(state) -> None:
             f"launched as {launched_world_size()} processes but the process group has {state.num_processes}: "
             "every process would repeat the whole job"
         )
+
+
+def accelerate_state(device: str = "auto"):
+    """accelerate's PartialState for a script's --device (auto, cuda, mps, cpu), refused in one line
+    when the device asked for is not there; checked against the launched world size."""
+    from accelerate import PartialState
+
+    from dit.errors import UserError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is visible; use --device auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps, but MPS is not available; use --device auto or cpu")
+    state = PartialState(cpu=force_cpu(device == "cpu"))
+    check_world(state)
+    return state

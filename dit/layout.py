@@ -14,6 +14,9 @@ under two keys: GIVEN, broadcastable to x, 1 where a position is given (kept cle
 is generated (VDT writes the opposite, m = 1 to generate); CLEAN, x's shape, the given values. A
 network that reads them replaces x by CLEAN where GIVEN is 1; a process averages its loss over the
 rest (processes/base.py: mean_over_generated); a sampler needs to know nothing.
+
+What an autoencoder gives (dit/autoencoders/base.py, `Autoencoder.data_kind`): CONTINUOUS float
+latents (C, h, w) (pixels are the identity's), or TOKENS, integer ids (h, w) of a codebook.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import torch
 
 IMAGE_DIMS, CLIP_DIMS = 4, 5
+CONTINUOUS, TOKENS = "continuous", "tokens"
 GIVEN, CLEAN = "given", "clean"
 # cond key of joint image-video training (Latte+IMG): per sample, how many frames after the full-length
 # clip are independent images (they pass a video network's spatial blocks only).
@@ -57,3 +61,14 @@ def split_output(output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, t
 def first_channels(output: torch.Tensor, k: int) -> torch.Tensor:
     """A view of the first k channels of a batch (the slice guidance and schedulers act on)."""
     return output.narrow(channel_dim(output), 0, k)
+
+
+def values_of(layout: str) -> str:
+    """What the elements of a sample of `layout` ("image", "clip" or "tokens": an architecture's
+    data_kind) are: TOKENS for token ids, CONTINUOUS otherwise."""
+    return TOKENS if layout == TOKENS else CONTINUOUS
+
+
+# How messages name an autoencoder that gives each kind of data, and the data itself.
+AUTOENCODER_OF = {CONTINUOUS: "a VAE (or pixel space)", TOKENS: "a VQ tokenizer"}
+DATA_OF = {CONTINUOUS: "continuous latents", TOKENS: "token ids"}

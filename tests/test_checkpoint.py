@@ -9,7 +9,7 @@ from conftest import TINY, randomize
 from dit.io.checkpoint import load_model, load_weights, save_export
 from dit.networks.dit_config import infer_config
 from dit.networks.dit_config import ModelConfig, preset_config
-from dit.io.diffusers import config_to_diffusers, from_diffusers, to_diffusers
+from dit.io.diffusers_transformer import config_to_diffusers, from_diffusers, to_diffusers
 from dit.errors import UserError
 from dit.autoencoders.vae import LATENT_SCALE, Autoencoder
 from dit.networks.dit import DiT
@@ -102,7 +102,7 @@ def test_diffusers_transformer_and_pipeline_dirs_match_diffusers_outputs(tmp_pat
     ours = randomize(DiT.from_config(cfg)).eval()
     theirs = DiTTransformer2DModel(**config_to_diffusers(cfg)).eval()
     theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.depth), strict=True)
-    for block in theirs.transformer_blocks:  # diffusers shifts its frequencies by one (see dit/io/diffusers.py)
+    for block in theirs.transformer_blocks:  # diffusers shifts its frequencies by one (see dit/io/diffusers_transformer.py)
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     x, t, y = _inputs(cfg)
     with torch.no_grad():

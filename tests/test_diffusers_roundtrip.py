@@ -14,7 +14,7 @@ from dit.autoencoders.pixels import to_uint8
 from dit.autoencoders.vae import Autoencoder
 from dit.cli import run_cli
 from dit.io.checkpoint import load_model, save_export
-from dit.io.diffusers import EXPORTS
+from dit.io.diffusers_transformer import EXPORTS
 from dit.networks.dit import DiT
 from dit.networks.dit_config import ModelConfig, infer_config
 from dit.networks.layers import timestep_embedding

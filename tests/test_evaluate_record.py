@@ -12,6 +12,7 @@ from conftest import ROOT, TINY, randomize
 
 import evaluate
 import sample
+from dit.pipelines import evaluation
 from dit.cli import run_cli
 from dit.io.checkpoint import checkpoint_sha256, load_weights, save_export, weights_files
 from dit.networks.dit import DiT
@@ -71,14 +72,13 @@ def test_reference_file_is_recorded_with_its_hash(tmp_path):
     ref = tmp_path / "ref.npz"
     np.savez(ref, mu=np.zeros(4), sigma=np.eye(4))
     args, rest = evaluate.parse_args(["--samples", str(tmp_path / "s.npz"), "--ref", str(ref)])
-    record = evaluate.provenance(args, None, 10)
-    assert (record["reference"], record["reference_sha256"]) == (str(ref), sha256(ref))
-    assert record["checkpoint"] is None and record["sampler"] is None and record["num_samples"] == 10
+    record = evaluation.reference_record(args, 10)
+    assert (record["reference"], record["reference_sha256"]) == (str(ref), sha256(ref)) and record["num_samples"] == 10
 
 
 def test_code_version_falls_back_to_the_package_version_without_git(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere
-    assert evaluate.code_version() == package_version()
+    assert evaluation.code_version() == package_version()
 
 
 def test_checkpoint_hash_is_of_the_file_the_loader_reads(tmp_path):

@@ -17,6 +17,7 @@ from test_train import ENV, metrics, tiny_argv, train_run
 
 import cache_latents
 import train
+from dit.autoencoders.pixels import PixelSpace
 from dit.autoencoders.vae import NORM_KEYS, Autoencoder, ChannelNorm
 from dit.cli import run_cli
 from dit.data import latent_cache, shapes
@@ -75,7 +76,7 @@ def test_encode_applies_and_decode_inverts(tiny_vae_dir):
     torch.testing.assert_close(ns, s / norm._std, rtol=0, atol=1e-6)
     torch.testing.assert_close(norm.denormalize(norm.normalize(m)), m, rtol=0, atol=1e-6)
     torch.testing.assert_close(normed.decode(nm), plain.decode(m), rtol=0, atol=1e-5)  # same image either way
-    pixels = Autoencoder(channel_norm=ChannelNorm([0.1, 0.2, 0.3], [2.0, 0.5, 1.0]))  # identity VAE: exact round trip
+    pixels = PixelSpace(channel_norm=ChannelNorm([0.1, 0.2, 0.3], [2.0, 0.5, 1.0]))  # identity: exact round trip
     torch.testing.assert_close(pixels.decode(pixels.encode(x)), x, rtol=0, atol=1e-6)
     assert plain.norm_meta() == {} and normed.norm_meta() == dict(zip(NORM_KEYS, (norm.mean, norm.std)))
     with pytest.raises(UserError, match="3 channels but the VAE"):

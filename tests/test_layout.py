@@ -1,7 +1,8 @@
 """The package graph: sub-packages in layers, no cycles, modules of a readable size.
 
 A module may import from its own sub-package and from the layers before its own, never after:
-networks and processes know nothing of sampling, training, io or eval; the shared plumbing
+networks and processes know nothing of sampling, training, io or eval; io (files and formats) knows
+nothing of autoencoders or sampling; pipelines, the last layer, are what scripts call; the shared plumbing
 (errors, cli, registry, precision, dist) knows nothing of any sub-package. Every import counts,
 also those inside functions.
 """
@@ -19,11 +20,12 @@ LAYERS = [
     {"errors"},
     {"cli", "registry", "precision", "dist", "layout"},
     {"networks", "processes"},
+    {"io"},
     {"autoencoders"},
     {"sampling"},
-    {"io"},
     {"data"},
     {"training", "eval", "analysis", "segmentation"},
+    {"pipelines"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 400
@@ -97,3 +99,114 @@ def test_the_layer_check_can_fail(monkeypatch):
     assert "dit.networks.layers" in original
     bad = [m for m in original | {"dit.training.config"} if unit(m) != "networks" and LAYER[unit(m)] >= LAYER["networks"]]
     assert bad == ["dit.training.config"]
+
+
+# --- no special cases: outside the registries, nothing branches on a key, a kind or a concrete class ---
+
+def registered_names() -> set[str]:
+    """Every architecture and process key and every autoencoder kind (the plugins' too, once loaded)."""
+    from dit.networks import ARCHITECTURES
+    from dit.processes import PROCESSES
+
+    names = set(ARCHITECTURES.keys()) | set(PROCESSES.keys()) | {"tokens", "latents", "pixels"}
+    try:
+        from dit.autoencoders.registry import AUTOENCODERS
+
+        names |= set(AUTOENCODERS.keys())
+    except ImportError:
+        pass
+    return names
+
+
+def concrete_classes() -> set[str]:
+    """Names of the registered networks' and processes' classes and the autoencoders' implementations."""
+    import inspect
+
+    from dit.networks import ARCHITECTURES
+    from dit.processes import PROCESSES
+
+    names = {PROCESSES.get(k).__name__ for k in PROCESSES.keys()}
+    for k in ARCHITECTURES.keys():
+        build = ARCHITECTURES.get(k).build
+        names.add(build.__self__.__name__ if inspect.ismethod(build) else getattr(build, "__name__", ""))
+    return names - {"", "<lambda>"}
+
+
+def checked_files():
+    """The library outside the modules that define and register the keys, and every script."""
+    for path in sorted((ROOT / "dit").rglob("*.py")):
+        yield path
+    yield from sorted(ROOT.glob("*.py"))
+
+
+# Each entry: (file relative to the root, the offending source line's stripped text prefix) -> why it stays.
+SPECIAL_CASE_ALLOWED = {}
+
+
+def special_cases(path, names: set[str], classes: set[str], root=ROOT) -> list[str]:
+    """Lines of `path` that branch on a registered name, probe an object with hasattr / a defaulted getattr,
+    or test a concrete class with isinstance."""
+    tree = ast.parse(path.read_text())
+    lines = path.read_text().splitlines()
+    found = []
+
+    def here(node, what):
+        found.append(f"{path.relative_to(root)}:{node.lineno}: {what}: {lines[node.lineno - 1].strip()[:100]}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            consts = [c for c in [node.left, *node.comparators] for c in ast.walk(c)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in names]
+            if consts:
+                here(node, f"compares with {consts[0].value!r}")
+        elif isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+            if keys and set(keys) <= names:
+                here(node, f"a table keyed by {keys[0]!r}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "hasattr":
+                here(node, "hasattr probe")
+            elif node.func.id == "getattr" and len(node.args) == 3:
+                here(node, "getattr with a default")
+            elif node.func.id == "isinstance" and len(node.args) == 2:
+                kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+                bad = [k.id for k in kinds if isinstance(k, ast.Name) and k.id in classes]
+                if bad:
+                    here(node, f"isinstance of the concrete {bad[0]}")
+    return found
+
+
+def _owner_of(path, names) -> set[str]:
+    """The keys a module defines itself (`key = "flow"`, `Architecture("dit", ...)`, `register_*("x", ...)`):
+    a module may name its own key."""
+    text = path.read_text()
+    return {n for n in names if f'"{n}"' in text and (f'key = "{n}"' in text or f'Architecture(\n    "{n}"' in text
+                                                       or f'Architecture("{n}"' in text or f'KEY = "{n}"' in text
+                                                       or f'ARCH = "{n}"' in text)}
+
+
+def test_no_code_special_cases_a_system():
+    names, classes = registered_names(), concrete_classes()
+    found = []
+    for path in checked_files():
+        own = _owner_of(path, names)
+        for line in special_cases(path, names - own, classes):
+            rel, _, rest = line.partition(":")
+            text = rest.split(": ", 2)[-1]
+            if not any(rel == f and text.startswith(prefix) for f, prefix in SPECIAL_CASE_ALLOWED):
+                found.append(line)
+    assert not found, "special cases (declare a capability instead, or justify an entry in SPECIAL_CASE_ALLOWED):\n" + \
+        "\n".join(found)
+
+
+def test_the_special_case_check_can_fail(tmp_path):
+    """Each kind of special case is seen: a key compared, a table keyed by keys, a probe, a concrete class."""
+    bad = tmp_path / "bad.py"
+    bad.write_text('def f(process, net):\n'
+                   '    if process.key == "flow":\n'
+                   '        return hasattr(net, "blocks")\n'
+                   '    times = {"gaussian": 500, "flow": 0.2}\n'
+                   '    return isinstance(net, DiT) or getattr(net, "blocks", None)\n')
+    found = special_cases(bad, {"flow", "gaussian"}, {"DiT"}, root=tmp_path)
+    assert [f.split(": ")[1] for f in found] == ["compares with 'flow'", "hasattr probe", "a table keyed by 'gaussian'",
+                                                 "isinstance of the concrete DiT", "getattr with a default"], found

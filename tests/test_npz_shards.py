@@ -17,6 +17,9 @@ from conftest import ROOT, TINY, randomize
 from test_sweep import adm_read_batches
 
 import sample
+from dit.io.checkpoint import load_weights
+from dit.pipelines import Pipeline, SamplingSpec
+from dit.pipelines.images import make_labels, sample_npz
 from dit.cli import run_cli
 from dit.io.checkpoint import save_export
 from dit.networks.dit import DiT
@@ -57,8 +60,8 @@ def test_hundreds_of_shards_assemble_under_a_low_open_file_limit(tiny_export, tm
         assert np.array_equal(np.concatenate(list(adm_read_batches(many, 7))), a["arr_0"])
 
 
-def _interrupt_after(monkeypatch, shards, real=sample.generate):
-    """Make sample.generate raise KeyboardInterrupt on call number `shards` + 1 (after that many shards)."""
+def _interrupt_after(monkeypatch, shards, real=Pipeline.generate):
+    """Make Pipeline.generate raise KeyboardInterrupt on call number `shards` + 1 (after that many shards)."""
     calls = []
 
     def flaky(*a, **k):
@@ -67,7 +70,7 @@ def _interrupt_after(monkeypatch, shards, real=sample.generate):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(sample, "generate", flaky)
+    monkeypatch.setattr(Pipeline, "generate", flaky)
     return real
 
 
@@ -89,7 +92,7 @@ def test_resume_keeps_only_shards_whose_record_matches(tiny_export, tmp_path, mo
     shutil.copy(tmp_path / "b3.npz.parts" / "00000000.npz", parts / "00000000.npz")  # samples 0..2, not 0..1
 
     calls = []
-    monkeypatch.setattr(sample, "generate", lambda *a, **k: (calls.append(list(a[3])), real(*a, **k))[1])
+    monkeypatch.setattr(Pipeline, "generate", lambda *a, **k: (calls.append(list(a[2])), real(*a, **k))[1])
     assert run([*base, "--batch-size", 2, "--npz", tmp_path / "r.npz"]) == 0
     assert calls == [[0, 1], [2, 3], [6, 7], [8, 9]]  # only shard 4 was reused
     with np.load(tmp_path / "r.npz") as got, np.load(clean) as want:
@@ -105,29 +108,31 @@ def test_a_changed_checkpoint_is_not_taken_for_the_same_one(tiny_export, tmp_pat
             "--no-progress"]
     real = _interrupt_after(monkeypatch, 1)
     assert run(argv) == 130
-    vae = str(sample.load_weights(str(tiny_export)).meta["vae"])
+    vae = str(load_weights(str(tiny_export)).meta["vae"])
     save_export(ckpt / "export.safetensors", randomize(DiT.from_config(ModelConfig(**TINY)), seed=1), image_size=16,
                 vae=vae)
     calls = []
-    monkeypatch.setattr(sample, "generate", lambda *a, **k: (calls.append(list(a[3])), real(*a, **k))[1])
+    monkeypatch.setattr(Pipeline, "generate", lambda *a, **k: (calls.append(list(a[2])), real(*a, **k))[1])
     assert run(argv) == 0
     assert calls == [[0, 1], [2, 3]]
 
 
 def test_assembly_holds_one_shard_in_memory_not_all_images_twice(tiny_export, tmp_path, monkeypatch):
     n, bs, side = 1024, 16, 64
-    args = sample.parse_args(["--ckpt", str(tiny_export), "--num-samples", str(n), "--npz", str(tmp_path / "m.npz"),
-                              "--batch-size", str(bs), "--no-progress"])
+    spec = SamplingSpec(sampler="ddpm", steps=1, num_samples=n)
 
-    def fake_generate(model, vae, process, indices, labels, args, device, stats=None):
+    def fake_generate(self, spec, indices, labels, device, stats=None):
         return np.stack([np.full((side, side, 3), i % 251, np.uint8) for i in indices])
 
-    monkeypatch.setattr(sample, "generate", fake_generate)
-    one = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, wait_for_everyone=lambda: None)
+    monkeypatch.setattr(Pipeline, "generate", fake_generate)
+    monkeypatch.setattr(Pipeline, "shard_settings", lambda self, spec: {"fake": True})
+    pipe = Pipeline(SimpleNamespace(num_classes=10), None, None, None, None)
+    one = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, wait_for_everyone=lambda: None,
+                          device="cpu")
     total = n * side * side * 3  # 12.6 MB of images, 196 KB per shard
     tracemalloc.start()
     try:
-        sample.sample_npz(SimpleNamespace(num_classes=10), None, None, args, one, "cpu")
+        sample_npz(pipe, spec, tmp_path / "m.npz", bs, one, show=False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -136,4 +141,4 @@ def test_assembly_holds_one_shard_in_memory_not_all_images_twice(tiny_export, tm
         images = data["arr_0"]
         assert images.shape == (n, side, side, 3) and images.dtype == np.uint8
         assert np.array_equal(images[:, 0, 0, 0], np.arange(n) % 251)
-        assert np.array_equal(data["arr_1"], sample.make_labels(n, 10, "uniform", 0))
+        assert np.array_equal(data["arr_1"], make_labels(n, 10, "uniform", 0))

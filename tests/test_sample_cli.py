@@ -10,6 +10,7 @@ from conftest import ROOT, TINY, free_port, randomize
 from PIL import Image
 
 import sample
+from dit.pipelines import Pipeline
 from dit.networks.dit_config import ModelConfig
 from dit.cli import run_cli
 from dit.networks.dit import DiT
@@ -55,20 +56,20 @@ def test_npz_format_and_resume_after_interruption(tiny_export, tmp_path, monkeyp
     assert not (tmp_path / "s.npz.parts").exists()
 
     # Interrupt a second run after its first shard, then rerun: only the missing shards are sampled.
-    npz2, calls, real = tmp_path / "r.npz", [], sample.generate
+    npz2, calls, real = tmp_path / "r.npz", [], Pipeline.generate
 
     def flaky(*a, **k):
-        calls.append(list(a[3]))
+        calls.append(list(a[2]))
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(sample, "generate", flaky)
+    monkeypatch.setattr(Pipeline, "generate", flaky)
     argv2 = [str(npz2) if a == npz else a for a in argv]
     assert run(argv2) == 130 and not npz2.exists()
     assert len(list((tmp_path / "r.npz.parts").glob("*.npz"))) == 1
     calls.clear()
-    monkeypatch.setattr(sample, "generate", lambda *a, **k: (calls.append(list(a[3])), real(*a, **k))[1])
+    monkeypatch.setattr(Pipeline, "generate", lambda *a, **k: (calls.append(list(a[2])), real(*a, **k))[1])
     assert run(argv2) == 0
     assert calls == [[3, 4, 5], [6]]
     again = np.load(npz2)

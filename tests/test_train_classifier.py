@@ -16,6 +16,7 @@ import evaluate
 import sample
 import train
 import train_classifier
+from dit.io.checkpoint import checkpoint_sha256
 from dit.cli import run_cli
 from dit.networks.noisy_classifier import PRESETS, ClassifierConfig, NoisyClassifier
 
@@ -131,7 +132,7 @@ def test_sample_with_classifier_and_refusals(tmp_path, capsys):
                                    "--out", str(record)]) == 0
     got = json.loads(record.read_text())
     assert (got["classifier"], got["classifier_scale"], got["classifier_form"]) == (str(cls), 3.0, "eps")
-    assert got["classifier_sha256"] == sample.checkpoint_sha256(str(cls))
+    assert got["classifier_sha256"] == checkpoint_sha256(str(cls))
     other = cls_run(tmp_path, "cls32", "--max-steps", 1, "--image-size", 32)
     flow = tmp_path / "flowgen"
     assert run_cli(train.main, [str(a) for a in [*TINY_GEN, "--results-dir", tmp_path, "--run-name", "flowgen",
@@ -158,7 +159,7 @@ def test_sample_with_classifier_and_refusals(tmp_path, capsys):
 
 def test_unconditional_model_refuses_diffusers_export():
     from dit.errors import UserError
-    from dit.io.diffusers import check_exportable
+    from dit.io.diffusers_transformer import check_exportable
     from dit.networks.dit_config import ModelConfig
 
     check_exportable(ModelConfig(class_dropout_prob=0.1))

@@ -15,6 +15,8 @@ from test_train import ENV, check_exact_resume, metrics, same_tensors, tiny_argv
 
 import evaluate
 import sample
+from dit.pipelines import Pipeline
+from dit.pipelines.images import class_rows
 import train
 from dit.cli import run_cli
 from dit.data.video_masks import SPATIAL_SHARE, TEMPORAL_TASKS, draw_mask, frames_mask, parse_frames, temporal_mask
@@ -340,7 +342,7 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
     from PIL import Image
     with Image.open(gif) as im:
         assert im.n_frames >= 2 and im.size[1] > 1.5 * im.size[0]  # one row per class: 2 rows of 1 clip
-    assert [sample.class_rows(c) for c in ([0, 1], [0, 0, 1, 1], [0, 1, 0], [0, 0, 1], None)] == [1, 2, None, None, None]
+    assert [class_rows(c) for c in ([0, 1], [0, 0, 1, 1], [0, 1, 0], [0, 0, 1], None)] == [1, 2, None, None, None]
     npz = {}
     for bs in (1, 3):
         npz[bs] = tmp_path / f"clips-{bs}.npz"
@@ -409,7 +411,7 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
         evaluate.main(["--samples", str(done), "--metric", "fvd", "--ref", str(tmp_path / "in.npz"),
                        "--i3d-weights", str(tmp_path / "i3d.pt"), "--fvd-clips", "3", "--fvd-frames", "4"])
     with pytest.MonkeyPatch.context() as mp:  # from a checkpoint: FVD's inputs are checked before generating
-        mp.setattr(evaluate, "generate_npz", lambda *a: pytest.fail("generated before checking FVD's inputs"))
+        mp.setattr(evaluate, "generate", lambda *a: pytest.fail("generated before checking FVD's inputs"))
         fvd_args = ["--ckpt", str(full), "--metric", "fvd", "--ref", str(tmp_path / "in.npz"), "--i3d-weights",
                     str(tmp_path / "i3d.pt"), "--device", "cpu"]
         for extra, match in ((["--num-samples", "3"], "in.npz holds 3 clips; --fvd-clips 2048"),
@@ -451,7 +453,7 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples(tmp_
             sample.main([*argv, "--steps", "2", "--sampler", "ddim", "--device", "cpu", "--no-progress"])
     assert not (tmp_path / "x.gif").exists() and not (tmp_path / "x.npz").exists()
     with pytest.MonkeyPatch.context() as mp:  # a grid file the samples cannot be is refused before sampling
-        mp.setattr(sample, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
+        mp.setattr(Pipeline, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
         with pytest.raises(UserError, match="GIF and MP4 grids are for clips"):
             sample.main(["--ckpt", str(image_ckpt), "--classes", "1", "--out", str(tmp_path / "x.mp4"), "--device", "cpu"])
 

@@ -3,7 +3,7 @@
 A tiny randomly initialised VQDiffusionPipeline (VQModel with K = 15 codes, a 2-layer CLIP text encoder
 and a CLIP tokenizer built from a 56-entry vocabulary, a 2-layer Transformer2DModel over a 4x4 grid of
 K + 1 ids with cross-attention, T = 12 steps, learned null embeddings) is built here, saved with
-save_pretrained and read back through dit/io/vq_pipeline.py. On the same weights and inputs:
+save_pretrained and read back through dit/pipelines/vq_text.py. On the same weights and inputs:
 - the text embeddings and the null input are the pipeline's _encode_prompt's;
 - our network's log p(x~0 | x_t) is the transformer's, at every t;
 - the guided, truncated p(x~0) and the posterior p(x_{t-1} | x_t) are the pipeline's and its scheduler's
@@ -37,7 +37,7 @@ from diffusers.schedulers import scheduling_vq_diffusion  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from dit.errors import UserError  # noqa: E402
-from dit.io.vq_pipeline import load_vq_pipeline, sample_tokens  # noqa: E402
+from dit.pipelines.vq_text import load_vq_pipeline, sample_tokens  # noqa: E402
 from dit.networks.text_token_transformer import TEXT  # noqa: E402
 from dit.processes.vq_schedule import LOG_ZERO  # noqa: E402
 from dit.sampling.vq_diffusion import guided_log_probs, truncate, uniforms  # noqa: E402
@@ -301,7 +301,7 @@ def run_sample(*args, env=None):
 def test_sample_py_prompts_grid_npz_and_seeds(saved, ours, tmp_path):
     from PIL import Image
 
-    from dit.io.vq_pipeline import generate_from_prompts
+    from dit.pipelines.vq_text import generate_from_prompts
 
     _, path = saved[True]
     out, npz = tmp_path / "grid.png", tmp_path / "s.npz"

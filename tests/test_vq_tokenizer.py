@@ -166,10 +166,6 @@ def test_train_vq_resumes_exactly_and_loads_as_an_autoencoder(tmp_path):
 
     from dit.autoencoders.pixels import from_uint8
     from dit.data.shapes import ShapesDataset
-    from dit.io.checkpoint import EXPORT_KEY
-    from dit.autoencoders import vq
-
-    assert vq.EXPORT_KEY == EXPORT_KEY
     x, _ = ShapesDataset(5, 16, seed=1).tensors()
     for spec in (full, full / "export.safetensors", full / "checkpoints" / "step_000000002"):
         ae = Autoencoder.load(str(spec))

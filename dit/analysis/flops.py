@@ -4,10 +4,11 @@ The paper's "Gflops" (DiT Table 1, Table 4, Fig. 2) are forward-pass multiply-ac
 batch 1 for one conditional pass (no CFG doubling). torch's FlopCounterMode counts 2 FLOPs per
 MAC, so paper GFLOPs = counted / 2 / 1e9. Training costs about 3x the forward.
 
-FlopCounterMode sees matmuls and convolutions only, no FFT. For networks with S4D layers
-(DiffuSSM) `forward_cost` splits the forward into the part FlopCounterMode counts (every S4D
-layer stubbed out) and an analytic term for the S4D layers themselves (`s4d_macs`: kernel
-generation and FFT convolution), reported separately and summed.
+FlopCounterMode sees matmuls and convolutions only, no FFT. A module that declares the
+AnalyticCost capability (dit/networks/base.py: S4D layers, DiffuSSM's core) is counted by its own
+hook instead: `forward_cost` splits the forward into the part FlopCounterMode counts (every such
+module stubbed out) and the modules' analytic terms (S4D: `s4d_macs`, kernel generation and FFT
+convolution), reported separately and summed.
 
 `PAPER` holds the published numbers, once; benchmarks/gflops.py and tests/test_flops.py read it.
 """
@@ -15,15 +16,15 @@ generation and FFT convolution), reported separately and summed.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dit.networks.base import AnalyticCost
 from dit.networks.dit_config import MODEL_NAMES, ModelConfig, preset_config
-from dit.networks.s4d import S4D
+from dit.networks.s4d import s4d_macs  # noqa: F401 - S4D's analytic cost, read here by tests and benchmarks
 
 
 @dataclass(frozen=True)
@@ -139,64 +140,13 @@ def _identity(module: nn.Module, calls: list | None = None):
         del module.forward
 
 
-# --- S4D layers: FFTs and kernel generation, which FlopCounterMode does not see ---------------------
-
-REAL_FFT_FLOPS = 2.5  # x n log2 n: a real FFT (or inverse) of length n; see s4d_macs
-COMPLEX_EXP_FLOPS = 5  # e^a (cos b + i sin b): 3 transcendentals at 1 FLOP each + 2 multiplies
-COMPLEX_MUL_FLOPS = 6  # 4 multiplies + 2 adds
-COMPLEX_MAC_FLOPS = 8  # a complex multiply plus a complex add
-
-
-def real_fft_flops(n: int) -> float:
-    """FLOPs of one real-input FFT (rfft) or real-output inverse (irfft) of length n."""
-    return REAL_FFT_FLOPS * n * math.log2(n)
-
-
-def s4d_macs(length: int, channels: int, state_size: int, bidirectional: bool = True,
-             batch: int = 1) -> tuple[float, float]:
-    """(kernel, fft): the analytic MACs of one forward of an S4D layer (dit/networks/s4d.py) on
-    u (batch, length, channels), state size N (N/2 complex modes per channel and direction).
-    FLOPs are counted as below and converted to MACs as the rest of this module: MACs = FLOPs / 2.
-
-    Conventions. A real FFT of length n costs (5/2) n log2 n FLOPs: the radix-2 count of 5 n log2 n
-    for a complex FFT (FFTW's benchmark convention, used for any n), halved because a real
-    transform is about half a complex one of the same length (rfft and irfft alike). A
-    transcendental (exp, cos, sin) counts as 1 FLOP, so exp(a + ib) = e^a (cos b + i sin b) is
-    3 + 2 = 5; a complex multiply is 6 FLOPs (4 multiplies, 2 adds), a complex multiply-add 8.
-
-    Kernel generation (S4DKernel.forward), per direction, with L = length, H = channels:
-        z_hnl = (Delta lambda)_hn * l          complex x real         2 FLOPs  per (h, n, l)
-        V_hnl = exp(z_hnl)                     the Vandermonde matrix 5 FLOPs  per (h, n, l)
-        K_hl  = sum_n (C dB)_hn V_hnl          complex multiply-add   8 FLOPs  per (h, n, l)
-        K_hl <- 2 Re K_hl                                             1 FLOP   per (h, l)
-      = H L (15 N/2 + 1) FLOPs, times 2 directions when bidirectional. The kernel is built once per
-      forward, whatever the batch: at batch B each image carries 1/B of it (this count is for the
-      whole call). Left out: the discretisation (lambda, expm1, dB, C dB), O(H N) with no factor L.
-
-    FFT convolution (fft_conv), n = 2L (zero padding, so the circular convolution is linear):
-        rfft of the kernel, H transforms           H (5/2) n log2 n    (once per forward, as the kernel)
-        rfft of the input, B H transforms          B H (5/2) n log2 n
-        spectrum product, B H (L + 1) bins          B H (L + 1) 6
-        irfft, B H transforms                      B H (5/2) n log2 n
-      The bidirectional kernel [Kf, flip(Kb)] is one length-2L kernel: one convolution either way.
-      Left out: the skip term D u (elementwise, as the norms and activations the paper's counts
-      leave out) and the concatenation and flip (no arithmetic).
-    """
-    L, H, half = length, channels, state_size // 2
-    directions = 2 if bidirectional else 1
-    kernel = directions * H * L * ((2 + COMPLEX_EXP_FLOPS + COMPLEX_MAC_FLOPS) * half + 1)
-    fft = real_fft_flops(2 * L)
-    conv = H * fft + batch * H * (2 * fft + COMPLEX_MUL_FLOPS * (L + 1))
-    return kernel / 2, conv / 2
-
-
 @dataclass(frozen=True)
 class ForwardCost:
-    """Forward MACs of a network: what FlopCounterMode counts plus the analytic S4D terms."""
+    """Forward MACs of a network: what FlopCounterMode counts plus the AnalyticCost modules' terms."""
 
-    counted: int  # matmuls and convolutions seen by FlopCounterMode, with every S4D layer stubbed out
-    kernel: float = 0.0  # S4D kernel generation (s4d_macs)
-    fft: float = 0.0  # S4D FFT convolutions (s4d_macs)
+    counted: int  # matmuls and convolutions seen by FlopCounterMode, with every AnalyticCost module stubbed out
+    kernel: float = 0.0  # kernels built once per forward (S4D's kernel generation, s4d_macs)
+    fft: float = 0.0  # the rest of their work (S4D's FFT convolutions, s4d_macs)
 
     @property
     def analytic(self) -> float:
@@ -218,11 +168,10 @@ def forward_cost(model: nn.Module, batch: int = 1, device: str | torch.device = 
     complex contraction as one real bmm, 2 of its 8 FLOPs per complex multiply-add, and no FFT;
     and S4D's autocast guard does not run on the meta device.)
     """
-    calls: list[tuple[S4D, torch.Size]] = []
-    counted = _count(model, batch, device, tuple(m for m in model.modules() if isinstance(m, S4D)), calls)
-    kernel = fft = 0.0
+    calls: list[tuple[AnalyticCost, torch.Size]] = []
+    counted = _count(model, batch, device, tuple(m for m in model.modules() if isinstance(m, AnalyticCost)), calls)
+    terms = {"kernel": 0.0, "fft": 0.0}
     for layer, shape in calls:
-        B, L, H = shape
-        k, f = s4d_macs(L, H, 2 * layer.forward_kernel.C.shape[1], layer.bidirectional, B)
-        kernel, fft = kernel + k, fft + f
-    return ForwardCost(counted, kernel, fft)
+        for name, macs in layer.analytic_macs(tuple(shape)).items():
+            terms[name] = terms[name] + macs
+    return ForwardCost(counted, **terms)

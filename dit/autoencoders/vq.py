@@ -1,57 +1,42 @@
 """A trained VQ tokenizer as the autoencoder between pixels and token ids (VQ-Diffusion's space).
 
-`Autoencoder.load(name)` (dit/autoencoders/vae.py) returns a `TokenAutoencoder` when `name` is a
+`load_autoencoder(name)` (dit/autoencoders/registry.py) returns a `TokenAutoencoder` when `name` is a
 train_vq.py run directory, one of its checkpoints (`checkpoints/step_*`, read through its
 `ema.safetensors`) or an export (`export.safetensors`): a safetensors file whose header says
 `"arch": "vq-tokenizer"`. Never a pickle.
 
-The interface, the VAE's (`Autoencoder`) where it makes sense for ids; callers branch on `kind`:
-    kind = "tokens"                    (Autoencoder: "latents")
+What it answers of the contract (dit/autoencoders/base.py):
+    data_kind = TOKENS                 ids, not float latents; has_moments False, stochastic False, identity False
     codebook_size                      K: ids are 0..K-1 (K itself is vq-diffusion's [MASK], never decoded)
     downsample, latent_size(size)      the factor f and the grid side size / f (a size f does not divide is a UserError)
     latent_shape(size)                 (size / f, size / f): one sample's ids, what a process draws in
-                                       (Autoencoder: (C, size / f, size / f))
     latent_channels                    None: ids have no channel axis
+    image_size                         the size it was trained at
+    weights_file                       the tokenizer's file: its bytes decide the images, recorded beside samples
     encode(images) -> ids              (B, 3, H, W) in [-1, 1] -> (B, h, w) long; clips (B, F, ...) frame
                                        by frame; deterministic (the nearest code), `generator` is ignored
     decode(ids) -> images              (B, h, w) integer ids -> (B, 3, H, W) float, about [-1, 1]
     scale = 1, shift = 0, channel_norm = None, norm_meta() = {}: nothing to record beside the name
     with_norm(None) is a no-op; a ChannelNorm is refused (ids are not normalised)
-    encode_moments                     refused: ids have no posterior to cache; cache ids from `encode`
+    encode_moments                     refused: ids have no posterior to cache; a cache stores the ids of `encode`
     describe()                         what a cache of ids depends on: name, file, K, f
-    vae                                the tokenizer network (not None: not pixel space); name: as given
+    network (and `vae`, its older name) the tokenizer network; name: as given
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from dit.autoencoders.base import Autoencoder
+from dit.autoencoders.registry import AutoencoderKind
 from dit.errors import UserError
-from dit.layout import CLIP_DIMS
+from dit.io.checkpoint import read_export_header as _header
+from dit.layout import CLIP_DIMS, TOKENS
+from dit.networks.vq_tokenizer import KEY as ARCH  # the tokenizer architecture's registry key
 
-ARCH = "vq-tokenizer"  # dit/networks/vq_tokenizer.py's registry key
-# The export's header key holding its JSON metadata (dit/io/checkpoint.py's EXPORT_KEY; the io layer
-# sits above this one, so it is named here too: tests/test_vq_tokenizer.py checks they agree).
-EXPORT_KEY = "dit"
 RUN_FILES = ("export.safetensors", "ema.safetensors")  # a run directory's export, a checkpoint's EMA
-
-
-def _header(path: Path) -> dict | None:
-    """The export metadata of a safetensors file, None if it has none or is not one."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            text = (f.metadata() or {}).get(EXPORT_KEY)
-    except (SafetensorError, OSError):
-        return None
-    try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return None
 
 
 def tokenizer_file(name: str) -> Path | None:
@@ -83,15 +68,17 @@ def tokenizer_codebook_size(name: str) -> int | None:
         raise UserError(f"{path} records no tokenizer config; re-export it with train_vq.py") from None
 
 
-class TokenAutoencoder:
+class TokenAutoencoder(Autoencoder):
     """Images <-> token ids through a trained VQ tokenizer (see the module docstring)."""
 
-    kind = "tokens"
+    data_kind = TOKENS
+    has_moments = False
+    noun, size_hint = "the tokenizer", ""
 
     def __init__(self, network, name: str, source: str, meta: dict | None = None):
-        self.vae = network.eval().requires_grad_(False)
-        self.name, self.source, self.meta = name, source, dict(meta or {})
-        self.scale, self.shift, self.channel_norm = 1.0, 0.0, None
+        super().__init__(name, source)
+        self.network = network.eval().requires_grad_(False)
+        self.meta = dict(meta or {})
 
     @classmethod
     def load(cls, name: str, device="cpu", dtype=torch.float32) -> "TokenAutoencoder":
@@ -119,12 +106,17 @@ class TokenAutoencoder:
     # --- what a latent space says about itself ---
 
     @property
+    def vae(self):
+        """The tokenizer network under its older name (callers that tested `vae.vae is None`)."""
+        return self.network
+
+    @property
     def codebook_size(self) -> int:
-        return self.vae.config.codebook_size
+        return self.network.config.codebook_size
 
     @property
     def downsample(self) -> int:
-        return self.vae.config.downsample
+        return self.network.config.downsample
 
     @property
     def latent_channels(self):
@@ -133,13 +125,11 @@ class TokenAutoencoder:
     @property
     def image_size(self) -> int:
         """The size the tokenizer was trained at (other multiples of `downsample` also encode)."""
-        return self.vae.config.image_size
+        return self.network.config.image_size
 
-    def latent_size(self, image_size: int) -> int:
-        if image_size <= 0 or image_size % self.downsample:
-            raise UserError(f"image size {image_size} is not a positive multiple of the tokenizer's downsampling "
-                            f"factor {self.downsample}")
-        return image_size // self.downsample
+    @property
+    def weights_file(self) -> Path:
+        return Path(self.source)
 
     def latent_shape(self, image_size: int) -> tuple[int, int]:
         side = self.latent_size(image_size)
@@ -148,9 +138,6 @@ class TokenAutoencoder:
     def describe(self) -> dict:
         return {"vae": self.name, "vae_source": self.source, "scale": self.scale, "shift": self.shift,
                 "codebook_size": self.codebook_size, "downsample": self.downsample}
-
-    def norm_meta(self) -> dict:
-        return {}
 
     def with_norm(self, channel_norm) -> "TokenAutoencoder":
         if channel_norm is not None:
@@ -161,13 +148,13 @@ class TokenAutoencoder:
     # --- pixels <-> ids ---
 
     def _dtype(self):
-        return next(self.vae.parameters()).dtype
+        return next(self.network.parameters()).dtype
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator=None) -> torch.Tensor:
         if images.dim() == CLIP_DIMS:  # frame by frame
             return self.encode(images.flatten(0, 1)).unflatten(0, images.shape[:2])
-        return self.vae.encode(images.to(self._dtype()))
+        return self.network.encode(images.to(self._dtype()))
 
     def encode_moments(self, images: torch.Tensor):
         raise UserError(f"{self.name} is a tokenizer: its codes are the nearest codebook entries, with no posterior "
@@ -177,4 +164,12 @@ class TokenAutoencoder:
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.dim() == 4:  # clips (B, F, h, w), frame by frame
             return self.decode(ids.flatten(0, 1)).unflatten(0, ids.shape[:2])
-        return self.vae.decode(ids).float()
+        return self.network.decode(ids).float()
+
+
+def _peek(name: str) -> dict:
+    return {"data_kind": TOKENS, "codebook_size": tokenizer_codebook_size(name), "weights_file": tokenizer_file(name)}
+
+
+KIND = AutoencoderKind("vq-tokenizer", lambda name: tokenizer_file(name) is not None,
+                       lambda name, device, dtype: TokenAutoencoder.load(name, device, dtype), order=20, peek=_peek)

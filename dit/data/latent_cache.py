@@ -6,10 +6,11 @@ about as much as the DiT forward pass for XL/2 and more for smaller models.
 What is stored (per image): the scaled mean and std of the VAE posterior q(z|x) for the image
 AND its horizontal flip, so training can still draw a fresh latent z = mean + std * eps every
 epoch and still flip (as the paper trains), instead of freezing one sample as fast-DiT does.
-Through a VQ tokenizer (dit/autoencoders/vq.py, VQ-Diffusion) there is no posterior: a chunk holds
-the token ids of the image and of its flip instead ("ids" (n, 2, h, w), int16 when K <= 32767): the
-ids of a flipped image are not the flipped ids (a code need not be mirror-symmetric), so both are
-encoded. settings.json then records the tokenizer (name, file, codebook_size, scale 1, shift 0).
+Through an autoencoder without posterior moments (`has_moments` False: a VQ tokenizer,
+dit/autoencoders/vq.py, VQ-Diffusion) a chunk holds the token ids of the image and of its flip
+instead ("ids" (n, 2, h, w), int16 when K <= 32767): the ids of a flipped image are not the
+flipped ids (a code need not be mirror-symmetric), so both are encoded. settings.json then records
+the tokenizer (name, file, codebook_size, scale 1, shift 0).
 
 Layout of a cache directory:
     settings.json              what was encoded (data root, image size, the VAE: name, source, scale and
@@ -37,7 +38,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dit.autoencoders.vae import NORM_KEYS, ChannelNorm
+from dit.autoencoders.base import NORM_KEYS, ChannelNorm
 from dit.errors import UserError
 from dit.io.atomic import atomic_path, write_json
 
@@ -264,7 +265,7 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
                 dtype: str = "float16", num_workers: int = 4, progress: bool = True) -> dict:
     """Encode ImageFolder `data` into cache `out`; chunk k by process k mod P. Returns the index.
 
-    `vae` is a loaded dit.autoencoders.vae.Autoencoder (not pixel space); `state` an accelerate PartialState.
+    `vae` is a loaded dit.autoencoders.base.Autoencoder (not the identity); `state` an accelerate PartialState.
     """
     import warnings
 
@@ -272,11 +273,12 @@ def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: in
 
     from dit.data.folders import ImageFolderDataset
 
-    if vae.vae is None:
-        raise UserError("--vae none: pixel-space training reads the image folder directly, there is nothing to cache")
+    if vae.identity:
+        raise UserError(f"--vae {vae.name}: pixel-space training reads the image folder directly, there is nothing to "
+                        "cache")
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    tokens = vae.kind == "tokens"
+    tokens = not vae.has_moments  # the ids of encode() are stored instead (a tokenizer's codes have no posterior)
     if tokens:  # ids are integers: --dtype (of the moments) does not apply
         dtype = ids_dtype(vae.codebook_size)
     store = getattr(torch, dtype) if tokens else DTYPES[dtype]

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from dit.errors import UserError
 from dit.io import zoo
 from dit.io.atomic import atomic_path
-from dit.io.diffusers import config_from_diffusers, from_diffusers
+from dit.io.diffusers_transformer import config_from_diffusers, from_diffusers
 from dit.io.diffusers_pipeline import pipeline_meta
 from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.networks.dit_config import preset_config
@@ -75,10 +75,27 @@ def save_export(path: str | os.PathLike, model: torch.nn.Module, arch: str = DEF
         save_file(tensors, str(tmp), metadata=header)
 
 
+def _header_text(path: Path) -> str | None:
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get(EXPORT_KEY)
+
+
+def read_export_header(path: str | os.PathLike) -> dict | None:
+    """The JSON metadata of our safetensors export at `path` (what `save_export` wrote: "arch",
+    "process", "model", ...) without reading its tensors; None if it has none or is not one."""
+    try:
+        text = _header_text(Path(path))
+    except (SafetensorError, OSError):
+        return None
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
 def _read_safetensors(path: Path) -> Checkpoint:
     try:
-        with safe_open(str(path), "pt") as f:
-            header = (f.metadata() or {}).get(EXPORT_KEY)
+        header = _header_text(path)
         sd = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None

@@ -14,14 +14,19 @@
     token_dit.py      DiT's blocks over token ids -> log p(x0) over K tokens (VQ-Diffusion's network)
     vq_tokenizer.py   diffusers' VQModel as a VQ tokenizer: images <-> ids (train_vq.py; used as --vae)
     text_token_transformer.py  diffusers' text-conditioned token transformer (VQDiffusionPipeline) under our
-                      network contract; built only from a pipeline (dit/io/vq_pipeline.py), not registered
-    registry.py       the architecture registry and the network contract
+                      network contract; built only from a pipeline (dit/pipelines/vq_text.py), not registered
+    base.py           the network contract as code: roles (generator, classifier, tokenizer), the declared
+                      optional capabilities (gradient checkpointing, block compilation, image init, FLOP hook)
+    compile.py        --compile: torch.compile a network's blocks, or a one-line refusal
+    registry.py       the architecture registry (key, role, config, build)
 
 Importing this package registers the built-in architectures.
 """
 
 from dit.networks.dit import ARCH as _DIT
-from dit.networks.registry import ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, register_architecture
+from dit.networks.base import CLASSIFIER, GENERATOR, TOKENIZER
+from dit.networks.registry import (ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, keys_with_role,
+                                   register_architecture, role_of)
 
 from dit.networks.diffussm import ARCH as _DIFFUSSM
 from dit.networks.noisy_classifier import ARCH as _NOISY_CLASSIFIER
@@ -36,4 +41,5 @@ register_architecture(_DIFFUSSM)
 register_architecture(_TOKEN_DIT)
 register_architecture(_VQ_TOKENIZER)
 
-__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "get_architecture", "register_architecture"]
+__all__ = ["ARCHITECTURES", "CLASSIFIER", "DEFAULT_ARCH", "GENERATOR", "TOKENIZER", "Architecture", "get_architecture",
+           "keys_with_role", "register_architecture", "role_of"]

@@ -38,6 +38,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from dit.errors import UserError
+from dit.networks.base import Blocks, GradCheckpointing
 from dit.networks.blocks import FinalLayer
 from dit.networks.conditioning import as_cond, null_class, table_rows
 from dit.networks.dit_config import check_image_size, config_from_dict
@@ -174,7 +175,7 @@ class DiffuSSMBlock(nn.Module):
         return x + gate.unsqueeze(1) * self.mix(modulate(self.norm(x), shift, scale))
 
 
-class DiffuSSM(nn.Module):
+class DiffuSSM(nn.Module, GradCheckpointing, Blocks):
     """forward: x (N, C, H, W), t (N,), cond {"y": (N,) long} or labels -> (N, out_channels, H, W)."""
 
     def __init__(self, cfg: DiffuSSMConfig):

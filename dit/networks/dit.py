@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from dit.networks.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
 from dit.networks.conditioning import IMAGENET_CLASSES, as_cond
 from dit.networks import dit_config
+from dit.networks.base import CompileBlocks, GradCheckpointing, PatchAttention
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, init_embedders, \
     xavier_linears
@@ -25,7 +26,7 @@ from dit.networks.registry import Architecture
 from dit.networks.rope import rope_2d
 
 
-class DiT(nn.Module):
+class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
     """Diffusion Transformer. forward: x (N, C, H, W), t (N,), cond {"y": (N,) long} -> (N, out_channels, H, W)."""
 
     def __init__(

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from dit.errors import UserError
+from dit.networks.base import CLASSIFIER, Blocks
 from dit.networks.blocks import DiTBlock
 from dit.networks.dit_config import PATCH_SIZES, check_image_size, config_from_dict
 from dit.networks.layers import LN_EPS, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, xavier_linears
@@ -93,7 +94,7 @@ class AttentionPool(nn.Module):
         return self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h t d -> b (t h d)"))
 
 
-class NoisyClassifier(nn.Module):
+class NoisyClassifier(nn.Module, Blocks):
     """forward: x (N, C, H, W) at network time t (N,) -> logits (N, num_classes)."""
 
     def __init__(self, cfg: ClassifierConfig):
@@ -138,10 +139,6 @@ class NoisyClassifier(nn.Module):
             h = block(h, c)
         return self.head(self.norm(self.pool(h)))
 
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        if enabled:
-            raise UserError("the noisy classifier has no gradient checkpointing; it is small")
-
 
 def config_for_run(run, data: dict) -> ClassifierConfig:
     """The classifier of a training run: a `--model` preset (Classifier-S/2, ...) resized by
@@ -184,4 +181,5 @@ def describe(cfg: ClassifierConfig) -> str:
 ARCH = Architecture(
     key="noisy-classifier", config_from_dict=ClassifierConfig.from_dict, build=NoisyClassifier,
     config_for_run=config_for_run, check_run=check_run, describe=describe, run_fields=("classifier_pool",),
+    role=CLASSIFIER,
 )

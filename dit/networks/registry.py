@@ -1,13 +1,7 @@
 """The architecture registry: key -> how to configure, build and recognise a network.
 
-The network contract (every registered architecture keeps it):
-- `forward(x, t, cond)`: x an image or latent (B, C, H, W) (H != W allowed), a clip
-  (B, F, C, H, W) or token ids (B, L); t one time value per sample (B,) or one per token; cond a
-  dict of per-sample tensors (dit/networks/conditioning.py: "y" labels, optional "drop", and
-  whatever else a system needs). It returns what its process trains it to predict and knows
-  nothing of the process (time direction, schedule, prediction type live there).
-- attributes `input_shape` (one sample's shape, what the process draws its prior in),
-  `num_classes` and `null_class` (conditioning.null_class), and a `config` with `to_dict()`.
+The network contract, by role (generator, classifier, tokenizer), and the optional capabilities a
+network declares are written as code in dit/networks/base.py. Scripts choose by `role`, never by key.
 
 The key travels: it is a field of the training config (`--arch`), of every checkpoint and export
 ("arch" in the metadata) and of evaluation JSON. Files written before keys existed are "dit".
@@ -21,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dit.networks.base import GENERATOR, ROLES
 from dit.registry import Registry
 
 DEFAULT_ARCH = "dit"  # what a checkpoint without an "arch" key (public weights, older exports) holds
@@ -43,6 +38,13 @@ class Architecture:
     data_kind: str = "image"
     # Training-config fields only this architecture reads: given with another one, they are refused.
     run_fields: tuple[str, ...] = ()
+    # What it is for (dit/networks/base.py): GENERATOR (train.py), CLASSIFIER (train_classifier.py) or
+    # TOKENIZER (train_vq.py); the scripts refuse the others' by role.
+    role: str = GENERATOR
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"architecture {self.key!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -54,3 +56,12 @@ def register_architecture(arch: Architecture, replace: bool = False) -> Architec
 
 def get_architecture(key: str) -> Architecture:
     return ARCHITECTURES.get(key)
+
+
+def role_of(key: str) -> str | None:
+    """The role of a registered key; None for one nobody registered (its lookup fails later, with the list)."""
+    return ARCHITECTURES.get(key).role if key in ARCHITECTURES else None
+
+
+def keys_with_role(role: str) -> list[str]:
+    return [k for k in ARCHITECTURES.keys() if ARCHITECTURES.get(k).role == role]

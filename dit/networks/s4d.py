@@ -47,7 +47,9 @@ import math
 import torch
 import torch.nn as nn
 
-__all__ = ["S4D", "S4DKernel", "fft_conv", "recurrence", "reference"]
+from dit.networks.base import AnalyticCost
+
+__all__ = ["S4D", "S4DKernel", "fft_conv", "recurrence", "reference", "s4d_macs"]
 
 DT_MIN, DT_MAX = 1e-3, 1e-1  # S4D's range of log-uniform step sizes
 
@@ -102,7 +104,7 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(spectrum, n=n, dim=1)[:, :L]
 
 
-class S4D(nn.Module):
+class S4D(nn.Module, AnalyticCost):
     """An S4D layer, (B, L, H) -> (B, L, H): y = K * u + D u, bidirectional by default (module docstring)."""
 
     def __init__(self, channels: int, state_size: int = 64, bidirectional: bool = True):
@@ -128,6 +130,63 @@ class S4D(nn.Module):
             v = u.to(real)
             y = fft_conv(v, self.kernel(u.shape[1], real)) + v * self.skip.to(real)
         return y.to(u.dtype)
+
+    def analytic_macs(self, shape: tuple[int, ...]) -> dict[str, float]:
+        """s4d_macs at u's shape (B, L, H): FlopCounterMode sees no FFT (dit/analysis/flops.py)."""
+        B, L, H = shape
+        kernel, fft = s4d_macs(L, H, 2 * self.forward_kernel.C.shape[1], self.bidirectional, B)
+        return {"kernel": kernel, "fft": fft}
+
+
+# --- Its cost: FFTs and kernel generation, which FlopCounterMode does not see (dit/analysis/flops.py) ---
+
+REAL_FFT_FLOPS = 2.5  # x n log2 n: a real FFT (or inverse) of length n; see s4d_macs
+COMPLEX_EXP_FLOPS = 5  # e^a (cos b + i sin b): 3 transcendentals at 1 FLOP each + 2 multiplies
+COMPLEX_MUL_FLOPS = 6  # 4 multiplies + 2 adds
+COMPLEX_MAC_FLOPS = 8  # a complex multiply plus a complex add
+
+
+def real_fft_flops(n: int) -> float:
+    """FLOPs of one real-input FFT (rfft) or real-output inverse (irfft) of length n."""
+    return REAL_FFT_FLOPS * n * math.log2(n)
+
+
+def s4d_macs(length: int, channels: int, state_size: int, bidirectional: bool = True,
+             batch: int = 1) -> tuple[float, float]:
+    """(kernel, fft): the analytic MACs of one forward of an S4D layer (dit/networks/s4d.py) on
+    u (batch, length, channels), state size N (N/2 complex modes per channel and direction).
+    FLOPs are counted as below and converted to MACs as dit/analysis/flops.py counts: MACs = FLOPs / 2.
+
+    Conventions. A real FFT of length n costs (5/2) n log2 n FLOPs: the radix-2 count of 5 n log2 n
+    for a complex FFT (FFTW's benchmark convention, used for any n), halved because a real
+    transform is about half a complex one of the same length (rfft and irfft alike). A
+    transcendental (exp, cos, sin) counts as 1 FLOP, so exp(a + ib) = e^a (cos b + i sin b) is
+    3 + 2 = 5; a complex multiply is 6 FLOPs (4 multiplies, 2 adds), a complex multiply-add 8.
+
+    Kernel generation (S4DKernel.forward), per direction, with L = length, H = channels:
+        z_hnl = (Delta lambda)_hn * l          complex x real         2 FLOPs  per (h, n, l)
+        V_hnl = exp(z_hnl)                     the Vandermonde matrix 5 FLOPs  per (h, n, l)
+        K_hl  = sum_n (C dB)_hn V_hnl          complex multiply-add   8 FLOPs  per (h, n, l)
+        K_hl <- 2 Re K_hl                                             1 FLOP   per (h, l)
+      = H L (15 N/2 + 1) FLOPs, times 2 directions when bidirectional. The kernel is built once per
+      forward, whatever the batch: at batch B each image carries 1/B of it (this count is for the
+      whole call). Left out: the discretisation (lambda, expm1, dB, C dB), O(H N) with no factor L.
+
+    FFT convolution (fft_conv), n = 2L (zero padding, so the circular convolution is linear):
+        rfft of the kernel, H transforms           H (5/2) n log2 n    (once per forward, as the kernel)
+        rfft of the input, B H transforms          B H (5/2) n log2 n
+        spectrum product, B H (L + 1) bins          B H (L + 1) 6
+        irfft, B H transforms                      B H (5/2) n log2 n
+      The bidirectional kernel [Kf, flip(Kb)] is one length-2L kernel: one convolution either way.
+      Left out: the skip term D u (elementwise, as the norms and activations the paper's counts
+      leave out) and the concatenation and flip (no arithmetic).
+    """
+    L, H, half = length, channels, state_size // 2
+    directions = 2 if bidirectional else 1
+    kernel = directions * H * L * ((2 + COMPLEX_EXP_FLOPS + COMPLEX_MAC_FLOPS) * half + 1)
+    fft = real_fft_flops(2 * L)
+    conv = H * fft + batch * H * (2 * fft + COMPLEX_MUL_FLOPS * (L + 1))
+    return kernel / 2, conv / 2
 
 
 # --- The reference: the same layer as a step-by-step recurrence, for the tests ---------------------

@@ -16,7 +16,7 @@ final Linear to K logits followed by a log-softmax over K, computed in float64 a
 
 A batch whose samples sit at different t is run one t at a time (samplers keep one t per batch, so
 that is one call). Not registered as an architecture: it is only ever built from a pipeline directory
-(dit/io/vq_pipeline.py), never trained or exported here.
+(dit/pipelines/vq_text.py), never trained or exported here.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from dit.errors import UserError
+from dit.networks.base import Blocks, GradCheckpointing
 from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.networks.conditioning import as_cond, null_class
 from dit.networks.dit_config import PRESETS as DIT_PRESETS, config_from_dict
@@ -83,7 +84,7 @@ class TokenDiTConfig:
         return config_from_dict(cls, d, "token-dit")
 
 
-class TokenDiT(nn.Module):
+class TokenDiT(nn.Module, GradCheckpointing, Blocks):
     """forward: x (N, H, W) or (N, L) long, t (N,), cond -> (N, K, H, W) or (N, K, L) log-probabilities."""
 
     def __init__(self, cfg: TokenDiTConfig):

@@ -36,6 +36,8 @@ from dit.layout import CLEAN, GIVEN, IMAGES
 from dit.networks.conditioning import as_cond
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_1d_sincos_pos_embed, \
     get_2d_sincos_pos_embed, init_embedders, xavier_linears
+from dit.networks.base import Blocks, GradCheckpointing, ImageInit
+from dit.networks.dit import ARCH as DIT_ARCH
 from dit.networks.registry import Architecture
 from dit.networks import video_config
 from dit.networks.video_blocks import AttentionBlock, SplitHeadsBlock
@@ -45,7 +47,8 @@ from dit.networks.video_given import GivenConditioning
 IMAGE_KEYS = ("x_embedder.", "t_embedder.", "y_embedder.", "pos_embed", "blocks.", "final_layer.")  # shared with DiT
 
 
-class VideoDiT(nn.Module):
+class VideoDiT(nn.Module, GradCheckpointing, ImageInit, Blocks):
+    image_arch = DIT_ARCH.key  # Latte's init (--init-from) reads an image DiT's checkpoint
     def __init__(self, config: VideoConfig):
         super().__init__()
         self.config = cfg = config

@@ -38,10 +38,11 @@ import torch
 import torch.nn as nn
 
 from dit.errors import UserError
+from dit.networks.base import TOKENIZER
 from dit.networks.dit_config import config_from_dict
 from dit.networks.registry import Architecture
 
-KEY = "vq-tokenizer"
+KEY = "vq-tokenizer"  # the registry key, defined once: import it rather than repeat it
 # Base width, per-level multipliers (level i has width * mult[i]; len(mult) - 1 downsamplings at most),
 # residual layers per level, encoder output channels, codebook vector dimension.
 PRESETS = {
@@ -189,10 +190,6 @@ class VQTokenizer(nn.Module):
         recon = self.decode_vectors(z_e + (z_q - z_e).detach())  # straight-through: d recon / d z_e = d recon / d z_q
         return {"recon": recon, "z_e": z_e, "z_q": z_q, "ids": ids}
 
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        if enabled:
-            raise UserError("the vq tokenizer has no gradient checkpointing; train it without --grad-checkpointing")
-
 
 # --- The registry entry -----------------------------------------------------------------------------
 
@@ -272,4 +269,5 @@ ARCH = Architecture(
     key=KEY, config_from_dict=VQConfig.from_dict, build=VQTokenizer, config_for_run=config_for_run,
     check_run=check_run, describe=describe,
     run_fields=("codebook_dim", "commitment", "kmeans_iters", "restart_every", "dead_code_threshold"),
+    role=TOKENIZER,
 )

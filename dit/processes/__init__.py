@@ -1,6 +1,8 @@
 """Processes: how data becomes noise (or masks) and back, and the loss that teaches a network to undo it.
 
-    base.py          the Process contract (draw, loss, network time, output conversion, prior, meta)
+    base.py          the Process contract (draw, loss, network time, output conversion, prior, meta) and what it
+                     declares for samplers, pipelines and training (data kind, time range, default steps,
+                     state, the marginal x_t = alpha x0 + sigma eps); Objective, a training step's minimand
     registry.py      the process registry
     schedules.py     Gaussian noise schedules, T = 1000, respacing
     likelihoods.py   Gaussian KL and the discretised likelihood (the variational bound's terms)

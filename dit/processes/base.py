@@ -12,6 +12,21 @@ A process owns
 It calls the network only as `network(x_t, network_time(t), cond)`, so any registered architecture
 fits any process whose data it can take. Samplers for a process are registered per process
 (dit/sampling/registry.py); guidance wraps the denoiser they call.
+
+It declares everything samplers, pipelines and training read of it, so none of them asks for a key
+or probes an attribute:
+- `data_kind`: CONTINUOUS (latents, pixels) or TOKENS (a VQ tokenizer's ids), dit/layout.py;
+  `codebook_size`: K for TOKENS, None otherwise;
+- `time_range`: (data end, noise end) in its own time, and `discrete_time` (whole indices) or not;
+- `default_sampling_steps`: sampling's --steps when none is given (DiT's 250 unless it says);
+- `outputs`: what `convert` expresses the network's output as;
+- `state_dict` / `load_state_dict`: training state a checkpoint must carry, where `has_state`
+  (vq-diffusion's importance-sampling history); the default is none;
+- `marginal(t)` = (alpha, sigma) of its forward process x_t = alpha x0 + sigma eps, for deterministic
+  inversion (dit/segmentation/inversion.py: from the noise estimate `convert(..., "eps")` at one
+  time, x0 = (x_t - sigma eps) / alpha, then x = alpha' x0 + sigma' eps at the next: DDIM with
+  eta 0); `marginal_rates(t)` their time derivatives (continuous time); a process that has no such
+  form says why in `inversion_refusal` and refuses in one line.
 """
 
 from __future__ import annotations
@@ -24,12 +39,39 @@ import numpy as np
 import torch
 
 from dit.errors import UserError
-from dit.layout import GIVEN
+from dit.layout import CONTINUOUS, GIVEN
 
 Noise = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal of like's shape (dit/sampling/noise.py)
+DEFAULT_SAMPLING_STEPS = 250  # DiT's sample.py: what sampling takes unless a process says otherwise
 
 
-class Process(abc.ABC):
+class Objective(abc.ABC):
+    """What one training step minimises. A process is a generator's objective; train_classifier.py and
+    train_vq.py use objectives of their own (dit/training/). Checkpoints carry `state_dict()` where
+    `has_state`, and a resumed run without it is refused (dit/training/state.py)."""
+
+    key: ClassVar[str]  # names it in messages (a process: its registry key)
+    has_state: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        """One training sample's randomness for data of `shape`: ints and tensors (collated per key).
+        Append new draws at the end: changing the order changes every run's data."""
+
+    @abc.abstractmethod
+    def loss(self, network, batch: dict) -> dict:
+        """Per-sample losses {"loss": (B,), ...} for batch {"x0": (B, ...), "cond": {...}, **draws}."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Training state (tensors) the checkpoint must carry: none unless `has_state`."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"the {self.key} objective keeps no state, got {sorted(state)}")
+
+
+class Process(Objective):
     key: ClassVar[str]
     # Whether the process reads a second half of output channels as a learned variance (the
     # training default of --learn-sigma; DiT's Gaussian process does, flow matching does not).
@@ -43,6 +85,20 @@ class Process(abc.ABC):
     # network's output channels, dit/sampling/guidance.py) or "log-prob" (log-probabilities over
     # token ids, renormalised: dit/sampling/vq_diffusion.py's guided_log_probs).
     guidance_space: ClassVar[str] = "output"
+    # What one sample of its data is (dit/layout.py): CONTINUOUS values, or TOKENS (ids 0..codebook_size-1).
+    data_kind: ClassVar[str] = CONTINUOUS
+    codebook_size: int | None = None  # K for TOKENS
+    # Whether its time is a whole index (a tensor of longs) or a real number.
+    discrete_time: ClassVar[bool] = False
+    default_sampling_steps: int = DEFAULT_SAMPLING_STEPS
+    outputs: ClassVar[tuple[str, ...]] = ()  # the names `convert` takes
+    # Why deterministic inversion (`marginal`) cannot work with this process; None where it does.
+    inversion_refusal: ClassVar[str | None] = "it declares no marginal x_t = alpha x0 + sigma eps"
+
+    @property
+    @abc.abstractmethod
+    def time_range(self) -> tuple[float, float]:
+        """(data end, noise end) in this process's time: where x_t is the data and where the prior."""
 
     @classmethod
     @abc.abstractmethod
@@ -59,15 +115,6 @@ class Process(abc.ABC):
         """JSON-able settings that rebuild this process with `from_meta`."""
 
     @abc.abstractmethod
-    def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
-        """One training sample's randomness for data of `shape`: ints and tensors (collated per key).
-        Append new draws at the end: changing the order changes every run's data."""
-
-    @abc.abstractmethod
-    def loss(self, network, batch: dict) -> dict:
-        """Per-sample losses {"loss": (B,), ...} for batch {"x0": (B, ...), "cond": {...}, **draws}."""
-
-    @abc.abstractmethod
     def prior(self, noise: Noise, batch: int, shape: Sequence[int], device) -> torch.Tensor:
         """Where sampling starts: (batch, *shape), drawn through `noise` (per-sample generators)."""
 
@@ -78,6 +125,23 @@ class Process(abc.ABC):
     @abc.abstractmethod
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
         """The network's output at (x_t, t) expressed as `to` (the names the process supports)."""
+
+    def sampling_interval(self, sde: bool = False) -> tuple[float, float]:
+        """(start, end) times a continuous-time sampler integrates between (`sde`: for an SDE
+        sampler): from the noise end to the data end unless the process keeps away from an end."""
+        data, noise = self.time_range
+        return noise, data
+
+    # --- the forward process as x_t = alpha x0 + sigma eps: deterministic inversion ---
+
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) at t (B,): x_t = alpha x0 + sigma eps in distribution (float64 for index
+        times, t's precision for real ones)."""
+        raise UserError(f"the {self.key} process cannot be inverted: {self.inversion_refusal}")
+
+    def marginal_rates(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d alpha / dt, d sigma / dt) at t (B,), for samplers that need them (continuous time)."""
+        raise UserError(f"the {self.key} process declares no time derivatives of its marginal")
 
     # --- for noise-aware classifiers (classifier guidance, ADM): optional ---
 

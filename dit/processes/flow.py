@@ -56,6 +56,9 @@ class FlowMatching(Process):
                                    "samplers start; use classifier-free guidance (--cfg-scale) or a Gaussian model")
     run_fields = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss",
                   "flow_time_scale")
+    outputs = OUTPUTS + tuple(ALIASES)
+    inversion_refusal = None  # `marginal`: the path's alpha_t, sigma_t
+    time_range = (1.0, 0.0)  # data at t = 1, noise at t = 0 (module docstring)
 
     def __init__(self, path: str = "linear", prediction: str = "velocity", time_sampling: str = "uniform",
                  logit_mean: float = 0.0, logit_std: float = 1.0, cosine_weight: float = 0.0,
@@ -186,7 +189,18 @@ class FlowMatching(Process):
     def noise_level(self, t: torch.Tensor) -> torch.Tensor:
         return 1 - t.float()  # data at t = 1
 
-    # --- time ---
+    # --- time, and the forward process as x_t = alpha x0 + sigma eps (dit/processes/base.py) ---
+
+    def sampling_interval(self, sde: bool = False) -> tuple[float, float]:
+        return self.interval(self.sample_eps, sde)
+
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha, _, sigma, _ = coefficients(self.path, t)
+        return alpha, sigma
+
+    def marginal_rates(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, d_alpha, _, d_sigma = coefficients(self.path, t)
+        return d_alpha, d_sigma
 
     def interval(self, eps: float, sde: bool = False) -> tuple[float, float]:
         """[t_lo, t_hi] kept away from the ends where this prediction or path is singular (SiT's

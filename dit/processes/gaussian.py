@@ -42,7 +42,10 @@ class GaussianDiffusion(Process):
     key = "gaussian"
     learns_variance = True
     OUTPUTS = ("eps", "x0", "score")  # what `convert` gives
+    outputs = OUTPUTS
     classifier_guidance_refusal = None  # `guide`: ADM's eps form
+    discrete_time = True
+    inversion_refusal = None  # `marginal`: DDPM eq. 4
 
     def __init__(self, betas: torch.Tensor, timestep_map: torch.Tensor | None = None, schedule: str | None = None):
         self.schedule = schedule  # the name it was built from (None: explicit betas), for to_meta
@@ -110,6 +113,15 @@ class GaussianDiffusion(Process):
 
     def network_time(self, t: torch.Tensor) -> torch.Tensor:
         return self.model_timesteps(t)
+
+    @property
+    def time_range(self) -> tuple[int, int]:
+        return 0, self.num_timesteps - 1  # indices of THIS process: 0 nearly clean, T-1 nearly pure noise
+
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)) at indices t of this process (DDPM eq. 4), float64."""
+        abar = self.alphas_cumprod[torch.as_tensor(t).long().cpu()]
+        return abar.sqrt(), (1 - abar).sqrt()
 
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:
         """The eps prediction (first C channels of the output) as eps, x0 (DDPM eq. 4 inverted) or

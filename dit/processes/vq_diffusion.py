@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from dit.errors import UserError
+from dit.layout import TOKENS
 from dit.processes.base import Process, mean_over_generated
 from dit.processes.vq_schedule import LOG_ZERO, RELEASED, MaskReplace, log_onehot, mask_id
 
@@ -56,7 +57,11 @@ class VQDiffusion(Process):
     run_fields = ("vq_timesteps", "replace_max", "aux_weight", "vq_time_sampling")
     classifier_guidance_refusal = "classifier guidance needs a score; the vq-diffusion process has token ids"
     guidance_space = "log-prob"  # CFG on log p(x~0 | x_t), renormalised (dit/sampling/vq_diffusion.py)
-    data_kind = "tokens"  # x0 is a grid of token ids: trained through a VQ tokenizer (--vae), by --arch token-dit
+    data_kind = TOKENS  # x0 is a grid of token ids: trained through a VQ tokenizer (--vae), by --arch token-dit
+    discrete_time = True  # t = 0 (data) .. T (all [MASK])
+    outputs = OUTPUTS
+    has_state = True  # importance sampling's history (`state_dict`), saved whatever the time sampling
+    inversion_refusal = "its x_t are token ids masked or replaced, not alpha x0 + sigma eps"
 
     def __init__(self, codebook_size: int, timesteps: int = TIMESTEPS, replace_max: float = 0.0,
                  aux_weight: float = AUX_WEIGHT, aux_adaptive: bool = True, time_sampling: str = "uniform",
@@ -84,6 +89,14 @@ class VQDiffusion(Process):
     @property
     def mask_id(self) -> int:
         return mask_id(self.K)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.K
+
+    @property
+    def time_range(self) -> tuple[int, int]:
+        return 0, self.T
 
     # --- the Process contract (dit/processes/base.py) ---
 

@@ -1,8 +1,10 @@
 """Samplers of the flow process (dit/processes/flow.py): ODEs and an SDE over its velocity field.
 
-Time runs UP from the noise end (t = 0) to the data end (t = 1), in the process's own time; the
-denoiser gets `process.network_time(t)` and its output is turned into a velocity by
-`process.convert`, so every prediction type (velocity, noise, score) samples the same way.
+Time runs from the noise end to the data end over the process's `sampling_interval` (flow: UP from
+t = 0 to t = 1), in the process's own time; the denoiser gets `process.network_time(t)` and its
+output is turned into a velocity by `process.convert`, so every prediction type (velocity, noise,
+score) samples the same way. What they need of a process is declared (dit/processes/base.py):
+continuous time, "velocity" among its `outputs` (the SDE: "score" too, and `marginal_rates`).
 
 - euler / heun: fixed steps on the grid t_lo + (t_hi - t_lo) * shift(k / n), k = 0..n, with the
   timestep shift t' = s t / (1 + (s - 1) t) (LightningDiT: s = 0.3 spends more steps near the
@@ -25,7 +27,7 @@ import math
 import torch
 
 from dit.errors import UserError
-from dit.processes.flow import FlowMatching
+from dit.processes.base import Process
 
 DIFFUSION_FORMS = ("constant", "SBDM", "sigma", "linear", "decreasing", "increasing-decreasing")
 
@@ -42,7 +44,7 @@ def time_grid(lo: float, hi: float, steps: int, shift: float = 1.0, device=None)
     return lo + (hi - lo) * shift_time(u, shift)
 
 
-def _velocity(denoiser, process: FlowMatching, x: torch.Tensor, t) -> torch.Tensor:
+def _velocity(denoiser, process: Process, x: torch.Tensor, t) -> torch.Tensor:
     """u(x, t) for a time t (a float, or a 0-d tensor, read without a host sync) shared by the batch."""
     if isinstance(t, torch.Tensor):
         tb = t.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
@@ -51,9 +53,9 @@ def _velocity(denoiser, process: FlowMatching, x: torch.Tensor, t) -> torch.Tens
     return process.convert(denoiser(x, process.network_time(tb)), x, tb, "velocity")
 
 
-def _grid(process: FlowMatching, steps: int, shift) -> list[float]:
+def _grid(process: Process, steps: int, shift) -> list[float]:
     """The fixed-step samplers' times over the process's sampling interval, as host floats."""
-    return time_grid(*process.interval(process.sample_eps), steps, _check_shift(shift)).tolist()
+    return time_grid(*process.sampling_interval(), steps, _check_shift(shift)).tolist()
 
 
 def _check_shift(shift) -> float:
@@ -70,7 +72,7 @@ def _progress(items, progress: bool):
 
 
 @torch.no_grad()
-def euler(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0):
+def euler(denoiser, process: Process, x_T, steps, noise=None, progress=False, shift: float = 1.0):
     """Explicit Euler: x_{k+1} = x_k + (t_{k+1} - t_k) u(x_k, t_k)."""
     ts = _grid(process, steps, shift)
     x = x_T
@@ -80,7 +82,7 @@ def euler(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=Fals
 
 
 @torch.no_grad()
-def heun(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0):
+def heun(denoiser, process: Process, x_T, steps, noise=None, progress=False, shift: float = 1.0):
     """Heun's method (explicit trapezoid): an Euler predictor, then the mean of both slopes."""
     ts = _grid(process, steps, shift)
     x = x_T
@@ -93,7 +95,7 @@ def heun(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False
 
 
 @torch.no_grad()
-def dopri5(denoiser, process: FlowMatching, x_T, steps=None, noise=None, progress=False,
+def dopri5(denoiser, process: Process, x_T, steps=None, noise=None, progress=False,
            atol: float = 1e-6, rtol: float = 1e-3):
     """Adaptive Dormand-Prince through torchdiffeq.odeint, from t_lo to t_hi; `steps` is not used."""
     from torchdiffeq import odeint
@@ -101,7 +103,7 @@ def dopri5(denoiser, process: FlowMatching, x_T, steps=None, noise=None, progres
     for name, tol in (("atol", atol), ("rtol", rtol)):
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise UserError(f"dopri5 {name} must be positive, got {tol!r}")
-    lo, hi = process.interval(process.sample_eps)
+    lo, hi = process.sampling_interval()
 
     def field(t, x):
         return _velocity(denoiser, process, x, t)
@@ -110,9 +112,9 @@ def dopri5(denoiser, process: FlowMatching, x_T, steps=None, noise=None, progres
     return odeint(field, x_T, times, method="dopri5", atol=atol, rtol=rtol)[-1]
 
 
-def diffusion_coefficient(process: FlowMatching, form: str, norm: float, t: torch.Tensor) -> torch.Tensor:
+def diffusion_coefficient(process: Process, form: str, norm: float, t: torch.Tensor) -> torch.Tensor:
     """w(t) of SiT's diffusion forms (transport/path.py compute_diffusion), t (B,) -> (B,)."""
-    alpha, d_alpha, sigma, d_sigma = process.coefficients(t)
+    (alpha, sigma), (d_alpha, d_sigma) = process.marginal(t), process.marginal_rates(t)
     if form == "constant":
         return torch.full_like(t, norm)
     if form == "SBDM":  # the reverse SDE of score-based diffusion: (alpha'/alpha) sigma^2 - sigma sigma'
@@ -129,14 +131,14 @@ def diffusion_coefficient(process: FlowMatching, form: str, norm: float, t: torc
 
 
 @torch.no_grad()
-def sde(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False, shift: float = 1.0,
+def sde(denoiser, process: Process, x_T, steps, noise=None, progress=False, shift: float = 1.0,
         diffusion_form: str = "sigma", diffusion_norm: float = 1.0, last_step: float = 0.04):
     """Euler-Maruyama with n - 1 noisy steps on [t_lo, t_hi - last_step], then one mean step to t_hi."""
     if diffusion_form not in DIFFUSION_FORMS:
         raise UserError(f"unknown diffusion form {diffusion_form!r}; choose one of {', '.join(DIFFUSION_FORMS)}")
     if not (isinstance(diffusion_norm, (int, float)) and diffusion_norm >= 0):
         raise UserError(f"the diffusion norm must be >= 0, got {diffusion_norm!r}")
-    lo, hi = process.interval(process.sample_eps, sde=True)
+    lo, hi = process.sampling_interval(sde=True)
     if not 0 < last_step < hi - lo:
         raise UserError(f"the SDE's last step must be in (0, {hi - lo:.3f}), got {last_step!r}")
     noise = torch.randn_like if noise is None else noise
@@ -157,16 +159,17 @@ def sde(denoiser, process: FlowMatching, x_T, steps, noise=None, progress=False,
     return x
 
 
-def check_fixed_steps(name: str, minimum: int = 1):
+def check_fixed_steps(name: str, minimum: int = 1, needs: tuple[str, ...] = ("velocity",)):
     def check(process, steps) -> None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < minimum:
             raise UserError(f"{name} steps must be an int >= {minimum}, got {steps!r}")
-        if not isinstance(process, FlowMatching):
-            raise UserError(f"{name} samples the flow process, not {process.key!r}")
+        if process.discrete_time or not set(needs) <= set(process.outputs):
+            raise UserError(f"{name} integrates over continuous time with the network's {' and '.join(needs)}, which "
+                            f"the {process.key!r} process does not give")
     return check
 
 
 euler.check = check_fixed_steps("euler")
 heun.check = check_fixed_steps("heun")
-sde.check = check_fixed_steps("sde", 2)
+sde.check = check_fixed_steps("sde", 2, ("velocity", "score"))
 dopri5.check = check_fixed_steps("dopri5")

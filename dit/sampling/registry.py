@@ -74,3 +74,24 @@ def check_sampler(process, name: str, steps: int, **options) -> None:
 def run_sampler(denoiser, process, x_T, sampler: str, steps: int = 250, noise=None, progress: bool = False, **options):
     """Sample with `sampler` (a name registered for `process.key`) from x_T."""
     return get_sampler(process.key, sampler)(denoiser, process, x_T, steps, noise, progress, **options)
+
+
+def option_defaults(option: str) -> dict[str, object]:
+    """"process/sampler" -> the default of keyword `option` for every registered sampler that takes it:
+    the one place command-line help reads sampler defaults from (they live in the samplers' signatures)."""
+    found = {}
+    for process_key, table in sorted(_BY_PROCESS.items()):
+        for name in table.keys():
+            param = inspect.signature(table.get(name)).parameters.get(option)
+            if param is not None and param.default is not inspect.Parameter.empty:
+                found[f"{process_key} {name}"] = param.default
+    return found
+
+
+def option_help(option: str) -> str:
+    """`option_defaults` in words for a --flag's help: "flow euler, flow heun: default 1"."""
+    by_default: dict[str, list[str]] = {}
+    for where, default in option_defaults(option).items():
+        by_default.setdefault(repr(default) if isinstance(default, str) else f"{default:g}"
+                              if isinstance(default, float) else str(default), []).append(where)
+    return "; ".join(f"{', '.join(wheres)}: default {d}" for d, wheres in by_default.items()) or "no sampler takes it"

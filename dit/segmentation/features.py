@@ -44,7 +44,7 @@ def token_features(model, process, x0: torch.Tensor, t: float, block: int, kind:
         raise ValueError(f"feature must be one of {FEATURES}, got {kind!r}")
     lv = level(process, t)
     x_t = lv.a * x0 + lv.s * noise
-    dtype = torch.long if process.key == "gaussian" else torch.float32
+    dtype = torch.long if process.discrete_time else torch.float32
     tt = torch.full((x0.shape[0],), lv.t, dtype=dtype, device=x0.device)
     target = model.blocks[block] if kind == "hidden" else model.blocks[block].attn.qkv
     with capture(target, []) as out:

@@ -17,7 +17,9 @@ and every modulated pass adds the same ones, so only the modulation makes the pa
 
 Times are the process's own: Gaussian timestep indices 0..T-1 (T-1 = noise), flow t in [0, 1]
 (1 = data). Levels run from the clean image (a = 1, s = 0, the network read at the process's data
-end) to t_m, `steps` steps evenly spaced in that time.
+end) to t_m, `steps` steps evenly spaced in that time. Everything read of the process is declared
+by it (dit/processes/base.py): `time_range`, `discrete_time`, `marginal` (a, s) and the noise
+estimate `convert(..., "eps")`; a process without a marginal says why in one line.
 """
 
 from __future__ import annotations
@@ -37,47 +39,56 @@ class Level:
 
 
 def time_range(process) -> tuple[float, float, str]:
-    """(clean end, noise end, description) of the process's time, for checks and messages."""
-    if process.key == "gaussian":
-        return 0, process.num_timesteps - 1, f"a timestep in 1..{process.num_timesteps - 1} (gaussian: {process.num_timesteps - 1} = noise)"
-    if process.key == "flow":
-        return 1.0, 0.0, "a time in (0, 1) (flow: 1 = data, 0 = noise)"
-    raise UserError(f"segmentation knows the gaussian and flow processes, not {process.key!r}")
+    """(clean end, noise end, description) of the process's time, for checks and messages; a
+    process that cannot be inverted is refused here, in one line."""
+    if process.inversion_refusal is not None:
+        raise UserError(f"segmentation inverts the image deterministically, and the {process.key} process cannot be "
+                        f"inverted: {process.inversion_refusal}")
+    clean, noise = process.time_range
+    if process.discrete_time:
+        first, last = (clean + 1, noise) if noise > clean else (noise, clean - 1)
+        return clean, noise, f"a timestep in {first}..{last} ({process.key}: {noise} = noise)"
+    lo, hi = sorted((clean, noise))
+    return clean, noise, f"a time in ({lo:g}, {hi:g}) ({process.key}: {clean:g} = data, {noise:g} = noise)"
 
 
 def check_time(process, t: float, name: str) -> None:
     clean, noise, what = time_range(process)
     lo, hi = sorted((clean, noise))
-    if not (lo < t <= hi if process.key == "gaussian" else lo < t < hi):
+    # Discrete time reaches its noise end (the last index); continuous time stays inside (an end may be singular).
+    inside = (lo < t <= hi if noise > clean else lo <= t < hi) if process.discrete_time else lo < t < hi
+    if not inside:
         raise UserError(f"{name} {t:g} is out of range: give {what}")
-    if process.key == "gaussian" and t != int(t):
-        raise UserError(f"{name} {t:g}: a gaussian time is a whole timestep index")
+    if process.discrete_time and t != int(t):
+        raise UserError(f"{name} {t:g}: a {process.key} time is a whole timestep index")
+
+
+def _time(process, t: float) -> int | float:
+    return int(t) if process.discrete_time else float(t)
 
 
 def level(process, t: float) -> Level:
-    """The coefficients (a, s) at process time t."""
-    if process.key == "gaussian":
-        abar = float(process.alphas_cumprod[int(t)])
-        return Level(int(t), abar**0.5, (1 - abar) ** 0.5)
-    alpha, _, sigma, _ = process.coefficients(torch.tensor([float(t)], dtype=torch.float64))
-    return Level(float(t), float(alpha), float(sigma))
+    """The coefficients (a, s) at process time t: x_t = a x0 + s eps (the process's `marginal`)."""
+    t = _time(process, t)
+    a, s = process.marginal(torch.tensor([t], dtype=torch.long if process.discrete_time else torch.float64))
+    return Level(t, float(a), float(s))
 
 
 def levels(process, t_m: float, steps: int) -> list[Level]:
-    """steps + 1 levels, clean first, t_m last (Gaussian: repeated indices dropped)."""
+    """steps + 1 levels, clean first, t_m last (discrete time: rounded, repeated indices dropped)."""
     clean, _, _ = time_range(process)
-    if process.key == "gaussian":
-        times = sorted({round(t_m * i / steps) for i in range(1, steps + 1)})
-        out = [level(process, t) for t in times]
-    else:
-        out = [level(process, clean + (t_m - clean) * i / steps) for i in range(1, steps + 1)]
-    # DDIM's last step goes to abar = 1 (alphas_cumprod_prev at t = 0), not to abar_0: the image itself.
+    times = [clean + (t_m - clean) * i / steps for i in range(1, steps + 1)]
+    if process.discrete_time:
+        times = sorted({round(t) for t in times}, key=lambda t: abs(t - clean))
+    out = [level(process, t) for t in times]
+    # DDIM's last step goes to a = 1, s = 0 (alphas_cumprod_prev at t = 0), not to the level of the
+    # clean end's own time: the image itself.
     return [Level(clean, 1.0, 0.0), *out]
 
 
 def noise_estimate(model, process, x: torch.Tensor, lv: Level, cond) -> torch.Tensor:
     """The network's noise prediction at x on level lv (through the process's own `convert`)."""
-    dtype = torch.long if process.key == "gaussian" else torch.float32
+    dtype = torch.long if process.discrete_time else torch.float32
     t = torch.full((x.shape[0],), lv.t, dtype=dtype, device=x.device)
     return process.convert(model(x, process.network_time(t), cond), x, t, "eps")
 

@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from dit.errors import UserError
+from dit.processes.base import Objective
 
 QUARTERS = 4
 
 
-class NoisyClassification:
+class NoisyClassification(Objective):
+    key = "noisy-classification"  # the "objective" its checkpoints and exports record (train_classifier.py)
+
     def __init__(self, process):
         from dit.processes.base import Process
 

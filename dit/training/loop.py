@@ -18,12 +18,14 @@ from tqdm.auto import tqdm
 
 from dit.data.stream import StreamBatches, TrainingItems, make_loader, per_process_batch
 from dit.networks import get_architecture
+from dit.networks.base import CompileBlocks, GradCheckpointing, require
+from dit.networks.compile import compile_network
 from dit.training import state as train_state
 from dit.training.config import TrainConfig
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import build_data, compile_network, find_resume, init_from_image, make_accelerator, start_run
+from dit.training.setup import build_data, find_resume, init_from_image, make_accelerator, start_run
 from dit.training.step import train_step
 from dit.training.tracking import Tracker
 
@@ -50,6 +52,10 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
 
     torch.manual_seed(config.seed)  # the initial weights; all later randomness comes from the data stream
     network = get_architecture(config.arch).build(data.network_config)
+    for asked, capability, flag in ((config.grad_checkpointing, GradCheckpointing, "--grad-checkpointing"),
+                                    (config.compile, CompileBlocks, "--compile")):
+        if asked:  # declared capabilities (dit/networks/base.py): refused in one line, before anything is written
+            require(network, capability, flag)
     if config.init_from and resume_from is None:  # a resumed run has its own weights
         copied, note = init_from_image(network, config.init_from)
         accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial "
@@ -70,14 +76,15 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     tracker = Tracker(run_dir, config.to_dict(), is_main, config.wandb, config.wandb_project, config.wandb_mode,
                       config.run_name)
     monitor = Monitor(accelerator, config, tracker, counters, run_dir)
+    clips = get_architecture(config.arch).data_kind == "clip"
     meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
             "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
-            **({"video_masks": config.video_masks} if config.arch == "video-dit" else {}),  # what it learned to complete
+            **({"video_masks": config.video_masks} if clips else {}),  # what a network of clips learned to complete
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
-    # Posterior noise only for a VAE's latents encoded during training: a tokenizer's codes are not drawn.
+    # Posterior noise only where encoding in training draws z ~ q(z|x) (a VAE; a tokenizer's codes are not drawn).
     items = TrainingItems(data.base, config.seed, objective, config.class_dropout_prob, data.shape,
-                          data.encode_on_the_fly and data.autoencoder.kind == "latents", data.mask)
+                          data.encode_on_the_fly and data.autoencoder.stochastic, data.mask)
     batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,
                             accelerator.process_index, config.grad_accum, config.seed, start_step)
     stream = make_loader(items, batches, config.num_workers, pin_memory=device.type == "cuda")

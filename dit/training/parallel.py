@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dit.training.ema import EMA, ema_lerp
 from dit.errors import UserError
+from dit.networks.base import Blocks, supports
+from dit.training.ema import EMA, ema_lerp
 
 MODEL_FILE, OPTIMIZER_FILE, EMA_FILE = "model.safetensors", "optimizer.bin", "ema.safetensors"
 
@@ -99,7 +100,8 @@ def shard(model, mixed_precision: str) -> None:
         else MixedPrecisionPolicy()
     root = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False) \
         if bf16 else MixedPrecisionPolicy()
-    for block in getattr(model, "blocks", []):  # one all-gather per block: peak memory is one block's weights
+    # One all-gather per block (the Blocks capability, dit/networks/base.py): peak memory is one block's weights.
+    for block in model.blocks if supports(model, Blocks) else []:
         fully_shard(block, mp_policy=blocks)
     fully_shard(model, mp_policy=root)
 

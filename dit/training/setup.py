@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from pathlib import Path
 
-from dit.autoencoders.vae import LATENT_NORMS, PIXEL, Autoencoder
+from dit.autoencoders import Autoencoder, load_autoencoder, peek_autoencoder
+from dit.autoencoders.base import LATENT_NORMS
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
-from dit.networks import get_architecture
+from dit.layout import TOKENS
+from dit.networks import TOKENIZER, get_architecture, role_of
+from dit.networks.base import ImageInit, supports
 from dit.training import state as train_state
 from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, VQ_TOKENIZER_CPU, TrainConfig
 from dit.training.step import learning_rate
@@ -58,16 +61,15 @@ def resolve_tokens(values: dict) -> dict:
     process of token ids (vq-diffusion), and either of those needs a tokenizer --vae; the tokenizer's
     K fills --codebook-size (the process is built with it when the config is checked), and a
     --codebook-size that disagrees is refused. Reads the tokenizer file's header only."""
-    from dit.autoencoders.vq import tokenizer_codebook_size
     from dit.processes import get_process
 
     get = lambda k: values.get(k, getattr(TrainConfig, k))  # noqa: E731 - a field's value or its default
     arch, process, vae = get("arch"), get("process"), get("vae")
-    if arch == "vq-tokenizer":
-        raise UserError("--arch vq-tokenizer trains a VQ tokenizer: use train_vq.py (then pass its run as --vae here)")
-    K = tokenizer_codebook_size(vae)
-    arch_tokens = get_architecture(arch).data_kind == "tokens"
-    process_tokens = getattr(get_process(process), "data_kind", "latents") == "tokens"
+    if role_of(arch) == TOKENIZER:
+        raise UserError(f"--arch {arch} trains a VQ tokenizer: use train_vq.py (then pass its run as --vae here)")
+    K = peek_autoencoder(vae).get("codebook_size")  # a tokenizer's, from its file's header
+    arch_tokens = get_architecture(arch).data_kind == TOKENS
+    process_tokens = get_process(process).data_kind == TOKENS
     if K is None:
         if arch_tokens or process_tokens:
             what = f"--arch {arch}" if arch_tokens else f"--process {process}"
@@ -116,20 +118,22 @@ def build_data(config: TrainConfig, device) -> RunData:
     if config.latent_norm == "channel":  # the statistics are measured over a cache: refuse anything else now
         if cached is None:
             what = "the built-in shapes" if config.data == SHAPES else "an image folder"
+            if peek_autoencoder(config.vae).get("identity"):
+                what += f" in pixel space (--vae {config.vae})"
             raise UserError(f"--latent-norm channel needs a latent cache with per-channel statistics, but --data "
-                            f"{config.data} is {what}{' in pixel space (--vae none)' if config.vae == PIXEL else ''}; "
+                            f"{config.data} is {what}; "
                             "write one with `python cache_latents.py --data IMAGES --out CACHE` and pass --data CACHE, "
                             "or use --latent-norm scalar")
         norm = cached.read_channel_norm()
-    vae = Autoencoder.load(config.vae, device)
-    tokens = vae.kind == "tokens"  # a VQ tokenizer: x0 is a grid of ids (train.py checked arch and process)
+    vae = load_autoencoder(config.vae, device)
+    tokens = vae.data_kind == TOKENS  # x0 is a grid of ids (train.py checked arch and process)
     if cached is not None:
         recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
         if recorded != {"scale": vae.scale, "shift": vae.shift}:
             raise UserError(f"latent cache {config.data} was encoded with scale {recorded['scale']} and shift "
                             f"{recorded['shift']}, but the VAE {config.vae} now has scale {vae.scale} and shift "
                             f"{vae.shift}: it is not the VAE that made the cache; re-encode with cache_latents.py")
-        if cached.tokens != tokens or (tokens and cached.settings.get("codebook_size") != vae.codebook_size):
+        if cached.settings.get("codebook_size") != vae.codebook_size:  # None for both in a cache of latents
             made = (f"token ids of K = {cached.settings.get('codebook_size')}" if cached.tokens else "latents")
             have = f"a tokenizer of K = {vae.codebook_size}" if tokens else "a VAE"
             raise UserError(f"latent cache {config.data} holds {made}, but --vae {config.vae} is now {have}: it is not "
@@ -144,14 +148,15 @@ def build_data(config: TrainConfig, device) -> RunData:
         # The same images on every process (rendered from seed 0), kept on disk for the next run.
         images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
         base = InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
-        encode_on_the_fly = vae.vae is not None
+        encode_on_the_fly = not vae.identity
     elif cached is not None:
         base = cached
         if base.settings["image_size"] != config.image_size:
             raise UserError(f"latent cache {config.data} holds {base.settings['image_size']}px images but "
                             f"--image-size is {config.image_size}; pass --image-size {base.settings['image_size']}")
-        if vae.vae is None:
-            raise UserError("--vae none, but --data is a latent cache: pass the VAE it was encoded with (--vae ema)")
+        if vae.identity:
+            raise UserError(f"--vae {config.vae}, but --data is a latent cache: pass the VAE it was encoded with "
+                            "(--vae ema)")
         base.norm = vae.with_norm(norm).channel_norm  # get() normalises; decoding (previews, checkpoints) inverts
         encode_on_the_fly = False
     else:
@@ -159,7 +164,7 @@ def build_data(config: TrainConfig, device) -> RunData:
 
         config.network_config({**data, "num_classes": 1})  # size checks before the folder is scanned
         base = FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip)
-        encode_on_the_fly = vae.vae is not None
+        encode_on_the_fly = not vae.identity
     shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
     if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
@@ -181,7 +186,7 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
     if config.latent_norm == "channel":
         raise UserError("--latent-norm channel needs a latent cache, and clips are encoded during training: "
                         "use --latent-norm scalar")
-    vae = Autoencoder.load(config.vae, device)
+    vae = load_autoencoder(config.vae, device)
     side = vae.latent_size(config.image_size)
     data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
             "downsample": vae.downsample}
@@ -213,7 +218,7 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
         mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size,
                        images=config.joint_images, mix=config.video_masks)
     shape = (config.frames + config.joint_images, vae.latent_channels, side, side)  # what the stream and process see
-    return RunData(base, vae, shape, vae.vae is not None, network_config, mask)
+    return RunData(base, vae, shape, not vae.identity, network_config, mask)
 
 
 def init_from_image(network, spec: str) -> tuple[int, str]:
@@ -227,13 +232,14 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     from dit.io.checkpoint import load_weights
     from dit.networks.conditioning import classes_in_table
 
-    keys = network.image_state_dict_keys() if hasattr(network, "image_state_dict_keys") else []
+    keys = network.image_state_dict_keys() if supports(network, ImageInit) else []
     if not keys:
         raise UserError("--init-from: this network has no blocks an image DiT maps onto one for one (split-heads "
                         "mixes space and time in one attention); use another --factorization or drop --init-from")
     ckpt = load_weights(spec)
-    if ckpt.arch != "dit":
-        raise UserError(f"--init-from {spec} holds a {ckpt.arch!r} network; it must be an image DiT (arch dit)")
+    if ckpt.arch != network.image_arch:
+        raise UserError(f"--init-from {spec} holds a {ckpt.arch!r} network; it must be an image DiT (arch "
+                        f"{network.image_arch})")
     own = network.state_dict()
     table, note = "y_embedder.embedding_table.weight", "its class table too"
     if table in keys and table in ckpt.state_dict and ckpt.state_dict[table].shape != own[table].shape:
@@ -313,22 +319,6 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
                         f"--max-steps {config.max_steps} would make the learning rate jump from {old:.3g} to {new:.3g} "
                         f"at step {step}. Pass --max-steps {saved['max_steps']}, or start a new --run-name")
     return path
-
-
-def compile_network(net, best_effort: bool, backward: bool = True) -> bool:
-    """torch.compile the network's blocks; True if compiled. A failure is a UserError unless
-    `best_effort`, in which case the network runs eagerly and the caller reports it."""
-    if not hasattr(net, "compile_blocks"):
-        raise UserError(f"--compile: this {type(net).__name__} network has no compile_blocks(); run it without --compile")
-    if net.compile_blocks(backward=backward):
-        print("compile: the transformer blocks are compiled (torch.compile)")
-        return True
-    reason = getattr(net, "compile_error", "unknown reason")
-    if not best_effort:
-        raise UserError(f"--compile: torch.compile failed ({reason}); fix the compiler toolchain (a C++ compiler, "
-                        "Triton on GPU) or pass --compile-best-effort to run eagerly")
-    print(f"compile: FAILED ({reason}); running eagerly as --compile-best-effort allows")
-    return False
 
 
 def start_run(run_dir: Path, config: TrainConfig, description: str) -> None:

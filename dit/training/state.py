@@ -42,8 +42,8 @@ def objective_state_file(rank: int) -> str:
 
 def _save_objective(objective, directory: Path, rank: int) -> None:
     """The objective's state_dict() of tensors (vq-diffusion's importance-sampling history: per process,
-    as each process keeps its own), if it has one."""
-    if objective is None or not hasattr(objective, "state_dict"):
+    as each process keeps its own), where it declares one (`has_state`, dit/processes/base.py)."""
+    if objective is None or not objective.has_state:
         return
     from safetensors.torch import save_file
 
@@ -54,7 +54,7 @@ def _save_objective(objective, directory: Path, rank: int) -> None:
 def _load_objective(objective, directory: Path, rank: int) -> None:
     """Restore what _save_objective wrote: this process's file, else the main process's (another
     process count); a checkpoint written before objectives kept state has none, and that is refused."""
-    if objective is None or not hasattr(objective, "load_state_dict"):
+    if objective is None or not objective.has_state:
         return
     from safetensors.torch import load_file
 
@@ -64,7 +64,7 @@ def _load_objective(objective, directory: Path, rank: int) -> None:
             objective.load_state_dict(load_file(str(path)))
             return
     raise UserError(f"checkpoint {directory} holds no {objective_state_file(rank)} (the state of the "
-                    f"{getattr(objective, 'key', type(objective).__name__)} objective): it was written by an older "
+                    f"{objective.key} objective): it was written by an older "
                     "version; start a new --run-name")
 
 

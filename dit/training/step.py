@@ -24,11 +24,11 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     metrics: if given, what the objective reports besides its loss ("metrics": name -> (values (B,),
     weights (B,)), say a classifier's accuracy per quarter of the time range) is stored in it."""
     x0 = batch["x"].to(device, non_blocking=True)
-    if autoencoder is not None and autoencoder.kind == "tokens":  # (B, h, w) ids: deterministic, nothing drawn
-        x0 = autoencoder.encode(x0)
-    elif autoencoder is not None:  # z ~ q(z|x) with the stream's noise, scaled (dit/autoencoders/vae.py)
+    if autoencoder is not None and autoencoder.stochastic:  # z ~ q(z|x) with the stream's noise, scaled
         mean, std = autoencoder.encode_moments(x0)
         x0 = mean + std * batch["post_noise"].to(device, non_blocking=True)
+    elif autoencoder is not None:  # deterministic (a tokenizer's nearest codes): nothing drawn
+        x0 = autoencoder.encode(x0)
     cond = {"y": batch["y"].to(device), "drop": batch["drop"].to(device)}
     if "given" in batch:  # mask modelling (dit/layout.py): the network reads x0 where GIVEN is 1
         cond[GIVEN], cond[CLEAN] = batch["given"].to(device, non_blocking=True), x0

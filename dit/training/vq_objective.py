@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from dit.networks.vq_tokenizer import nearest
+from dit.processes.base import Objective
 
 USAGE_DECAY = 0.99  # per forward: a code's usage forgets with a time constant of ~100 forwards
 
@@ -99,7 +100,9 @@ def kmeans(z: torch.Tensor, init: torch.Tensor, iters: int) -> torch.Tensor:
     return c
 
 
-class VQObjective:
+class VQObjective(Objective):
+    key = "vq-tokenizer"  # the "objective" its checkpoints and exports record (train_vq.py)
+
     def __init__(self, run):
         self.beta = float(run.commitment)
         self.kmeans_iters, self.restart_every = int(run.kmeans_iters), int(run.restart_every)

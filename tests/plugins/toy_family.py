@@ -4,9 +4,12 @@ tests/test_registry.py trains, resumes and samples them through train.py and sam
 DIT_PLUGINS pointing here, without any library file naming them: the proof that the contracts in
 dit/networks/registry.py and dit/processes/base.py are enough to add a system.
 
-- "token-mlp": an MLP over patch tokens (no attention), time and class added to every token.
+- "token-mlp": an MLP over patch tokens (no attention), time and class added to every token. It
+  declares no optional capability (dit/networks/base.py): --grad-checkpointing and --compile are
+  refused in one line.
 - "toy-flow": rectified flow (x_t = (1 - t) x0 + t eps, t ~ U(0, 1), the network predicts the
-  velocity eps - x0), sampled by a plain Euler integration from t = 1 to t = 0.
+  velocity eps - x0), sampled by a plain Euler integration from t = 1 to t = 0. Its time runs the
+  other way from the library's flow process (data at t = 0 here): it says so in `time_range`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ register_architecture(Architecture(
 
 class ToyFlow(Process):
     key = "toy-flow"
+    time_range = (0.0, 1.0)  # (data end, noise end)
+    outputs = ("velocity", "x0", "eps")
+    inversion_refusal = None
 
     @classmethod
     def from_run(cls, run):
@@ -107,9 +113,20 @@ class ToyFlow(Process):
     def convert(self, output, x_t, t, to):
         if to == "velocity":
             return output
+        tb = t.view(-1, *[1] * (x_t.dim() - 1))
         if to == "x0":
-            return x_t - t.view(-1, *[1] * (x_t.dim() - 1)) * output
+            return x_t - tb * output
+        if to == "eps":
+            return x_t + (1 - tb) * output
         raise ValueError(to)
+
+    def marginal(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return 1 - t, t
+
+    def marginal_rates(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return -torch.ones_like(t), torch.ones_like(t)
 
 
 register_process(ToyFlow, replace=True)

@@ -1,5 +1,5 @@
 """sample.py's --prompt path: a diffusers VQ-Diffusion text-to-image pipeline (a directory or hub id)
-read into our vq-diffusion process and sampler (dit/io/vq_pipeline.py), one image per prompt."""
+read into our vq-diffusion process and sampler (dit/pipelines/vq_text.py), one image per prompt."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dit.errors import UserError
-from dit.io.images import save_png
 from dit.io.video import check_grid_path
-from dit.io.vq_pipeline import is_hub_id, is_vq_pipeline
+from dit.pipelines.vq_text import is_hub_id, is_vq_pipeline
 from dit.precision import check_precision
 
 TEXT_CFG = 5.0  # a text pipeline's classifier-free guidance (VQDiffusionPipeline's default)
@@ -47,7 +46,7 @@ def check_text_args(args) -> argparse.Namespace:
         raise UserError(f"--sampler {args.sampler}: a VQ-Diffusion pipeline samples with the vq-diffusion 'ancestral' sampler")
     args.sampler = "ancestral"
     if is_vq_pipeline(args.ckpt) and args.steps is not None:  # a hub id's T is known once it is fetched
-        from dit.io.vq_pipeline import process_from_scheduler
+        from dit.pipelines.vq_text import process_from_scheduler
 
         sched = Path(args.ckpt).expanduser() / "scheduler" / "scheduler_config.json"
         process_from_scheduler(json.loads(sched.read_text())).time_points(args.steps)
@@ -61,33 +60,24 @@ def check_text_args(args) -> argparse.Namespace:
     return args
 
 
-def sample_prompts(args, state, save_grid) -> None:
-    """--prompt: sample i (prompt i) from seed --seed + i, in batches of --batch-size, on the main process;
-    a grid (--out: `save_grid(images, args)`, --save-images) and/or --npz (uint8 NHWC under arr_0, the
-    prompts under "prompts")."""
-    from dit.io.vq_pipeline import generate_from_prompts, load_vq_pipeline
+def sample_prompts(ckpt: str, spec, batch_size: int, device, show: bool = True) -> np.ndarray:
+    """uint8 NHWC images from the VQ-Diffusion pipeline `ckpt`: sample i (prompt i) from seed spec.seed + i,
+    in batches of `batch_size`."""
+    from dit.pipelines.vq_text import generate_from_prompts, load_vq_pipeline
 
-    if not state.is_main_process:
-        return
-    pipe = load_vq_pipeline(args.ckpt, state.device)
-    steps = args.steps or pipe.process.T
+    pipe = load_vq_pipeline(ckpt, device)
+    steps = spec.steps or pipe.process.T
     pipe.process.time_points(steps)  # a hub id's T is known only now
-    n, bs, images = len(args.prompt), args.batch_size, []
-    for a in tqdm(range(0, n, bs), desc="sampling", disable=args.no_progress):
-        idx = range(a, min(a + bs, n))
-        images.append(generate_from_prompts(pipe, [args.prompt[i] for i in idx], [args.seed + i for i in idx], steps,
-                                            args.cfg_scale, args.truncation, args.precision))
-    images = np.concatenate(images)
-    try:
-        if args.out:
-            save_grid(images, args)
-            print(f"wrote {args.out}")
-        if args.save_images:
-            for i, img in enumerate(images):
-                save_png(img, Path(args.save_images) / f"{i:06d}.png")
-        if args.npz:
-            Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(args.npz, arr_0=images, prompts=np.array(args.prompt))
-            print(f"wrote {args.npz}: {n} images, uint8 NHWC under arr_0, their prompts under 'prompts'")
-    except OSError as e:
-        raise UserError(f"could not write output: {e}") from None
+    prompts, images = list(spec.prompts), []
+    for a in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not show):
+        idx = range(a, min(a + batch_size, len(prompts)))
+        images.append(generate_from_prompts(pipe, [prompts[i] for i in idx], spec.seeds(idx), steps, spec.cfg_scale,
+                                            spec.truncation, spec.precision))
+    return np.concatenate(images)
+
+
+def write_prompt_npz(path: str, images: np.ndarray, prompts) -> None:
+    """uint8 NHWC images under arr_0, their prompts under "prompts"."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, arr_0=images, prompts=np.array(list(prompts)))
+    print(f"wrote {path}: {len(images)} images, uint8 NHWC under arr_0, their prompts under 'prompts'")

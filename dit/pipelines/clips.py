@@ -1,9 +1,10 @@
-"""Completing given clips (sample.py --video-in): VDT's prediction, backward prediction,
-interpolation, animation and spatial in-painting with one model; the mask says which
-(dit/data/video_masks.py's `completion` builds it, dit/layout.py owns the GIVEN/CLEAN keys).
+"""Completing given clips (sample.py --video-in): VDT's prediction, backward prediction, interpolation,
+animation and spatial in-painting with one model; the mask says which (dit/data/video_masks.py's
+`completion` builds it, dit/layout.py owns the GIVEN/CLEAN keys).
 
-Clips are uint8 (N, F, H, W, 3) outside, as in dit/io/video.py. The given pixels of the output are
-the input's byte for byte: a VAE's round trip is not exact, so they are copied back after decoding.
+Clips are uint8 (N, F, H, W, 3) outside, as in dit/io/video.py. Clip i uses seed spec.seed + i and its
+own label (a file without labels: the null class, i.e. unconditional). The given pixels of the output
+are the input's byte for byte: a VAE's round trip is not exact, so they are copied back after decoding.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import torch
 from tqdm import tqdm
 
 from dit.autoencoders.pixels import from_uint8
+from dit.data.video_masks import completion
 from dit.errors import UserError
+from dit.io.video import read_clip_npz
+from dit.pipelines.images import check_labels, report
+from dit.pipelines.pipeline import Pipeline
+from dit.pipelines.spec import SamplingSpec
 
 
 def check_clips(clips: np.ndarray, path: str, model_frames: int, side: int, downsample: int) -> None:
@@ -43,3 +49,25 @@ def complete_clips(clips: np.ndarray, labels: np.ndarray, mask: np.ndarray, keep
         done = generate(range(a, b), labels[a:b], (mask.expand(b - a, *mask.shape), clean))
         out.append(np.where(keep, clips[a:b], done))
     return np.concatenate(out)
+
+
+def complete(pipe: Pipeline, spec: SamplingSpec, batch_size: int, device, show: bool = True):
+    """The clips of spec.video_in completed from spec.given_frames (or around spec.inpaint_box):
+    (clips uint8 NFHWC, labels or None as read, what was given in words)."""
+    clips, labels = read_clip_npz(spec.video_in)
+    max_frames, _, side, _ = pipe.network.input_shape
+    downsample = pipe.autoencoder.downsample
+    check_clips(clips, spec.video_in, max_frames, side, downsample)
+    n, frames, h = clips.shape[:3]
+    task = completion(spec.given_frames, spec.inpaint_box, frames, h, side, downsample)
+    if labels is None:
+        labels = np.full(n, pipe.network.null_class)
+        print(f"{spec.video_in} has no labels (arr_1): completing unconditionally (the null class)")
+    else:
+        check_labels(labels, pipe.network.num_classes)
+    stats = {}
+    out = complete_clips(clips, labels, task.mask, task.keep, pipe.autoencoder,
+                         lambda idx, y, given: pipe.generate(spec, idx, y, device, stats, given),
+                         batch_size, device, show)
+    report(stats, spec)
+    return out, labels, task.what
