@@ -196,8 +196,8 @@ def train(model: str, out: Path, args) -> dict:
 
 
 def make_judge(out: Path, args):
-    """The shapes judge, per sample (sampler_quality.ShapesScorer), its cache seeded from the shared one."""
-    from sampler_quality import seeded_scorer
+    """The shapes judge, per sample (dit/eval/scoring.py ShapesScorer), its cache seeded from the shared one."""
+    from dit.eval.scoring import seeded_scorer
 
     return seeded_scorer(out, Path(args.cache or out / "cache"), [SHARED_CACHE], args.classifier_steps)
 
@@ -231,7 +231,7 @@ def evaluate(model: str, out: Path, judge, args) -> dict:
 
 def shifted_interval(draws: np.ndarray, point: float, clip: bool = False) -> list[float] | None:
     """The 95% percentile interval of `draws`, shifted by the bootstrap's bias estimate (as
-    sampler_quality.bootstrap); None when no draw is finite (a ratio to a zero)."""
+    dit/eval/scoring.py bootstrap); None when no draw is finite (a ratio to a zero)."""
     draws = draws[np.isfinite(draws)]
     if not len(draws) or not np.isfinite(point):
         return None
@@ -243,7 +243,7 @@ def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> lis
     """Per model: size, cost, quality with intervals, and the paired ratios to the DiT."""
     from types import SimpleNamespace
 
-    from sampler_quality import ShapesScorer
+    from dit.eval.scoring import ShapesScorer
 
     with np.load(out / "scores" / "reference.npz") as ref:
         scorer = ShapesScorer(SimpleNamespace(ref_mu=ref["mu"], ref_sigma=ref["sigma"]))  # no classifier needed

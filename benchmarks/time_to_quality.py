@@ -210,7 +210,7 @@ def judge_steps(args) -> int:
 
 def make_scorer(out: Path, classifier_steps: int | None = None):
     from dit.eval.metrics import ShapesMetric
-    from sampler_quality import ShapesScorer
+    from dit.eval.scoring import ShapesScorer
 
     return ShapesScorer(ShapesMetric(16, out / "cache", classifier_steps=classifier_steps))
 

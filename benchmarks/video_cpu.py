@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from dit.cli import ArgumentParser, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
+from video_cpu_report import experiments_markdown, markdown  # noqa: E402
 
 VDT_MIX = ["--video-masks", "vdt"]
 MODELS = {
@@ -128,7 +129,7 @@ def main(argv=None):
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
             r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
-    report = markdown(rows) + experiments_markdown(_rows(out / "experiments.jsonl"))
+    report = markdown(rows, [*MODELS, BASELINE], list(TASK_NAMES)) + experiments_markdown(_rows(out / "experiments.jsonl"))
     (out / "video_cpu.md").write_text(report)
     print(report)
 
@@ -368,47 +369,6 @@ def parameters_of(run: Path) -> int:
     from dit.io.checkpoint import load_weights
 
     return int(sum(t.numel() for t in load_weights(str(run)).state_dict.values()))
-
-
-def _cell(r: dict, k: str, digits: int = 3) -> str:
-    if k not in r:
-        return "-"
-    ci = r.get(f"{k}_ci")
-    return f"{r[k]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
-
-
-def _cost(r: dict) -> str:
-    return f"{r['gmacs']:.3f}" if "gmacs" in r else "-"
-
-
-def markdown(rows: list[dict]) -> str:
-    order = {name: i for i, name in enumerate([*MODELS, BASELINE])}
-    rows = sorted(rows, key=lambda r: (order.get(r["model"], len(order)), list(TASK_NAMES).index(r["task"])))
-    gen = [r for r in rows if r["task"] == "generation"]
-    lines = ["| model | masks | parameters | GFLOPs / clip | clips | class acc | frames agree | coherent motion | "
-             "clip FD |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {_cost(r)} | {r['clips']} | "
-              f"{_cell(r, 'class_acc')} | {_cell(r, 'frames_agree')} | {_cell(r, 'coherent_motion')} | "
-              f"{_cell(r, 'fd_video', 1)} |" for r in gen]
-    lines += ["", "| model | masks | parameters | GFLOPs / clip | task | clips | direction agrees with given | "
-              "centroid error (px) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r['params']:,} | {_cost(r)} | {r['task']} | "
-              f"{r['clips']} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
-              for r in rows if r["task"] != "generation"]
-    return "\n".join(lines) + "\n"
-
-
-def experiments_markdown(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    lines = ["", "| run | masks | batch x steps | task | clips | class acc | coherent motion | clip FD | "
-             "direction agrees with given | centroid error (px) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('video_masks', '?')} | {r.get('global_batch_size', '?')} x "
-              f"{r['steps_trained']} | {r['task']} | {r['clips']} | {_cell(r, 'class_acc')} | "
-              f"{_cell(r, 'coherent_motion')} | "
-              f"{_cell(r, 'fd_video', 1)} | {_cell(r, 'direction_agree_given')} | {_cell(r, 'centroid_error', 2)} |"
-              for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

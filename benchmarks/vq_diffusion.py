@@ -179,7 +179,7 @@ def _params(run: Path) -> int:
 
 
 def make_judge(out: Path, args):
-    from sampler_quality import seeded_scorer
+    from dit.eval.scoring import seeded_scorer
 
     return seeded_scorer(out, Path(args.cache or out / "cache"), SHARED_CACHES, args.classifier_steps)
 
@@ -247,7 +247,7 @@ def shifted_interval(draws: np.ndarray, point: float, clip: bool = False) -> lis
 def summarise(out: Path, rows: list[dict], args) -> list[dict]:
     from types import SimpleNamespace
 
-    from sampler_quality import ShapesScorer
+    from dit.eval.scoring import ShapesScorer
 
     if not (out / "scores" / "reference.npz").is_file():
         raise UserError(f"{out} holds no scored rows yet; run the benchmark without --report")

@@ -22,7 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
 # The longest files (each at least a minute in one worker), started first: with `make test`'s two
 # workers taking whole files in order, the short ones then fill in and both finish together.
 LONG_FIRST = ("test_sweep.py", "test_time_to_quality.py", "test_video_benchmark.py", "test_ssm_benchmark.py",
-              "test_video.py", "test_metrics.py", "test_train.py", "test_reliability.py")
+              "test_video_scripts.py", "test_video.py", "test_metrics.py", "test_train.py", "test_reliability.py")
 
 
 def pytest_collection_modifyitems(items):

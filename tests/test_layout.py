@@ -89,8 +89,11 @@ def test_no_import_cycles_between_modules():
 
 
 def test_modules_stay_readable():
-    long = {p.relative_to(ROOT): n for p in (ROOT / "dit").rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert not long, f"modules over {MAX_LINES} lines: {long}"
+    """The package, the scripts, the benchmarks and the tests: no file over MAX_LINES lines."""
+    files = [*(ROOT / "dit").rglob("*.py"), *ROOT.glob("*.py"), *(ROOT / "benchmarks").rglob("*.py"),
+             *(ROOT / "tests").rglob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines: {long}"
 
 
 def test_the_layer_check_can_fail(monkeypatch):
@@ -139,8 +142,24 @@ def checked_files():
     yield from sorted(ROOT.glob("*.py"))
 
 
+# What the contracts describe: hasattr, or a defaulted getattr, on one of these probes a capability that
+# should be declared (dit/networks/base.py, dit/processes/base.py, dit/autoencoders/base.py).
+CONTRACT_OBJECTS = {"process", "network", "model", "net", "vae", "autoencoder", "objective", "arch", "pipe", "classifier"}
+
 # Each entry: (file relative to the root, the offending source line's stripped text prefix) -> why it stays.
-SPECIAL_CASE_ALLOWED = {}
+SPECIAL_CASE_ALLOWED = {
+    # The shapes judges (not registered networks): their held-out scores exist only where they were measured.
+    ("dit/eval/classifier.py", 'meta = {k: f"{getattr(model, k):.4f}" for k in keys if hasattr(model, k)}'):
+        "the judge's optional held-out scores",
+    ("dit/eval/motion.py", '", ".join(f"{k} {getattr(model, k):.4f}" for k in HELDOUT_KEYS if hasattr(model, k)))'):
+        "the motion judge's optional held-out scores",
+    # The I3D network of FVD (dit/eval/fvd.py), not a registered architecture: a state dict loaded without them.
+    ("dit/eval/fvd.py", 'weights_sha256=getattr(net, "weights_sha256", None)'): "I3D's provenance, where known",
+    # EmerDiff's times were tuned per process (benchmarks/segmentation.py); another process gives them itself.
+    ("dit/segmentation/emerdiff.py", "DEFAULT_TIMES = {"): "measured per process; others must pass --t-m",
+    # diffusers' DiTPipeline is DiT's network with DDPM's scheduler: the one pairing its format can hold.
+    ("export_diffusers.py", 'if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):'): "what DiTPipeline is",
+}
 
 
 def special_cases(path, names: set[str], classes: set[str], root=ROOT) -> list[str]:
@@ -164,16 +183,17 @@ def special_cases(path, names: set[str], classes: set[str], root=ROOT) -> list[s
             if keys and set(keys) <= names:
                 here(node, f"a table keyed by {keys[0]!r}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id == "hasattr":
+            if node.func.id == "hasattr" and isinstance(node.args[0], ast.Name) and node.args[0].id in CONTRACT_OBJECTS:
                 here(node, "hasattr probe")
-            elif node.func.id == "getattr" and len(node.args) == 3:
+            elif node.func.id == "getattr" and len(node.args) == 3 and isinstance(node.args[0], ast.Name) \
+                    and node.args[0].id in CONTRACT_OBJECTS:
                 here(node, "getattr with a default")
             elif node.func.id == "isinstance" and len(node.args) == 2:
                 kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
                 bad = [k.id for k in kinds if isinstance(k, ast.Name) and k.id in classes]
                 if bad:
                     here(node, f"isinstance of the concrete {bad[0]}")
-    return found
+    return sorted(found, key=lambda f: int(f.split(":")[1]))
 
 
 def _owner_of(path, names) -> set[str]:
@@ -187,14 +207,18 @@ def _owner_of(path, names) -> set[str]:
 
 def test_no_code_special_cases_a_system():
     names, classes = registered_names(), concrete_classes()
-    found = []
+    found, used = [], set()
     for path in checked_files():
         own = _owner_of(path, names)
         for line in special_cases(path, names - own, classes):
             rel, _, rest = line.partition(":")
             text = rest.split(": ", 2)[-1]
-            if not any(rel == f and text.startswith(prefix) for f, prefix in SPECIAL_CASE_ALLOWED):
+            allowed = [(f, prefix) for f, prefix in SPECIAL_CASE_ALLOWED if rel == f and text.startswith(prefix)]
+            used |= set(allowed)
+            if not allowed:
                 found.append(line)
+    stale = set(SPECIAL_CASE_ALLOWED) - used
+    assert not stale, f"allow-list entries that match nothing any more (remove them): {sorted(stale)}"
     assert not found, "special cases (declare a capability instead, or justify an entry in SPECIAL_CASE_ALLOWED):\n" + \
         "\n".join(found)
 

@@ -323,28 +323,6 @@ def test_draw_is_per_sample_deterministic():
     assert 1 <= a["t"] <= 20 and a["u"].shape == (4, 4)
 
 
-def test_importance_sampling_follows_history_and_round_trips():
-    process = VQDiffusion(8, 20, time_sampling="importance")
-    x0 = torch.randint(0, 8, (4, 4, 4), generator=torch.Generator().manual_seed(5))
-    batch = batch_of(process, x0, range(4))
-    t, w = process._time(batch)  # cold: the drawn t, weight T
-    assert torch.equal(t, batch["t"]) and torch.allclose(w, torch.full((4,), 20.0))
-    process.history = torch.linspace(1, 4, 20, dtype=torch.float64)
-    process.count = torch.full((20,), 11.0, dtype=torch.float64)
-    p = process.time_probabilities()
-    batch["t_u"] = torch.tensor([0.0, 0.3, 0.7, 0.999999])
-    t, w = process._time(batch)
-    want = torch.searchsorted(p.cumsum(0), batch["t_u"].double(), right=True) + 1
-    assert torch.equal(t, want) and torch.allclose(w.double(), 1 / p[want - 1], rtol=1e-6)
-    net = tiny_net()
-    process.loss(net, batch)  # records L_t of the chosen t
-    assert float(process.count.sum()) == 20 * 11 + 4
-    state = process.state_dict()
-    other = VQDiffusion(8, 20, time_sampling="importance")
-    other.load_state_dict(state)
-    assert torch.equal(other.history, process.history) and torch.equal(other.count, process.count)
-
-
 def test_meta_round_trip_and_registry():
     process = VQDiffusion(16, 50, replace_max=0.1, aux_weight=1e-3, time_sampling="importance")
     back = process_from_meta({"process": "vq-diffusion", "process_config": process.to_meta()})
@@ -377,28 +355,3 @@ def test_sampling_is_per_seed_whatever_the_batching():
     assert torch.equal(torch.cat([run([0, 1]), run([2, 3])]), whole)
     assert torch.equal(run([0, 1, 2, 3]), whole)
     assert (whole < 8).all()
-
-
-def test_importance_sampling_resumes_exactly_from_its_state():
-    """Three micro-batches straight through vs. two, then a fresh process loaded from state_dict."""
-    x0 = torch.randint(0, 8, (4, 4, 4), generator=torch.Generator().manual_seed(6))
-    net = tiny_net()
-    for p in net.parameters():
-        p.data.add_(0.05 * torch.randn_like(p))
-    batches = [batch_of(VQDiffusion(8, 5), x0, range(4 * i, 4 * i + 4)) for i in range(3)]
-
-    def warm():
-        process = VQDiffusion(8, 5, time_sampling="importance")
-        process.count = torch.full((5,), 11.0, dtype=torch.float64)
-        process.history = torch.linspace(0.5, 2, 5, dtype=torch.float64)
-        return process
-
-    straight = warm()
-    losses = [straight.loss(net, b)["loss"] for b in batches]
-    first = warm()
-    for b in batches[:2]:
-        first.loss(net, b)
-    resumed = VQDiffusion(8, 5, time_sampling="importance")
-    resumed.load_state_dict(first.state_dict())
-    assert torch.equal(resumed.loss(net, batches[2])["loss"], losses[2])
-    assert torch.equal(resumed.history, straight.history)

@@ -19,7 +19,7 @@ from dit.errors import UserError
 from dit.io.checkpoint import Checkpoint, checkpoint_sha256, instantiate, load_model, load_weights
 from dit.io.zoo import sha256_of
 from dit.layout import AUTOENCODER_OF, DATA_OF, TOKENS, values_of
-from dit.networks import DEFAULT_ARCH, TOKENIZER, get_architecture, role_of
+from dit.networks import CLASSIFIER, DEFAULT_ARCH, TOKENIZER, get_architecture, role_of
 from dit.networks.conditioning import IMAGENET_CLASSES
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.processes import process_from_meta
@@ -106,7 +106,7 @@ def _keys(source: Source, ckpt: Checkpoint) -> None:
 def read_generator(source: Source) -> Checkpoint:
     """The checkpoint of `source`, refused unless it holds a generator."""
     ckpt = load_weights(source.ckpt)
-    if ckpt.meta.get("objective") == "noisy-classification":
+    if role_of(ckpt.arch) == CLASSIFIER:
         raise UserError(f"{source.ckpt} is a noise-aware classifier (train_classifier.py), not a generator: pass it "
                         "as --classifier, and a generator as --ckpt")
     if role_of(ckpt.arch) == TOKENIZER:

@@ -66,7 +66,7 @@ def sample_prompts(ckpt: str, spec, batch_size: int, device, show: bool = True) 
     from dit.pipelines.vq_text import generate_from_prompts, load_vq_pipeline
 
     pipe = load_vq_pipeline(ckpt, device)
-    steps = spec.steps or pipe.process.T
+    steps = spec.steps or pipe.process.default_sampling_steps
     pipe.process.time_points(steps)  # a hub id's T is known only now
     prompts, images = list(spec.prompts), []
     for a in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not show):

@@ -261,7 +261,7 @@ def load_vq_pipeline(spec: str, device="cpu") -> TextPipeline:
     except Exception as e:  # noqa: BLE001
         raise UserError(f"could not load the tokenizer of {root} ({type(e).__name__}: {str(e)[:200]})") from None
 
-    K, T, S = process.K, process.T, int(tokenizer.model_max_length)
+    K, T, S = process.codebook_size, process.default_sampling_steps, int(tokenizer.model_max_length)
     tcfg = transformer.config
     width = text_model.config.hidden_size
     checks = [
@@ -309,7 +309,7 @@ def sample_tokens(pipe: TextPipeline, prompts: list[str], noise, steps: int | No
     uncond = {TEXT: pipe.text.null(B).to(device)}
     denoiser = guided_log_probs(net, cond, uncond, cfg_scale)
     x_T = pipe.process.prior(noise, B, pipe.network.input_shape, device)
-    return run_sampler(denoiser, pipe.process, x_T, "ancestral", steps or pipe.process.T, noise, progress,
+    return run_sampler(denoiser, pipe.process, x_T, "ancestral", steps or pipe.process.default_sampling_steps, noise, progress,
                        truncation=truncation, callback=callback, categorical=categorical)
 
 

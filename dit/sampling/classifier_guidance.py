@@ -23,8 +23,9 @@ import math
 
 import torch
 
-from dit.autoencoders.vae import NORM_KEYS
+from dit.autoencoders.base import NORM_KEYS
 from dit.errors import UserError
+from dit.networks import CLASSIFIER, role_of
 from dit.processes import process_from_meta
 
 FORMS = ("auto", "eps", "mean")
@@ -90,7 +91,7 @@ def check_classifier(classifier, classifier_meta: dict, network, model_meta: dic
     where = f" ({classifier_path})" if classifier_path else ""
     if process.classifier_guidance_refusal is not None:
         raise UserError(process.classifier_guidance_refusal)
-    if classifier_meta.get("objective") != "noisy-classification":
+    if classifier_meta.get("arch") is None or role_of(classifier_meta["arch"]) != CLASSIFIER:
         raise UserError(f"--classifier{where} is not a noise-aware classifier run (train one with train_classifier.py)")
     if tuple(classifier.input_shape) != tuple(network.input_shape):
         raise UserError(f"--classifier{where} reads inputs of shape {tuple(classifier.input_shape)}, the model samples "

@@ -13,12 +13,12 @@ from dit.precision import autocast_dtype
 from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
 from dit.sampling.guidance import guided
 from dit.sampling.noise import PerSampleNoise
-from dit.sampling.registry import run_sampler
+from dit.sampling.registry import default_sampler, run_sampler
 from dit.sampling.vq_diffusion import guided_log_probs
 
 
 @torch.no_grad()
-def generate_images(network, autoencoder, process, seeds, labels, sampler: str = "ddpm", steps: int = 250,
+def generate_images(network, autoencoder, process, seeds, labels, sampler: str | None = None, steps: int | None = None,
                     cfg_scale: float = 1.0, cfg_channels: int | None = None,
                     interval: tuple[float, float] | None = None, eta: float = 0.0, precision: str = "no",
                     device=None, options: dict | None = None, stats: dict | None = None,
@@ -26,7 +26,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
                     classifier_scale: float = 0.0, classifier_form: str = "auto",
                     shape: tuple[int, ...] | None = None) -> np.ndarray:
     """uint8 NHWC images (NFHWC clips for a video network); sample i is drawn from seed `seeds[i]`
-    with class `labels[i]`.
+    with class `labels[i]`. sampler / steps None: the process's defaults.
 
     network: any registered architecture in eval mode; process: its full (un-respaced) process;
     autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py);
@@ -43,6 +43,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str =
     `given`), else network.input_shape. A video network also takes clips shorter than its F.
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
+    sampler = sampler or default_sampler(process.key)
     dtype = autocast_dtype(precision)
 
     def net(x, t, cond):

@@ -71,8 +71,10 @@ def check_sampler(process, name: str, steps: int, **options) -> None:
         check(process, steps)
 
 
-def run_sampler(denoiser, process, x_T, sampler: str, steps: int = 250, noise=None, progress: bool = False, **options):
-    """Sample with `sampler` (a name registered for `process.key`) from x_T."""
+def run_sampler(denoiser, process, x_T, sampler: str, steps: int | None = None, noise=None, progress: bool = False,
+                **options):
+    """Sample with `sampler` (a name registered for `process.key`) from x_T in `steps` (None: the process's default)."""
+    steps = process.default_sampling_steps if steps is None else steps
     return get_sampler(process.key, sampler)(denoiser, process, x_T, steps, noise, progress, **options)
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dit.errors import UserError
+
 from dit.segmentation.assign import bilinear_labels, region_scores, upsample_labels
 from dit.segmentation.attention_replay import AttentionTape
 from dit.segmentation.features import capture, null_labels, num_tokens, token_features
@@ -64,13 +66,17 @@ class Settings:
     seed: int = 0  # the random direction's draw (per image seeds come from the caller)
 
     def resolve(self, model, process) -> "Settings":
-        depth, times = len(model.blocks), DEFAULT_TIMES[process.key]
+        depth, times = len(model.blocks), DEFAULT_TIMES.get(process.key)
+        if times is None and (self.feature_t is None or self.t_m is None):
+            raise UserError(f"no default EmerDiff times for the {process.key} process (tuned for "
+                            f"{', '.join(DEFAULT_TIMES)}): give --t-m and --feature-t in its own time")
+        times = times or {}
         return dataclasses.replace(
             self,
             feature_block=depth // 2 if self.feature_block is None else self.feature_block % depth,
             block=depth - 1 if self.block is None else self.block % depth,
-            feature_t=times["feature_t"] if self.feature_t is None else self.feature_t,
-            t_m=times["t_m"] if self.t_m is None else self.t_m,
+            feature_t=times.get("feature_t") if self.feature_t is None else self.feature_t,
+            t_m=times.get("t_m") if self.t_m is None else self.t_m,
         )
 
 
