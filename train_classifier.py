@@ -24,7 +24,7 @@ from dit.errors import UserError
 from dit.networks import CLASSIFIER, get_architecture, keys_with_role
 from dit.training.classifier_objective import NoisyClassification
 from dit.training.config import CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, TrainConfig
-from dit.training.flags import config_from_args, training_parser
+from dit.training.flags import arch_of, config_from_args, training_parser
 from dit.training.loop import run_training
 from dit.training.setup import check_latent_norm
 
@@ -32,10 +32,11 @@ from dit.training.setup import check_latent_norm
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     parser = training_parser(__doc__.split("\n")[0], CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, recipes=False)
     args = parser.parse_args(argv)
-    config = config_from_args(args, CLASSIFIER_PRESETS)
-    if get_architecture(config.arch).role != CLASSIFIER:
+    arch = arch_of(args, CLASSIFIER_PRESETS)  # by role, before another system's flags are judged
+    if get_architecture(arch).role != CLASSIFIER:
         raise UserError(f"train_classifier.py trains --arch {' or '.join(keys_with_role(CLASSIFIER))}, got --arch "
-                        f"{config.arch}; train generators with train.py")
+                        f"{arch}; train generators with train.py")
+    config = config_from_args(args, CLASSIFIER_PRESETS)
     check_latent_norm(config)
     return config, args
 

@@ -25,7 +25,7 @@ from dit.cli import run_cli
 from dit.errors import UserError
 from dit.networks import TOKENIZER, get_architecture, keys_with_role
 from dit.training.config import DEFAULT_VQ_PRESET, SHAPES, VQ_PRESETS, TrainConfig
-from dit.training.flags import config_from_args, training_parser
+from dit.training.flags import arch_of, config_from_args, training_parser
 from dit.training.loop import run_training
 from dit.training.vq_objective import VQObjective
 
@@ -33,10 +33,11 @@ from dit.training.vq_objective import VQObjective
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     parser = training_parser(__doc__.split("\n")[0], VQ_PRESETS, DEFAULT_VQ_PRESET, recipes=False)
     args = parser.parse_args(argv)
-    config = config_from_args(args, VQ_PRESETS)
-    if get_architecture(config.arch).role != TOKENIZER:
-        raise UserError(f"train_vq.py trains --arch {' or '.join(keys_with_role(TOKENIZER))}, got --arch {config.arch}; "
+    arch = arch_of(args, VQ_PRESETS)  # by role, before another system's flags are judged
+    if get_architecture(arch).role != TOKENIZER:
+        raise UserError(f"train_vq.py trains --arch {' or '.join(keys_with_role(TOKENIZER))}, got --arch {arch}; "
                         "train generators with train.py and classifiers with train_classifier.py")
+    config = config_from_args(args, VQ_PRESETS)
     if config.data != SHAPES:
         from dit.data.latent_cache import is_cache
 

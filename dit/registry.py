@@ -9,6 +9,10 @@ Code outside the package registers its own entries by being imported. The script
 module named in the environment variable DIT_PLUGINS (comma-separated module names or paths to
 .py files) before they read any key, so `DIT_PLUGINS=my_arch.py python train.py --arch mlp`
 trains an architecture no library file names.
+
+An architecture or process may declare a config section (a frozen dataclass of the training fields
+only it reads; dit/training/config.py makes each a flag). `SECTIONS` records them as they are
+registered: two sections may share a field only if they declare it alike, else registration fails.
 """
 
 from __future__ import annotations
@@ -79,3 +83,55 @@ def load_plugins(spec: str | None = None) -> None:
         except ImportError as e:
             _loaded.discard(name)
             raise UserError(f"cannot import {name!r} named in ${PLUGINS_ENV}: {e}") from None
+
+
+# --- config sections: the training-config fields an architecture or a process declares beside its registration ---
+
+SECTION_TYPES = (int, float, bool, str)  # what a flag parses to; `T | None` is allowed too
+
+
+def section_fields(section: type | None) -> dict[str, tuple[object, object]]:
+    """A section's fields: name -> (type annotation, default). A section is a frozen dataclass whose every
+    field has a plain default (dit/training/config.py makes each a flag); anything else is a ValueError."""
+    import dataclasses
+    import types
+    import typing
+
+    if section is None:
+        return {}
+    if not dataclasses.is_dataclass(section) or not section.__dataclass_params__.frozen:
+        raise ValueError(f"a config section must be a frozen dataclass, got {section!r}")
+    hints = typing.get_type_hints(section)
+    out = {}
+    for f in dataclasses.fields(section):
+        hint = hints[f.name]
+        args = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+        if f.default is dataclasses.MISSING or not (args - {type(None)}) <= set(SECTION_TYPES) or len(args - {type(None)}) != 1:
+            raise ValueError(f"{section.__name__}.{f.name}: a section field needs a default and a type among int, "
+                             "float, bool, str (or one of them | None)")
+        out[f.name] = (hint, f.default)
+    return out
+
+
+class SectionIndex:
+    """Which registered section declares each field. Sections may share a field (the codebook size of a
+    tokenizer and of the process over its ids) only if they declare it identically: same type, same default."""
+
+    def __init__(self):
+        self._owners: dict[str, dict[str, tuple[object, object]]] = {}  # owner -> its fields
+
+    def check(self, owner: str, section: type | None) -> None:
+        """ValueError where `section` declares a field otherwise than another owner's section does."""
+        for name, declared in section_fields(section).items():
+            for other, fields in self._owners.items():
+                if other != owner and name in fields and fields[name] != declared:
+                    (hint, default), (their_hint, theirs) = declared, fields[name]
+                    raise ValueError(f"{owner}'s config section declares {name}: {hint} = {default!r}, but {other}'s "
+                                     f"declares {name}: {their_hint} = {theirs!r}; a shared field must be declared "
+                                     "identically (or given another name)")
+
+    def record(self, owner: str, section: type | None) -> None:
+        self._owners[owner] = section_fields(section)
+
+
+SECTIONS = SectionIndex()

@@ -243,8 +243,7 @@ def test_the_cpu_preset_matches_the_cpu_demo_dit():
 
 def run(**overrides):
     fields = dict(model="DiffuSSM-CPU/1", hidden_size=None, depth=None, num_heads=None, learn_sigma=True,
-                  class_dropout_prob=0.1, conditioning="adaln-zero", mlp="gelu", norm="layernorm", pos="sincos",
-                  qk_norm=False)
+                  class_dropout_prob=0.1)
     return SimpleNamespace(**{**fields, **overrides})
 
 
@@ -259,10 +258,16 @@ def test_config_for_run_and_the_registry_entry():
     wide = config_for_run(run(model="DiffuSSM-S/2", hidden_size=64, depth=2), data)
     assert (wide.hidden_size, wide.depth, wide.patch_size) == (64, 2, 2)
     arch.check_run(run())
-    for bad, match in [(run(model="DiT-S/2"), "DiffuSSM-CPU/1"), (run(mlp="swiglu"), "--mlp"),
-                       (run(conditioning="in-context"), "--conditioning")]:
-        with pytest.raises(UserError, match=match):
-            arch.check_run(bad)
+    with pytest.raises(UserError, match="DiffuSSM-CPU/1"):
+        arch.check_run(run(model="DiT-S/2"))
+    # DiT's block options are the dit (and video-dit) architecture's flags: refused by the training config
+    from dit.training.config import from_preset
+
+    assert from_preset("cpu-demo", arch="diffussm").model == "DiffuSSM-CPU/1"  # its cpu_defaults over the CPU demo
+    for flag, value in (("mlp", "swiglu"), ("conditioning", "in-context")):
+        with pytest.raises(UserError, match=f"^--{flag} is a setting of the dit and video-dit architectures: add "
+                                            "--arch dit or --arch video-dit$"):
+            from_preset("cpu-demo", arch="diffussm", **{flag: value})
     with pytest.raises(UserError, match="multiple of 2"):
         config_for_run(run(), {**data, "image_size": 15, "input_size": 15})
     with pytest.raises(UserError, match="unknown DiffuSSM config keys"):

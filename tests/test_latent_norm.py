@@ -119,6 +119,7 @@ def test_training_latents_have_zero_mean_unit_std_per_channel(cache, tiny_vae_di
 def test_checkpoint_records_the_statistics_and_sampling_rebuilds_them(cache, tiny_vae_dir, tmp_path):
     import export_diffusers
     import sample
+    from dit.pipelines import cli, load
     from dit.io.checkpoint import load_weights
 
     common = ["--model", "DiT-S/2", "--vae", tiny_vae_dir, "--max-steps", 2, "--global-batch-size", 4]
@@ -128,8 +129,7 @@ def test_checkpoint_records_the_statistics_and_sampling_rebuilds_them(cache, tin
     for where in (run, run / "checkpoints" / "step_000000002"):  # the export and the checkpoint's EMA
         meta = load_weights(str(where)).meta
         assert [meta[k] for k in NORM_KEYS] == [stats.mean, stats.std], where
-    args = sample.parse_args(["--ckpt", str(run), "--classes", "0", "--steps", "2", "--out", str(tmp_path / "s.png")])
-    _, vae, _ = sample.build(args, "cpu")
+    vae = load(*cli.to_spec(cli.parse(["--ckpt", str(run), "--classes", "0", "--steps", "2"])), "cpu")[0].autoencoder
     assert (vae.channel_norm.mean, vae.channel_norm.std) == (stats.mean, stats.std)
     z = torch.randn(1, 4, 8, 8)
     plain = Autoencoder.load(str(tiny_vae_dir))
@@ -144,10 +144,9 @@ def test_checkpoint_records_the_statistics_and_sampling_rebuilds_them(cache, tin
 
 
 def test_old_checkpoints_decode_as_before(tiny_export):
-    import sample
+    from dit.pipelines import cli, load
 
-    args = sample.parse_args(["--ckpt", str(tiny_export), "--classes", "0", "--out", "unused.png"])
-    _, vae, _ = sample.build(args, "cpu")
+    vae = load(*cli.to_spec(cli.parse(["--ckpt", str(tiny_export), "--classes", "0"])), "cpu")[0].autoencoder
     assert vae.channel_norm is None and vae.norm_meta() == {}
 
 

@@ -157,6 +157,8 @@ SPECIAL_CASE_ALLOWED = {
     ("dit/eval/fvd.py", 'weights_sha256=getattr(net, "weights_sha256", None)'): "I3D's provenance, where known",
     # EmerDiff's times were tuned per process (benchmarks/segmentation.py); another process gives them itself.
     ("dit/segmentation/emerdiff.py", "DEFAULT_TIMES = {"): "measured per process; others must pass --t-m",
+    # DDP (and the tests' stand-in for it) holds the tokenizer as .module; its codebook is maintained on the module.
+    ("dit/training/vq_objective.py", 'net = getattr(network, "module", network)'): "DDP's wrapper",
     # diffusers' DiTPipeline is DiT's network with DDPM's scheduler: the one pairing its format can hold.
     ("export_diffusers.py", 'if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):'): "what DiTPipeline is",
 }

@@ -255,7 +255,7 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["--frames", "4"], "setting of the video-dit architecture"),
     (["--data", "shapes-video"], "add --arch video-dit"),
-    (["--arch", "video-dit"], "trains on clips"),
+    (["--arch", "video-dit", "--data", "shapes"], "trains on clips"),
     (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "all"], "--video-masks must be one of"),
     (["--arch", "video-dit", "--data", "shapes-video", "--video-masks", "vdt-uncond:2"], "a number in"),
     (["--arch", "video-dit", "--data", "shapes-video", "--factorization", "diagonal"], "unknown factorization"),

@@ -265,21 +265,14 @@ def params_formula(cfg: DiffuSSMConfig) -> int:
 
 # --- The registry entry: a training run's network, its early check and its one-line description ---
 
-UNUSED_RUN_FLAGS = dict(conditioning="adaln-zero", mlp="gelu", norm="layernorm", pos="sincos", qk_norm=False)
-
-
 def config_for_run(run, data: dict) -> DiffuSSMConfig:
     """The DiffuSSM of a training run: a `--model` preset (DiffuSSM-XL/1, ...) resized by
     --hidden-size / --depth, on the data's channels, side and classes. The state size (64) and the
-    hourglass (2) are the preset's. --num-heads is ignored (there is no attention); the DiT block
-    options (--conditioning, --mlp, --norm, --pos, --qk-norm) are refused when not DiT's default."""
+    hourglass (2) are the preset's. --num-heads is ignored (there is no attention); DiT's block options
+    (--conditioning, --mlp, ...) are the dit architecture's flags, refused here (dit/training/config.py)."""
     if run.model not in MODEL_NAMES:
         raise UserError(f"unknown DiffuSSM model {run.model!r}; choose one of {', '.join(MODEL_NAMES)} "
                         f"(--arch diffussm takes a DiffuSSM --model)")
-    for name, default in UNUSED_RUN_FLAGS.items():
-        if getattr(run, name, default) != default:
-            raise UserError(f"--{name.replace('_', '-')} is an option of DiT's attention blocks; DiffuSSM's "
-                            f"blocks have none (drop it, or use --arch dit)")
     overrides = {k: getattr(run, k) for k in ("hidden_size", "depth") if getattr(run, k) is not None}
     patch = int(run.model.rpartition("/")[2])
     if "image_size" in data:  # the message in pixels, the unit the user chose
@@ -305,4 +298,5 @@ def describe(cfg: DiffuSSMConfig) -> str:
 ARCH = Architecture(
     key="diffussm", config_from_dict=DiffuSSMConfig.from_dict, build=DiffuSSM, config_for_run=config_for_run,
     check_run=check_run, describe=describe,
+    cpu_defaults=dict(model="DiffuSSM-CPU/1"),  # the CPU demo's DiT-S/2 is no DiffuSSM; its width and depth stay
 )

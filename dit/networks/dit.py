@@ -232,5 +232,5 @@ DiT_models = {name: globals()[name.replace("-", "_").replace("/", "_")] for name
 ARCH = Architecture(
     key="dit", config_from_dict=ModelConfig.from_dict, build=DiT.from_config,
     config_for_run=dit_config.config_for_run, check_run=dit_config.check_run,
-    infer_config=dit_config.infer_config, describe=dit_config.describe,
+    infer_config=dit_config.infer_config, describe=dit_config.describe, section=dit_config.DiTSection,
 )

@@ -18,7 +18,20 @@ CONDITIONINGS = ("adaln-zero", "adaln", "cross-attention", "in-context")  # DiT 
 MLPS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("sincos", "rope2d", "sincos+rope2d")
-BLOCK_DEFAULTS = dict(mlp="gelu", norm="layernorm", pos="sincos", qk_norm=False)
+
+
+@dataclass(frozen=True)
+class DiTSection:
+    """DiT's training flags (`--arch dit`; the video DiT's section extends it, so both declare them alike)."""
+
+    conditioning: str = "adaln-zero"  # DiT §3.2: adaln-zero, adaln, cross-attention, in-context
+    mlp: str = "gelu"  # gelu (DiT) or swiglu (LightningDiT, parameter-matched)
+    norm: str = "layernorm"  # layernorm (DiT) or rmsnorm, for every norm of the blocks and final layer
+    pos: str = "sincos"  # sincos (DiT's added table), rope2d (rotary on q, k) or sincos+rope2d (LightningDiT)
+    qk_norm: bool = False  # per-head RMSNorm of q and k (LightningDiT)
+
+
+BLOCK_DEFAULTS = {k: getattr(DiTSection, k) for k in ("mlp", "norm", "pos", "qk_norm")}  # the public DiT's
 
 # DiT Table 1. Values are ModelConfig fields, so `PRESETS[name]` can be compared with a config.
 PRESETS = {
@@ -179,7 +192,7 @@ def config_for_run(run, data: dict) -> ModelConfig:
     return preset_config(
         run.model, input_size=data["input_size"], in_channels=data["in_channels"], num_classes=data["num_classes"],
         conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
-        **{k: getattr(run, k, v) for k, v in BLOCK_DEFAULTS.items()}, **overrides,
+        mlp=run.mlp, norm=run.norm, pos=run.pos, qk_norm=run.qk_norm, **overrides,
     )
 
 

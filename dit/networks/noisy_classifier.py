@@ -140,6 +140,13 @@ class NoisyClassifier(nn.Module, Blocks):
         return self.head(self.norm(self.pool(h)))
 
 
+@dataclass(frozen=True)
+class ClassifierSection:
+    """The noisy classifier's training flags (`--arch noisy-classifier`, train_classifier.py)."""
+
+    classifier_pool: str = "query"  # query (a learned query attends over the tokens) or mean-query (ADM's)
+
+
 def config_for_run(run, data: dict) -> ClassifierConfig:
     """The classifier of a training run: a `--model` preset (Classifier-S/2, ...) resized by
     --hidden-size / --depth / --num-heads, on the data's channels, side and classes."""
@@ -156,15 +163,7 @@ def config_for_run(run, data: dict) -> ClassifierConfig:
                             pool=run.classifier_pool)
 
 
-# Training flags of generators that a classifier would silently ignore: refused when changed.
-IGNORED = {"mlp": "gelu", "norm": "layernorm", "pos": "sincos", "qk_norm": False, "conditioning": "adaln-zero",
-           "time_sampling": "uniform", "cosine_loss": 0.0}
-
-
 def check_run(run) -> None:
-    for name, default in IGNORED.items():
-        if getattr(run, name) != default:
-            raise UserError(f"--{name.replace('_', '-')} is a setting of generators; the noisy classifier does not read it")
     if run.class_dropout_prob:
         raise UserError("a classifier's labels are its targets: --class-dropout-prob must be 0")
     patch = int(run.model.rpartition("/")[2]) if run.model in MODEL_NAMES else 1
@@ -180,6 +179,8 @@ def describe(cfg: ClassifierConfig) -> str:
 
 ARCH = Architecture(
     key="noisy-classifier", config_from_dict=ClassifierConfig.from_dict, build=NoisyClassifier,
-    config_for_run=config_for_run, check_run=check_run, describe=describe, run_fields=("classifier_pool",),
-    role=CLASSIFIER,
+    config_for_run=config_for_run, check_run=check_run, describe=describe, section=ClassifierSection,
+    # x_t at uniform t over the whole range (Process.draw_uniform): the flow process's time sampling and loss
+    # are a generator's
+    ignores=("time_sampling", "cosine_loss"), role=CLASSIFIER,
 )

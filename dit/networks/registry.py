@@ -5,18 +5,22 @@ network declares are written as code in dit/networks/base.py. Scripts choose by 
 
 The key travels: it is a field of the training config (`--arch`), of every checkpoint and export
 ("arch" in the metadata) and of evaluation JSON. Files written before keys existed are "dit".
+
+An architecture declares its training flags here too: `section`, a frozen dataclass of the
+training-config fields only it reads (each a flag of train.py, refused with another --arch), and
+`cpu_defaults`, what the CPU demo preset lacks for it to train (dit/training/config.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from dit.networks.base import GENERATOR, ROLES
-from dit.registry import Registry
+from dit.registry import SECTIONS, Registry
 
 DEFAULT_ARCH = "dit"  # what a checkpoint without an "arch" key (public weights, older exports) holds
 
@@ -36,8 +40,21 @@ class Architecture:
     describe: Callable[[Any], str] = repr
     # What one sample of its data is: "image" (C, H, W) or "clip" (F, C, H, W) (dit/layout.py).
     data_kind: str = "image"
-    # Training-config fields only this architecture reads: given with another one, they are refused.
-    run_fields: tuple[str, ...] = ()
+    # The training-config fields only this architecture reads, as a frozen dataclass of defaulted,
+    # commented fields (None: none). Each is a flag; changed with another --arch, it is refused. A field
+    # another section declares too (a process's, another architecture's) must be declared identically.
+    section: type | None = None
+    # What the CPU demo preset lacks for this architecture to train on the built-in data: set between the
+    # preset and the flags when --arch picks it over cpu-demo. Only what a command could not omit before,
+    # or what a resumed run may change: config.json is compared on resume, and a default that changed
+    # what a working command trains would refuse its old runs.
+    cpu_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Common (or its process's) training fields it does not read: refused unless at their default. With
+    # "process" among them (a tokenizer has none), its process's section is refused as another's.
+    ignores: tuple[str, ...] = ()
+    # A run config recorded before some of its section's fields existed -> the values those fields had
+    # then, where not the defaults (None: the defaults). Read on resume.
+    saved_before: Callable[[dict], dict] | None = None
     # What it is for (dit/networks/base.py): GENERATOR (train.py), CLASSIFIER (train_classifier.py) or
     # TOKENIZER (train_vq.py); the scripts refuse the others' by role.
     role: str = GENERATOR
@@ -51,7 +68,12 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 
 
 def register_architecture(arch: Architecture, replace: bool = False) -> Architecture:
-    return ARCHITECTURES.register(arch.key, arch, replace)
+    """Register `arch` under its key; its section's fields must agree with every other registered section's."""
+    owner = f"the {arch.key} architecture"
+    SECTIONS.check(owner, arch.section)
+    ARCHITECTURES.register(arch.key, arch, replace)
+    SECTIONS.record(owner, arch.section)
+    return arch
 
 
 def get_architecture(key: str) -> Architecture:

@@ -145,7 +145,14 @@ class TokenDiT(nn.Module, GradCheckpointing, Blocks):
 
 # --- The registry entry -----------------------------------------------------------------------------
 
-UNUSED_RUN_FLAGS = dict(conditioning="adaln-zero", mlp="gelu", norm="layernorm", pos="sincos", qk_norm=False)
+@dataclass(frozen=True)
+class TokenDiTSection:
+    """token-dit's training flags (`--arch token-dit`); DiT's block options are not among them (adaLN-Zero
+    blocks only)."""
+
+    # K of the token ids, declared alike by the tokenizer and the vq-diffusion process (0: read from the
+    # tokenizer --vae, train.py's resolve_tokens)
+    codebook_size: int = 0
 
 
 def preset_config(name: str, **overrides) -> TokenDiTConfig:
@@ -160,19 +167,16 @@ def config_for_run(run, data: dict) -> TokenDiTConfig:
     --num-heads, on the data's grid side ("input_size"), codebook size ("codebook_size", else the
     run's) and classes."""
     model = run.model.rpartition("/")[0].replace("DiT", "TokenDiT", 1) if run.model.startswith("DiT-") else run.model
-    for name, default in UNUSED_RUN_FLAGS.items():
-        if getattr(run, name, default) != default:
-            raise UserError(f"--{name.replace('_', '-')} is not an option of token-dit (adaLN-Zero DiT blocks only)")
-    overrides = {k: getattr(run, k) for k in ("hidden_size", "depth", "num_heads") if getattr(run, k, None) is not None}
+    overrides = {k: getattr(run, k) for k in ("hidden_size", "depth", "num_heads") if getattr(run, k) is not None}
     if "hidden_size" in overrides and "num_heads" not in overrides:
         overrides["num_heads"] = max(1, overrides["hidden_size"] // 64)
-    K = data.get("codebook_size", getattr(run, "codebook_size", 0))
+    K = data.get("codebook_size", run.codebook_size)
     return preset_config(model, input_size=data["input_size"], codebook_size=K, num_classes=data["num_classes"],
                          class_dropout_prob=run.class_dropout_prob, **overrides)
 
 
 def check_run(run) -> None:
-    config_for_run(run, {"input_size": 2, "num_classes": 10, "codebook_size": getattr(run, "codebook_size", 0) or 16})
+    config_for_run(run, {"input_size": 2, "num_classes": 10, "codebook_size": run.codebook_size or 16})
 
 
 def describe(cfg: TokenDiTConfig) -> str:
@@ -183,5 +187,5 @@ def describe(cfg: TokenDiTConfig) -> str:
 
 ARCH = Architecture(
     key="token-dit", config_from_dict=TokenDiTConfig.from_dict, build=TokenDiT, config_for_run=config_for_run,
-    check_run=check_run, describe=describe, data_kind="tokens",
+    check_run=check_run, describe=describe, data_kind="tokens", section=TokenDiTSection,
 )

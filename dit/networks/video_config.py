@@ -14,15 +14,54 @@ from dataclasses import dataclass
 
 from dit.errors import UserError
 from dit.networks import dit_config
-from dit.networks.dit_config import ModelConfig
+from dit.networks.dit_config import DiTSection, ModelConfig
 from dit.networks.video_given import GIVEN_CONDITIONINGS
 
 # Latte's variants 1-4 (Ma et al. 2024, Fig. 2); "factorized-attention" is also VDT's block.
 FACTORIZATIONS = ("interleaved", "late-fusion", "factorized-attention", "split-heads")
 DEFAULT_FRAMES = 8
-# TrainConfig fields only the video DiT reads (refused with another --arch).
-RUN_FIELDS = ("frames", "frame_stride", "random_offset", "factorization", "temporal", "given_conditioning",
-              "video_masks", "init_from", "joint_images")
+SHAPES_VIDEO = "shapes-video"  # --data of the built-in moving shapes (dit/data/shapes_video.py)
+
+
+@dataclass(frozen=True)
+class VideoSection(DiTSection):
+    """The video DiT's training flags (`--arch video-dit`): DiT's block options (it takes adaln-zero and
+    sincos only, video_config.VideoConfig says why not), the clips and VDT's masks (dit/networks/video_dit.py,
+    dit/data/video_masks.py)."""
+
+    frames: int = DEFAULT_FRAMES  # frames per clip (the temporal table's length)
+    frame_stride: int = 1  # video folders: a clip takes every Nth frame (StyleGAN-V/Latte's subsample factor, UCF101 3)
+    random_offset: bool = True  # video folders: each draw starts the clip at a random frame (else at the first)
+    factorization: str = "interleaved"  # Latte's variants: interleaved, late-fusion, factorized-attention, split-heads
+    temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
+    given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
+    joint_images: int = 0  # Latte+IMG: single same-class frames added to each clip, through the spatial blocks only
+    # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond[:S]: a share S (0.5) of the clips with
+    # nothing given, the rest VDT's; none: nothing given
+    video_masks: str = "vdt"
+    init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
+
+    def __post_init__(self):
+        if self.frames < 1 or self.frame_stride < 1:
+            raise UserError(f"--frames and --frame-stride must be positive, got {self.frames} and {self.frame_stride}")
+        if self.joint_images < 0:
+            raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
+        if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):
+            raise UserError("--joint-images: the images pass the spatial blocks only, which --factorization split-heads "
+                            "and --given-conditioning concat, adaln and cross-attention (each shows them the clip) do "
+                            "not separate; use --given-conditioning replace and another factorization")
+
+
+# `train.py --arch video-dit` over the CPU demo: the built-in clips, one preview clip per class.
+CPU_DEFAULTS = dict(data=SHAPES_VIDEO, samples_per_class=1)
+
+
+def saved_before(recorded: dict) -> dict:
+    """What a run config recorded before --frame-stride and --random-offset existed meant: a folder run
+    read every frame of a clip, from the first (the built-in clips are rendered frame by frame)."""
+    if "frame_stride" not in recorded and recorded.get("data") != SHAPES_VIDEO:
+        return {"frame_stride": 1, "random_offset": False}
+    return {}
 
 
 @dataclass(frozen=True)

@@ -236,5 +236,6 @@ class VideoDiT(nn.Module, GradCheckpointing, ImageInit, Blocks):
 ARCH = Architecture(
     key="video-dit", config_from_dict=VideoConfig.from_dict, build=VideoDiT.from_config,
     config_for_run=video_config.config_for_run, check_run=video_config.check_run, describe=video_config.describe,
-    run_fields=video_config.RUN_FIELDS, data_kind="clip",
+    data_kind="clip", section=video_config.VideoSection, cpu_defaults=video_config.CPU_DEFAULTS,
+    saved_before=video_config.saved_before,
 )

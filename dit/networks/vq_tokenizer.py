@@ -193,6 +193,31 @@ class VQTokenizer(nn.Module):
 
 # --- The registry entry -----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class VQSection:
+    """The tokenizer's training flags (`--arch vq-tokenizer`, train_vq.py; the loss: dit/training/vq_objective.py)."""
+
+    # K, token ids 0..K-1: the tokenizer's codebook, declared alike by token-dit and the vq-diffusion process
+    # (0: unset; the presets set it)
+    codebook_size: int = 0
+    codebook_dim: int = 0  # dimension of a codebook vector (0: the --model preset's)
+    commitment: float = 0.25  # beta of VQ-VAE's commitment term beta ||z_e - sg[e]||^2 (van den Oord et al. 2017, eq. 3)
+    kmeans_iters: int = 10  # Lloyd iterations initialising the codebook on the first batch's encoder outputs (0: random init)
+    restart_every: int = 100  # every N training forwards, re-seed dead codes from the batch's encoder outputs (0: never)
+    dead_code_threshold: float = 0.1  # dead: usage (EMA of the share of tokens) below this fraction of 1/K
+
+    def __post_init__(self):
+        if self.codebook_dim < 0:
+            raise UserError(f"--codebook-dim must be >= 0 (0: the preset's), got {self.codebook_dim}")
+        if self.commitment < 0:
+            raise UserError(f"--commitment must be >= 0, got {self.commitment}")
+        for name in ("kmeans_iters", "restart_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(self, name)}")
+        if not 0 <= self.dead_code_threshold < 1:
+            raise UserError(f"--dead-code-threshold must be in [0, 1) (a share of 1/K), got {self.dead_code_threshold}")
+
+
 def preset_config(name: str, image_size: int, codebook_size: int, width: int | None = None,
                   layers_per_block: int | None = None, codebook_dim: int | None = None) -> VQConfig:
     """`VQ-T/2` etc. at `image_size` pixels, with an optional base width, layers per level and code dimension."""
@@ -229,33 +254,15 @@ def config_for_run(run, data: dict) -> VQConfig:
     return preset_config(run.model, side, run.codebook_size, run.hidden_size, run.depth, run.codebook_dim or None)
 
 
-# Training flags of other networks that a tokenizer would silently ignore: refused when changed.
-IGNORED = {"mlp": "gelu", "norm": "layernorm", "pos": "sincos", "qk_norm": False, "conditioning": "adaln-zero",
-           "time_sampling": "uniform", "cosine_loss": 0.0, "num_heads": None, "latent_norm": "scalar",
-           "process": "gaussian"}
-
-
 def check_run(run) -> None:
     if run.model not in MODEL_NAMES:  # first: a generator's preset (train.py --arch vq-tokenizer) ends here
         raise UserError(f"unknown tokenizer model {run.model!r} (tokenizers are trained by train_vq.py, --model "
                         f"VQ-{{T,S,B}}/f); choose one of {', '.join(MODEL_NAMES)}")
-    for name, default in IGNORED.items():
-        if getattr(run, name) != default:
-            raise UserError(f"--{name.replace('_', '-')} is not a setting of the vq tokenizer (train_vq.py); drop it")
     if run.vae != "none":
         raise UserError(f"a tokenizer maps pixels to tokens: pass --vae none (got --vae {run.vae})")
     if run.distributed != "ddp":
         raise UserError("--distributed fsdp: the tokenizer is small and its codebook is rewritten in place "
                         "(k-means init, dead-code restarts); use --distributed ddp")
-    if run.codebook_dim < 0:
-        raise UserError(f"--codebook-dim must be >= 0 (0: the preset's), got {run.codebook_dim}")
-    if run.commitment < 0:
-        raise UserError(f"--commitment must be >= 0, got {run.commitment}")
-    for name in ("kmeans_iters", "restart_every"):
-        if getattr(run, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(run, name)}")
-    if not 0 <= run.dead_code_threshold < 1:
-        raise UserError(f"--dead-code-threshold must be in [0, 1) (a share of 1/K), got {run.dead_code_threshold}")
     config_for_run(run, {"input_size": run.image_size, "in_channels": 3})
 
 
@@ -267,7 +274,7 @@ def describe(cfg: VQConfig) -> str:
 
 ARCH = Architecture(
     key=KEY, config_from_dict=VQConfig.from_dict, build=VQTokenizer, config_for_run=config_for_run,
-    check_run=check_run, describe=describe,
-    run_fields=("codebook_dim", "commitment", "kmeans_iters", "restart_every", "dead_code_threshold"),
-    role=TOKENIZER,
+    check_run=check_run, describe=describe, section=VQSection,
+    # it has no process, no attention heads and no normalisation of its (pixel) input
+    ignores=("num_heads", "latent_norm", "process"), role=TOKENIZER,
 )

@@ -19,6 +19,7 @@ from dit.precision import ALIASES, PRECISIONS, check_precision
 from dit.processes import PROCESSES, Process
 from dit.sampling import sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_scale
+from dit.sampling.flow import DIFFUSION_FORMS
 from dit.sampling.registry import option_help
 
 DEFAULT_CFG = 4.0  # classifier-free guidance of sample.py's grids: DiT's (a text pipeline's: dit/pipelines/prompts.py)
@@ -60,7 +61,7 @@ def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> Argu
     # The samplers' own options; given to a sampler without them, they are an error (check_sampler).
     for option, meta, what in (("eta", None, "DDIM stochasticity"), ("shift", None, "timestep shift s, t' = s t / (1 + (s-1) t)"),
                                ("atol", None, "absolute tolerance"), ("rtol", None, "relative tolerance"),
-                               ("diffusion_form", None, "w(t) of the SDE"), ("diffusion_norm", None, "scale of w(t)"),
+                               ("diffusion_form", None, f"w(t) of the SDE, one of {', '.join(DIFFUSION_FORMS)}"), ("diffusion_norm", None, "scale of w(t)"),
                                ("last_step", None, "size of the SDE's final noise-free step"),
                                ("truncation", "R", "keep the most likely ids of p(x0 | x_t) up to cumulative probability "
                                                    "R (the released truncation_rate; ImageNet 0.86)")):

@@ -26,14 +26,18 @@ or probes an attribute:
   inversion (dit/segmentation/inversion.py: from the noise estimate `convert(..., "eps")` at one
   time, x0 = (x_t - sigma eps) / alpha, then x = alpha' x0 + sigma' eps at the next: DDIM with
   eta 0); `marginal_rates(t)` their time derivatives (continuous time); a process that has no such
-  form says why in `inversion_refusal` and refuses in one line.
+  form says why in `inversion_refusal` and refuses in one line;
+- `section`: the training flags only it reads (a frozen dataclass beside it), `cpu_defaults`: what
+  the CPU demo preset lacks for it to train (dit/training/config.py), and `preview_sampler`: the
+  sampler of training previews.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -76,9 +80,15 @@ class Process(Objective):
     # Whether the process reads a second half of output channels as a learned variance (the
     # training default of --learn-sigma; DiT's Gaussian process does, flow matching does not).
     learns_variance: ClassVar[bool] = False
-    # Training-config fields that only this process reads (`from_run`): given with another process,
-    # they are refused rather than silently ignored (dit/training/config.py).
-    run_fields: ClassVar[tuple[str, ...]] = ()
+    # The training-config fields only this process reads (`from_run`), as a frozen dataclass of defaulted,
+    # commented fields (None: none). Each is a flag; changed with another --process, it is refused rather
+    # than silently ignored (dit/training/config.py).
+    section: ClassVar[type | None] = None
+    # What the CPU demo preset lacks for this process to train: set between the preset and the flags when
+    # --process picks it over cpu-demo (as Architecture.cpu_defaults, dit/networks/registry.py).
+    cpu_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    # The sampler of training previews (few steps); None: the process's default sampler.
+    preview_sampler: ClassVar[str | None] = None
     # Why classifier guidance (`guide`) cannot work with this process; None where it does.
     classifier_guidance_refusal: ClassVar[str | None] = "classifier guidance is not defined for this process"
     # Where classifier-free guidance mixes the conditional and unconditional outputs: "output" (the

@@ -25,6 +25,7 @@ Conventions (SiT's; everything else reads them from here):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,16 +47,28 @@ def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
+@dataclass(frozen=True)
+class FlowSection:
+    """The flow process's training flags (`--process flow`; SiT, LightningDiT)."""
+
+    flow_path: str = "linear"  # linear (rectified flow), gvp, vp
+    prediction: str = "velocity"  # velocity, noise, score
+    time_sampling: str = "uniform"  # uniform or logit-normal (t = sigmoid(m + s n), data at t = 1)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    cosine_loss: float = 0.0  # weight of LightningDiT's cosine velocity loss (0: off)
+    flow_time_scale: float = 1.0  # the network sees scale * t (SiT: 1)
+
+
 class FlowMatching(Process):
     key = "flow"
+    section = FlowSection
     # Through the score, velocity' = velocity + scale * sigma (d_alpha sigma - d_sigma alpha) / alpha * grad:
     # infinite at t = 0 where the samplers start (alpha_0 = 0) unless the classifier's gradient vanishes
     # there exactly. Refused rather than clipped silently.
     classifier_guidance_refusal = ("classifier guidance of a flow checkpoint is not supported: turning the "
                                    "classifier's score into a velocity divides by alpha_t, which is 0 where flow "
                                    "samplers start; use classifier-free guidance (--cfg-scale) or a Gaussian model")
-    run_fields = ("flow_path", "prediction", "time_sampling", "logit_mean", "logit_std", "cosine_loss",
-                  "flow_time_scale")
     outputs = OUTPUTS + tuple(ALIASES)
     inversion_refusal = None  # `marginal`: the path's alpha_t, sigma_t
     time_range = (1.0, 0.0)  # data at t = 1, noise at t = 0 (module docstring)

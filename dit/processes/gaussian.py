@@ -21,10 +21,12 @@ Conventions (everything else in dit/ reads them from here):
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from dit.errors import UserError
 from dit.layout import channel_dim, split_output
 from dit.processes.base import Process, mean_over_generated
 from dit.processes.likelihoods import discretized_gaussian_log_likelihood, normal_kl
@@ -36,10 +38,24 @@ def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
+@dataclass(frozen=True)
+class GaussianSection:
+    """The Gaussian process's training flags (`--process gaussian`, the default)."""
+
+    schedule: str = SCHEDULE  # the beta schedule (dit/processes/schedules.py): DiT's linear, or cosine (IDDPM)
+    timesteps: int = TIMESTEPS  # T of training; sampling respaces it
+
+    def __post_init__(self):
+        if self.timesteps < 1:
+            raise UserError(f"--timesteps must be positive, got {self.timesteps}")
+
+
 class GaussianDiffusion(Process):
     """A (possibly respaced) DDPM process built from its betas. Tables are float64 (S,) tensors."""
 
     key = "gaussian"
+    section = GaussianSection
+    preview_sampler = "ddim"  # previews take few steps: DDIM over the registry default (ddpm)
     learns_variance = True
     OUTPUTS = ("eps", "x0", "score")  # what `convert` gives
     outputs = OUTPUTS

@@ -8,7 +8,7 @@ keys existed hold the Gaussian process, its settings under "diffusion".
 from __future__ import annotations
 
 from dit.processes.base import Process
-from dit.registry import Registry
+from dit.registry import SECTIONS, Registry
 
 DEFAULT_PROCESS = "gaussian"  # what a checkpoint without a "process" key was trained with
 
@@ -16,8 +16,13 @@ PROCESSES: Registry[type[Process]] = Registry("process")
 
 
 def register_process(cls: type[Process], replace: bool = False) -> type[Process]:
-    """Register a Process subclass under its `key` (usable as a class decorator)."""
-    return PROCESSES.register(cls.key, cls, replace)
+    """Register a Process subclass under its `key` (usable as a class decorator); its `section`'s fields
+    must agree with every other registered section's."""
+    owner = f"the {cls.key} process"
+    SECTIONS.check(owner, cls.section)
+    PROCESSES.register(cls.key, cls, replace)
+    SECTIONS.record(owner, cls.section)
+    return cls
 
 
 def get_process(key: str) -> type[Process]:

@@ -35,6 +35,7 @@ the network's interface.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,12 +50,27 @@ AUX_WEIGHT = 5e-4  # lambda of the released configs (auxiliary_loss_weight)
 TIME_SAMPLING = ("uniform", "importance")
 OUTPUTS = ("log_x0", "x0")
 HISTORY_WARMUP = 10  # the released code samples uniformly until every t has been seen more than this
+# The CPU tokenizer: train_vq.py's default run (its preset vq-cpu under --results-dir results), the
+# --vae of `train.py --process vq-diffusion` over the CPU demo.
+TOKENIZER_CPU = "results/vq-cpu"
+
+
+@dataclass(frozen=True)
+class VQDiffusionSection:
+    """The vq-diffusion process's training flags (`--process vq-diffusion`, over a tokenizer --vae)."""
+
+    # K of the token ids, declared alike by the tokenizer and token-dit (0: read from the tokenizer --vae)
+    codebook_size: int = 0
+    vq_timesteps: int = TIMESTEPS  # T of the vq-diffusion process (the paper's 100)
+    replace_max: float = 0.0  # replace mass K bbar_T (0: the released schedule, pure masking; 0.1: the paper's text)
+    aux_weight: float = AUX_WEIGHT  # lambda of the auxiliary x0 cross-entropy (the released configs)
+    vq_time_sampling: str = "uniform"  # uniform or importance (the released code's; depends on batch and process count)
 
 
 class VQDiffusion(Process):
     key = "vq-diffusion"
-    # codebook_size is shared with the tokenizer (--arch vq-tokenizer), so it is not a process-only field.
-    run_fields = ("vq_timesteps", "replace_max", "aux_weight", "vq_time_sampling")
+    section = VQDiffusionSection
+    cpu_defaults = {"vae": TOKENIZER_CPU}  # when missing, train.py names `python train_vq.py`, which writes it
     classifier_guidance_refusal = "classifier guidance needs a score; the vq-diffusion process has token ids"
     guidance_space = "log-prob"  # CFG on log p(x~0 | x_t), renormalised (dit/sampling/vq_diffusion.py)
     data_kind = TOKENS  # x0 is a grid of token ids: trained through a VQ tokenizer (--vae), by --arch token-dit
@@ -102,11 +118,9 @@ class VQDiffusion(Process):
 
     @classmethod
     def from_run(cls, run) -> "VQDiffusion":
-        """Training-config fields read (getattr: those the config does not define take these defaults):
-        codebook_size (required), vq_timesteps, replace_max, aux_weight, vq_time_sampling."""
-        return cls(getattr(run, "codebook_size", 0), getattr(run, "vq_timesteps", TIMESTEPS),
-                   getattr(run, "replace_max", 0.0), getattr(run, "aux_weight", AUX_WEIGHT),
-                   time_sampling=getattr(run, "vq_time_sampling", "uniform"))
+        """Its section's fields (VQDiffusionSection); codebook_size is required (train.py reads it from the tokenizer)."""
+        return cls(run.codebook_size, run.vq_timesteps, run.replace_max, run.aux_weight,
+                   time_sampling=run.vq_time_sampling)
 
     @classmethod
     def from_meta(cls, meta: dict) -> "VQDiffusion":

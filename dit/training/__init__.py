@@ -1,6 +1,9 @@
 """Training: everything train.py wires together.
 
-    config.py     TrainConfig (every field a flag) and the named presets
+    config.py     TrainConfig (the common fields), the named presets, the CPU defaults' precedence
+    sections.py   every training field in one table: the common ones and each architecture's and process's
+                  section; the refusal of another system's settings
+    flags.py      the training scripts' command line, generated from that table
     setup.py      the accelerator, the data and network config, the checkpoint to resume
     step.py       a micro-batch to a loss through the process; the learning-rate schedule
     monitor.py    running metrics, the non-finite guard's counters, SIGTERM, logging

@@ -1,52 +1,66 @@
-"""Training configuration: one typed dataclass, named presets, flat overrides with type checks.
+"""Training configuration: typed fields by section, named presets, flat overrides with type checks.
 
     python train.py                      # the CPU demo on the built-in shapes (PRESETS["cpu-demo"])
     python train.py xl2-256 --data /imagenet/train --global-batch-size 256
+    python train.py --arch diffussm      # another architecture (or --process) on the CPU demo
 
-Every field is a flag (`--global-batch-size 512`); a preset sets some of them; flags win. The
-resolved config is printed at start, saved as `config.json` in the run directory and inside every
+Sections. `TrainConfig` below holds the common fields: what is trained, the network's size, the data,
+the optimisation, checkpoints and logging. Each architecture and process declares the fields only it
+reads beside its registration (`Architecture(section=...)`, `Process.section`: DiT's block options in
+dit/networks/dit_config.py, the flow process's in dit/processes/flow.py, a plugin's in its own
+module); dit/training/sections.py gathers them into one table. A config reads them all alike
+(`config.lr`, `config.schedule`, `config.frames`), every one is a flag, `to_dict()` is the flat dict of
+all of them, and a field of a section that neither --arch nor --process declares is refused unless at
+its default ("--frames is a setting of the video-dit architecture: add --arch video-dit").
+
+Precedence, lowest first:
+    1. the preset (`PRESETS`; train_classifier.py and train_vq.py have their own);
+    2. over a CPU preset (`CPU_PRESETS`), when --arch picks another architecture than the preset's,
+       its `cpu_defaults`, then, when --process picks another process, that process's `cpu_defaults`:
+       what the preset lacks for them to train on the built-in data (`--arch video-dit`: the
+       built-in clips; `--process vq-diffusion`: the tokenizer train_vq.py writes);
+    3. the recipe (`--recipe`, RECIPES);
+    4. the flags.
+The resolved config is printed at start, saved as `config.json` in the run directory and inside every
 checkpoint, and compared on resume (`RESUME_MAY_CHANGE` lists what may differ).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass
 
 from dit.autoencoders.vae import DEFAULT_VAE
 from dit.errors import UserError
-from dit.networks import ARCHITECTURES, DEFAULT_ARCH, get_architecture
+from dit.networks import DEFAULT_ARCH, get_architecture
+from dit.networks.video_config import CPU_DEFAULTS as _VIDEO_DEFAULTS, SHAPES_VIDEO
 from dit.precision import ALIASES, PRECISIONS
-from dit.processes import DEFAULT_PROCESS, PROCESSES, get_process
-from dit.processes.schedules import SCHEDULE, TIMESTEPS
+from dit.processes import DEFAULT_PROCESS, get_process
+from dit.processes.vq_diffusion import TOKENIZER_CPU as VQ_TOKENIZER_CPU, VQDiffusion
 from dit.sampling import check_sampler, default_sampler
+from dit.training.sections import check_sections, coerce, field_table, refuse_foreign
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
-SHAPES_VIDEO = "shapes-video"  # the same shapes in motion, clips for --arch video-dit (dit/data/shapes_video.py)
 DISTRIBUTED = ("ddp", "fsdp")
-PREVIEW_SAMPLERS = {"gaussian": "ddim"}  # previews take few steps: DDIM over the registry default (ddpm)
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, eq=False, repr=False)
 class TrainConfig:
+    """The common fields; the registered sections' fields are read as attributes too (module docstring).
+    Built from keywords, any field of either kind: TrainConfig(data="x", schedule="cosine")."""
+
     # --- what is trained: registry keys (dit/networks/registry.py, dit/processes/registry.py) ---
     arch: str = DEFAULT_ARCH
     process: str = DEFAULT_PROCESS
 
-    # --- model (DiT Table 1 preset, optionally resized for small experiments) ---
+    # --- model size (DiT Table 1's names, optionally resized; each architecture reads its own --model names) ---
     model: str = "DiT-XL/2"
     hidden_size: int | None = None  # None: the preset's
     depth: int | None = None
     num_heads: int | None = None
-    conditioning: str = "adaln-zero"
     learn_sigma: bool | None = None  # None: as the process prefers (gaussian: learned-range variance + hybrid loss, as the paper; flow: no)
     class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance (DiT §4); 1: unconditional
-    mlp: str = "gelu"  # gelu (DiT) or swiglu (LightningDiT, parameter-matched)
-    norm: str = "layernorm"  # layernorm (DiT) or rmsnorm, for every norm of the blocks and final layer
-    pos: str = "sincos"  # sincos (DiT's added table), rope2d (rotary on q, k) or sincos+rope2d (LightningDiT)
-    qk_norm: bool = False  # per-head RMSNorm of q and k (LightningDiT)
 
     # --- data ---
     data: str = SHAPES  # "shapes", "shapes-video", an ImageFolder root (clip folders for video), or a latent cache
@@ -56,45 +70,6 @@ class TrainConfig:
     shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)
     flip: bool = True  # random horizontal flip, the paper's only augmentation
     num_workers: int = 4
-
-    # --- video (--arch video-dit: dit/networks/video_dit.py, VDT's masks: dit/data/video_masks.py) ---
-    frames: int = 8  # frames per clip (the temporal table's length)
-    frame_stride: int = 1  # video folders: a clip takes every Nth frame (StyleGAN-V/Latte's subsample factor, UCF101 3)
-    random_offset: bool = True  # video folders: each draw starts the clip at a random frame (else at the first)
-    factorization: str = "interleaved"  # Latte's variants: interleaved, late-fusion, factorized-attention, split-heads
-    temporal: bool = True  # False: no temporal parts (every frame alone; the ablation)
-    given_conditioning: str = "replace"  # how given frames reach the network: replace, concat, adaln, cross-attention
-    joint_images: int = 0  # Latte+IMG: single same-class frames added to each clip, through the spatial blocks only
-    video_masks: str = "vdt"  # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond[:S]: a share S (0.5) of the clips with nothing given, the rest VDT's; none: nothing given
-    init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
-
-    # --- the noise-aware classifier (--arch noisy-classifier, train_classifier.py) ---
-    classifier_pool: str = "query"  # query (a learned query attends over the tokens) or mean-query (ADM's)
-
-    # --- VQ tokens: the tokenizer (--arch vq-tokenizer, train_vq.py) and the vq-diffusion process ---
-    codebook_size: int = 0  # K, token ids 0..K-1: the tokenizer's codebook, and the vq-diffusion process's (0: unset)
-    codebook_dim: int = 0  # dimension of a codebook vector (0: the --model preset's)
-    commitment: float = 0.25  # beta of VQ-VAE's commitment term beta ||z_e - sg[e]||^2 (van den Oord et al. 2017, eq. 3)
-    kmeans_iters: int = 10  # Lloyd iterations initialising the codebook on the first batch's encoder outputs (0: random init)
-    restart_every: int = 100  # every N training forwards, re-seed dead codes from the batch's encoder outputs (0: never)
-    dead_code_threshold: float = 0.1  # dead: usage (EMA of the share of tokens) below this fraction of 1/K
-    vq_timesteps: int = 100  # T of the vq-diffusion process (the paper's 100)
-    replace_max: float = 0.0  # replace mass K bbar_T (0: the released schedule, pure masking; 0.1: the paper's text)
-    aux_weight: float = 5e-4  # lambda of the auxiliary x0 cross-entropy (the released configs)
-    vq_time_sampling: str = "uniform"  # uniform or importance (the released code's; depends on batch and process count)
-
-    # --- the Gaussian process ---
-    schedule: str = SCHEDULE
-    timesteps: int = TIMESTEPS
-
-    # --- the flow process (dit/processes/flow.py; SiT, LightningDiT) ---
-    flow_path: str = "linear"  # linear (rectified flow), gvp, vp
-    prediction: str = "velocity"  # velocity, noise, score
-    time_sampling: str = "uniform"  # uniform or logit-normal (t = sigmoid(m + s n), data at t = 1)
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    cosine_loss: float = 0.0  # weight of LightningDiT's cosine velocity loss (0: off)
-    flow_time_scale: float = 1.0  # the network sees scale * t (SiT: 1)
 
     # --- optimisation (DiT §4: AdamW, lr 1e-4 constant, no weight decay, batch 256, EMA 0.9999) ---
     global_batch_size: int = 256
@@ -123,7 +98,7 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 0  # preview grid every N steps (0: only at the end)
     sample_steps: int = 50  # preview sampler steps
-    sample_sampler: str = ""  # "": the process's default (gaussian: ddim, flow: euler)
+    sample_sampler: str = ""  # "": the process's preview sampler, else its default (gaussian: ddim, flow: euler)
     sample_cfg: float = 4.0
     samples_per_class: int = 1  # preview grid rows = classes shown, columns = samples each
     max_nonfinite: int = 10  # consecutive non-finite losses / gradients before the run stops
@@ -131,12 +106,27 @@ class TrainConfig:
     wandb_project: str = "dit"
     wandb_mode: str = "offline"  # offline by default: nothing needs a network
 
-    def __post_init__(self):
-        hints = typing.get_type_hints(TrainConfig)
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+    def __init__(self, **values):
+        table = field_table(TrainConfig)
+        unknown = sorted(set(values) - set(table))
+        if unknown:
+            raise UserError(f"unknown training options {unknown}; see `python train.py --help`")
+        flat = {name: coerce(f, values.get(name, f.default)) for name, f in table.items()}
+        for f in dataclasses.fields(TrainConfig):
+            object.__setattr__(self, f.name, flat.pop(f.name))
+        object.__setattr__(self, "_sections", flat)  # the sections' fields, by name
+        self._check()
+
+    def __getattr__(self, name: str):
+        """A section's field (called only for names that are not common fields)."""
+        sections = self.__dict__.get("_sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"TrainConfig has no field {name!r} (registered sections: dit/training/sections.py)")
+
+    def _check(self) -> None:
         object.__setattr__(self, "mixed_precision", ALIASES.get(self.mixed_precision, self.mixed_precision))
-        positive = ["image_size", "shapes_images", "timesteps", "global_batch_size", "grad_accum", "max_steps",
+        positive = ["image_size", "shapes_images", "global_batch_size", "grad_accum", "max_steps",
                     "ckpt_every", "log_every", "sample_steps", "samples_per_class", "max_nonfinite", "dist_timeout_min"]
         for name in positive:
             if getattr(self, name) < 1:
@@ -158,35 +148,27 @@ class TrainConfig:
         process = get_process(self.process)
         if self.learn_sigma is None:
             object.__setattr__(self, "learn_sigma", process.learns_variance)
-        for key in PROCESSES.keys():
-            changed = [f for f in get_process(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
-            if key != self.process and changed:
-                raise UserError(f"--{_flag(changed[0])} is a setting of the {key} process: add --process {key}")
-        for key in ARCHITECTURES.keys():
-            changed = [f for f in get_architecture(key).run_fields if getattr(self, f) != _DEFAULTS[f]]
-            if key != self.arch and changed:
-                raise UserError(f"--{_flag(changed[0])} is a setting of the {key} architecture: add --arch {key}")
-        if self.frames < 1 or self.frame_stride < 1:
-            raise UserError(f"--frames and --frame-stride must be positive, got {self.frames} and {self.frame_stride}")
-        if (self.frame_stride != 1 or not self.random_offset) and self.data == SHAPES_VIDEO:
-            raise UserError(f"--frame-stride {self.frame_stride} / --random-offset {str(self.random_offset).lower()} "
-                            "choose the frames of a video folder's clips; shapes-video renders its clips frame by "
-                            "frame: pass --frame-stride 1 --random-offset true, or --data DIR")
-        if self.joint_images < 0:
-            raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
-        if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):
-            raise UserError("--joint-images: the images pass the spatial blocks only, which --factorization split-heads "
-                            "and --given-conditioning concat, adaln and cross-attention (each shows them the clip) do "
-                            "not separate; use --given-conditioning replace and another factorization")
-        from dit.data.video_masks import unconditional_share
-        unconditional_share(self.video_masks)  # a UserError for an unknown mix or share
+        values = self.to_dict()
+        refuse_foreign(values, field_table(TrainConfig), self.arch, self.process)  # another system's settings
+        check_sections(values, self.arch, self.process)  # this run's sections check their own fields
+        self._check_data()
         if not self.sample_sampler:
-            object.__setattr__(self, "sample_sampler", PREVIEW_SAMPLERS.get(self.process) or default_sampler(self.process))
+            object.__setattr__(self, "sample_sampler", process.preview_sampler or default_sampler(self.process))
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
         check_sampler(self.make_process(), self.sample_sampler, self.sample_steps)
         arch = get_architecture(self.arch)
         if arch.check_run is not None:
             arch.check_run(self)  # the network's flags (e.g. hidden size vs heads), before any data is read
+
+    def _check_data(self) -> None:
+        """What the data stream reads of the video section (dit/data/): the frames of a clip, the masks."""
+        from dit.data.video_masks import unconditional_share
+
+        if (self.frame_stride != 1 or not self.random_offset) and self.data == SHAPES_VIDEO:
+            raise UserError(f"--frame-stride {self.frame_stride} / --random-offset {str(self.random_offset).lower()} "
+                            "choose the frames of a video folder's clips; shapes-video renders its clips frame by "
+                            "frame: pass --frame-stride 1 --random-offset true, or --data DIR")
+        unconditional_share(self.video_masks)  # a UserError for an unknown mix or share
 
     def network_config(self, data: dict):
         """The network of this run once the data is known: `data` holds in_channels, input_size,
@@ -197,19 +179,33 @@ class TrainConfig:
         return get_process(self.process).from_run(self)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, flat: the common ones, then each registered section's (config.json, checkpoints)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}, **self._sections}
 
     def replace(self, **overrides) -> TrainConfig:
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise UserError(f"unknown training options {unknown}; see `python train.py --help`")
         if "process" in overrides:  # what follows from the process is resolved again, unless given
             overrides = {"learn_sigma": None, "sample_sampler": "", **overrides}
-        return dataclasses.replace(self, **overrides)
+        return TrainConfig(**{**self.to_dict(), **overrides})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().items()))
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
-LR_SCHEDULES = ("constant", "cosine", "linear")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+def field_default(name: str):
+    """A training field's default (a common field's or a registered section's)."""
+    return field_table(TrainConfig)[name].default
+
+
+def field_types() -> dict[str, type]:
+    """Field name -> the plain type a flag parses to (int, float, bool, str), sections' fields included."""
+    return {name: f.kind for name, f in field_table(TrainConfig).items()}
+
 
 # Fields a resumed run may change: they affect bookkeeping, not what is being trained.
 RESUME_MAY_CHANGE = {
@@ -243,17 +239,17 @@ _VIDEO_CPU = dict(
     # DiT's eps recipe: on this budget the eps model's x0 estimate at high noise is still noise, and
     # its clips (800 steps, unconditional masks, DDIM-50, cfg 3) are scattered speckles of the class
     # colour where the flow model's, same budget, Euler-50, are moving blobs. `--recipe dit` restores it.
-    _CPU_DEMO, arch="video-dit", data=SHAPES_VIDEO, frames=8, samples_per_class=1, global_batch_size=4, max_steps=4500,
+    # The built-in clips and one preview clip per class are the video DiT's cpu_defaults.
+    _CPU_DEMO, arch="video-dit", **_VIDEO_DEFAULTS, frames=8, global_batch_size=4, max_steps=4500,
     ckpt_every=500, log_every=250, process="flow", time_sampling="logit-normal", video_masks="vdt-uncond:0.75",
 )
 # VQ-Diffusion's token space on the CPU: the built-in shapes at 16 px through the vq-cpu tokenizer
-# (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another) and a
-# TokenDiT at the CPU demo's size (width 128, depth 4, 2 heads). K is read from the tokenizer.
-# Measured: benchmarks/vq_diffusion.py.
-VQ_TOKENIZER_CPU = "results/vq-cpu"
+# (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another: the
+# vq-diffusion process's cpu_defaults) and a TokenDiT at the CPU demo's size (width 128, depth 4, 2
+# heads). K is read from the tokenizer. Measured: benchmarks/vq_diffusion.py.
 _VQ_DIFFUSION_CPU = dict(
     _CPU_DEMO, arch="token-dit", process="vq-diffusion", model="TokenDiT-CPU", hidden_size=None, depth=None,
-    num_heads=None, vae=VQ_TOKENIZER_CPU, global_batch_size=32, lr=1e-3, warmup_steps=100, max_steps=4000,
+    num_heads=None, **VQDiffusion.cpu_defaults, global_batch_size=32, lr=1e-3, warmup_steps=100, max_steps=4000,
     sample_steps=50, sample_cfg=3.0,
 )
 _IMAGENET = dict(data="", image_size=256, vae=DEFAULT_VAE, num_workers=8, ckpt_every=50_000, log_every=100)
@@ -331,47 +327,48 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# The scripts' default presets: sized for the CPU, so an architecture's or process's cpu_defaults apply over them.
+CPU_PRESETS = (DEFAULT_PRESET, DEFAULT_CLASSIFIER_PRESET, DEFAULT_VQ_PRESET)
+assert VQ_TOKENIZER_CPU == f"{TrainConfig.results_dir}/{DEFAULT_VQ_PRESET}", "train_vq.py's default run moved"
+
+
 def from_preset(name: str = DEFAULT_PRESET, recipe: str | None = None, presets: dict | None = None,
                 resolve=None, **overrides) -> TrainConfig:
-    """The preset's config (from `presets`, default the generators' PRESETS), with a recipe's fields
-    over it (its run name then says so), flags over both. `resolve(values) -> values`, if given,
-    sees the merged values before they are checked (train.py: what a tokenizer --vae implies)."""
+    """The preset's config (from `presets`, default the generators' PRESETS), the cpu_defaults of the
+    architecture and process chosen over a CPU preset, a recipe's fields (the run name then says so),
+    flags over all (module docstring). `resolve(values) -> values`, if given, sees the merged values
+    before they are checked (train.py: what a tokenizer --vae implies)."""
     presets = PRESETS if presets is None else presets
     if name not in presets:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(presets)}")
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    values = {**presets[name], **RECIPES.get(recipe, {}), **overrides}
+    preset, recipe_values = presets[name], RECIPES.get(recipe, {})
+    chosen = {**recipe_values, **overrides}
+    systems = system_defaults(preset, chosen) if name in CPU_PRESETS else {}
+    values = {**preset, **systems, **chosen}
     default_name = name if recipe is None else f"{name}-{recipe}"
     values.setdefault("run_name", default_name)
     if not values.get("run_name"):
         values["run_name"] = default_name
     if resolve is not None:
         values = resolve(values)
-    return TrainConfig().replace(**values)
+    return TrainConfig(**values)
+
+
+def system_defaults(preset: dict, chosen: dict) -> dict:
+    """The cpu_defaults of the architecture, then of the process, that `chosen` (recipe and flags) picks over
+    `preset`: {} for the preset's own (it is sized for them already)."""
+    out = {}
+    arch, process = chosen.get("arch"), chosen.get("process")
+    if arch is not None and arch != preset.get("arch", DEFAULT_ARCH):
+        out.update(get_architecture(arch).cpu_defaults)
+    if process is not None and process != preset.get("process", DEFAULT_PROCESS):
+        out.update(get_process(process).cpu_defaults)
+    if {"arch", "process"} & set(out):
+        raise ValueError(f"cpu_defaults may not choose the architecture or process (--arch {arch}, --process {process})")
+    return out
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def field_types() -> dict[str, type]:
-    """Field name -> the plain type a flag parses to (int, float, bool, str)."""
-    out = {}
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        out[name] = args[0] if args else hint
-    return out
-
-
-def _coerce(name: str, value, hint):
-    """Check one field's value against its annotation; ints are accepted for floats."""
-    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
-    if value is None and optional:
-        return None
-    want = field_types()[name]
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise UserError(f"--{_flag(name)} must be of type {want.__name__}, got {value!r}")
-    return value

@@ -1,7 +1,11 @@
-"""The command line of the training scripts: a preset, then every TrainConfig field as a flag.
+"""The command line of the training scripts: a preset, then every training field as a flag.
 
-train.py (generators) and train_classifier.py (noise-aware classifiers) read the same flags, so a
-classifier is trained on exactly the data, size and optimisation options its generator was.
+The flags are generated from the field table (dit/training/sections.py): TrainConfig's common fields,
+then one group per registered architecture and process with its section's fields. Plugins ($DIT_PLUGINS)
+are imported first, so a plugin's section adds its flags. Each help shows the field's default, read
+from the code. train.py (generators), train_classifier.py (noise-aware classifiers) and train_vq.py
+(tokenizers) read the same flags, so a classifier is trained on exactly the data, size and optimisation
+options its generator was.
 """
 
 from __future__ import annotations
@@ -10,15 +14,18 @@ import argparse
 
 from dit.cli import ArgumentParser, add_switch, typed
 from dit.errors import UserError
+from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.registry import load_plugins
 from dit.training.config import RECIPES, TrainConfig, field_types, from_preset
+from dit.training.sections import ARCHITECTURE, field_table
 
 
 def training_parser(description: str, presets: dict, default_preset: str, recipes: bool = True) -> ArgumentParser:
-    load_plugins()  # modules in $DIT_PLUGINS register their architectures and processes first
+    load_plugins()  # modules in $DIT_PLUGINS register their architectures, processes and sections first
     p = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=f"presets: {', '.join(presets)} (default {default_preset}); every field of "
-                              "dit/training/config.py:TrainConfig is a flag, e.g. --global-batch-size 512")
+                       epilog=f"presets: {', '.join(presets)} (default {default_preset}); every training field is a "
+                              "flag: the common ones (dit/training/config.py:TrainConfig), and each architecture's "
+                              "and process's section (declared beside its registration)")
     p.add_argument("preset", nargs="?", default=default_preset, help="named preset")
     if recipes:
         p.add_argument("--recipe", help=f"how to train: {', '.join(RECIPES)} (process, time sampling, loss, block "
@@ -28,14 +35,30 @@ def training_parser(description: str, presets: dict, default_preset: str, recipe
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-at", type=typed(int), metavar="STEP",
                    help="save and stop at this step (the schedule still runs to --max-steps); re-run to go on")
-    defaults = TrainConfig()
-    for name, kind in field_types().items():
-        flag, help_ = name.replace("_", "-"), f"(TrainConfig default: {getattr(defaults, name)!r})"
-        if kind is bool:  # --flag, --no-flag, --flag true|false
-            add_switch(p, flag, dest=name, help=help_)
+    groups = {(): p.add_argument_group("common training options (dit/training/config.py)")}
+    for f in field_table(TrainConfig).values():
+        owner = f.owners[:1]  # a shared field is listed under its first owner, naming the others
+        if owner not in groups:
+            kind, key = owner[0]
+            groups[owner] = p.add_argument_group(f"the {key} {kind} (--{'arch' if kind == ARCHITECTURE else kind} {key})")
+        also = f"; also {', '.join(k for _, k in f.owners[1:])}" if len(f.owners) > 1 else ""
+        help_ = f"(code default: {f.default!r}{also})"
+        if f.kind is bool:  # --flag, --no-flag, --flag true|false
+            add_switch(groups[owner], f.flag[2:], dest=f.name, help=help_)
         else:
-            p.add_argument(f"--{flag}", dest=name, type=typed(kind), metavar=kind.__name__.upper(), help=help_)
+            groups[owner].add_argument(f.flag, dest=f.name, type=typed(f.kind), metavar=f.kind.__name__.upper(),
+                                       help=help_)
     return p
+
+
+def arch_of(args: argparse.Namespace, presets: dict) -> str:
+    """The architecture a command asks for (--arch, else its preset's), for the scripts' role checks
+    before the config is built; an unknown preset or key is a UserError."""
+    if args.preset not in presets:
+        raise UserError(f"unknown preset '{args.preset}'; choose one of {', '.join(presets)}")
+    arch = args.arch or presets[args.preset].get("arch", DEFAULT_ARCH)
+    get_architecture(arch)  # an unknown key: the list of known ones
+    return arch
 
 
 def config_from_args(args: argparse.Namespace, presets: dict | None = None, resolve=None) -> TrainConfig:

@@ -17,7 +17,7 @@ from dit.layout import TOKENS
 from dit.networks import TOKENIZER, get_architecture, role_of
 from dit.networks.base import ImageInit, supports
 from dit.training import state as train_state
-from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, VQ_TOKENIZER_CPU, TrainConfig
+from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, VQ_TOKENIZER_CPU, TrainConfig, field_default
 from dit.training.step import learning_rate
 
 
@@ -63,7 +63,7 @@ def resolve_tokens(values: dict) -> dict:
     --codebook-size that disagrees is refused. Reads the tokenizer file's header only."""
     from dit.processes import get_process
 
-    get = lambda k: values.get(k, getattr(TrainConfig, k))  # noqa: E731 - a field's value or its default
+    get = lambda k: values.get(k, field_default(k))  # noqa: E731 - a field's value or its default
     arch, process, vae = get("arch"), get("process"), get("vae")
     if role_of(arch) == TOKENIZER:
         raise UserError(f"--arch {arch} trains a VQ tokenizer: use train_vq.py (then pass its run as --vae here)")
@@ -93,13 +93,12 @@ def resolve_tokens(values: dict) -> dict:
 
 
 def build_data(config: TrainConfig, device) -> RunData:
-    """The base dataset, the autoencoder, the shape of one training input and the network config."""
-    from dit.data.latent_cache import LatentCache, is_cache
-    from dit.data.stream import FolderImages, InMemoryImages
-
+    """The base dataset, the autoencoder, the shape of one training input and the network config, in
+    steps: what --data is (and a latent cache's header), the autoencoder, the network's input it gives
+    (`network_input`), the network's sizes checked before any image is rendered or scanned, the images,
+    and the network config for the classes found."""
     check_latent_norm(config)
-    clips = get_architecture(config.arch).data_kind == "clip"
-    if clips:
+    if get_architecture(config.arch).data_kind == "clip":
         return build_clip_data(config, device)
     if config.data == SHAPES_VIDEO:
         raise UserError(f"--data {SHAPES_VIDEO} holds clips, but --arch {config.arch} models images: add --arch "
@@ -107,6 +106,42 @@ def build_data(config: TrainConfig, device) -> RunData:
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
+    cached, norm = _open_cache(config)
+    vae = load_autoencoder(config.vae, device)
+    if cached is not None:
+        _check_cache(config, cached, vae)
+    spec = network_input(config, vae)
+    if cached is None:  # a cache knows its classes; the built-in shapes have 10, a folder's are not scanned yet
+        config.network_config({**spec, "num_classes": _classes_before_reading(config)})
+    base, encode_on_the_fly = _images(config, cached, vae, norm)
+    shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
+    if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
+        raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
+                        f"{config.image_size}px gives {shape}")
+    return RunData(base, vae, shape, encode_on_the_fly, config.network_config({**spec, "num_classes": base.num_classes}))
+
+
+def network_input(config: TrainConfig, vae: Autoencoder) -> dict:
+    """What the network is sized by (Architecture.config_for_run's `data`, less the classes): channels and
+    side of the autoencoder's output at --image-size, the image size, its factor, and K for token ids."""
+    tokens = vae.data_kind == TOKENS  # x0 is a grid of ids (train.py checked arch and process)
+    return {"in_channels": vae.latent_channels, "input_size": vae.latent_size(config.image_size),
+            "image_size": config.image_size, "downsample": vae.downsample,
+            **({"codebook_size": vae.codebook_size} if tokens else {})}
+
+
+def _classes_before_reading(config: TrainConfig) -> int:
+    """The class count known before any data is read: the built-in shapes', else 1 (any will do for sizes)."""
+    from dit.data.shapes import CLASS_NAMES
+
+    return len(CLASS_NAMES) if config.data in (SHAPES, SHAPES_VIDEO) else 1
+
+
+def _open_cache(config: TrainConfig):
+    """(the latent cache --data names, its per-channel statistics for --latent-norm channel), or Nones;
+    reads headers only."""
+    from dit.data.latent_cache import LatentCache, is_cache
+
     cached = None
     if config.data != SHAPES and is_cache(config.data):
         cached = LatentCache(config.data, flip=config.flip)
@@ -114,70 +149,63 @@ def build_data(config: TrainConfig, device) -> RunData:
         if made_with is not None and made_with != config.vae:  # checked before loading a VAE that may be absent
             raise UserError(f"latent cache {config.data} was encoded with --vae {made_with}, but --vae is {config.vae}; "
                             f"pass --vae {made_with} (latents only decode with the VAE that made them)")
-    norm = None
-    if config.latent_norm == "channel":  # the statistics are measured over a cache: refuse anything else now
-        if cached is None:
-            what = "the built-in shapes" if config.data == SHAPES else "an image folder"
-            if peek_autoencoder(config.vae).get("identity"):
-                what += f" in pixel space (--vae {config.vae})"
-            raise UserError(f"--latent-norm channel needs a latent cache with per-channel statistics, but --data "
-                            f"{config.data} is {what}; "
-                            "write one with `python cache_latents.py --data IMAGES --out CACHE` and pass --data CACHE, "
-                            "or use --latent-norm scalar")
-        norm = cached.read_channel_norm()
-    vae = load_autoencoder(config.vae, device)
-    tokens = vae.data_kind == TOKENS  # x0 is a grid of ids (train.py checked arch and process)
+    if config.latent_norm != "channel":
+        return cached, None
+    if cached is None:  # the statistics are measured over a cache: refuse anything else now
+        what = "the built-in shapes" if config.data == SHAPES else "an image folder"
+        if peek_autoencoder(config.vae).get("identity"):
+            what += f" in pixel space (--vae {config.vae})"
+        raise UserError(f"--latent-norm channel needs a latent cache with per-channel statistics, but --data "
+                        f"{config.data} is {what}; "
+                        "write one with `python cache_latents.py --data IMAGES --out CACHE` and pass --data CACHE, "
+                        "or use --latent-norm scalar")
+    return cached, cached.read_channel_norm()
+
+
+def _check_cache(config: TrainConfig, cached, vae: Autoencoder) -> None:
+    """The cache was written by this autoencoder at this image size, in latent space."""
+    recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
+    if recorded != {"scale": vae.scale, "shift": vae.shift}:
+        raise UserError(f"latent cache {config.data} was encoded with scale {recorded['scale']} and shift "
+                        f"{recorded['shift']}, but the VAE {config.vae} now has scale {vae.scale} and shift "
+                        f"{vae.shift}: it is not the VAE that made the cache; re-encode with cache_latents.py")
+    if cached.settings.get("codebook_size") != vae.codebook_size:  # None for both in a cache of latents
+        made = (f"token ids of K = {cached.settings.get('codebook_size')}" if cached.tokens else "latents")
+        have = f"a tokenizer of K = {vae.codebook_size}" if vae.data_kind == TOKENS else "a VAE"
+        raise UserError(f"latent cache {config.data} holds {made}, but --vae {config.vae} is now {have}: it is not "
+                        "what made the cache; re-encode with cache_latents.py")
+    if cached.settings["image_size"] != config.image_size:
+        raise UserError(f"latent cache {config.data} holds {cached.settings['image_size']}px images but "
+                        f"--image-size is {config.image_size}; pass --image-size {cached.settings['image_size']}")
+    if vae.identity:
+        raise UserError(f"--vae {config.vae}, but --data is a latent cache: pass the VAE it was encoded with "
+                        "(--vae ema)")
+
+
+def _images(config: TrainConfig, cached, vae: Autoencoder, norm):
+    """(the base dataset, whether its pixels are encoded during training): the cache, the built-in shapes
+    (rendered from seed 0, the same on every process, kept on disk for the next run) or an image folder."""
+    from dit.data.stream import FolderImages, InMemoryImages
+
     if cached is not None:
-        recorded = {k: cached.settings.get(k, default) for k, default in (("scale", vae.scale), ("shift", 0.0))}
-        if recorded != {"scale": vae.scale, "shift": vae.shift}:
-            raise UserError(f"latent cache {config.data} was encoded with scale {recorded['scale']} and shift "
-                            f"{recorded['shift']}, but the VAE {config.vae} now has scale {vae.scale} and shift "
-                            f"{vae.shift}: it is not the VAE that made the cache; re-encode with cache_latents.py")
-        if cached.settings.get("codebook_size") != vae.codebook_size:  # None for both in a cache of latents
-            made = (f"token ids of K = {cached.settings.get('codebook_size')}" if cached.tokens else "latents")
-            have = f"a tokenizer of K = {vae.codebook_size}" if tokens else "a VAE"
-            raise UserError(f"latent cache {config.data} holds {made}, but --vae {config.vae} is now {have}: it is not "
-                            "what made the cache; re-encode with cache_latents.py")
-    side = vae.latent_size(config.image_size)
-    data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
-            "downsample": vae.downsample, **({"codebook_size": vae.codebook_size} if tokens else {})}
+        cached.norm = vae.with_norm(norm).channel_norm  # get() normalises; decoding (previews, checkpoints) inverts
+        return cached, False
     if config.data == SHAPES:
         from dit.data.shapes import CLASS_NAMES, cached_uint8
 
-        config.network_config({**data, "num_classes": len(CLASS_NAMES)})  # size checks before rendering
-        # The same images on every process (rendered from seed 0), kept on disk for the next run.
         images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
-        base = InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
-        encode_on_the_fly = not vae.identity
-    elif cached is not None:
-        base = cached
-        if base.settings["image_size"] != config.image_size:
-            raise UserError(f"latent cache {config.data} holds {base.settings['image_size']}px images but "
-                            f"--image-size is {config.image_size}; pass --image-size {base.settings['image_size']}")
-        if vae.identity:
-            raise UserError(f"--vae {config.vae}, but --data is a latent cache: pass the VAE it was encoded with "
-                            "(--vae ema)")
-        base.norm = vae.with_norm(norm).channel_norm  # get() normalises; decoding (previews, checkpoints) inverts
-        encode_on_the_fly = False
-    else:
-        from dit.data.folders import ImageFolderDataset
+        return InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES)), not vae.identity
+    from dit.data.folders import ImageFolderDataset
 
-        config.network_config({**data, "num_classes": 1})  # size checks before the folder is scanned
-        base = FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip)
-        encode_on_the_fly = not vae.identity
-    shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
-    if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
-        raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
-                        f"{config.image_size}px gives {shape}")
-    network_config = config.network_config({**data, "num_classes": base.num_classes})
-    return RunData(base, vae, shape, encode_on_the_fly, network_config)
+    return FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip), not vae.identity
 
 
 def build_clip_data(config: TrainConfig, device) -> RunData:
-    """build_data for an architecture of clips: the moving shapes or a folder of clips, pixels or
-    VAE latents frame by frame, and VDT's training masks (dit/data/video_masks.py)."""
+    """build_data for an architecture of clips, in the same steps: the moving shapes or a folder of clips,
+    pixels or VAE latents frame by frame, and VDT's training masks (dit/data/video_masks.py)."""
     from functools import partial
 
+    from dit.data.latent_cache import is_cache
     from dit.data.video_masks import draw_mask
 
     if config.data == SHAPES or not config.data:
@@ -186,39 +214,39 @@ def build_clip_data(config: TrainConfig, device) -> RunData:
     if config.latent_norm == "channel":
         raise UserError("--latent-norm channel needs a latent cache, and clips are encoded during training: "
                         "use --latent-norm scalar")
+    if config.data != SHAPES_VIDEO and is_cache(config.data):
+        raise UserError(f"--data {config.data} is a latent cache of images; --arch {config.arch} reads a folder "
+                        "of clips and encodes its frames during training")
     vae = load_autoencoder(config.vae, device)
-    side = vae.latent_size(config.image_size)
-    data = {"in_channels": vae.latent_channels, "input_size": side, "image_size": config.image_size,
-            "downsample": vae.downsample}
-    if config.data == SHAPES_VIDEO:
-        from dit.data.shapes import CLASS_NAMES
-        from dit.data.shapes_video import InMemoryClips, cached_uint8_clips
-
-        config.network_config({**data, "num_classes": len(CLASS_NAMES)})  # size checks before rendering
-        clips, labels, _ = cached_uint8_clips(config.shapes_images, config.image_size, config.frames, 0,
-                                              Path(config.results_dir) / ".cache")
-        base = InMemoryClips(clips, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
-    else:
-        from dit.data.latent_cache import is_cache
-        from dit.data.video_folders import VideoFolderDataset
-
-        if is_cache(config.data):
-            raise UserError(f"--data {config.data} is a latent cache of images; --arch {config.arch} reads a folder "
-                            "of clips and encodes its frames during training")
-        config.network_config({**data, "num_classes": 1})
-        base = VideoFolderDataset(config.data, config.image_size, config.frames, config.frame_stride,
-                                  config.random_offset, config.flip)
-    network_config = config.network_config({**data, "num_classes": base.num_classes})
+    spec = network_input(config, vae)
+    config.network_config({**spec, "num_classes": _classes_before_reading(config)})  # before rendering or scanning
+    base = _clips(config)
+    network_config = config.network_config({**spec, "num_classes": base.num_classes})
     if config.joint_images:
         from dit.data.joint import JointImages
 
         base = JointImages(base, config.joint_images)
     mask = None
     if config.video_masks != "none":
-        mask = partial(draw_mask, frames=config.frames, size=side, patch=network_config.patch_size,
+        mask = partial(draw_mask, frames=config.frames, size=spec["input_size"], patch=network_config.patch_size,
                        images=config.joint_images, mix=config.video_masks)
-    shape = (config.frames + config.joint_images, vae.latent_channels, side, side)  # what the stream and process see
-    return RunData(base, vae, shape, not vae.identity, network_config, mask)
+    shape = (config.frames + config.joint_images, vae.latent_channels, spec["input_size"], spec["input_size"])
+    return RunData(base, vae, shape, not vae.identity, network_config, mask)  # shape: what the stream and process see
+
+
+def _clips(config: TrainConfig):
+    """The built-in moving shapes (rendered from seed 0, kept on disk) or a folder of clips."""
+    if config.data == SHAPES_VIDEO:
+        from dit.data.shapes import CLASS_NAMES
+        from dit.data.shapes_video import InMemoryClips, cached_uint8_clips
+
+        clips, labels, _ = cached_uint8_clips(config.shapes_images, config.image_size, config.frames, 0,
+                                              Path(config.results_dir) / ".cache")
+        return InMemoryClips(clips, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
+    from dit.data.video_folders import VideoFolderDataset
+
+    return VideoFolderDataset(config.data, config.image_size, config.frames, config.frame_stride,
+                              config.random_offset, config.flip)
 
 
 def init_from_image(network, spec: str) -> tuple[int, str]:
@@ -302,8 +330,9 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
     recorded = train_state.read_state(path).get("config", {})
     saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, "latent_norm": TrainConfig.latent_norm,
              **recorded}
-    if saved["arch"] == "video-dit" and saved.get("data") != SHAPES_VIDEO and "frame_stride" not in recorded:
-        saved.update(frame_stride=1, random_offset=False)  # folder runs from before: every frame, from the first
+    arch = get_architecture(config.arch)
+    if saved["arch"] == config.arch and arch.saved_before is not None:
+        saved.update(arch.saved_before(recorded))  # fields the run's architecture added since: their values then
     changed = sorted(k for k, v in config.to_dict().items()
                      if k not in RESUME_MAY_CHANGE and k != "run_name" and saved.get(k, v) != v)
     if changed:

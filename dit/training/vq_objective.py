@@ -40,7 +40,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from accelerate.utils import extract_model_from_parallel as unwrap
 
 from dit.networks.vq_tokenizer import nearest
 from dit.processes.base import Objective
@@ -153,7 +152,7 @@ class VQObjective(Objective):
         return n
 
     def loss(self, network, batch: dict) -> dict:
-        net = unwrap(network)  # the bare tokenizer under DDP: its codebook and buffers
+        net = getattr(network, "module", network)  # the bare tokenizer under DDP: its codebook and buffers
         x = batch["x0"]
         restarted = self._maintain(net, x)
         out = network(x)

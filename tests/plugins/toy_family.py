@@ -1,15 +1,17 @@
 """A toy architecture and a toy process that live outside the package, registered on import.
 
-tests/test_registry.py trains, resumes and samples them through train.py and sample.py with
-DIT_PLUGINS pointing here, without any library file naming them: the proof that the contracts in
-dit/networks/registry.py and dit/processes/base.py are enough to add a system.
+tests/test_registry.py and tests/test_config_sections.py train, resume, sample and evaluate them
+through train.py, sample.py and evaluate.py with DIT_PLUGINS pointing here, without any library file
+naming them: the proof that the contracts in dit/networks/registry.py and dit/processes/base.py are
+enough to add a system, its training flags included.
 
 - "token-mlp": an MLP over patch tokens (no attention), time and class added to every token. It
   declares no optional capability (dit/networks/base.py): --grad-checkpointing and --compile are
-  refused in one line.
-- "toy-flow": rectified flow (x_t = (1 - t) x0 + t eps, t ~ U(0, 1), the network predicts the
-  velocity eps - x0), sampled by a plain Euler integration from t = 1 to t = 0. Its time runs the
-  other way from the library's flow process (data at t = 0 here): it says so in `time_range`.
+  refused in one line. Its config section adds one flag, --mlp-hidden-mult (the MLP's inner width).
+- "toy-flow": rectified flow (x_t = (1 - t) x0 + t eps, t = u^p with u ~ U(0, 1), the network predicts
+  the velocity eps - x0), sampled by a plain Euler integration from t = 1 to t = 0. Its time runs the
+  other way from the library's flow process (data at t = 0 here): it says so in `time_range`. Its
+  section adds --toy-time-power (p; 1: uniform t), a training setting only.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from dit.errors import UserError
 from dit.networks import Architecture, register_architecture
 from dit.networks.conditioning import as_cond, null_class, table_rows
 from dit.networks.layers import timestep_embedding
 from dit.processes import Process, register_process
 from dit.sampling import register_sampler
+
+
+@dataclass(frozen=True)
+class TokenMLPSection:
+    """token-mlp's training flags."""
+
+    mlp_hidden_mult: int = 1  # the MLP's inner width, in multiples of the token width
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class TokenMLPConfig:
     patch_size: int = 2
     hidden: int = 32
     num_classes: int = 10
+    mlp_hidden_mult: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,7 +62,8 @@ class TokenMLP(nn.Module):
         self.embed = nn.Linear(c * p * p, h)
         self.time = nn.Linear(64, h)
         self.label = nn.Embedding(table_rows(config.num_classes), h)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, c * p * p))
+        inner = h * config.mlp_hidden_mult
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(h, inner), nn.GELU(), nn.Linear(inner, c * p * p))
 
     def forward(self, x, t, cond):
         cond = as_cond(cond)
@@ -67,24 +79,41 @@ class TokenMLP(nn.Module):
 
 
 def _config_for_run(run, data: dict) -> TokenMLPConfig:
+    if run.mlp_hidden_mult < 1:
+        raise UserError(f"--mlp-hidden-mult must be positive, got {run.mlp_hidden_mult}")
     return TokenMLPConfig(in_channels=data["in_channels"], input_size=data["input_size"],
-                          hidden=run.hidden_size or 32, num_classes=data["num_classes"])
+                          hidden=run.hidden_size or 32, num_classes=data["num_classes"],
+                          mlp_hidden_mult=run.mlp_hidden_mult)
 
 
 register_architecture(Architecture(
     key="token-mlp", config_from_dict=lambda d: TokenMLPConfig(**d), build=TokenMLP, config_for_run=_config_for_run,
+    section=TokenMLPSection,
 ), replace=True)
+
+
+@dataclass(frozen=True)
+class ToyFlowSection:
+    """toy-flow's training flags."""
+
+    toy_time_power: float = 1.0  # t = u^p, u ~ U(0, 1): p > 1 draws more times near the data
 
 
 class ToyFlow(Process):
     key = "toy-flow"
+    section = ToyFlowSection
     time_range = (0.0, 1.0)  # (data end, noise end)
     outputs = ("velocity", "x0", "eps")
     inversion_refusal = None
 
+    def __init__(self, time_power: float = 1.0):
+        if not time_power > 0:
+            raise UserError(f"--toy-time-power must be positive, got {time_power}")
+        self.time_power = time_power
+
     @classmethod
     def from_run(cls, run):
-        return cls()
+        return cls(run.toy_time_power)
 
     @classmethod
     def from_meta(cls, meta):
@@ -94,7 +123,7 @@ class ToyFlow(Process):
         return {"kind": "rectified-flow"}
 
     def draw(self, rng, shape):
-        t = float(rng.random())
+        t = float(rng.random()) ** self.time_power
         return {"t": t, "noise": torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))}
 
     def loss(self, network, batch):
