@@ -203,7 +203,7 @@ def _threads() -> int:
 
 
 def judge_steps(args) -> int:
-    from dit.eval.classifier import DEFAULT_STEPS
+    from dit.eval.shapes_judge import DEFAULT_STEPS
 
     return args.classifier_steps or DEFAULT_STEPS
 

@@ -317,7 +317,7 @@ def baseline(task: str, metric, real, n: int, args) -> dict:
 
 
 def interpolation_errors(gen, real, given) -> dict:
-    from dit.eval.tracking import track_centroids
+    from dit.eval.centroids import track_centroids
 
     rest = [f for f in range(real.shape[1]) if f not in given]
     err = np.linalg.norm(track_centroids(gen)[:, rest] - track_centroids(real)[:, rest], axis=-1)  # (N, len(rest))

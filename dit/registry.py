@@ -1,8 +1,8 @@
 """Registries: a key that travels (config, checkpoint, export, --out JSON) -> the thing it names.
 
-Two registries hold the family's contracts: architectures (dit/networks/registry.py) and
-processes (dit/processes/registry.py); samplers are registered per process
-(dit/sampling/registry.py). A key is looked up, never guessed: an unknown key is a UserError that
+The `Registry` class here is what each kind of thing keeps its catalog in: architectures
+(dit/networks/catalog.py), processes (dit/processes/catalog.py), autoencoder kinds
+(dit/autoencoders/catalog.py) and samplers, per process (dit/sampling/catalog.py). A key is looked up, never guessed: an unknown key is a UserError that
 lists the known ones.
 
 Code outside the package registers its own entries by being imported. The scripts import every

@@ -16,7 +16,7 @@ from dit.errors import UserError
 from dit.processes.gaussian import GaussianDiffusion
 from dit.processes.schedules import space_timesteps
 from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
-from dit.sampling.registry import run_sampler
+from dit.sampling.catalog import run_sampler
 
 MEANS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
 VAR0 = 0.25

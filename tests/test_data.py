@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dit.data import shapes
-from dit.eval import classifier
+from dit.eval import shapes_judge
 from dit.data.folders import ImageFolderDataset, center_crop_arr
 from dit.errors import UserError
 
@@ -78,22 +78,22 @@ def one_thread():
 
 def test_classifier_learns_and_cache_reloads(tmp_path, one_thread, monkeypatch):
     # 16 px and 200 steps keep this to ~6 s; the default (32 px, 600 steps) gives >= 99%.
-    model = classifier.load_or_train(tmp_path, image_size=16, steps=200)
+    model = shapes_judge.load_or_train(tmp_path, image_size=16, steps=200)
     assert model.heldout_accuracy > 0.9, model.heldout_accuracy
-    path = classifier.cache_path(tmp_path, image_size=16, steps=200)
+    path = shapes_judge.cache_path(tmp_path, image_size=16, steps=200)
     assert path.exists() and not list(tmp_path.glob("*.tmp"))
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier should have been loaded")
 
-    monkeypatch.setattr(classifier, "train_classifier", no_training)
-    again = classifier.load_or_train(tmp_path, image_size=16, steps=200)
+    monkeypatch.setattr(shapes_judge, "train_classifier", no_training)
+    again = shapes_judge.load_or_train(tmp_path, image_size=16, steps=200)
     assert again.heldout_accuracy == round(model.heldout_accuracy, 4)
     for (k, v), w in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(v, w), k
     x, y = shapes.ShapesDataset(100, 16, seed=99).tensors()
-    assert classifier.accuracy(again, x, y) == classifier.accuracy(model, x, y) > 0.9
-    assert again.features(x[:4]).shape == (4, classifier.FEATURE_DIM)
+    assert shapes_judge.accuracy(again, x, y) == shapes_judge.accuracy(model, x, y) > 0.9
+    assert again.features(x[:4]).shape == (4, shapes_judge.FEATURE_DIM)
     assert again(x[:4]).shape == (4, 11)  # ten classes and OTHER
 
 

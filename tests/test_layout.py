@@ -113,7 +113,7 @@ def registered_names() -> set[str]:
 
     names = set(ARCHITECTURES.keys()) | set(PROCESSES.keys()) | {"tokens", "latents", "pixels"}
     try:
-        from dit.autoencoders.registry import AUTOENCODERS
+        from dit.autoencoders.catalog import AUTOENCODERS
 
         names |= set(AUTOENCODERS.keys())
     except ImportError:
@@ -149,7 +149,7 @@ CONTRACT_OBJECTS = {"process", "network", "model", "net", "vae", "autoencoder", 
 # Each entry: (file relative to the root, the offending source line's stripped text prefix) -> why it stays.
 SPECIAL_CASE_ALLOWED = {
     # The shapes judges (not registered networks): their held-out scores exist only where they were measured.
-    ("dit/eval/classifier.py", 'meta = {k: f"{getattr(model, k):.4f}" for k in keys if hasattr(model, k)}'):
+    ("dit/eval/shapes_judge.py", 'meta = {k: f"{getattr(model, k):.4f}" for k in keys if hasattr(model, k)}'):
         "the judge's optional held-out scores",
     ("dit/eval/motion.py", '", ".join(f"{k} {getattr(model, k):.4f}" for k in HELDOUT_KEYS if hasattr(model, k)))'):
         "the motion judge's optional held-out scores",

@@ -7,7 +7,7 @@ import torch
 
 from dit.data.shapes_video import DIRECTIONS, STEPS, cached_uint8_clips
 from dit.errors import UserError
-from dit.eval import fvd, motion, tracking
+from dit.eval import centroids, fvd, motion
 from dit.eval.video_metrics import VideoShapesMetric
 
 
@@ -24,28 +24,28 @@ def held_out():
 
 def test_tracker_matches_ground_truth_centroids(held_out):
     clips, _, truth = held_out
-    err = np.linalg.norm(tracking.track_centroids(clips) - truth["centroid"], axis=-1)
+    err = np.linalg.norm(centroids.track_centroids(clips) - truth["centroid"], axis=-1)
     # Measured on 2,000 clips: mean 0.014 px, max 0.17 px (module docstring).
     assert np.isfinite(err).all() and err.mean() < 0.05 and err.max() < 0.3
     blank = np.repeat(clips[:2, :1, :1, :1], 16, axis=2).repeat(16, axis=3).repeat(8, axis=1)  # one colour
-    assert np.isnan(tracking.track_centroids(blank)).all()  # no foreground: NaN, not a made-up position
+    assert np.isnan(centroids.track_centroids(blank)).all()  # no foreground: NaN, not a made-up position
 
 
 def test_track_fit_lines_bounces_and_gaps():
     t = np.arange(8)[:, None]
     for k, step in enumerate(STEPS):
         line = np.array([8.0, 7.5]) + 0.4 * t * step  # constant velocity along direction k
-        fit = tracking.track_fit(line)
+        fit = centroids.track_fit(line)
         assert fit["r2"] == pytest.approx(1, abs=1e-12) and fit["direction"] == k
         assert fit["net_displacement"] == pytest.approx(2.8) and fit["speed"] == pytest.approx(0.4)
     x = np.array([5.0, 6, 7, 8, 9, 8, 7, 6])  # right, then a wall: back
-    bounce = tracking.track_fit(np.stack([x, np.full(8, 4.0)], 1))
+    bounce = centroids.track_fit(np.stack([x, np.full(8, 4.0)], 1))
     assert bounce["r2"] < 0.5 and bounce["net_displacement"] == pytest.approx(1)
     gap = np.array([8.0, 7.5]) + 0.4 * t * STEPS[2]
     gap[3] = np.nan  # a lost frame: the others still fit exactly
-    fit = tracking.track_fit(gap[None])
+    fit = centroids.track_fit(gap[None])
     assert fit["r2"][0] == pytest.approx(1) and fit["tracked"][0] == 7 and DIRECTIONS[fit["direction"][0]] == "up"
-    still = tracking.track_fit(np.full((8, 2), 5.0))
+    still = centroids.track_fit(np.full((8, 2), 5.0))
     assert still["r2"] == 0 and still["net_displacement"] == 0  # standing still is not motion along a line
 
 
@@ -58,7 +58,7 @@ def test_augmentation_label_maps_agree_with_the_tracker(held_out):
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         xa, la = motion._augment(x.float(), labels, gen)
-        moved = tracking.track_fit(tracking.track_centroids(xa.permute(0, 1, 3, 4, 2).to(torch.uint8).numpy()))
+        moved = centroids.track_fit(centroids.track_centroids(xa.permute(0, 1, 3, 4, 2).to(torch.uint8).numpy()))
         assert (moved["direction"] == la.numpy()).all()
 
 

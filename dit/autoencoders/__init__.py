@@ -1,7 +1,7 @@
 """Autoencoders between pixels and what the network models.
 
     base.py       the Autoencoder contract every caller reads (and ChannelNorm, the optional per-channel map)
-    registry.py   the kinds: how each recognises a name and loads it; load_autoencoder(name, device, dtype)
+    catalog.py    the kinds: how each recognises a name and loads it; load_autoencoder(name, device, dtype)
     pixels.py     the pixel convention ([-1, 1] float NCHW inside, uint8 NHWC outside); pixel space ("none")
     vae.py        the Stable Diffusion VAE (diffusers AutoencoderKL, scale 0.18215)
     vq.py         a trained VQ tokenizer (train_vq.py) between pixels and token ids
@@ -10,7 +10,7 @@ Importing this package registers the built-in kinds.
 """
 
 from dit.autoencoders.base import Autoencoder, ChannelNorm, ContinuousAutoencoder
-from dit.autoencoders.registry import (AUTOENCODERS, DEFAULT_VAE, AutoencoderKind, autoencoder_kind, load_autoencoder,
+from dit.autoencoders.catalog import (AUTOENCODERS, DEFAULT_VAE, AutoencoderKind, autoencoder_kind, load_autoencoder,
                                        peek_autoencoder, register_autoencoder)
 
 from dit.autoencoders.pixels import KIND as _PIXELS

@@ -30,7 +30,7 @@ encoded and decoded frame by frame. An autoencoder declares:
 
 A new kind subclasses Autoencoder (token ids) or ContinuousAutoencoder (float latents: it implements
 encode_image_moments and decode_image, the base does clips and the normalisation), and registers how
-it recognises a name and loads it (dit/autoencoders/registry.py).
+it recognises a name and loads it (dit/autoencoders/catalog.py).
 
 ChannelNorm (LightningDiT / EDM2): z' = (z - mean_c) / std_c over the channels of already scaled
 latents; one scalar leaves the SD VAE's channels at different offsets and spreads. Encoding applies
@@ -109,7 +109,7 @@ class Autoencoder(ABC):
     @classmethod
     def load(cls, name: str | None = None, device="cpu", dtype=torch.float32) -> "Autoencoder":
         """An alias of dit.autoencoders.load_autoencoder (`name` None: the default VAE), for older callers."""
-        from dit.autoencoders.registry import DEFAULT_VAE, load_autoencoder
+        from dit.autoencoders.catalog import DEFAULT_VAE, load_autoencoder
 
         return load_autoencoder(DEFAULT_VAE if name is None else name, device, dtype)
 

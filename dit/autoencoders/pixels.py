@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 
 from dit.autoencoders.base import ChannelNorm, ContinuousAutoencoder
-from dit.autoencoders.registry import AutoencoderKind
+from dit.autoencoders.catalog import AutoencoderKind
 from dit.layout import CONTINUOUS
 
 PIXEL = "none"

@@ -7,7 +7,7 @@ inverts it first. Both come from the VAE's own config (`scaling_factor`, `shift_
 such as SD3's set a shift), LDM's 0.18215 where an older config records none. Optionally a
 ChannelNorm (dit/autoencoders/base.py) normalises the scaled latents per channel.
 
-Two registered kinds load it (dit/autoencoders/registry.py): the names "ema" and "mse" early, and
+Two registered kinds load it (dit/autoencoders/catalog.py): the names "ema" and "mse" early, and
 last of all any other name as a hub id (org/name) or a local diffusers directory, so that a name
 no kind recognises ends here with the reason it does not load.
 
@@ -26,7 +26,7 @@ import torch
 
 from dit.autoencoders.base import LATENT_NORMS, NORM_KEYS, Autoencoder, ChannelNorm, ContinuousAutoencoder
 from dit.autoencoders.pixels import PIXEL
-from dit.autoencoders.registry import DEFAULT_VAE, AutoencoderKind
+from dit.autoencoders.catalog import DEFAULT_VAE, AutoencoderKind
 from dit.errors import UserError
 from dit.layout import CONTINUOUS
 

@@ -1,6 +1,6 @@
 """A trained VQ tokenizer as the autoencoder between pixels and token ids (VQ-Diffusion's space).
 
-`load_autoencoder(name)` (dit/autoencoders/registry.py) returns a `TokenAutoencoder` when `name` is a
+`load_autoencoder(name)` (dit/autoencoders/catalog.py) returns a `TokenAutoencoder` when `name` is a
 train_vq.py run directory, one of its checkpoints (`checkpoints/step_*`, read through its
 `ema.safetensors`) or an export (`export.safetensors`): a safetensors file whose header says
 `"arch": "vq-tokenizer"`. Never a pickle.
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dit.autoencoders.base import Autoencoder
-from dit.autoencoders.registry import AutoencoderKind
+from dit.autoencoders.catalog import AutoencoderKind
 from dit.errors import UserError
 from dit.io.checkpoint import read_export_header as _header
 from dit.layout import CLIP_DIMS, TOKENS

@@ -2,7 +2,7 @@
 
 It exists so that `python train.py` can train a class-conditional DiT on two CPU cores with no
 download, and so that samples can be judged by eye ("is row 3 a yellow plus?") and by a small
-classifier trained on the same distribution (dit/eval/classifier.py). Each class is a (shape, colour)
+classifier trained on the same distribution (dit/eval/shapes_judge.py). Each class is a (shape, colour)
 pair; within a class, position, size, rotation, colour and background vary, so the model has a
 real (if easy) distribution to learn.
 

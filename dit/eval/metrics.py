@@ -13,7 +13,7 @@ The offline metric (`ShapesMetric`) is for the built-in shapes, where Inception-
 ImageNet photos at 299 px) is both unavailable offline and a poor judge of 16-32 px shapes. It
 reports two numbers, named for what they are:
 - `fd_shapes`: the Fréchet distance (the FID formula) between the penultimate features of the
-  project's shapes classifier (dit/eval/classifier.py) on the samples and on fresh dataset images;
+  project's shapes classifier (dit/eval/shapes_judge.py) on the samples and on fresh dataset images;
   this is NOT FID and is not comparable with any published FID;
 - `class_acc`: the fraction of samples the classifier assigns to the class they were drawn for
   (shape and colour must both match: wrong-colour shapes go to its OTHER output).
@@ -134,12 +134,12 @@ class ShapesMetric:
     def __init__(self, image_size: int, cache_dir: str | os.PathLike, reference_images: int = 5000,
                  device: str | torch.device = "cpu", classifier_steps: int | None = None):
         from dit.data import shapes
-        from dit.eval import classifier
+        from dit.eval import shapes_judge
 
         self.image_size, self.device = image_size, torch.device(device)
-        steps = classifier_steps or classifier.DEFAULT_STEPS
-        self.classifier = classifier.load_or_train(cache_dir, image_size=image_size, steps=steps, device=self.device)
-        ref_path = Path(cache_dir) / (f"shapes-ref-v{classifier.VERSION}-data{shapes.VERSION}-{image_size}px-"
+        steps = classifier_steps or shapes_judge.DEFAULT_STEPS
+        self.classifier = shapes_judge.load_or_train(cache_dir, image_size=image_size, steps=steps, device=self.device)
+        ref_path = Path(cache_dir) / (f"shapes-ref-v{shapes_judge.VERSION}-data{shapes.VERSION}-{image_size}px-"
                                       f"steps{steps}-{reference_images}.npz")
         if ref_path.exists():
             with np.load(ref_path) as ref:
@@ -168,7 +168,7 @@ class ShapesMetric:
         mu, sigma = feature_statistics(self._features(x))
         result = {"fd_shapes": frechet_distance(mu, sigma, self.ref_mu, self.ref_sigma), "num_samples": len(x)}
         if labels is not None:
-            from dit.eval.classifier import accuracy
+            from dit.eval.shapes_judge import accuracy
 
             result["class_acc"] = accuracy(self.classifier, x, torch.as_tensor(np.asarray(labels), dtype=torch.long))
         return result

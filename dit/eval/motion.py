@@ -1,5 +1,5 @@
 """The motion judge: a small network that names the direction a moving shape takes
-(dit/data/shapes_video.py's DIRECTIONS), or NONE; the tracker and the track fit are in tracking.py.
+(dit/data/shapes_video.py's DIRECTIONS), or NONE; the tracker and the track fit are in centroids.py.
 
 Motion judge (`MotionJudge`, `train_motion_judge`): direction from the pixels, with a fifth output
 NONE for clips with no steady direction. The default (600 steps on 4,000 clips) trains in 31 s on
@@ -29,8 +29,8 @@ from torch.nn import functional as F
 from dit.data import shapes_video
 from dit.data.shapes_video import DIRECTIONS, STEPS
 from dit.errors import UserError
-from dit.eval import classifier
-from dit.eval.tracking import as_float_clips
+from dit.eval import shapes_judge
+from dit.eval.centroids import as_float_clips
 
 # --- motion judge --------------------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ def train_motion_judge(
         y = label[pick].copy()
         x[:num_negative], y[:num_negative] = no_motion(x[:num_negative], gen), NONE
         x, y = _augment(x, y, gen)
-        classifier.cross_entropy_step(model, opt, sched, x, y, device, "motion judge", step, steps, t0, verbose)
+        shapes_judge.cross_entropy_step(model, opt, sched, x, y, device, "motion judge", step, steps, t0, verbose)
     model.eval()
     model.train_seconds = time.time() - t0
     heldout_clips = min(num_clips // 2, 2000) if heldout_clips is None else heldout_clips
@@ -292,5 +292,5 @@ def load_or_train(
     """The cached motion judge for this setting, training and caching it first if needed (eval mode);
     its held-out scores (HELDOUT_KEYS) are attributes, measured when it was trained."""
     path = cache_path(cache_dir, image_size, frames, seed, steps, num_clips)
-    return classifier.cached_judge(path, MotionJudge(), lambda: train_motion_judge(
+    return shapes_judge.cached_judge(path, MotionJudge(), lambda: train_motion_judge(
         image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose), HELDOUT_KEYS, device)

@@ -4,7 +4,7 @@ right shape, does it move coherently, does a prediction continue the given motio
 Clips are uint8 (N, F, H, W, 3) (dit/io/video.py's layout). Two fixed networks judge them, both
 trained once on real clips and cached by data VERSION, size and training setting:
 - a frame judge naming each frame's class: the shapes classifier's network and recipe
-  (dit/eval/classifier.py, with its OTHER output for wrong-colour shapes) trained on video frames.
+  (dit/eval/shapes_judge.py, with its OTHER output for wrong-colour shapes) trained on video frames.
   The image judge itself (`frame_judge="image"`) misreads video frames: the clips' shapes are
   smaller (18-26% of the side against the images' 22-36%) and may be cut at a wall, and it calls
   them OTHER. Measured on 2,000 real clips (16 px, 8 frames): per-frame accuracy 0.76 with the
@@ -19,8 +19,8 @@ trained once on real clips and cached by data VERSION, size and training setting
 - motion_confidence: the mean over clips of the largest probability the motion judge, shown all
   frames, gives one direction (its NONE output excluded); motion_confident: the share of clips
   where that is >= CONFIDENCE (0.9);
-- coherent_motion: the share of clips whose shape is tracked in every frame (tracking.track_centroids)
-  along a straight line at a steady speed (tracking.track_fit R^2 >= R2_MIN = 0.9, net
+- coherent_motion: the share of clips whose shape is tracked in every frame (centroids.track_centroids)
+  along a straight line at a steady speed (centroids.track_fit R^2 >= R2_MIN = 0.9, net
   displacement >= MIN_DISPLACEMENT = 2 px at 16 px, scaled with the size like the data's speeds)
   and which the motion judge assigns to one direction with probability >= CONFIDENCE;
 - consistency: frame-to-frame feature consistency, the mean over clips and consecutive frame pairs
@@ -90,7 +90,7 @@ import torch
 from dit.data import shapes_video
 from dit.data.shapes import MAX_ROTATION, draw_background, draw_color, draw_shape
 from dit.errors import UserError
-from dit.eval import classifier, motion, tracking
+from dit.eval import centroids, motion, shapes_judge
 from dit.eval.metrics import FrechetToReference, feature_statistics, frechet_distance
 from dit.io.atomic import atomic_path
 
@@ -101,7 +101,7 @@ CONFIDENCE = 0.9
 REFERENCE_CLIPS = 5000
 REFERENCE_SEED = 20_000  # fresh clips: no judge trains on this seed
 FRAME_JUDGE_STEPS = 1500  # held out: 0.995 per frame, 98.2% OTHER (600, the image judge's: 0.987, 95.4%)
-OTHER = classifier.OTHER
+OTHER = shapes_judge.OTHER
 
 
 # --- the frame judge: the shapes classifier, trained on video frames -------------------------------
@@ -135,8 +135,8 @@ def _to_float(frames_uint8: np.ndarray) -> torch.Tensor:
 def train_frame_judge(image_size: int = 16, frames: int = shapes_video.FRAMES, seed: int = 0,
                       steps: int = FRAME_JUDGE_STEPS, batch_size: int = 64, num_clips: int = motion.DEFAULT_CLIPS,
                       device: str | torch.device = "cpu", verbose: bool = False,
-                      ) -> classifier.ShapesClassifier:  # fmt: skip
-    """classifier.train_classifier's recipe (Adam 3e-3, cosine, random horizontal flips, half of each
+                      ) -> shapes_judge.ShapesClassifier:  # fmt: skip
+    """shapes_judge.train_classifier's recipe (Adam 3e-3, cosine, random horizontal flips, half of each
     batch wrong-colour OTHER shapes) on frames of real clips of ShapesVideoDataset(seed); the
     defaults take 42 s on one core of a busy 2-core machine at 16 px.
     Held-out per-frame accuracy (`heldout_accuracy`, every frame of min(500, num_clips // 4) clips of
@@ -149,7 +149,7 @@ def train_frame_judge(image_size: int = 16, frames: int = shapes_video.FRAMES, s
     positives = clips.flatten(0, 1)  # (N * F, 3, H, W) uint8
     pos_labels = labels.repeat_interleave(frames)
     negatives = _to_float(mismatched_frames(len(positives) // 4, image_size, seed))
-    model = classifier.ShapesClassifier().to(device)
+    model = shapes_judge.ShapesClassifier().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     model.train()
@@ -161,15 +161,15 @@ def train_frame_judge(image_size: int = 16, frames: int = shapes_video.FRAMES, s
         y = torch.cat([pos_labels[i], torch.full((batch_size - half,), OTHER)])
         flip = torch.rand(batch_size, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        classifier.cross_entropy_step(model, opt, sched, x, y, device, "frame judge", step, steps, t0, verbose)
+        shapes_judge.cross_entropy_step(model, opt, sched, x, y, device, "frame judge", step, steps, t0, verbose)
     model.eval()
     model.train_seconds = time.time() - t0
     heldout = max(min(500, num_clips // 4), 1)
     test, test_labels, _ = shapes_video.cached_uint8_clips(heldout, image_size, frames, seed + 10_000, None)
-    model.heldout_accuracy = classifier.accuracy(model, test.flatten(0, 1).float().div(127.5).sub(1),
+    model.heldout_accuracy = shapes_judge.accuracy(model, test.flatten(0, 1).float().div(127.5).sub(1),
                                                  test_labels.repeat_interleave(frames))
     wrong = _to_float(mismatched_frames(2 * heldout, image_size, seed + 10_000))
-    model.heldout_other = classifier.accuracy(model, wrong, torch.full((len(wrong),), OTHER))
+    model.heldout_other = shapes_judge.accuracy(model, wrong, torch.full((len(wrong),), OTHER))
     if verbose:
         print(f"frame judge held-out accuracy {model.heldout_accuracy:.4f}, wrong colour -> OTHER "
               f"{model.heldout_other:.4f}, trained in {model.train_seconds:.1f}s")
@@ -179,11 +179,11 @@ def train_frame_judge(image_size: int = 16, frames: int = shapes_video.FRAMES, s
 def load_or_train_frame_judge(cache_dir: str | os.PathLike, image_size: int = 16, frames: int = shapes_video.FRAMES,
                               seed: int = 0, steps: int = FRAME_JUDGE_STEPS, num_clips: int = motion.DEFAULT_CLIPS,
                               device: str | torch.device = "cpu", verbose: bool = False,
-                              ) -> classifier.ShapesClassifier:  # fmt: skip
+                              ) -> shapes_judge.ShapesClassifier:  # fmt: skip
     """The cached frame judge for this setting, trained and cached first if needed (eval mode)."""
-    name = (f"shapes-video-frame-cnn-v{VERSION}-cnn{classifier.VERSION}-data{shapes_video.VERSION}-{image_size}px-"
+    name = (f"shapes-video-frame-cnn-v{VERSION}-cnn{shapes_judge.VERSION}-data{shapes_video.VERSION}-{image_size}px-"
             f"{frames}f-seed{seed}-steps{steps}-clips{num_clips}.safetensors")
-    return classifier.cached_judge(Path(cache_dir) / name, classifier.ShapesClassifier(), lambda: train_frame_judge(
+    return shapes_judge.cached_judge(Path(cache_dir) / name, shapes_judge.ShapesClassifier(), lambda: train_frame_judge(
         image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose),
         ("heldout_accuracy", "heldout_other", "train_seconds"), device)
 
@@ -210,7 +210,7 @@ class VideoShapesMetric:
     """The generation and prediction metrics of the module docstring for clips of one size and length.
 
     frame_judge: "video" (the default, the classifier trained on video frames) or "image" (the
-    image classifier of dit/eval/classifier.py as it is, for comparison: it misreads small shapes).
+    image classifier of dit/eval/shapes_judge.py as it is, for comparison: it misreads small shapes).
     """
 
     def __init__(self, image_size: int, frames: int, cache_dir: str | os.PathLike,
@@ -224,18 +224,18 @@ class VideoShapesMetric:
             raise UserError(f"frame_judge must be 'video' or 'image', got {frame_judge!r}")
         self.image_size, self.frames, self.device = image_size, frames, torch.device(device)
         self.min_displacement = MIN_DISPLACEMENT * image_size / 16
-        fsteps = frame_judge_steps or (FRAME_JUDGE_STEPS if frame_judge == "video" else classifier.DEFAULT_STEPS)
+        fsteps = frame_judge_steps or (FRAME_JUDGE_STEPS if frame_judge == "video" else shapes_judge.DEFAULT_STEPS)
         msteps = motion_steps or motion.DEFAULT_STEPS
         if frame_judge == "video":
             self.frame_judge = load_or_train_frame_judge(cache_dir, image_size, frames, steps=fsteps,
                                                          num_clips=judge_clips, device=self.device, verbose=verbose)
         else:
-            self.frame_judge = classifier.load_or_train(cache_dir, image_size, steps=fsteps, device=self.device,
+            self.frame_judge = shapes_judge.load_or_train(cache_dir, image_size, steps=fsteps, device=self.device,
                                                         verbose=verbose)
         self.motion_judge = motion.load_or_train(cache_dir, image_size, frames, steps=msteps, num_clips=judge_clips,
                                                  device=self.device, verbose=verbose)
         ref_path = Path(cache_dir) / (
-            f"shapes-video-ref-v{VERSION}-m{motion.VERSION}-c{classifier.VERSION}-data{shapes_video.VERSION}-"
+            f"shapes-video-ref-v{VERSION}-m{motion.VERSION}-c{shapes_judge.VERSION}-data{shapes_video.VERSION}-"
             f"{image_size}px-{frames}f-{frame_judge}{fsteps}-motion{msteps}-clips{judge_clips}-"
             f"ref{reference_clips}.npz")
         if ref_path.exists():
@@ -264,7 +264,7 @@ class VideoShapesMetric:
             preds.append(self.frame_judge.head(h).argmax(1).cpu())
             feats.append(h.double().cpu())
         if not preds:
-            return np.zeros((n, f), np.int64), np.zeros((n, f, classifier.FEATURE_DIM))
+            return np.zeros((n, f), np.int64), np.zeros((n, f, shapes_judge.FEATURE_DIM))
         return torch.cat(preds).numpy().reshape(n, f), torch.cat(feats).numpy().reshape(n, f, -1)
 
     # -- generation
@@ -273,13 +273,13 @@ class VideoShapesMetric:
         """What each clip contributes to every metric, (N, ...) arrays: frame_pred (N, F) the frame
         judge's classes, frame_hits (N, F) bool (with labels), frames_agree, consistency,
         motion_confidence, motion_direction, track_r2 / track_net_displacement / track_speed /
-        track_direction / track_tracked (tracking.track_fit), coherent, and features (N, F * 128 + 64)
+        track_direction / track_tracked (centroids.track_fit), coherent, and features (N, F * 128 + 64)
         for the Fréchet distance. `statistics` turns them into the metrics."""
         clips = check_clips(clips_uint8, self.image_size, self.frames)
         n = len(clips)
         pred, feats = self._frame_outputs(clips)
         judged = self.motion_judge.judge(clips)
-        fit = tracking.track_fit(tracking.track_centroids(clips))
+        fit = centroids.track_fit(centroids.track_centroids(clips))
         centred = feats - self.frame_mu
         unit = centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-12)
         confidence = judged["confidence"]
@@ -344,8 +344,8 @@ class VideoShapesMetric:
         true_dir = self.motion_judge.judge(real, frames=rest)["direction"]
         judged = self.motion_judge.judge(generated, frames=rest)
         gen_dir = judged["direction"]
-        true_c = tracking.track_centroids(real)[:, rest]
-        gen_c = tracking.track_centroids(generated)[:, rest]
+        true_c = centroids.track_centroids(real)[:, rest]
+        gen_c = centroids.track_centroids(generated)[:, rest]
         err = np.linalg.norm(gen_c - true_c, axis=-1)  # (N, F - g), NaN where either is lost
         missing = np.isnan(gen_c).any(-1) & ~np.isnan(true_c).any(-1)
         with warnings.catch_warnings():

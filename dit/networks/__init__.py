@@ -18,14 +18,14 @@
     base.py           the network contract as code: roles (generator, classifier, tokenizer), the declared
                       optional capabilities (gradient checkpointing, block compilation, image init, FLOP hook)
     compile.py        --compile: torch.compile a network's blocks, or a one-line refusal
-    registry.py       the architecture registry (key, role, config, build)
+    catalog.py        the architecture catalog (key, role, config section, build)
 
 Importing this package registers the built-in architectures.
 """
 
 from dit.networks.dit import ARCH as _DIT
 from dit.networks.base import CLASSIFIER, GENERATOR, TOKENIZER
-from dit.networks.registry import (ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, keys_with_role,
+from dit.networks.catalog import (ARCHITECTURES, DEFAULT_ARCH, Architecture, get_architecture, keys_with_role,
                                    register_architecture, role_of)
 
 from dit.networks.diffussm import ARCH as _DIFFUSSM

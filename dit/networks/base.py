@@ -1,7 +1,7 @@
 """The network contract written as code: what every registered network is, by role, and what some
 can do besides, declared rather than probed.
 
-Roles (`Architecture.role`, dit/networks/registry.py) say which script trains a network and what
+Roles (`Architecture.role`, dit/networks/catalog.py) say which script trains a network and what
 the others may do with it:
     GENERATOR   forward(x, t, cond) -> what its process trains it to predict (train.py, sample.py)
     CLASSIFIER  forward(x, t, cond) -> logits of p(y | x_t, t) (train_classifier.py; sample.py's

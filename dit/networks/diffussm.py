@@ -44,7 +44,7 @@ from dit.networks.conditioning import as_cond, null_class, table_rows
 from dit.networks.dit_config import check_image_size, config_from_dict
 from dit.networks.layers import (LN_EPS, FREQUENCY_EMBEDDING_SIZE, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                  get_2d_sincos_pos_embed, init_embedders, modulate, xavier_linears)
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 from dit.networks.s4d import S4D
 
 # DiffuSSM-XL is the paper's (width 1152, depth 29); -S is DiT-S's width and depth; -CPU is sized to

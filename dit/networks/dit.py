@@ -22,7 +22,7 @@ from dit.networks.base import CompileBlocks, GradCheckpointing, PatchAttention
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig
 from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, init_embedders, \
     xavier_linears
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 from dit.networks.rope import rope_2d
 
 

@@ -180,7 +180,7 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 
 def config_for_run(run, data: dict) -> ModelConfig:
     """The DiT of a training run: the `--model` preset, resized by --hidden-size / --depth /
-    --num-heads, on the data's channels, latent side and classes (see networks/registry.py)."""
+    --num-heads, on the data's channels, latent side and classes (see networks/catalog.py)."""
     overrides = {k: getattr(run, k) for k in ("hidden_size", "depth", "num_heads") if getattr(run, k) is not None}
     if "hidden_size" in overrides and "num_heads" not in overrides:
         overrides["num_heads"] = max(1, overrides["hidden_size"] // 64)  # the paper's 64-wide heads

@@ -12,7 +12,7 @@ logits over the classes. The architecture is DiT's, cut to what a classifier nee
 
 Presets (`--model`, patch after the slash): Classifier-T (the CPU size), -S, -B and -ADM, about
 50M parameters at 32x32x4 latents, the size of ADM's ImageNet 256 classifier encoder.
-The network contract (dit/networks/registry.py) holds: forward(x, t, cond) with cond unused.
+The network contract (dit/networks/catalog.py) holds: forward(x, t, cond) with cond unused.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dit.networks.base import CLASSIFIER, Blocks
 from dit.networks.blocks import DiTBlock
 from dit.networks.dit_config import PATCH_SIZES, check_image_size, config_from_dict
 from dit.networks.layers import LN_EPS, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, xavier_linears
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 
 POOLS = ("query", "mean-query")
 PRESETS = {

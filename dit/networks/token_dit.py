@@ -29,7 +29,7 @@ from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.networks.conditioning import as_cond, null_class
 from dit.networks.dit_config import PRESETS as DIT_PRESETS, config_from_dict
 from dit.networks.layers import LabelEmbedder, TimestepEmbedder, get_2d_sincos_pos_embed, xavier_linears
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 
 # DiT Table 1's widths and depths; "-CPU" is the CPU demo's size (width 128, depth 4).
 PRESETS = {"TokenDiT-CPU": dict(depth=4, hidden_size=128, num_heads=2),

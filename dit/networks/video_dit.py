@@ -38,7 +38,7 @@ from dit.networks.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get
     get_2d_sincos_pos_embed, init_embedders, xavier_linears
 from dit.networks.base import Blocks, GradCheckpointing, ImageInit
 from dit.networks.dit import ARCH as DIT_ARCH
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 from dit.networks import video_config
 from dit.networks.video_blocks import AttentionBlock, SplitHeadsBlock
 from dit.networks.video_config import VideoConfig

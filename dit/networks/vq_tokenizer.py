@@ -40,7 +40,7 @@ import torch.nn as nn
 from dit.errors import UserError
 from dit.networks.base import TOKENIZER
 from dit.networks.dit_config import config_from_dict
-from dit.networks.registry import Architecture
+from dit.networks.catalog import Architecture
 
 KEY = "vq-tokenizer"  # the registry key, defined once: import it rather than repeat it
 # Base width, per-level multipliers (level i has width * mult[i]; len(mult) - 1 downsamplings at most),

@@ -20,7 +20,7 @@ from dit.processes import PROCESSES, Process
 from dit.sampling import sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_scale
 from dit.sampling.flow import DIFFUSION_FORMS
-from dit.sampling.registry import option_help
+from dit.sampling.catalog import option_help
 
 DEFAULT_CFG = 4.0  # classifier-free guidance of sample.py's grids: DiT's (a text pipeline's: dit/pipelines/prompts.py)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The sampler keywords a user can set (sample.py's flags of the same names); each sampler declares
-# which of them it takes (dit/sampling/registry.py check_sampler).
+# which of them it takes (dit/sampling/catalog.py check_sampler).
 SAMPLER_OPTIONS = ("eta", "shift", "atol", "rtol", "diffusion_form", "diffusion_norm", "last_step", "truncation")
 LABEL_MODES = ("uniform", "balanced")  # --labels: uniform draws (the ADM/DiT protocol) or each class equally often
 

@@ -294,7 +294,7 @@ def sample_tokens(pipe: TextPipeline, prompts: list[str], noise, steps: int | No
     """Token ids (B, H, W) for `prompts` (one sample each) with our ancestral sampler; noise: the
     sampler's noise callable (a PerSampleNoise: sample i depends only on its seed)."""
     from dit.precision import autocast_dtype
-    from dit.sampling.registry import run_sampler
+    from dit.sampling.catalog import run_sampler
     from dit.sampling.vq_diffusion import guided_log_probs
 
     device = next(pipe.network.parameters()).device

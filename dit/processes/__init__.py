@@ -3,7 +3,7 @@
     base.py          the Process contract (draw, loss, network time, output conversion, prior, meta) and what it
                      declares for samplers, pipelines and training (data kind, time range, default steps,
                      state, the marginal x_t = alpha x0 + sigma eps); Objective, a training step's minimand
-    registry.py      the process registry
+    catalog.py       the process catalog
     schedules.py     Gaussian noise schedules, T = 1000, respacing
     likelihoods.py   Gaussian KL and the discretised likelihood (the variational bound's terms)
     gaussian.py      DiT's Gaussian diffusion (DDPM/IDDPM): the "gaussian" process
@@ -18,7 +18,7 @@ Importing this package registers the built-in processes.
 from dit.processes.base import Process
 from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
-from dit.processes.registry import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
+from dit.processes.catalog import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
 from dit.processes.vq_diffusion import VQDiffusion
 
 register_process(GaussianDiffusion)

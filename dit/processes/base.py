@@ -11,7 +11,7 @@ A process owns
   (`to_meta` / `from_meta`) under the key it is registered with.
 It calls the network only as `network(x_t, network_time(t), cond)`, so any registered architecture
 fits any process whose data it can take. Samplers for a process are registered per process
-(dit/sampling/registry.py); guidance wraps the denoiser they call.
+(dit/sampling/catalog.py); guidance wraps the denoiser they call.
 
 It declares everything samplers, pipelines and training read of it, so none of them asks for a key
 or probes an attribute:
@@ -85,7 +85,7 @@ class Process(Objective):
     # than silently ignored (dit/training/config.py).
     section: ClassVar[type | None] = None
     # What the CPU demo preset lacks for this process to train: set between the preset and the flags when
-    # --process picks it over cpu-demo (as Architecture.cpu_defaults, dit/networks/registry.py).
+    # --process picks it over cpu-demo (as Architecture.cpu_defaults, dit/networks/catalog.py).
     cpu_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     # The sampler of training previews (few steps); None: the process's default sampler.
     preview_sampler: ClassVar[str | None] = None

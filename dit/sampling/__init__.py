@@ -1,7 +1,7 @@
 """Sampling: samplers are functions over a denoiser; guidance wraps the denoiser.
 
     noise.py           per-sample noise: sample i comes from seed base + i, whatever the batching
-    registry.py        samplers registered per process; run_sampler, the one entry point
+    catalog.py         samplers registered per process; run_sampler, the one entry point
     ancestral.py       DDPM and DDIM loops of the Gaussian process
     schedulers.py      diffusers' schedulers (DPM-Solver++, UniPC, Euler, Heun, DDIM) as Gaussian samplers
     flow.py            the flow process's samplers: Euler and Heun with a timestep shift, dopri5, an SDE
@@ -16,7 +16,7 @@ except where `default=True` says otherwise).
 """
 
 from dit.sampling import ancestral, flow, flow_diffusers, schedulers, vq_diffusion
-from dit.sampling.registry import (check_sampler, default_sampler, get_sampler, register_sampler, run_sampler,
+from dit.sampling.catalog import (check_sampler, default_sampler, get_sampler, register_sampler, run_sampler,
                                    sampler_names)
 
 register_sampler("gaussian", "ddpm", ancestral.ddpm)

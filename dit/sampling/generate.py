@@ -13,7 +13,7 @@ from dit.precision import autocast_dtype
 from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
 from dit.sampling.guidance import guided
 from dit.sampling.noise import PerSampleNoise
-from dit.sampling.registry import default_sampler, run_sampler
+from dit.sampling.catalog import default_sampler, run_sampler
 from dit.sampling.vq_diffusion import guided_log_probs
 
 

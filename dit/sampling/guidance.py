@@ -1,7 +1,7 @@
 """Class conditioning and classifier-free guidance (Ho & Salimans 2022) as denoiser wrappers.
 
 `conditional(model, cond)` and `guided(model, cond, uncond, ...)` turn a network model(x, t, cond)
-into the denoiser(x, t) that samplers take (dit/sampling/registry.py). `cond` is a cond dict or
+into the denoiser(x, t) that samplers take (dit/sampling/catalog.py). `cond` is a cond dict or
 a label tensor (dit/networks/conditioning.py); `uncond` is the same with the null class, made by
 `conditioning.unconditional(cond, num_classes)`: the null class comes from the model config,
 never from a literal in calling code.

@@ -96,7 +96,7 @@ def scheduler_sample(denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, 
 
 
 def scheduler_sampler(name: str):
-    """The sampler-registry entry for scheduler `name` (dit/sampling/registry.py)."""
+    """The sampler-registry entry for scheduler `name` (dit/sampling/catalog.py)."""
     def run(denoiser, process, x_T, steps, noise=None, progress=False, **options):
         return scheduler_sample(denoiser, process, x_T, name, steps, noise, progress, **options)
     run.__name__ = f"sample_{name.replace('-', '_').replace('+', 'p')}"

@@ -12,5 +12,5 @@
     ema.py        the exponential moving average of the weights
     state.py      atomic training checkpoints, pruning, resume
     preview.py    sample grids during and after training
-    tracking.py   metrics.jsonl and wandb
+    run_log.py    metrics.jsonl and wandb
 """

@@ -50,7 +50,7 @@ class TrainConfig:
     """The common fields; the registered sections' fields are read as attributes too (module docstring).
     Built from keywords, any field of either kind: TrainConfig(data="x", schedule="cosine")."""
 
-    # --- what is trained: registry keys (dit/networks/registry.py, dit/processes/registry.py) ---
+    # --- what is trained: registry keys (dit/networks/catalog.py, dit/processes/catalog.py) ---
     arch: str = DEFAULT_ARCH
     process: str = DEFAULT_PROCESS
 

@@ -27,7 +27,7 @@ from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
 from dit.training.setup import build_data, find_resume, init_from_image, make_accelerator, start_run
 from dit.training.step import train_step
-from dit.training.tracking import Tracker
+from dit.training.run_log import Tracker
 
 
 def run_training(config: TrainConfig, args, objective_for: Callable | None = None, export_meta: dict | None = None):

@@ -2,7 +2,7 @@
 
 Layout of a run directory (`results/<run_name>/`):
     config.json                     the resolved TrainConfig of the run
-    metrics.jsonl                   one JSON object per logged step (dit/training/tracking.py)
+    metrics.jsonl                   one JSON object per logged step (dit/training/run_log.py)
     checkpoints/step_000001000/     a complete checkpoint:
         model.safetensors, optimizer.bin, random_states_*.pkl, ...   Accelerate's save_state
         ema.safetensors             EMA weights with the model config in the header (sample.py loads it)

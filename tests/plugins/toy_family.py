@@ -2,7 +2,7 @@
 
 tests/test_registry.py and tests/test_config_sections.py train, resume, sample and evaluate them
 through train.py, sample.py and evaluate.py with DIT_PLUGINS pointing here, without any library file
-naming them: the proof that the contracts in dit/networks/registry.py and dit/processes/base.py are
+naming them: the proof that the contracts in dit/networks/catalog.py and dit/processes/base.py are
 enough to add a system, its training flags included.
 
 - "token-mlp": an MLP over patch tokens (no attention), time and class added to every token. It

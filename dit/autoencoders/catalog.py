@@ -1,4 +1,4 @@
-"""The autoencoder registry: a name that travels (--vae, a checkpoint's "vae", a cache's settings) ->
+"""The autoencoder catalog (a dit.registry.Registry of kinds): a name that travels (--vae, a checkpoint's "vae", a cache's settings) ->
 the autoencoder it names.
 
 Unlike an architecture or process key, a name is not looked up but recognised: "none", "ema", a

@@ -1,4 +1,4 @@
-"""The process registry: key -> Process class (dit/processes/base.py has the contract).
+"""The process catalog (a dit.registry.Registry): key -> Process class (dit/processes/base.py has the contract).
 
 The key travels with the architecture key: training config (`--process`), checkpoints and
 exports ("process" and "process_config" in the metadata), evaluation JSON. Files written before

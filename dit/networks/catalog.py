@@ -1,4 +1,4 @@
-"""The architecture registry: key -> how to configure, build and recognise a network.
+"""The architecture catalog (a dit.registry.Registry): key -> how to configure, build and recognise a network.
 
 The network contract, by role (generator, classifier, tokenizer), and the optional capabilities a
 network declares are written as code in dit/networks/base.py. Scripts choose by `role`, never by key.
