@@ -104,8 +104,9 @@ def generate(out, pipe, spec, flags, state) -> None:
     if not spec.video_in:
         images.sample_npz(pipe, spec, out, flags.batch_size, state, show)
     elif state.is_main_process:
-        done, labels, _ = clips.complete(pipe, spec, flags.batch_size, state.device, show)
+        done, labels, what = clips.complete(pipe, spec, flags.batch_size, state.device, show)
         write_clip_npz(out, done, labels)
+        print(f"wrote {out}: {len(done)} clips of {done.shape[1]} frames ({what}), uint8 NFHWC under arr_0")
 
 
 def main(argv=None):

@@ -70,5 +70,5 @@ def values_of(layout: str) -> str:
 
 
 # How messages name an autoencoder that gives each kind of data, and the data itself.
-AUTOENCODER_OF = {CONTINUOUS: "a VAE (or pixel space)", TOKENS: "a VQ tokenizer"}
+AUTOENCODER_OF = {CONTINUOUS: "a VAE or pixel space", TOKENS: "a VQ tokenizer"}
 DATA_OF = {CONTINUOUS: "continuous latents", TOKENS: "token ids"}

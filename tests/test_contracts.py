@@ -354,8 +354,9 @@ def test_a_process_without_a_marginal_says_so_in_one_line():
 def test_state_is_declared_and_a_checkpoint_without_it_is_refused(tmp_path):
     vq = VQDiffusion(K, 10, time_sampling="importance")
     assert vq.has_state and set(vq.state_dict()) == {"history", "count"}
-    stateless = [GaussianDiffusion.from_schedule("linear", 100), FlowMatching(), ToyFlow(),
-                 NoisyClassification(FlowMatching())]
+    toy = ToyFlow()  # a plugin's process with state of its own
+    assert toy.has_state and set(toy.state_dict()) == {"calls"}
+    stateless = [GaussianDiffusion.from_schedule("linear", 100), FlowMatching(), NoisyClassification(FlowMatching())]
     for objective in stateless:
         assert not objective.has_state and objective.state_dict() == {}
         objective.load_state_dict({})

@@ -47,6 +47,10 @@ def test_toy_family_trains_resumes_exactly_and_samples(tmp_path, plugin_env):
     a, b = weights(whole, 8), weights(split, 8)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], weights(whole, 4)[k]) for k in a)  # it did train
+    # The toy process's own state (its loss-call count) travels with each checkpoint and is restored.
+    for run in (whole, split):
+        state = load_file(str(run / "checkpoints" / "step_000000008" / "objective_state_0.safetensors"))
+        assert int(state["calls"]) == 8
 
     state = json.loads((whole / "checkpoints" / "step_000000008" / "train_state.json").read_text())
     assert (state["config"]["arch"], state["config"]["process"]) == ("token-mlp", "toy-flow")

@@ -100,8 +100,12 @@ class ToyFlowSection:
 
 
 class ToyFlow(Process):
+    """Its state (has_state): how many loss calls it has made, which weights the loss 1 + 1 / (1 + calls)
+    (a warm-up a run must restore exactly on resume: the checkpoint carries it)."""
+
     key = "toy-flow"
     section = ToyFlowSection
+    has_state = True
     time_range = (0.0, 1.0)  # (data end, noise end)
     outputs = ("velocity", "x0", "eps")
     inversion_refusal = None
@@ -110,6 +114,13 @@ class ToyFlow(Process):
         if not time_power > 0:
             raise UserError(f"--toy-time-power must be positive, got {time_power}")
         self.time_power = time_power
+        self.calls = torch.zeros((), dtype=torch.int64)
+
+    def state_dict(self):
+        return {"calls": self.calls.clone()}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"].clone()
 
     @classmethod
     def from_run(cls, run):
@@ -131,7 +142,9 @@ class ToyFlow(Process):
         tb = t.view(-1, *[1] * (x0.dim() - 1))
         x_t = (1 - tb) * x0 + tb * noise
         v = network(x_t, self.network_time(t), batch["cond"])
-        return {"loss": ((v - (noise - x0)) ** 2).mean(dim=tuple(range(1, x0.dim())))}
+        weight = 1 + 1 / (1 + self.calls.item())
+        self.calls += 1
+        return {"loss": weight * ((v - (noise - x0)) ** 2).mean(dim=tuple(range(1, x0.dim())))}
 
     def prior(self, noise, batch, shape, device):
         return noise(torch.empty(batch, *shape, device=device))
