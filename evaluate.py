@@ -98,9 +98,12 @@ def prepare(args, rest, state, given):
 def generate(out, pipe, spec, flags, state) -> None:
     """Draw the batch into `out` (resumable), or with --given-frames complete the clips on the main process."""
     from dit.io.video import write_clip_npz
+    from dit.networks.compile import compile_network
     from dit.pipelines import clips, images
 
     show = state.is_main_process and not flags.no_progress
+    if flags.compile:
+        compile_network(pipe.network, flags.compile_best_effort, backward=False)
     if not spec.video_in:
         images.sample_npz(pipe, spec, out, flags.batch_size, state, show)
     elif state.is_main_process:
@@ -118,11 +121,13 @@ def main(argv=None):
     from dit.pipelines import evaluation
     from dit.pipelines.spec import EMPTY_PROVENANCE
 
+    if args.metric == "fvd":
+        evaluation.check_fvd_inputs(args)
     given = evaluation.prediction_inputs(args) if args.given_frames is not None else None
     state = accelerate_state(args.device)
     out, pipe, spec, flags = prepare(args, rest, state, given) if args.ckpt else (args.samples, None, None, None)
     if args.metric == "fvd":
-        evaluation.check_fvd_inputs(args, pipe and (spec.frames or pipe.max_frames))
+        evaluation.check_fvd_frames(args, pipe and (spec.frames or pipe.max_frames))
     if pipe is not None:
         generate(out, pipe, spec, flags, state)
     if not state.is_main_process:

@@ -116,6 +116,14 @@ def test_sample_compile_failure_is_reported(tiny_export, tmp_path, monkeypatch, 
     assert run_cli(sample.main, [*argv, "--compile-best-effort"]) == 0
     assert "running eagerly" in capsys.readouterr().out
 
+    # evaluate.py's generation honours the same flags (its pipeline compiles as sample.py's does).
+    import evaluate
+
+    ev = ["--ckpt", str(tiny_export), "--num-samples", "2", "--metric", "inception", "--no-fid", "--no-prc",
+          "--no-isc", "--steps", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--compile"]
+    with pytest.raises(UserError, match="torch.compile failed"):
+        evaluate.main(ev)
+
 
 def test_pickles_with_objects_say_so(tmp_path):
     """A plain pickle (protocol 4) holding a function: a refusal naming the cause, not "truncated or corrupt"."""

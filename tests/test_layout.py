@@ -142,6 +142,9 @@ def checked_files():
     yield from sorted(ROOT.glob("*.py"))
 
 
+# Constants that hold a registered key (a comparison with one is a comparison with the key).
+KEY_CONSTANTS = {"DEFAULT_ARCH", "DEFAULT_PROCESS"}
+
 # What the contracts describe: hasattr, or a defaulted getattr, on one of these probes a capability that
 # should be declared (dit/networks/base.py, dit/processes/base.py, dit/autoencoders/base.py).
 CONTRACT_OBJECTS = {"process", "network", "model", "net", "vae", "autoencoder", "objective", "arch", "pipe", "classifier"}
@@ -157,6 +160,12 @@ SPECIAL_CASE_ALLOWED = {
     ("dit/eval/fvd.py", 'weights_sha256=getattr(net, "weights_sha256", None)'): "I3D's provenance, where known",
     # EmerDiff's times were tuned per process (benchmarks/segmentation.py); another process gives them itself.
     ("dit/segmentation/emerdiff.py", "DEFAULT_TIMES = {"): "measured per process; others must pass --t-m",
+    # --model rebuilds a file without a config (the public .pt) from a DiT preset: the architecture such files hold.
+    ("dit/pipelines/pipeline.py", "if source.model and ckpt.arch != DEFAULT_ARCH:"): "DiT presets name DiT",
+    # Two keys compared (the flag's and the preset's); the constant is only the preset's default.
+    ("dit/training/config.py", 'if arch is not None and arch != preset.get("arch", DEFAULT_ARCH):'): "a default",
+    ("dit/training/config.py", 'if process is not None and process != preset.get("process", DEFAULT_PROCESS):'):
+        "a default",
     # DDP (and the tests' stand-in for it) holds the tokenizer as .module; its codebook is maintained on the module.
     ("dit/training/vq_objective.py", 'net = getattr(network, "module", network)'): "DDP's wrapper",
     # diffusers' DiTPipeline is DiT's network with DDPM's scheduler: the one pairing its format can hold.
@@ -176,10 +185,12 @@ def special_cases(path, names: set[str], classes: set[str], root=ROOT) -> list[s
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
-            consts = [c for c in [node.left, *node.comparators] for c in ast.walk(c)
+            consts = [c.value for c in [node.left, *node.comparators] for c in ast.walk(c)
                       if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in names]
+            consts += [c.id for c in [node.left, *node.comparators] for c in ast.walk(c)
+                       if isinstance(c, ast.Name) and c.id in KEY_CONSTANTS]
             if consts:
-                here(node, f"compares with {consts[0].value!r}")
+                here(node, f"compares with {consts[0]!r}")
         elif isinstance(node, ast.Dict):
             keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
             if keys and set(keys) <= names:

@@ -5,7 +5,7 @@ batch 1 for one conditional pass (no CFG doubling). torch's FlopCounterMode coun
 MAC, so paper GFLOPs = counted / 2 / 1e9. Training costs about 3x the forward.
 
 FlopCounterMode sees matmuls and convolutions only, no FFT. A module that declares the
-AnalyticCost capability (dit/networks/base.py: S4D layers, DiffuSSM's core) is counted by its own
+AnalyticCost capability (dit/networks/base.py: the S4D layers of DiffuSSM) is counted by its own
 hook instead: `forward_cost` splits the forward into the part FlopCounterMode counts (every such
 module stubbed out) and the modules' analytic terms (S4D: `s4d_macs`, kernel generation and FFT
 convolution), reported separately and summed.

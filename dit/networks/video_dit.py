@@ -49,6 +49,7 @@ IMAGE_KEYS = ("x_embedder.", "t_embedder.", "y_embedder.", "pos_embed", "blocks.
 
 class VideoDiT(nn.Module, GradCheckpointing, ImageInit, Blocks):
     image_arch = DIT_ARCH.key  # Latte's init (--init-from) reads an image DiT's checkpoint
+
     def __init__(self, config: VideoConfig):
         super().__init__()
         self.config = cfg = config

@@ -9,9 +9,14 @@
     clips.py      completing given clips: prediction, interpolation, in-painting (video checkpoints)
     prompts.py    text prompts through a diffusers VQ-Diffusion pipeline (vq_text.py reads it)
     segment.py    EmerDiff segmentation of images with a trained DiT (segment.py's driver)
+    evaluation.py evaluate.py's pieces: the batch to score, the metrics, the record
+    export.py     a DiT written as a diffusers DiTPipeline (export_diffusers.py)
+    vq_text.py    a diffusers VQ-Diffusion text-to-image pipeline read into our process and sampler
 
-Scripts read top to bottom: parse flags, `load`, call one pipeline, write. Nothing here knows a
-particular architecture, process or autoencoder: each declares what a pipeline reads.
+Scripts read top to bottom: parse flags, `load`, call one pipeline, write. The generic pipelines
+(pipeline, images, clips, segment, evaluation) know no particular architecture, process or
+autoencoder: each declares what they read. The format readers and writers of other projects' pipelines
+(vq_text.py: VQ-Diffusion; export.py: DiT + DDPM, what DiTPipeline holds) are specific by nature.
 """
 
 from dit.pipelines.pipeline import Pipeline, load

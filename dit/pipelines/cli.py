@@ -1,6 +1,6 @@
 """The sampling flags: one parser for sample.py and for the generation half of evaluate.py.
 
-`parser(cfg_default)` declares them, `parse(argv, cfg_default)` checks what can be checked before
+`parser(description, cfg_default)` declares them, `parse(argv, description, cfg_default)` checks what can be checked before
 anything is loaded (one line, exit 2), and `to_spec(args)` turns them into the `Source` and
 `SamplingSpec` that decide every sample (dit/pipelines/spec.py). Defaults shown in --help are read
 from where they live: the samplers' signatures, the processes, the guidance module.

@@ -53,7 +53,7 @@ def complete_clips(clips: np.ndarray, labels: np.ndarray, mask: np.ndarray, keep
 
 def complete(pipe: Pipeline, spec: SamplingSpec, batch_size: int, device, show: bool = True):
     """The clips of spec.video_in completed from spec.given_frames (or around spec.inpaint_box):
-    (clips uint8 NFHWC, labels or None as read, what was given in words)."""
+    (clips uint8 NFHWC, their labels (the null class where the file has none), what was given in words)."""
     clips, labels = read_clip_npz(spec.video_in)
     max_frames, _, side, _ = pipe.network.input_shape
     downsample = pipe.autoencoder.downsample

@@ -61,25 +61,32 @@ def prediction_inputs(args) -> tuple[Path, int]:
     return path, len(given)
 
 
-def check_fvd_inputs(args, frames: int | None = None) -> None:
-    """--metric fvd: the reference clips, the clip counts and frames (the reference's and, from --ckpt,
-    the `frames` of the clips it draws), and the I3D file (and its sha256), checked before any
-    generation, which can take hours."""
-    from dit.eval.fvd import EXPECTED_SHA256, load_i3d
+def check_fvd_inputs(args) -> None:
+    """--metric fvd: the reference clips and the clip counts, checked before anything is loaded."""
     from dit.io.video import read_clip_npz
 
     real, _ = read_clip_npz(args.ref)
-    need = (args.fvd_frames - 1) * args.fvd_subsample + 1
     if len(real) < args.fvd_clips:
         raise UserError(f"--ref {args.ref} holds {len(real)} clips; --fvd-clips {args.fvd_clips} needs that many")
-    if real.shape[1] < need:
+    if real.shape[1] < fvd_frames_needed(args):
         raise UserError(f"--ref clips have {real.shape[1]} frames; --fvd-frames {args.fvd_frames} every "
-                        f"--fvd-subsample {args.fvd_subsample} need {need}")
+                        f"--fvd-subsample {args.fvd_subsample} need {fvd_frames_needed(args)}")
     if args.ckpt and args.num_samples < args.fvd_clips:
         raise UserError(f"--num-samples {args.num_samples} < --fvd-clips {args.fvd_clips}: generate at least as many")
-    if frames is not None and frames < need:
+
+
+def fvd_frames_needed(args) -> int:
+    return (args.fvd_frames - 1) * args.fvd_subsample + 1
+
+
+def check_fvd_frames(args, frames: int | None) -> None:
+    """--metric fvd: the clips --ckpt draws (`frames`: --frames or the checkpoint's F; None for --samples)
+    are long enough, and the I3D file (and its sha256) is there: checked before any generation."""
+    from dit.eval.fvd import EXPECTED_SHA256, load_i3d
+
+    if frames is not None and frames < fvd_frames_needed(args):
         raise UserError(f"--ckpt {args.ckpt} draws {frames}-frame clips; --fvd-frames {args.fvd_frames} every "
-                        f"--fvd-subsample {args.fvd_subsample} need {need}: lower them")
+                        f"--fvd-subsample {args.fvd_subsample} need {fvd_frames_needed(args)}: lower them")
     load_i3d(args.i3d_weights, args.i3d_sha256 or EXPECTED_SHA256, "cpu")
 
 

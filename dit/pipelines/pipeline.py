@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class Pipeline:
         return dict(checkpoint_sha256=self._sha("ckpt", lambda: checkpoint_sha256(self.source.ckpt)),
                     classifier_sha256=self._sha("classifier", lambda: checkpoint_sha256(spec.classifier))
                     if spec.classifier else None,
-                    tokenizer_sha256=self._sha("tokenizer", lambda: sha256_of(__import__("pathlib").Path(tok)))
+                    tokenizer_sha256=self._sha("tokenizer", lambda: sha256_of(Path(tok)))
                     if tok else None)
 
     def shard_settings(self, spec: SamplingSpec) -> dict:
@@ -184,13 +185,15 @@ def check_data_kinds(vae, process, ckpt, source: Source) -> None:
     name = source.vae or ckpt.meta.get("vae")
     arch = values_of(get_architecture(ckpt.arch).data_kind)
     if arch != process.data_kind:
-        raise UserError(f"{ckpt.source} holds a {ckpt.arch!r} network of {DATA_OF[arch]} with the {process.key} process "
-                        f"of {DATA_OF[process.data_kind]}: check --arch and --process")
+        raise UserError(f"{ckpt.source} holds a {ckpt.arch!r} network of {DATA_OF.get(arch, arch)} with the "
+                        f"{process.key} process of {DATA_OF.get(process.data_kind, process.data_kind)}: check --arch "
+                        "and --process")
     kind = process.data_kind
     if vae.data_kind != kind:
-        raise UserError(f"{ckpt.source} models {DATA_OF[kind]} ({ckpt.arch}, {process.key}), but --vae {name} is "
-                        f"{AUTOENCODER_OF[vae.data_kind]} ({DATA_OF[vae.data_kind]}), so it is not "
-                        f"{AUTOENCODER_OF[kind]}: pass the one it was trained with as --vae (or drop --vae)")
+        ours, theirs = (AUTOENCODER_OF.get(k, f"an autoencoder of {k}") for k in (kind, vae.data_kind))
+        raise UserError(f"{ckpt.source} models {DATA_OF.get(kind, kind)} ({ckpt.arch}, {process.key}), but --vae {name} "
+                        f"is {theirs} ({DATA_OF.get(vae.data_kind, vae.data_kind)}), so it is not {ours}: pass the one "
+                        "it was trained with as --vae (or drop --vae)")
 
 
 def check_token_space(network, vae, process, ckpt, source: Source, spec: SamplingSpec) -> None:

@@ -16,7 +16,7 @@ from dit.autoencoders import DEFAULT_VAE, ChannelNorm, load_autoencoder
 from dit.errors import UserError
 from dit.io.checkpoint import instantiate, load_weights
 from dit.io.images import save_png
-from dit.networks import GENERATOR, role_of
+from dit.networks import GENERATOR, get_architecture
 from dit.networks.base import PatchAttention, supports
 from dit.processes import process_from_meta
 from dit.segmentation import Settings, image_seeds, segment
@@ -32,9 +32,9 @@ def load_segmenter(ckpt_path: str, device):
     generator with patch-token attention blocks (networks/base.py PatchAttention) of a process that
     declares its marginal (deterministic inversion)."""
     ckpt = load_weights(ckpt_path)
-    if role_of(ckpt.arch) != GENERATOR:
-        raise UserError(f"{ckpt_path} holds a {role_of(ckpt.arch)} ({ckpt.arch}), not a generator: segment.py needs "
-                        "an image DiT")
+    role = get_architecture(ckpt.arch).role  # an unknown key: one line listing the known ones
+    if role != GENERATOR:
+        raise UserError(f"{ckpt_path} holds a {role} ({ckpt.arch}), not a generator: segment.py needs an image DiT")
     process = process_from_meta(ckpt.meta)
     time_range(process)  # a process without a marginal is refused in one line
     model = instantiate(ckpt, None, device).requires_grad_(False)

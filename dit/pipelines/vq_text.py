@@ -181,8 +181,6 @@ class PipelineDecoder:
     codebook vectors of the ids, then the decoder without re-quantising. Images in [-1, 1] (our pixel
     convention, dit/autoencoders/pixels.py; the pipeline returns (x / 2 + 0.5).clamp(0, 1))."""
 
-    kind = "tokens"
-
     def __init__(self, vqvae):
         self.vae = vqvae.eval().requires_grad_(False)
 
@@ -261,7 +259,7 @@ def load_vq_pipeline(spec: str, device="cpu") -> TextPipeline:
     except Exception as e:  # noqa: BLE001
         raise UserError(f"could not load the tokenizer of {root} ({type(e).__name__}: {str(e)[:200]})") from None
 
-    K, T, S = process.codebook_size, process.default_sampling_steps, int(tokenizer.model_max_length)
+    K, T, S = process.codebook_size, process.T, int(tokenizer.model_max_length)
     tcfg = transformer.config
     width = text_model.config.hidden_size
     checks = [

@@ -57,6 +57,14 @@ class Objective(abc.ABC):
     key: ClassVar[str]  # names it in messages (a process: its registry key)
     has_state: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        """State is declared, never guessed: an objective that keeps some (overrides state_dict) without
+        saying `has_state = True` would silently lose it on resume, so it is refused when defined."""
+        super().__init_subclass__(**kwargs)
+        if cls.state_dict is not Objective.state_dict and not cls.has_state:
+            raise TypeError(f"{cls.__name__} overrides state_dict but does not declare has_state = True: its "
+                            "state would not be saved with checkpoints")
+
     @abc.abstractmethod
     def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
         """One training sample's randomness for data of `shape`: ints and tensors (collated per key).
@@ -106,9 +114,11 @@ class Process(Objective):
     inversion_refusal: ClassVar[str | None] = "it declares no marginal x_t = alpha x0 + sigma eps"
 
     @property
-    @abc.abstractmethod
     def time_range(self) -> tuple[float, float]:
-        """(data end, noise end) in this process's time: where x_t is the data and where the prior."""
+        """(data end, noise end) in this process's time: where x_t is the data and where the prior.
+        Only what reads it needs it (inversion, the flow samplers' interval): a process written before
+        it was declared still trains and samples, and is refused in one line where it is read."""
+        raise UserError(f"the {self.key} process declares no time_range (data end, noise end)")
 
     @classmethod
     @abc.abstractmethod
