@@ -221,3 +221,33 @@ def test_one_failing_process_stops_the_whole_job(tmp_path):
                          env={**ENV, "DIT_TEST_FAIL_RANK": "1", "DIT_TEST_FAIL_STEP": "3"})
     assert res.returncode != 0 and time.time() - start < 240
     assert "injected failure on rank 1" in res.stderr
+
+
+def test_bad_input_found_outside_the_suite_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """A truncated checkpoint given to --resume, a --results-dir under a file, and a --data folder whose
+    every image fails to decode: each one line, exit 2, nothing left behind (issue 31, found by hand)."""
+    from test_hardening import TINY_RUN
+
+    base = [*TINY_RUN, "--results-dir", str(tmp_path / "r"), "--no-progress"]
+    assert run_cli(train.main, [*base, "--run-name", "a", "--max-steps", "2", "--ckpt-every", "1"]) == 0
+    ckpt = tmp_path / "r" / "a" / "checkpoints" / "step_000000002"
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])  # a copy cut short
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "bad" / "c0").mkdir(parents=True)
+    (tmp_path / "bad" / "c0" / "x.png").write_text("not a png")
+    cases = {
+        "truncated checkpoint": ([*base, "--run-name", "b", "--resume", str(ckpt), "--max-steps", "3"],
+                                 "has a damaged model.safetensors", tmp_path / "r" / "b"),
+        "results-dir under a file": ([*TINY_RUN, "--results-dir", str(tmp_path / "afile" / "sub"), "--max-steps", "1"],
+                                     "afile is a file, not a folder", tmp_path / "afile" / "sub"),
+        "no decodable image": ([*base, "--run-name", "c", "--data", str(tmp_path / "bad"), "--max-steps", "1"],
+                               "no readable images", tmp_path / "r" / "c"),
+    }
+    capsys.readouterr()
+    for name, (argv, message, never) in cases.items():
+        assert run_cli(train.main, argv) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (name, err)
+        assert not never.exists(), name
+    assert (tmp_path / "afile").read_text() == "keep"

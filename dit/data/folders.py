@@ -110,6 +110,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.skipped: set[str] = set()
         if scan:
             self.scan()
+        self.read(0)  # at least one file decodes (else one line), checked before a run writes anything
 
     def __len__(self) -> int:
         return len(self.samples)

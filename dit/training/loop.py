@@ -25,7 +25,8 @@ from dit.training.config import TrainConfig
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import build_data, find_resume, init_from_image, make_accelerator, start_run
+from dit.training.setup import (build_data, check_results_dir, find_resume, init_from_image, make_accelerator,
+                                start_run)
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
 
@@ -40,6 +41,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     device, is_main = accelerator.device, accelerator.is_main_process
     per_proc = per_process_batch(config.global_batch_size, accelerator.num_processes, config.grad_accum)
     run_dir = Path(config.results_dir) / config.run_name
+    check_results_dir(config.results_dir)
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
     if config.cosine_loss and not config.grad_clip:
         accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "

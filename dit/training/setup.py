@@ -288,6 +288,17 @@ def init_from_image(network, spec: str) -> tuple[int, str]:
     return len(keys), note
 
 
+def check_results_dir(results_dir: str) -> None:
+    """--results-dir is, or can become, a folder: no part of it is an existing file (checked before anything
+    is read or written, instead of a NotADirectoryError when the first cache or checkpoint is written)."""
+    path = Path(results_dir)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"--results-dir {results_dir}: {p} is a file, not a folder; choose another --results-dir")
+            return
+
+
 def find_resume(config: TrainConfig, run_dir: Path, resume: str | None, accelerator=None) -> Path | None:
     """The checkpoint to continue from: --resume, else the newest one of this run, else None.
 
@@ -326,6 +337,7 @@ def _find_resume(config: TrainConfig, run_dir: Path, resume: str | None) -> Path
         if not found:
             return None
         path = found[-1][1]
+    train_state.check_files(path)
     # Checkpoints written before the registry keys (and latent_norm) existed hold the defaults (dit, gaussian, scalar).
     recorded = train_state.read_state(path).get("config", {})
     saved = {"arch": TrainConfig.arch, "process": TrainConfig.process, "latent_norm": TrainConfig.latent_norm,

@@ -92,6 +92,21 @@ def read_state(path: Path) -> dict:
         raise UserError(f"{path} is not a training checkpoint ({STATE_FILE} unreadable: {e})") from None
 
 
+def check_files(path: Path) -> None:
+    """Every safetensors file of checkpoint `path` opens (its header covers the file): a truncated or
+    damaged one is refused in one line before any work, not as a traceback mid-resume. Checkpoints
+    are written atomically, so this is damage from outside (a copy cut short, a failing disk)."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"checkpoint {path} has a damaged {f.name} ({str(e).splitlines()[0][:120]}): resume from "
+                            f"an earlier checkpoint with --resume, or remove {path}") from None
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
