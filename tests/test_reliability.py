@@ -1,6 +1,7 @@
 """Training survives kills, NaNs, full disks and failing processes; nothing good is ever lost."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -251,3 +252,40 @@ def test_bad_input_found_outside_the_suite_is_one_line_and_writes_nothing(tmp_pa
         assert len(err) == 1 and message in err[0], (name, err)
         assert not never.exists(), name
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+FILE_SIZE_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.path.insert(0, {root!r})
+import train
+from dit.cli import run_cli
+sys.exit(run_cli(train.main, sys.argv[2:]))
+"""
+
+
+def test_a_checkpoint_write_that_stops_mid_file_keeps_the_last_checkpoint(tmp_path):
+    """A real short write, not one raised before writing starts: a file-size limit makes torch.save's zip
+    writer fail inside optimizer.bin. One line, exit 2, the previous checkpoint untouched and no partial
+    one left; the same command then resumes from it."""
+    from test_hardening import TINY_RUN
+
+    argv = [*TINY_RUN, "--results-dir", str(tmp_path), "--run-name", "a", "--lr-schedule", "constant",
+            "--ckpt-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert run_cli(train.main, [*argv, "--max-steps", "2"]) == 0
+    ckpts = tmp_path / "a" / "checkpoints"
+    kept = {f.name: f.read_bytes() for f in (ckpts / "step_000000002").iterdir()}
+    optimizer = len(kept["optimizer.bin"])
+    others = max(len(v) for k, v in kept.items() if k != "optimizer.bin")
+    assert optimizer > others + 1000  # the limit lands inside optimizer.bin, after every other file fits
+    res = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED.format(root=str(ROOT)), str((optimizer + others) // 2),
+                          *argv, "--max-steps", "4"], capture_output=True, text=True, timeout=600, env=env)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "could not write the checkpoint at step 4" in err[0], res.stderr[-2000:]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000000002"]  # no .tmp_step_* left behind
+    assert {f.name: f.read_bytes() for f in (ckpts / "step_000000002").iterdir()} == kept
+    assert run_cli(train.main, [*argv, "--max-steps", "4"]) == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000000002", "step_000000004"]

@@ -120,6 +120,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _torch_write_failed(e: RuntimeError) -> bool:
+    """torch.save's zip writer reports a write that stopped short (a full disk, a file-size limit) as a
+    RuntimeError from its C++ stream writer, not an OSError: the same failure, told apart by its source."""
+    text = str(e)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "unexpected pos" in text
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, parallel, export_meta: dict,
                     keep_last: int, objective=None) -> Path:
     """Write checkpoint `step` on every process (weights, optimizer, EMA: see dit/training/parallel.py), atomically.
@@ -152,6 +159,10 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, parallel
                     os.fsync(f.fileno())
         except OSError as e:
             error = e
+        except RuntimeError as e:
+            if not _torch_write_failed(e):
+                raise
+            error = OSError(f"a checkpoint file could not be written in full ({str(e).splitlines()[0][:160]})")
         error = _agree(accelerator, error, tmp)
     if accelerator.is_main_process:
         if error is not None:
