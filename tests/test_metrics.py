@@ -158,3 +158,39 @@ def test_inception_weights_offline_and_unsafe(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="not a plain Inception state dict"):
         inception_weights(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_frechet_distance_on_rank_deficient_ill_conditioned_2048_dims():
+    """Inception's 2,048 dimensions from fewer samples than dimensions (rank-deficient covariances), with
+    feature scales spread over six decades (ill-conditioned): both Fréchet paths (evaluate.py's
+    frechet_distance, the benchmarks' FrechetToReference) against an independent closed form. With
+    S1 = A A^T and S2 = B B^T, the nonzero eigenvalues of S1 S2 are the squared singular values of A^T B,
+    so Tr((S1 S2)^(1/2)) is the nuclear norm of A^T B, computed in the samples' small space."""
+    from dit.eval.metrics import FrechetToReference
+
+    rng = np.random.default_rng(7)
+    d = 2048
+    scale = np.logspace(-3, 3, d)
+    x = rng.normal(size=(300, d)) * scale
+    y = rng.normal(size=(500, d)) * scale[::-1] + 0.5
+    (mx, sx), (my, sy) = feature_statistics(x), feature_statistics(y)
+    a = (x - x.mean(0)).T / np.sqrt(len(x) - 1)  # S_x = a a^T (feature_statistics: np.cov, n - 1)
+    b = (y - y.mean(0)).T / np.sqrt(len(y) - 1)
+    assert np.allclose(a @ a.T, sx, rtol=1e-9, atol=1e-9 * np.abs(sx).max())
+    nuclear = np.linalg.svd(a.T @ b, compute_uv=False).sum()
+    oracle = ((mx - my) ** 2).sum() + (a ** 2).sum() + (b ** 2).sum() - 2 * nuclear
+    assert frechet_distance(mx, sx, my, sy) == pytest.approx(oracle, rel=1e-6)
+    assert FrechetToReference(my, sy)(x) == pytest.approx(oracle, rel=1e-6)
+
+
+def test_frechet_distance_matches_scipy_sqrtm_when_ill_conditioned():
+    """A full-rank but ill-conditioned pair (eigenvalues over eight decades), scipy's sqrtm in float64."""
+    rng = np.random.default_rng(3)
+    d = 256
+    q1, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    q2, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    s1 = (q1 * np.logspace(-4, 4, d)) @ q1.T
+    s2 = (q2 * np.logspace(4, -4, d)) @ q2.T
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-6)
