@@ -31,7 +31,6 @@ class PixelSpace(ContinuousAutoencoder):
     """The identity: latents are the images (a ChannelNorm, if given, still applies)."""
 
     identity = True
-    vae = None  # older callers test `vae.vae is None` for pixel space; new code reads `identity`
 
     def __init__(self, channel_norm: ChannelNorm | None = None):
         super().__init__(PIXEL)

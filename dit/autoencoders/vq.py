@@ -106,11 +106,6 @@ class TokenAutoencoder(Autoencoder):
     # --- what a latent space says about itself ---
 
     @property
-    def vae(self):
-        """The tokenizer network under its older name (callers that tested `vae.vae is None`)."""
-        return self.network
-
-    @property
     def codebook_size(self) -> int:
         return self.network.config.codebook_size
 

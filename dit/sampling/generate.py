@@ -29,7 +29,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
     with class `labels[i]`. sampler / steps None: the process's defaults.
 
     network: any registered architecture in eval mode; process: its full (un-respaced) process;
-    autoencoder: dit.autoencoders.vae.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py);
+    autoencoder: dit.autoencoders.base.Autoencoder; precision: no | fp16 | bf16 (dit/precision.py);
     options: the sampler's own keywords (a flow sampler's shift, dopri5's tolerances, ...); eta is
     passed only when set, so samplers without it run with the default 0. stats: if given, "nfe"
     (denoiser evaluations) and "batches" are added up in it (dopri5 chooses its own count).
