@@ -55,6 +55,15 @@ def _sample(sampler, steps, scale, form="eps", seed=0, variance=None):
     process = GaussianDiffusion.from_schedule("linear", 1000)
     mix = Mixture(process)
     x_T = torch.randn(N, 2, generator=torch.Generator().manual_seed(seed))
+    # DDPM's per-step noise (and DDIM's, drawn and masked out at eta 0) from a local generator, not
+    # the global RNG: the result must not depend on which tests ran before. dpm++ (diffusers'
+    # dpmsolver++, an ODE solver) draws none, and diffusers' schedulers take no noise callable.
+    steps_rng = torch.Generator().manual_seed(seed + 1)
+
+    def step_noise(like):
+        return torch.randn(like.shape, generator=steps_rng, dtype=like.dtype)
+
+    noise = None if sampler == "dpm++" else step_noise
     labels = torch.ones(N, dtype=torch.long)
     denoiser, options = mix.eps, {}
     if variance is not None:
@@ -63,7 +72,7 @@ def _sample(sampler, steps, scale, form="eps", seed=0, variance=None):
         denoiser = eps_guided(mix.eps, process, mix.classifier, labels, scale)
     elif scale:
         options["classifier_grad"] = mean_shift(mix.classifier, labels, scale)
-    x0 = run_sampler(denoiser, process, x_T, sampler, steps, **options)
+    x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, **options)
     return x0.double(), mix
 
 
@@ -132,9 +141,10 @@ def test_form_choice_and_bad_input():
 
 def test_guided_output_keeps_variance_channels():
     process = GaussianDiffusion.from_schedule("linear", 1000)
-    x = torch.randn(3, 2)
-    out = torch.randn(3, 4)  # eps and learned-variance values
-    grad = torch.randn(3, 2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, generator=g)
+    out = torch.randn(3, 4, generator=g)  # eps and learned-variance values
+    grad = torch.randn(3, 2, generator=g)
     t = torch.tensor([0.0, 500.0, 999.0])
     guided = process.guide(out, x, t, grad, 2.0)
     assert torch.equal(guided[:, 2:], out[:, 2:])

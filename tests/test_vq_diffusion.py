@@ -4,7 +4,9 @@
   (K + 1) x (K + 1) transition matrices;
 - the posterior p(x_s | x_t) = sum q(x_s | x_t, x0) p(x0) equals Bayes' rule on those matrices
   (K = 3, T = 6, strides 1 and 2 and straight to 0) at 1e-6 in float64, and diffusers'
-  VQDiffusionScheduler.q_posterior on the released schedule at 1e-5;
+  VQDiffusionScheduler.q_posterior on the released schedule at 1e-5; these matrices come from the
+  code's own `transition` and tables, so tests/test_vq_posterior_oracle.py checks the same objects
+  against matrices written from the paper alone (schedule included, any replace_max);
 - an oracle network that knows x_0 makes the reverse chain return x_0 exactly, full and strided;
 - the Bayes-optimal network of a known joint over two tokens samples that joint (TV <= 0.05), and
   the sampler's output matches the exact distribution of the factorised chain computed by brute force;
