@@ -1,4 +1,7 @@
-"""sample.py end to end on tiny models: grids, per-seed determinism, resumable .npz, every error path."""
+"""sample.py end to end on tiny models: grids, per-seed determinism, resumable .npz, every error path.
+
+tiny_export's samples are mid-range (0.55% of uint8 values at 0 or 255), so its uint8 files can be
+compared too; the float images before quantisation are compared where a test can record them."""
 
 import os
 import subprocess
@@ -6,7 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, TINY, free_port, randomize
+from helpers_compare import capture_floats, check_informative, same_across_batches
 from PIL import Image
 
 import sample
@@ -30,28 +35,37 @@ def test_grid_and_per_image_pngs(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
-def test_sample_i_depends_only_on_seed_plus_i(tiny_export, tmp_path, sampler):
+def test_sample_i_depends_only_on_seed_plus_i_within_measured_tol(tiny_export, tmp_path, monkeypatch, sampler):
     def images(batch, classes, seed, tag):
         d = tmp_path / f"{sampler}-{tag}"
         argv = ["--ckpt", tiny_export, "--classes", *classes, "--steps", 4, "--sampler", sampler,
                 *(["--eta", 1.0] if sampler == "ddim" else []), "--batch-size", batch, "--seed", seed, "--out", d / "g.png", "--save-images", d, "--no-progress"]
-        assert run(argv) == 0
-        return [np.asarray(Image.open(d / f"{i:06d}.png")) for i in range(len(classes))]
+        with capture_floats(monkeypatch) as floats:
+            assert run(argv) == 0
+        return floats.cat(), [np.asarray(Image.open(d / f"{i:06d}.png")) for i in range(len(classes))]
 
-    whole = images(4, [5, 6, 7, 8], 10, "b4")
-    assert all(np.array_equal(a, b) for a, b in zip(whole, images(1, [5, 6, 7, 8], 10, "b1")))
+    # Measured tolerance, batch 4 against batch 1 (and 2): the float images within 5.4e-7 (x86 CPU,
+    # torch 2.x, OMP_NUM_THREADS=1), the PNGs equal; a seed or label off by one moves the floats by
+    # > 1.7 at most and 0.34 on average. 1e-5 leaves room for other kernels, one uint8 level for a
+    # float on a rounding boundary.
+    whole, pngs = images(4, [5, 6, 7, 8], 10, "b4")
+    ones, pngs1 = images(1, [5, 6, 7, 8], 10, "b1")
+    torch.testing.assert_close(ones, whole, rtol=0, atol=1e-5)
+    for a, b in zip(pngs1, pngs):
+        same_across_batches(a, b)
     # Image 2 of a run seeded 10 is image 0 of a run seeded 12 (same class).
-    assert np.array_equal(whole[2], images(2, [7], 12, "shift")[0])
-    assert not np.array_equal(whole[0], whole[1])
+    torch.testing.assert_close(images(2, [7], 12, "shift")[0][0], whole[2], rtol=0, atol=1e-5)
+    assert (whole[0] - whole[1]).abs().amax() > 0.5  # another seed and class: another image
 
 
-def test_npz_format_and_resume_after_interruption(tiny_export, tmp_path, monkeypatch):
+def test_npz_format_and_resume_after_interruption_bit_exact(tiny_export, tmp_path, monkeypatch):
     npz = tmp_path / "s.npz"
     argv = ["--ckpt", tiny_export, "--num-samples", 7, "--npz", npz, "--batch-size", 3, "--steps", 3,
             "--labels", "balanced", "--no-progress"]
     assert run(argv) == 0
     full = np.load(npz)
     assert full["arr_0"].shape == (7, 16, 16, 3) and full["arr_0"].dtype == np.uint8
+    check_informative(full["arr_0"])  # mid-range samples: the comparison below can fail
     assert sorted(full["arr_1"].tolist()) == list(range(7))  # balanced: each class as often as possible
     assert not (tmp_path / "s.npz.parts").exists()
 
@@ -73,10 +87,11 @@ def test_npz_format_and_resume_after_interruption(tiny_export, tmp_path, monkeyp
     assert run(argv2) == 0
     assert calls == [[3, 4, 5], [6]]
     again = np.load(npz2)
+    # Bit-exact: a resume on the same machine, same batch size and process count.
     assert np.array_equal(again["arr_0"], full["arr_0"]) and np.array_equal(again["arr_1"], full["arr_1"])
 
 
-def test_two_processes_match_one(tiny_export, tmp_path):
+def test_two_processes_match_one_within_measured_tol(tiny_export, tmp_path):
     one, two = tmp_path / "one.npz", tmp_path / "two.npz"
     common = ["--ckpt", tiny_export, "--num-samples", 5, "--batch-size", 2, "--steps", 3, "--no-progress"]
     assert run([*common, "--npz", one]) == 0
@@ -84,7 +99,11 @@ def test_two_processes_match_one(tiny_export, tmp_path):
            str(ROOT / "sample.py"), *map(str, common), "--npz", str(two)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
-    assert np.array_equal(np.load(one)["arr_0"], np.load(two)["arr_0"])
+    # Measured tolerance (another process count): the same uint8 images here (x86 CPU, one thread per
+    # process); one level on under 1% of the values allowed, the policy of the batch-size comparisons
+    # (a float on a rounding boundary). A seed off by one changes most values by far more.
+    same_across_batches(np.load(two)["arr_0"], np.load(one)["arr_0"])
+    assert np.array_equal(np.load(two)["arr_1"], np.load(one)["arr_1"])  # the labels: no float decides them
 
 
 def _bad_inputs(tmp_path, tiny_export, tiny_vae_dir):
