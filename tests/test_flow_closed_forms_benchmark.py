@@ -52,7 +52,8 @@ def test_micro_run_writes_rows_and_the_table(tmp_path, capsys):
     assert body == ["Euler, 200 steps", "Euler, 400 steps", "Euler, 1,000 steps", "Heun, 100 steps",
                     "dopri5, atol = rtol = 1e-6", "exact samples of the mixture (Monte-Carlo floor)"]
     euler = lines[4].split(" | ")
-    assert euler[1] == "200" and euler[2] == ", ".join(f"{100 * e:+.3f}%" for e in rows[0]["var_rel_err"])
+    assert euler[1] == "200" and euler[2] == ", ".join(tables.percent(e) for e in rows[0]["var_rel_err"])
+    assert [tables.percent(e) for e in (-0.011762, 1.7e-5, -4.0e-6, 0.0)] == ["-1.176%", "+0.002%", "-0.0004%", "+0.000%"]
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

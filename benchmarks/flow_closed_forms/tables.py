@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from dit.eval.tables import markdown_table
 
 
 def percent(x: float) -> str:
-    return f"{100 * x:+.3f}%"
+    """A relative error in percent, three decimals, or one significant digit below 0.001%."""
+    p = 100 * x
+    decimals = 3 if p == 0 or abs(p) >= 0.00095 else min(6, -math.floor(math.log10(abs(p))))
+    return f"{p:+.{decimals}f}%"
 
 
 def pair(values: list[float]) -> str:
