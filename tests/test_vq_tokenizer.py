@@ -3,6 +3,7 @@ quantizer), k-means++ init, dead-code restarts, the script end to end with an ex
 processes, bad input, and the run directory read back as an autoencoder of token ids."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_commitment_term_is_on_the_encoder():
     from diffusers.models.autoencoders.vae import VectorQuantizer
 
     net, beta = tiny_net(), 0.25
-    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     kept = {}
 
     class NoRecon(torch.nn.Module):  # the real network, its reconstruction detached and z_e's gradient kept
@@ -109,7 +110,7 @@ def test_kmeans_recovers_well_separated_clusters():
 
 
 def test_first_step_initialises_the_codebook_by_kmeans():
-    net, x = tiny_net(K=8), torch.rand(6, 3, 8, 8) * 2 - 1
+    net, x = tiny_net(K=8), torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
     obj = objective(kmeans_iters=5, restart_every=0)
     obj._maintain(net, x)
     z = net.encode_latents(x).detach().permute(0, 2, 3, 1).reshape(-1, 3)
@@ -122,7 +123,7 @@ def test_first_step_initialises_the_codebook_by_kmeans():
 
 
 def test_dead_codes_are_restarted_deterministically():
-    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     books = []
     for _ in range(2):
         net = tiny_net(K=8)
@@ -147,7 +148,7 @@ def test_dead_codes_are_restarted_deterministically():
     assert torch.equal(*books)
 
 
-def test_train_vq_resumes_exactly_and_loads_as_an_autoencoder(tmp_path):
+def test_train_vq_resumes_bit_exact_and_loads_as_an_autoencoder(tmp_path):
     full = vq_run(tmp_path, "full", "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0)
     m = metrics(full)
     assert len(m) == 4 and all({"recon_mse", "psnr", "vq_mse", "perplexity", "codes_used"} <= set(r) for r in m)
@@ -157,7 +158,7 @@ def test_train_vq_resumes_exactly_and_loads_as_an_autoencoder(tmp_path):
     shutil.rmtree(cut / "checkpoints" / "step_000000004")
     (cut / "export.safetensors").unlink()
     vq_run(tmp_path, "cut", "--max-steps", 4, "--ckpt-every", 2, "--keep-last", 0)
-    for name in ("model.safetensors", "ema.safetensors"):  # the codebook buffers (usage, updates) included
+    for name in ("model.safetensors", "ema.safetensors"):  # bit-exact (a resume); the codebook buffers included
         same_tensors(load_file(str(full / "checkpoints" / "step_000000004" / name)),
                      load_file(str(cut / "checkpoints" / "step_000000004" / name)))
     assert [r["loss"] for r in metrics(cut)[-2:]] == [r["loss"] for r in metrics(full)[-2:]]
@@ -187,7 +188,13 @@ def test_train_vq_resumes_exactly_and_loads_as_an_autoencoder(tmp_path):
     assert from_uint8(torch.zeros(1)).item() == -1.0  # (the pixel convention the tokenizer trains in)
 
 
-def test_two_processes_match_one(tmp_path):
+# Weights at AdamW's noise floor: conv biases inside the ResNet blocks and attention key biases. Where a
+# GroupNorm is all that reads such a bias (it removes any per-channel constant), or the softmax (a key
+# bias adds the same q.b to every logit of a query), its gradient is 0 in theory and float noise in
+# practice, which AdamW scales up to steps of about lr (1e-3) whatever its size.
+NOISE_FLOOR = re.compile(r"resnets\.\d+\.(conv[12]|conv_shortcut)\.bias$|attentions\.\d+\.to_k\.bias$")
+
+def test_two_processes_match_one_within_measured_tol(tmp_path):
     """k-means init and a restart on the gathered batch: the same codebook on both ranks and as one process."""
     one = vq_run(tmp_path, "one", "--max-steps", 3)
     out = tmp_path / "dist"
@@ -198,15 +205,18 @@ def test_two_processes_match_one(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**ENV, "DIT_TEST_ENTRY": "train_vq"})
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
-    same_tensors(r0, r1)
+    same_tensors(r0, r1)  # bit-exact: two ranks of one run
     single = load_file(str(one / "checkpoints" / "step_000000003" / "model.safetensors"))
-    book = "vq.quantize.embedding.weight"
-    torch.testing.assert_close(r0[book], single[book], atol=1e-4, rtol=0)
-    torch.testing.assert_close(r0["usage"], single["usage"], atol=1e-6, rtol=0)
     assert int(r0["updates"]) == int(single["updates"]) == 3
-    # The rest to AdamW's noise floor: a conv bias that feeds a GroupNorm has a gradient of exactly 0 in
-    # theory, float noise in practice, which Adam scales up to steps of about lr (1e-3) either way.
-    same_tensors(r0, single, atol=3e-3)
+    # Measured tolerance, one process against two (x86 CPU, one thread each): the codebook within 4.2e-6,
+    # usage equal, every other weight within 1.7e-6 except the 24 NOISE_FLOOR tensors (up to 9.9e-4),
+    # which hold to lr x steps only. Rank 1 reading rank 0's images instead of its own moves 100 of the
+    # other 101 tensors by more than 5e-5 (the codebook by 0.9, its k-means init seeing other images).
+    noise = {k for k in r0 if NOISE_FLOOR.search(k)}
+    assert len(noise) == 24, sorted(noise)
+    for k in r0:
+        atol = 3e-3 if k in noise else 1e-6 if k == "usage" else 5e-5
+        torch.testing.assert_close(r0[k], single[k], atol=atol, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
     assert sum(r.get("restarted", 0) for r in metrics(tmp_path / "two")) > 0
     for a, b in zip(metrics(tmp_path / "two"), metrics(one)):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["perplexity"] == pytest.approx(b["perplexity"])
