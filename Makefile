@@ -25,4 +25,4 @@ test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 gflops: install
-	$(BIN)/python benchmarks/gflops.py
+	$(BIN)/python benchmarks/gflops/gflops.py

@@ -159,5 +159,5 @@ def test_a_plugin_kind_trains_resumes_samples_and_evaluates(tmp_path, monkeypatc
 
 
 def test_no_library_file_names_the_plugin():
-    files = [*(ROOT / "dit").rglob("*.py"), *ROOT.glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    files = [*(ROOT / "dit").rglob("*.py"), *ROOT.glob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     assert files and not [p for p in files if NAME in p.read_text() or "toy_autoencoder" in p.read_text()]

@@ -18,10 +18,10 @@ from conftest import ROOT, TINY, randomize
 from dit.cli import run_cli
 from dit.networks.dit import DiT
 
-SCRIPTS = ["train.py", "sample.py", "cache_latents.py", "evaluate.py", "export_diffusers.py", "benchmarks/gflops.py",
-           "benchmarks/throughput.py", "benchmarks/vs_diffusers.py", "benchmarks/sampler_quality.py",
-           "benchmarks/scaling_sweep.py", "benchmarks/diffusers_export.py", "benchmarks/ssm_vs_dit.py",
-           "benchmarks/classifier_guidance.py", "train_classifier.py", "segment.py", "benchmarks/segmentation.py",
+SCRIPTS = ["train.py", "sample.py", "cache_latents.py", "evaluate.py", "export_diffusers.py", "benchmarks/gflops/gflops.py",
+           "benchmarks/throughput/throughput.py", "benchmarks/vs_diffusers/vs_diffusers.py", "benchmarks/sampler_quality/sampler_quality.py",
+           "benchmarks/scaling_sweep/scaling_sweep.py", "benchmarks/diffusers_export/diffusers_export.py", "benchmarks/ssm_vs_dit/ssm_vs_dit.py",
+           "benchmarks/classifier_guidance/classifier_guidance.py", "train_classifier.py", "segment.py", "benchmarks/segmentation/segmentation.py",
            "train_vq.py"]
 
 
@@ -77,27 +77,27 @@ def cases(f):
             (["--ckpt", f["pixel"], "--out", f["full"].parent / "new"], "pixel-space model"),
             (["--out", "x"], "required: --ckpt"),
         ],
-        "benchmarks/gflops.py": [(["--rows", "3"], "unrecognized arguments")],
-        "benchmarks/throughput.py": [
+        "benchmarks/gflops/gflops.py": [(["--rows", "3"], "unrecognized arguments")],
+        "benchmarks/throughput/throughput.py": [
             (["train", "--models", "DiT-XXL/2"], "invalid choice"),
             (["train", "--batch", "0"], "must be positive"),
             (["sample", "--image-size", "100"], "multiple of 64"),
             (["max-batch", "--device", "cpu"], "needs a CUDA device"),
             (["jog"], "invalid choice"),
         ],
-        "benchmarks/vs_diffusers.py": [
+        "benchmarks/vs_diffusers/vs_diffusers.py": [
             (["--models", "DiT-M/2"], "invalid choice"),
             (["--batch", "-1"], "must be positive"),
             (["--image-size", "100"], "multiple of 64"),
         ],
-        "benchmarks/sampler_quality.py": [
+        "benchmarks/sampler_quality/sampler_quality.py": [
             (["--ckpt", f["pixel"], "--samplers", "plms"], "unknown samplers"),
             (["--ckpt", f["pixel"], "--reference", "ddpm"], "SAMPLER:STEPS"),
             (["--ckpt", f["pixel"], "--tolerance", "2"], "--tolerance in (0, 1)"),
             (["--ckpt", f["missing"]], "not found"),
             (["--ckpt", f["pixel"], "--metric", "inception"], "needs --ref"),
         ],
-        "benchmarks/scaling_sweep.py": [
+        "benchmarks/scaling_sweep/scaling_sweep.py": [
             (["--only", "XXL/2"], "--only XXL/2"),
             (["--preset", "imagenet"], "needs --data"),
             (["--steps", "0"], "must be positive"),

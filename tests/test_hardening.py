@@ -251,13 +251,14 @@ def test_a_wheel_install_knows_the_model_zoo(tmp_path):
 
 
 def test_throughput_times_the_real_training_step(monkeypatch):
-    """benchmarks/throughput.py train runs train.py's own step function, not a copy of it."""
+    """benchmarks/throughput/throughput.py train runs train.py's own step function, not a copy of it."""
     import argparse
 
     from dit.training import step as step_module
 
-    sys.path.insert(0, str(ROOT))
-    from benchmarks import throughput
+    from dit.eval.tables import benchmark_module
+
+    throughput = benchmark_module("throughput")
 
     calls = []
     real = step_module.train_step

@@ -158,7 +158,7 @@ SPECIAL_CASE_ALLOWED = {
         "the motion judge's optional held-out scores",
     # The I3D network of FVD (dit/eval/fvd.py), not a registered architecture: a state dict loaded without them.
     ("dit/eval/fvd.py", 'weights_sha256=getattr(net, "weights_sha256", None)'): "I3D's provenance, where known",
-    # EmerDiff's times were tuned per process (benchmarks/segmentation.py); another process gives them itself.
+    # EmerDiff's times were tuned per process (benchmarks/segmentation/segmentation.py); another process gives them itself.
     ("dit/segmentation/emerdiff.py", "DEFAULT_TIMES = {"): "measured per process; others must pass --t-m",
     # --model rebuilds a file without a config (the public .pt) from a DiT preset: the architecture such files hold.
     ("dit/pipelines/pipeline.py", "if source.model and ckpt.arch != DEFAULT_ARCH:"): "DiT presets name DiT",

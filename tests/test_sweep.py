@@ -22,7 +22,7 @@ MICRO = ["--sizes", "S", "B", "--patches", "4", "8", "--steps", "4", "--eval-at"
 
 
 def test_micro_sweep_table_plots_and_resume(tmp_path, capsys):
-    sweep = script("benchmarks/scaling_sweep.py")
+    sweep = script("benchmarks/scaling_sweep/scaling_sweep.py")
     out = tmp_path / "sweep"
     assert run_cli(sweep.main, ["--out", str(out), *MICRO]) == 0
     with open(out / "results.csv") as f:
@@ -120,7 +120,7 @@ def test_sampler_quality_grid_summary_and_report(tmp_path, capsys, shapes_cache)
     ckpt = tmp_path / "pixel.safetensors"
     save_export(ckpt, randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16}))),
                 image_size=16, vae="none")
-    bench = script("benchmarks/sampler_quality.py")
+    bench = script("benchmarks/sampler_quality/sampler_quality.py")
     out = tmp_path / "sq"
     argv = ["--ckpt", str(ckpt), "--num-samples", "20", "--samplers", "ddpm", "ddim", "dpm++", "--steps", "2", "3",
             "--reference", "ddpm:3", "--batch-size", "8", "--cache-dir", str(shapes_cache),
@@ -165,7 +165,7 @@ def test_sampler_quality_grid_summary_and_report(tmp_path, capsys, shapes_cache)
 def test_sampler_quality_match_rule_uses_the_intervals(tmp_path, capsys):
     """A row matches when its interval reaches the reference's on every metric; without intervals, the
     old 5% tolerance on point estimates. The two rules disagree on these rows."""
-    bench = script("benchmarks/sampler_quality.py")
+    bench = script("benchmarks/sampler_quality/sampler_quality.py")
 
     def row(sampler, steps, fd, fd_ci, acc, acc_ci, seconds):
         return {"sampler": sampler, "steps": steps, "seconds": seconds, "fd_shapes": fd, "fd_shapes_lo": fd_ci[0],
@@ -195,7 +195,7 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(s
     from dit.data import shapes
     from dit.eval.metrics import ShapesMetric, feature_statistics, frechet_distance
 
-    bench = script("benchmarks/sampler_quality.py")
+    bench = script("benchmarks/sampler_quality/sampler_quality.py")
     metric = ShapesMetric(16, shapes_cache, classifier_steps=50)
     scorer = bench.ShapesScorer(metric)
     widths = {}
@@ -219,7 +219,7 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(s
 
 
 def test_speed_benchmarks_run_and_compare_the_same_function(tmp_path, capsys, monkeypatch):
-    vs = script("benchmarks/vs_diffusers.py")
+    vs = script("benchmarks/vs_diffusers/vs_diffusers.py")
     rows_path = tmp_path / "vs.json"
     tiny = ["--models", "DiT-S/8", "--image-size", "64", "--batch", "1", "--iters", "1", "--warmup", "0",
             "--device", "cpu"]
@@ -231,7 +231,7 @@ def test_speed_benchmarks_run_and_compare_the_same_function(tmp_path, capsys, mo
     from dit.analysis.flops import count_forward_macs
     from dit.networks.dit_config import preset_config
 
-    tp = script("benchmarks/throughput.py")
+    tp = script("benchmarks/throughput/throughput.py")
     peaks, real_peak = [], tp.device_peak
     monkeypatch.setattr(tp, "device_peak", lambda *a: (peaks.append(real_peak(*a)), peaks[-1])[1])
     macs = count_forward_macs(DiT.from_config(preset_config("DiT-S/8", input_size=8)))
@@ -256,7 +256,7 @@ def test_sweep_lists_the_diffussm_grid_with_valid_train_flags(tmp_path):
     import train
     from dit.errors import UserError
 
-    sweep = script("benchmarks/scaling_sweep.py")
+    sweep = script("benchmarks/scaling_sweep/scaling_sweep.py")
     args, preset, runs = sweep.parse_args(["--arch", "diffussm", "--out", str(tmp_path / "s")])
     assert sorted(r.name for r in runs) == sorted(f"ssm-{s}-{p}" for s in ("CPU", "S", "XL") for p in (1, 2))
     assert runs[0].name == "ssm-XL-1" and runs[-1].name == "ssm-S-2"  # longest first
@@ -288,7 +288,7 @@ def test_sweep_gflops_of_a_diffussm_include_the_fft_term(tmp_path):
     from dit.analysis.flops import forward_cost
     from dit.networks.diffussm import DiffuSSM, DiffuSSMConfig
 
-    sweep = script("benchmarks/scaling_sweep.py")
+    sweep = script("benchmarks/scaling_sweep/scaling_sweep.py")
     model = DiffuSSM(DiffuSSMConfig(input_size=8, in_channels=3, hidden_size=32, depth=2, state_size=16,
                                     num_classes=10))
     one, sixteen = forward_cost(model), forward_cost(model, batch=16)

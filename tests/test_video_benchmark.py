@@ -1,26 +1,24 @@
-"""benchmarks/video_cpu.py end to end on a tiny budget: training through train.py, generation and every
+"""benchmarks/video_cpu/video_cpu.py end to end on a tiny budget: training through train.py, generation and every
 prediction task scored with intervals, the parameter-matched depth, the table; a rerun redoes nothing."""
 
 import json
-import sys
 
 import numpy as np
 
-from conftest import ROOT
+from dit.cli import run_cli
+from dit.eval.tables import benchmark_module
+from dit.training.config import from_preset
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import video_cpu  # noqa: E402
-
-from dit.cli import run_cli  # noqa: E402
-from dit.training.config import from_preset  # noqa: E402
+video_cpu = benchmark_module("video_cpu")
 
 
-def test_micro_video_benchmark(tmp_path):
+def test_micro_video_benchmark(tmp_path, capsys):
     out = tmp_path / "vc"
     argv = ["--out", str(out), "--models", "main", "split-heads", "adaln", "--max-steps", "1", "--clips", "12",
             "--study-clips", "10", "--steps", "2",
             "--bootstrap", "10", "--judge-steps", "5", "--judge-clips", "200"]
     assert run_cli(video_cpu.main, argv) == 0
+    report = capsys.readouterr().out  # the tables, as --report prints them
     every = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     rows = [r for r in every if r["model"] != video_cpu.BASELINE]
     assert sorted((r["model"], r["task"]) for r in rows) == sorted(
@@ -49,9 +47,9 @@ def test_micro_video_benchmark(tmp_path):
     width = video_cpu.matched_width("cross-attention")
     assert width < video_cpu.preset_width() and width % 4 == 0
     assert abs(video_cpu.parameters(conditioning="cross-attention", width=width) / video_cpu.parameters() - 1) < 0.03
-    assert "| main |" in (out / "video_cpu.md").read_text()
+    assert "| main |" in report
     cost = {r["model"]: r["gmacs"] for r in rows}  # one clip's forward: adaln also embeds the given frames
-    assert cost["adaln"] > cost["main"] > 0 and f"| {cost['main']:.3f} |" in (out / "video_cpu.md").read_text()
+    assert cost["adaln"] > cost["main"] > 0 and f"| {cost['main']:.3f} |" in report
     assert run_cli(video_cpu.main, argv) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(every)
     assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
@@ -65,7 +63,7 @@ def test_micro_video_benchmark(tmp_path):
     assert (row["model"], row["task"], row["clips"], row["video_masks"], row["global_batch_size"]) == (
         "adaln", "generation", 12, config["video_masks"], config["global_batch_size"])
     assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
     assert run_cli(video_cpu.main, [*argv[:2], "--report"]) == 0
-    assert f"| adaln | {row['video_masks']} | {row['global_batch_size']} x 1 | generation | 12 |" in (
-        out / "video_cpu.md").read_text()
+    assert f"| adaln | {row['video_masks']} | {row['global_batch_size']} x 1 | generation | 12 |" in capsys.readouterr().out
     assert run_cli(video_cpu.main, [*argv[:2], "--experiment", str(out / "cache")]) == 2

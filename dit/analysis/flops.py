@@ -10,7 +10,7 @@ hook instead: `forward_cost` splits the forward into the part FlopCounterMode co
 module stubbed out) and the modules' analytic terms (S4D: `s4d_macs`, kernel generation and FFT
 convolution), reported separately and summed.
 
-`PAPER` holds the published numbers, once; benchmarks/gflops.py and tests/test_flops.py read it.
+`PAPER` holds the published numbers, once; benchmarks/gflops/gflops.py and tests/test_flops.py read it.
 """
 
 from __future__ import annotations

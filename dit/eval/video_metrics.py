@@ -43,7 +43,7 @@ missing_frames counts the lost ones).
 
 Every metric is a mean of per-clip values (the Fréchet distance: a function of per-clip features),
 returned under "per_sample"; `statistics(per_sample, idx)` recomputes the metrics on a resample
-idx, as benchmarks/sampler_quality.py's bootstrap does.
+idx, as benchmarks/sampler_quality/sampler_quality.py's bootstrap does.
 
 Ceilings and trivial baselines, measured at 16 px x 8 frames with the default judges (frame judge
 0.995 per frame held out, 98.2% of wrong-colour shapes to OTHER; motion judge: dit/eval/motion.py).

@@ -73,7 +73,7 @@ class VideoConfig(ModelConfig):
     temporal: bool = True
     # How the clean given frames reach the network (video_given.py): replace (in place, VDT's mask
     # modelling), concat (a context stream along time), adaln (pooled into c), cross-attention.
-    # replace is the default as the winner of benchmarks/video_cpu.py's parameter-matched comparison
+    # replace is the default as the winner of benchmarks/video_cpu/video_cpu.py's parameter-matched comparison
     # (RESULTS.md, "Video": 0.88 px against 1.27 for concat and ~5 for adaln and cross-attention).
     given_conditioning: str = "replace"
 

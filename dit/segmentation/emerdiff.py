@@ -42,7 +42,7 @@ from dit.segmentation.kmeans import kmeans
 DIRECTIONS = ("random", "contrast", "constant")
 
 
-# Defaults: the benchmark's choices on its validation set (benchmarks/segmentation.py, RESULTS.md
+# Defaults: the benchmark's choices on its validation set (benchmarks/segmentation/segmentation.py, RESULTS.md
 # "Segmentation"); the flow's times have the gaussian ones' signal-to-noise ratio a/s on the linear
 # path (t / (1 - t) = sqrt(abar / (1 - abar))): 50 -> 0.85, 500 -> 0.225 (not measured on a flow model).
 DEFAULT_TIMES = {"gaussian": {"feature_t": 50, "t_m": 500}, "flow": {"feature_t": 0.85, "t_m": 0.225}}

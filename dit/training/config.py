@@ -246,7 +246,7 @@ _VIDEO_CPU = dict(
 # VQ-Diffusion's token space on the CPU: the built-in shapes at 16 px through the vq-cpu tokenizer
 # (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another: the
 # vq-diffusion process's cpu_defaults) and a TokenDiT at the CPU demo's size (width 128, depth 4, 2
-# heads). K is read from the tokenizer. Measured: benchmarks/vq_diffusion.py.
+# heads). K is read from the tokenizer. Measured: benchmarks/vq_diffusion/vq_diffusion.py.
 _VQ_DIFFUSION_CPU = dict(
     _CPU_DEMO, arch="token-dit", process="vq-diffusion", model="TokenDiT-CPU", hidden_size=None, depth=None,
     num_heads=None, **VQDiffusion.cpu_defaults, global_batch_size=32, lr=1e-3, warmup_steps=100, max_steps=4000,
@@ -312,7 +312,7 @@ DEFAULT_VQ_PRESET = "vq-cpu"
 # Recipes: HOW a network is trained (process, time sampling, loss, block options), orthogonal to a
 # preset's model, data and schedule; `--recipe NAME` sets all of these fields, flags still win. They
 # are the cumulative steps of LightningDiT's ablation, measured side by side by
-# benchmarks/time_to_quality.py (benchmarks/RESULTS.md, "Time to quality").
+# benchmarks/time_to_quality/time_to_quality.py (benchmarks/RESULTS.md, "Time to quality").
 _RECIPE_FIELDS = dict(process="gaussian", learn_sigma=None, time_sampling="uniform", cosine_loss=0.0, mlp="gelu",
                       norm="layernorm", pos="sincos", grad_clip=0.0)
 RECIPES: dict[str, dict] = {

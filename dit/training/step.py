@@ -47,7 +47,7 @@ def train_step(step: int, config, accelerator, parallel, process, stream, monito
     `stream` yields collated micro-batches (dit/data/stream.py); `parallel` holds the network,
     optimizer and EMA (dit/training/parallel.py); `monitor` the non-finite guard and running sums
     (dit/training/monitor.py). No host sync: a bad step is skipped on the device.
-    benchmarks/throughput.py times exactly this function.
+    benchmarks/throughput/throughput.py times exactly this function.
     """
     lr = learning_rate(config, step)
     for group in parallel.optimizer.param_groups:

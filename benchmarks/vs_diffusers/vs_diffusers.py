@@ -1,6 +1,6 @@
 """Our DiT against diffusers' DiTTransformer2DModel, configured identically, side by side in one run.
 
-    python benchmarks/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
+    python benchmarks/vs_diffusers/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
 
 For each model: the same weights in both (converted with dit/io/diffusers_transformer.py), the same inputs; timed
 in alternation (ours, theirs, ours, ...) so that machine noise hits both alike:
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
+from dit.analysis.timing import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
 from dit.networks.dit_config import preset_config  # noqa: E402
 from dit.io.diffusers_transformer import config_to_diffusers, to_diffusers  # noqa: E402
 from dit.networks.conditioning import as_cond  # noqa: E402

@@ -1,8 +1,8 @@
 """The video benchmark on the `video-cpu` model: generation, prediction, and the factorisation and
 conditioning studies, all measured with the offline moving-shapes metrics. Run it ALONE.
 
-    python benchmarks/video_cpu.py --out benchmarks/video_cpu             # everything (hours on 2 cores)
-    python benchmarks/video_cpu.py --out benchmarks/video_cpu --report    # the tables again
+    python benchmarks/video_cpu/video_cpu.py --out benchmarks/video_cpu             # everything (hours on 2 cores)
+    python benchmarks/video_cpu/video_cpu.py --out benchmarks/video_cpu --report    # the tables again
 
 Every model is trained by the real train.py (`video-cpu`: rectified flow with logit-normal t, the
 same budget for all: --max-steps) and sampled with the same sampler budget (--sampler, default the
@@ -30,7 +30,7 @@ given frames enter) and no-temporal-vdt:
                  (repeat-given: the nearest given frame copied, no network) on the same clips
 Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped.
 
-    python benchmarks/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
+    python benchmarks/video_cpu/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
 
 scores a video run trained elsewhere (the mask-mix and batch studies: train.py video-cpu with other
 flags) by the same protocol; its rows go to experiments.jsonl and the report's third table.
@@ -47,12 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
-from video_cpu_report import experiments_markdown, markdown  # noqa: E402
+from dit.eval.tables import benchmark_module  # noqa: E402
 
 VDT_MIX = ["--video-masks", "vdt"]
 MODELS = {
@@ -129,9 +128,9 @@ def main(argv=None):
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
             r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
-    report = markdown(rows, [*MODELS, BASELINE], list(TASK_NAMES)) + experiments_markdown(_rows(out / "experiments.jsonl"))
-    (out / "video_cpu.md").write_text(report)
-    print(report)
+    tables = benchmark_module("video_cpu", "tables")
+    print(tables.markdown(rows, [*MODELS, BASELINE], list(TASK_NAMES)))
+    print(tables.experiments_markdown(_rows(out / "experiments.jsonl")))
 
 
 def _rows(log: Path) -> list[dict]:

@@ -1,9 +1,9 @@
 """Training and sampling throughput on whatever device is here: images/s, peak memory, MFU.
 
-    python benchmarks/throughput.py train --models DiT-S/2 DiT-B/2 --batch 8 --precision no
-    python benchmarks/throughput.py train --models DiT-XL/2 --batch 256 --precision bf16 --compile   # a GPU
-    python benchmarks/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
-    python benchmarks/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
+    python benchmarks/throughput/throughput.py train --models DiT-S/2 DiT-B/2 --batch 8 --precision no
+    python benchmarks/throughput/throughput.py train --models DiT-XL/2 --batch 256 --precision bf16 --compile   # a GPU
+    python benchmarks/throughput/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
+    python benchmarks/throughput/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
 
 `train` times train.py's own step (dit/training/step.py: train_step, through Accelerate as
 train.py runs it) from latents already in memory (cached latents, the loader out of the picture):
@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
+from dit.analysis.timing import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
 from dit.networks.dit_config import preset_config  # noqa: E402
 from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
 from dit.cli import ArgumentParser, run_cli

@@ -1,7 +1,7 @@
 """DiffuSSM against the CPU-demo DiT at equal parameters on the built-in shapes. Run it ALONE.
 
-    python benchmarks/ssm_vs_dit.py --out benchmarks/ssm_vs_dit             # trains 3 models, scores them
-    python benchmarks/ssm_vs_dit.py --out benchmarks/ssm_vs_dit --report    # the table again, from results.jsonl
+    python benchmarks/ssm_vs_dit/ssm_vs_dit.py --out benchmarks/ssm_vs_dit             # trains 3 models, scores them
+    python benchmarks/ssm_vs_dit/ssm_vs_dit.py --out benchmarks/ssm_vs_dit --report    # the table again, from results.jsonl
 
 Three networks, trained by the real train.py with one recipe, the cpu-demo preset's (16 px shapes in
 pixel space, batch 16, AdamW lr 2e-3, 100 warm-up steps, cosine to 0 at --max-steps = 5,000, EMA
@@ -15,7 +15,7 @@ Evaluation: each model's EMA weights draw --samples samples (1,000) with balance
 seeds 0..N-1 (the same seeds and labels for every model: paired), DDIM with --steps (50), cfg 3, scored
 by the shapes judge (dit/eval/metrics.py ShapesMetric: class accuracy, and fd_shapes, a Fréchet
 distance in the judge's features, not FID). Intervals: 95% percentile bootstrap over the samples
-(--bootstrap resamples), bias-shifted as benchmarks/sampler_quality.py's; the ratios to the DiT
+(--bootstrap resamples), bias-shifted as benchmarks/sampler_quality/sampler_quality.py's; the ratios to the DiT
 (accuracy ratio, FD ratio) are computed on the same resampled index sets for every model (paired).
 Targets: accuracy ratio >= 0.8 and FD ratio <= 1.25, judged on the point estimates ("resolved" when
 the whole interval is on that side). The intervals cover the sampling noise of one training seed
@@ -34,7 +34,8 @@ cost is lower).
 Files in --out: runs/<model> (train.py's run directories: an interrupted benchmark resumes them),
 results.jsonl (one line per finished unit: a trained model, a scored model), scores/<model>.npz (per
 sample judge features and hits) and scores/reference.npz (the judge's reference statistics), so
-that --report needs neither the models nor the judge; ssm_vs_dit.md and summary.json. The judge's
+that --report needs neither the models nor the judge (commit results.jsonl and scores/: tables.py
+renders RESULTS.md's table from them; summary.json is the first run's record). The judge's
 cache is --cache (default <out>/cache), seeded from benchmarks/time_to_quality/cache when that holds
 the judge's files (the judge is deterministic, so a copy is the same judge).
 """
@@ -52,12 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
-from dit.errors import UserError  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError
+from dit.eval.intervals import shifted_interval
+from dit.eval.records import ResultsLog
+from dit.eval.tables import benchmark_module
 
 SSM = ["--arch", "diffussm", "--hidden-size", "120", "--depth", "4"]
 MODELS = {  # train.py flags on top of the cpu-demo preset
@@ -69,8 +71,6 @@ BASELINE = "dit"
 BASE = ["cpu-demo", "--keep-last", "1", "--sample-steps", "2", "--no-progress"]  # previews are not the evaluation
 CFG = 3.0
 SAMPLER = "ddim"
-LEVEL = 0.95
-TARGETS = {"acc_ratio": (">=", 0.8), "fd_ratio": ("<=", 1.25)}
 SHARED_CACHE = ROOT / "benchmarks" / "time_to_quality" / "cache"
 KEYS = ("fd_shapes", "class_acc")
 
@@ -96,28 +96,25 @@ def main(argv=None):
     if BASELINE not in args.models:
         raise UserError(f"--models must include {BASELINE} (the ratios are to it)")
     out = Path(args.out)
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    log = ResultsLog(out / "results.jsonl")
+    rows = log.rows
     if args.report:
         if not rows:
-            raise UserError(f"--report: {log} holds no results yet; run the benchmark first")
+            raise UserError(f"--report: {log.path} holds no results yet; run the benchmark first")
     else:
         check_settings(rows, args)
         out.mkdir(parents=True, exist_ok=True)
         judge = None
         for model in args.models:
             if not find(rows, "train", model):
-                rows.append(add(log, train(model, out, args)))
+                log.add(**train(model, out, args))
             if not find(rows, "quality", model):
                 judge = judge or make_judge(out, args)
-                rows.append(add(log, evaluate(model, out, judge, args)))
+                log.add(**evaluate(model, out, judge, args))
         for model in args.models if args.time else []:
             if not find(rows, "timing", model):
-                rows.append(add(log, time_steps(model, out, args)))
-    summary = summarise(out, rows, args.bootstrap)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "ssm_vs_dit.md").write_text(markdown(summary))
-    print(markdown(summary))
+                log.add(**time_steps(model, out, args))
+    print(benchmark_module("ssm_vs_dit", "tables").markdown(summarise(out, rows, args.bootstrap)))
 
 
 def settings(args) -> dict:
@@ -139,13 +136,6 @@ def check_settings(rows: list[dict], args) -> None:
 
 def find(rows: list[dict], kind: str, model: str) -> dict | None:
     return next((r for r in rows if r["kind"] == kind and r["model"] == model), None)
-
-
-def add(log: Path, row: dict) -> dict:
-    with open(log, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps({k: v for k, v in row.items() if k != "windows"}), flush=True)
-    return row
 
 
 # --- the units: train one model, score one model ---------------------------------------------------
@@ -229,14 +219,10 @@ def evaluate(model: str, out: Path, judge, args) -> dict:
 # --- the report: intervals, paired ratios, targets ---------------------------------------------------
 
 
-def shifted_interval(draws: np.ndarray, point: float, clip: bool = False) -> list[float] | None:
-    """The 95% percentile interval of `draws`, shifted by the bootstrap's bias estimate (as
-    dit/eval/scoring.py bootstrap); None when no draw is finite (a ratio to a zero)."""
+def _interval(draws: np.ndarray, point: float, clip: bool = False) -> list[float] | None:
+    """dit/eval/intervals.py's shifted interval over the finite draws; None when none is (a ratio to 0)."""
     draws = draws[np.isfinite(draws)]
-    if not len(draws) or not np.isfinite(point):
-        return None
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) - (draws.mean() - point)
-    return [max(float(lo), 0.0) if clip else float(lo), float(hi)]
+    return shifted_interval(draws, point, clip=clip) if len(draws) and np.isfinite(point) else None
 
 
 def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> list[dict]:
@@ -272,58 +258,15 @@ def summarise(out: Path, rows: list[dict], resamples: int, seed: int = 0) -> lis
                "step_s": timing["step_s"], "step_s_from": timing["kind"], "step_threads": timing.get("omp_threads"),
                "max_steps": t["max_steps"], "samples": q["samples"], "steps": q["steps"]}
         for k in KEYS:
-            row[k], row[f"{k}_ci"] = q[k], shifted_interval(draws[m][k], q[k], clip=k == "fd_shapes")
+            row[k], row[f"{k}_ci"] = q[k], _interval(draws[m][k], q[k], clip=k == "fd_shapes")
         if m != BASELINE:
             with np.errstate(divide="ignore", invalid="ignore"):  # a ratio to an accuracy of 0 is undefined
                 for name, k in (("acc_ratio", "class_acc"), ("fd_ratio", "fd_shapes")):
                     point = q[k] / base[k] if base[k] else float("nan")
                     row[name] = point if np.isfinite(point) else None
-                    row[f"{name}_ci"] = shifted_interval(draws[m][k] / draws[BASELINE][k], point)
-            row["targets"] = {name: judge_target(row[name], row[f"{name}_ci"], *TARGETS[name]) for name in TARGETS}
+                    row[f"{name}_ci"] = _interval(draws[m][k] / draws[BASELINE][k], point)
         summary.append(row)
     return summary
-
-
-def judge_target(point, ci, op: str, bound: float) -> str:
-    """"met" / "missed" on the point estimate; "(resolved)" when the whole interval agrees."""
-    if point is None:
-        return "undefined"
-
-    def ok(v):
-        return v >= bound if op == ">=" else v <= bound
-
-    met = ok(point)
-    resolved = ci is not None and ok(ci[0]) == ok(ci[1]) == met
-    return ("met" if met else "missed") + (" (resolved)" if resolved else "")
-
-
-def markdown(summary: list[dict]) -> str:
-    def cell(r, k, fmt=".3f"):
-        if r.get(k) is None:
-            return "-"
-        ci = r.get(f"{k}_ci")
-        return f"{r[k]:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
-
-    first = summary[0]
-    lines = [f"DiffuSSM vs the CPU-demo DiT: {first['max_steps']:,} training steps each (cpu-demo recipe), "
-             f"{first['samples']:,} samples (seeds 0..{first['samples'] - 1}, balanced labels), "
-             f"DDIM-{first['steps']}, cfg {CFG:g}; 95% bootstrap intervals (paired across models); targets acc "
-             "ratio >= 0.8, FD ratio <= 1.25.",
-             "", "| model | params | GFLOPs/img (counted + S4D) | s/step | class acc | fd_shapes | acc ratio "
-             "| FD ratio | targets (acc, FD) |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in summary:
-        targets = ", ".join(r["targets"].values()) if "targets" in r else "(baseline)"
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops']:.4f} ({r['gflops_counted']:.4f} + "
-                     f"{r['gflops_s4d']:.4f}) | {r['step_s']:.3f} | {cell(r, 'class_acc')} | "
-                     f"{cell(r, 'fd_shapes', '.2f')} | {cell(r, 'acc_ratio')} | {cell(r, 'fd_ratio')} | {targets} |")
-    timed = {r["step_s_from"] for r in summary}
-    source = {frozenset({"timing"}): "the separate --time runs (alone)",
-              frozenset({"train"}): "the training runs (meaningful only if they ran alone)"}
-    threads = ", ".join(sorted({str(r["step_threads"] or "unset (all cores)") for r in summary}))
-    lines += ["", f"s/step: median over train.py's logged windows, from "
-              f"{source.get(frozenset(timed), 'a mix of training and --time runs')}; OMP_NUM_THREADS {threads}. "
-              "GFLOPs: forward MACs per image at batch 1; S4D = kernel generation + FFT convolution (analytic)."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

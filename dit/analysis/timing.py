@@ -1,4 +1,4 @@
-"""Shared by the speed benchmarks: a fake training batch and a timer that respects the device."""
+"""Shared by the speed benchmarks (benchmarks/throughput, benchmarks/vs_diffusers): a fake training batch and a timer that respects the device."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Sample quality against the number of sampler steps, and the fewest steps that match 250-step DDPM.
 
-    python benchmarks/sampler_quality.py --ckpt results/cpu-demo --num-samples 400 --cfg-scale 3
+    python benchmarks/sampler_quality/sampler_quality.py --ckpt results/cpu-demo --num-samples 400 --cfg-scale 3
 
 For a trained model: every sampler (ddpm, ddim, dpm++, unipc, ...) at every step count draws the
 same samples (seeds 0..N-1, balanced labels) and is scored with the offline shapes metric
@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError  # noqa: E402

@@ -1,6 +1,6 @@
 """EmerDiff on the CPU-demo DiT: shape-against-background masks of the built-in shapes, scored exactly.
 
-    python benchmarks/segmentation.py --out benchmarks/segmentation     # trains (or reuses) the model, sweeps, tests
+    python benchmarks/segmentation/segmentation.py --out benchmarks/segmentation     # trains (or reuses) the model, sweeps, tests
 
 The model is the quick-start demo of DiT's recipe, trained by the real train.py (`train.py cpu-demo`:
 16 px shapes in pixel space, Gaussian diffusion with learned sigma, 5,000 steps) into <out>/runs/demo;
@@ -20,7 +20,8 @@ Settings are chosen on a validation set (--val images from another seed), first 
 (a)'s mIoU), then t_m, lam, the modulated block and the blur (by (c)'s), then the offset direction
 (one random zero-mean direction, or per-region contrast); the test set (--test images) is scored once
 with them. Files in --out: results.jsonl (the machine, the sweep, the test rows),
-segmentation.md (the tables) and the figure --figure (default benchmarks/segmentation.png).
+per_image.npz (the per-image scores behind the intervals) and the figure --figure (default
+benchmarks/segmentation/segmentation.png); tables.py renders RESULTS.md's tables from them.
 """
 
 from __future__ import annotations
@@ -38,23 +39,22 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
+from dit.eval.tables import benchmark_module  # noqa: E402
 
 TRAIN = ["cpu-demo", "--run-name", "demo", "--no-progress"]  # the quick-start demo of DiT's recipe
 FEATURE_SWEEP = {"feature": ["hidden", "query"], "feature_block": [0, 1, 2, 3], "feature_t": [20, 50]}
 MOD_SWEEP = {"t_m": [100, 200, 281, 400, 500], "lam": [0.5, 1.0, 2.0, 4.0], "block": [1, 2, 3]}
 BLURS = [0.0, 0.5, 1.0]
-TARGET_GAIN, TARGET_MIOU, K3_SLACK = 0.05, 0.83, 0.02
 
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/segmentation")
-    p.add_argument("--figure", default="benchmarks/segmentation.png")
+    p.add_argument("--figure", default="benchmarks/segmentation/segmentation.png")
     p.add_argument("--val", type=positive(), default=50, help="validation images (settings are chosen on them)")
     p.add_argument("--test", type=positive(), default=200, help="test images")
     p.add_argument("--steps", type=positive(), default=10, help="DDIM steps between the image and t_m")
@@ -86,14 +86,13 @@ def main(argv=None):
     best, sweep_rows = choose(model, process, vae, val, args)
     rows += sweep_rows
     test = shapes_with_truth(args.test, size, SEED)
-    test_rows, figure_data = evaluate(model, process, vae, test, best, args)
+    test_rows, figure_data, per_image = evaluate(model, process, vae, test, best, args)
     rows += test_rows
     with open(out / "results.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    table = markdown(meta, best, test_rows, sweep_rows)
-    (out / "segmentation.md").write_text(table)
+    np.savez_compressed(out / "per_image.npz", **per_image)
     draw_figure(figure_data, test, Path(args.figure))
-    print(table)
+    print(benchmark_module("segmentation", "tables").tables(out)["test"])
 
 
 def cpu_model() -> str:
@@ -210,7 +209,7 @@ def evaluate(model, process, vae, test, s, args):
 
     images, truth, _ = test
     size = tuple(truth.shape[-2:])
-    rows, figure = [], {}
+    rows, figure, scores = [], {}, {}
     for k in (2, 3):
         sk = dataclasses.replace(s, k=k)
         t0 = time.perf_counter()
@@ -230,6 +229,7 @@ def evaluate(model, process, vae, test, s, args):
         for name, labels in methods.items():
             sc = score(labels, truth, k)
             per_image[name] = sc["miou"]
+            scores.update({f"k{k}-{name}-{key}": values.astype(np.float32) for key, values in sc.items()})
             row = {"kind": "test", "k": k, "method": name, "images": len(images)}
             for key, values in sc.items():
                 row[key], row[f"{key}_ci"] = float(values.mean()), bootstrap_ci(values, args.bootstrap)
@@ -242,55 +242,10 @@ def evaluate(model, process, vae, test, s, args):
         rows.append({"kind": "test-gain", "k": k, "gain": float(gain.mean()), "gain_ci": bootstrap_ci(gain, args.bootstrap)})
         if k == 2:
             figure = {"coarse": methods["coarse-nearest"], "refined": refined, "diffs": diffs}
-    return rows, figure
+    return rows, figure, scores
 
 
 # --- reporting -----------------------------------------------------------------------------------------
-
-
-def markdown(meta, s, rows, sweep) -> str:
-    def ci(r, key):
-        lo, hi = r[f"{key}_ci"]
-        return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
-
-    lines = [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}, torch {meta['torch']}, "
-             f"{meta['threads']} thread(s); model {meta['checkpoint']} (step {meta['train_step']})  ",
-             f"Chosen on {meta['val']} validation images: feature {s.feature} of block {s.feature_block} at t = "
-             f"{s.feature_t:g}; t_m = {s.t_m:g}, lam = {s.lam:g}, modulated block {s.block}, {s.direction} direction, "
-             f"blur sigma {s.blur:g} px, {s.steps} DDIM steps; {meta['test']} test images", "",
-             "| K | method | binary mIoU [95% CI] | boundary F, 1 px [95% CI] | boundary F, exact [95% CI] |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        if r["kind"] == "test":
-            lines.append(f"| {r['k']} | {r['method']} | {ci(r, 'miou')} | {ci(r, 'boundary_f')} | {ci(r, 'boundary_f0')} |")
-    lines.append("")
-    for r in rows:
-        if r.get("method") == "emerdiff":
-            lines.append(f"K = {r['k']}: emerdiff takes {r['seconds_per_image']:.3f} s per image (coarse masks, inversion, "
-                         f"plain pass, {2 * r['k']} modulated passes; batches of {meta['batch_size']})  ")
-    for r in rows:
-        if r["kind"] == "test-gain":
-            lo, hi = r["gain_ci"]
-            lines.append(f"K = {r['k']}: emerdiff - coarse-nearest, paired over images: {r['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]  ")
-    by = {(r["k"], r["method"]): r["miou"] for r in rows if r["kind"] == "test"}
-    a2, c2, a3, c3 = by[2, "coarse-nearest"], by[2, "emerdiff"], by[3, "coarse-nearest"], by[3, "emerdiff"]
-    lines += ["", f"Targets: K = 2 emerdiff >= (a) + {TARGET_GAIN}: {c2:.3f} vs {a2 + TARGET_GAIN:.3f} "
-              f"({'met' if c2 >= a2 + TARGET_GAIN else 'MISSED'}); >= {TARGET_MIOU}: {c2:.3f} "
-              f"({'met' if c2 >= TARGET_MIOU else 'MISSED'}); K = 3 emerdiff >= (a) - {K3_SLACK}: {c3:.3f} vs "
-              f"{a3 - K3_SLACK:.3f} ({'met' if c3 >= a3 - K3_SLACK else 'MISSED'})", ""]
-    mod = [r for r in sweep if r["kind"] == "sweep-modulation"]
-    lines += ["Validation sweep (mIoU of emerdiff, K = 2, best blur of each):", "",
-              "| t_m | lam | block | val mIoU | blur |", "|---|---|---|---|---|"]
-    for key, group in itertools.groupby(mod, key=lambda r: (r["t_m"], r["lam"], r["block"])):
-        r = max(group, key=lambda r: r["val_miou_c"])
-        lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {r['val_miou_c']:.3f} | {r['blur']:g} |")
-    lines += ["", "Offset direction at those settings (val mIoU of emerdiff, K = 2): " + ", ".join(
-        f"{r['direction']} {r['val_miou_c']:.3f}" for r in sweep if r["kind"] == "sweep-direction")]
-    feats = [r for r in sweep if r["kind"] == "sweep-features"]
-    lines += ["", "Feature sweep (mIoU of coarse-nearest, K = 2):", "", "| feature | block | t | val mIoU |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['feature']} | {r['feature_block']} | {r['feature_t']} | {r['val_miou_a']:.3f} |" for r in feats]
-    return "\n".join(lines) + "\n"
 
 
 def draw_figure(data, test, path: Path, n: int = 8) -> None:

@@ -1,7 +1,7 @@
 """Time to quality: DiT's recipe against flow matching and the LightningDiT levers, side by side.
 
-    python benchmarks/time_to_quality.py --out benchmarks/time_to_quality      # everything (~2 h on 2 cores)
-    python benchmarks/time_to_quality.py --out benchmarks/time_to_quality --report   # tables and plots again
+    python benchmarks/time_to_quality/time_to_quality.py --out benchmarks/time_to_quality      # everything (~2 h on 2 cores)
+    python benchmarks/time_to_quality/time_to_quality.py --out benchmarks/time_to_quality --report   # tables and plots again
 
 One fixed network, the CPU-demo size (DiT-S/2 shape at width 128, depth 4, 2 heads; 16 px built-in
 shapes in pixel space; batch 16; AdamW lr 2e-3, 100 warm-up steps, cosine to 0 at 5,000 steps; EMA
@@ -17,7 +17,7 @@ Each recipe runs with 3 training seeds; the EMA weights at 1k/2k/3k/5k steps dra
 (seeds 0..N-1, balanced labels) with 50 network evaluations at cfg 3 (DDIM-50 for R0, Euler-50 for
 the flow recipes, Heun-25 as a variant) and are scored by the shapes judge (dit/eval/metrics.py:
 class accuracy, Fréchet distance in the judge's features). Intervals: 95% hierarchical bootstrap
-(seeds resampled, then samples within each seed), bias-shifted as in benchmarks/sampler_quality.py.
+(seeds resampled, then samples within each seed), bias-shifted as in benchmarks/sampler_quality/sampler_quality.py.
 
 Wall-clock: each recipe's training cost per step is timed alone, after the quality runs (rounds of
 `--timing-steps` steps of train.py per recipe in turn, the median of its logged 50-step intervals
@@ -42,12 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
-from dit.errors import UserError  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError
+from dit.eval.intervals import LEVEL
+from dit.eval.records import ResultsLog
+from dit.eval.tables import benchmark_module
 
 FLOW = ["--process", "flow"]
 RECIPES = {  # cumulative, as LightningDiT's ablation
@@ -61,15 +62,12 @@ RECIPES = {  # cumulative, as LightningDiT's ablation
     "R4": FLOW + ["--time-sampling", "logit-normal", "--cosine-loss", "1", "--grad-clip", "1", "--mlp", "swiglu",
                   "--norm", "rmsnorm", "--pos", "rope2d"],
 }
-LABELS = {"R0": "R0 DiT (eps, hybrid loss)", "R1": "R1 + rectified flow", "R2": "R2 + logit-normal t",
-          "R3": "R3 + cosine loss (clip 1)", "R4": "R4 + SwiGLU, RMSNorm, RoPE"}
 # 50 network evaluations each. The first is the recipe's main sampler; the others are variants. DiT's own
 # recipe is scored with every 50-NFE sampler its process has, so that its target is its best (issue 31).
 SAMPLERS = {"gaussian": [("ddim", 50), ("ddpm", 50), ("dpm++", 50), ("unipc", 50)],
             "flow": [("euler", 50), ("heun", 25)]}
 BASE = ["cpu-demo", "--keep-last", "0", "--log-every", "100", "--sample-steps", "2", "--no-progress"]
 CFG = 3.0
-LEVEL = 0.95
 TIMING_INTERVAL = 50  # steps per logged rate of a timing run
 LEGACY_JUDGE_STEPS = 600  # quality rows from before their judge_steps field: the judge's default then
 
@@ -109,7 +107,7 @@ def main(argv=None):
         raise UserError("--timing-rounds >= 1, --within-draws >= 2 and --bootstrap >= 2, please")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = Results(out / "results.jsonl")
+    log = ResultsLog(out / "results.jsonl")
     if not args.report:
         scorer = None
         if not args.timing_only:  # timing scores nothing: no judge
@@ -146,30 +144,20 @@ def main(argv=None):
                 for seed in args.seeds:
                     run = train(recipe, seed, out, ["--max-steps", steps, "--ckpt-every", steps], f"{recipe}-1of{k}")
                     evaluate(log, scorer, run, recipe, seed, steps, args, out, budget=k, variants=True)
-    from time_to_quality_report import report
+    report(log.rows, out, args)
 
-    report(log.rows, out, args.bootstrap, LEVEL, LABELS, args.max_steps)
+
+def report(rows: list[dict], out: Path, args) -> None:
+    """The tables (as RESULTS.md shows them; `benchmarks/report.py` places them) and the plot."""
+    tables = benchmark_module("time_to_quality", "tables")
+    summary = tables.summarise(rows, args.bootstrap, LEVEL, args.max_steps)
+    tables.plot(summary, out / "time_to_quality.png", args.max_steps)
+    for key, table in tables.render(summary, args.max_steps).items():
+        print(f"{key}:\n{table}")
 
 
 def _gcd(steps: list[int]) -> int:
     return math.gcd(*steps)
-
-
-class Results:
-    """results.jsonl: one finished unit of work per line, appended and flushed as it finishes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def find(self, **match) -> list[dict]:
-        return [r for r in self.rows if all(r.get(k) == v for k, v in match.items())]
-
-    def add(self, **row) -> None:
-        self.rows.append(row)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps({k: v for k, v in row.items() if k != "scores"}), flush=True)
 
 
 def _train_cmd(recipe: str, seed: int, out: Path, extra, name: str) -> list[str]:
@@ -202,16 +190,6 @@ def time_recipe(recipe: str, out: Path, steps: int, warmup: int = 100) -> list[f
     return [r["steps_per_s"] for r in rows if r["step"] % TIMING_INTERVAL == 0 and r["step"] > warmup]
 
 
-def _provenance() -> dict:
-    """The commit and CPU a row was measured on."""
-    import platform
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"commit": commit, "cpu": cpu, "threads": _threads()}
-
-
 def _threads() -> int:
     import torch
 
@@ -231,7 +209,7 @@ def make_scorer(out: Path, classifier_steps: int | None = None):
     return ShapesScorer(ShapesMetric(16, out / "cache", classifier_steps=classifier_steps))
 
 
-def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int, args, out: Path, budget=None,
+def evaluate(log: ResultsLog, scorer, run: Path, recipe: str, seed: int, step: int, args, out: Path, budget=None,
              variants: bool = False):
     """Score the EMA weights of `run` at `step` with its process's main sampler (and, with
     `variants`, the others) once."""
@@ -265,7 +243,7 @@ def evaluate(log: Results, scorer, run: Path, recipe: str, seed: int, step: int,
         (out / "scores").mkdir(exist_ok=True)
         np.savez_compressed(out / scores, **data)
         log.add(kind="quality", recipe=recipe, seed=seed, step=step, sampler=sampler, sampler_steps=steps, budget=budget,
-                num_samples=n, judge_steps=judge_steps(args), **point, scores=str(scores), draws=draws, **_provenance())
+                num_samples=n, judge_steps=judge_steps(args), **point, scores=str(scores), draws=draws)
 
 
 def within_seed_draws(scorer, data: dict, resamples: int) -> dict:

@@ -1,7 +1,7 @@
 """Parameter and forward-GFLOP counts of the paper's models vs. the published numbers.
 
-    python benchmarks/gflops.py [--csv out.csv]
-    python benchmarks/gflops.py --arch diffussm [--csv out.csv]
+    python benchmarks/gflops/gflops.py [--csv out.csv]            # also rewrites benchmarks/gflops/results.jsonl
+    python benchmarks/gflops/gflops.py --arch diffussm [--csv out.csv]
 
 --arch dit (default): the 12 presets at 256px (DiT Table 1 / Fig. 2), DiT-XL/2 at 512px (§5), and
 the four conditioning variants of XL/2 (Table 4), against the published numbers.
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 
 import torch
 
 from dit.cli import ArgumentParser, run_cli
+from dit.eval.records import ResultsLog
 from dit.analysis.flops import PAPER, count_forward_macs, count_params, forward_cost
 from dit.networks import diffussm
 from dit.networks.dit import DiT
@@ -93,6 +95,8 @@ def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=["dit", "diffussm"], default="dit")
     parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
+                        help="folder whose results.jsonl is rewritten with these rows (RESULTS.md's table; '' for none)")
     args = parser.parse_args(argv)
     if args.arch == "diffussm":
         rows = measure_diffussm()
@@ -111,6 +115,19 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}; GFLOPs = forward multiply-accumulates / 1e9, batch 1, no CFG doubling")
     if args.csv:
         write_csv(args.csv, rows, COLUMNS)
+    if args.out:
+        write_rows(Path(args.out) / "results.jsonl", rows)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """The counts are deterministic: each run replaces the file (with the commit and machine)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    log = ResultsLog(tmp)
+    for r in rows:
+        log.add(**r)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

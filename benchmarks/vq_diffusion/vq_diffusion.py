@@ -1,7 +1,7 @@
 """VQ-Diffusion on the built-in shapes: class accuracy of decoded samples, full chain against strided steps.
 
-    python benchmarks/vq_diffusion.py --out benchmarks/vq_diffusion                # tokenizer, training, scoring
-    python benchmarks/vq_diffusion.py --out benchmarks/vq_diffusion --report       # the table again
+    python benchmarks/vq_diffusion/vq_diffusion.py --out benchmarks/vq_diffusion                # tokenizer, training, scoring
+    python benchmarks/vq_diffusion/vq_diffusion.py --out benchmarks/vq_diffusion --report       # the table again
 
 Pipeline, through the real scripts:
     tokenizer   --tokenizer DIR (default <out>/runs/vq-cpu; missing: `train_vq.py vq-cpu` writes it):
@@ -17,7 +17,7 @@ Pipeline, through the real scripts:
                 would score through this tokenizer
 Scored by the shapes judge (dit/eval/metrics.py ShapesMetric: class_acc, the share of samples the judge
 assigns their label; fd_shapes, a Fréchet distance in its features, not FID). Intervals: 95% percentile
-bootstrap over samples (--bootstrap resamples), bias-shifted (benchmarks/sampler_quality.py's); the
+bootstrap over samples (--bootstrap resamples), bias-shifted (benchmarks/sampler_quality/sampler_quality.py's); the
 strided rows' difference to the full chain on the same resampled index sets (paired). Wall-clock:
 seconds to draw and decode the N samples (batch --batch), on the threads the run was given
 (OMP_NUM_THREADS is recorded, and the load average: the machine may be shared). Target (the issue's,
@@ -25,15 +25,14 @@ to calibrate): class accuracy >= 0.35 at the full chain.
 
 Files in --out: runs/ (tokenizer and training runs; an interrupted benchmark resumes them), cache/ (the
 judge, seeded from other benchmarks' caches), scores/ (per-sample judge features and hits),
-results.jsonl (one line per finished unit), vq_diffusion.md and summary.json.
+results.jsonl (one line per finished unit). Commit results.jsonl and scores/: tables.py renders
+RESULTS.md's table from them (summary.json is the first run's record).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -42,16 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
-from dit.errors import UserError  # noqa: E402
+from dit.cli import ArgumentParser, positive, run_cli
+from dit.errors import UserError
+from dit.eval.intervals import shifted_interval
+from dit.eval.records import ResultsLog
+from dit.eval.tables import benchmark_module
 
 PRESET = "vq-diffusion-cpu"
-LEVEL = 0.95
-TARGET = 0.35  # class accuracy at the full chain (issue #19)
 SHARED_CACHES = [ROOT / "benchmarks" / d / "cache" for d in ("time_to_quality", "ssm_vs_dit", "classifier_guidance")]
 KEYS = ("class_acc", "fd_shapes")
 
@@ -77,24 +75,20 @@ def main(argv=None):
         raise UserError(f"--truncation must be in (0, 1], got {args.truncation}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    log = ResultsLog(out / "results.jsonl")
+    rows = log.rows
     if not args.report:
         tokenizer = Path(args.tokenizer) if args.tokenizer else make_tokenizer(out)
         run = train(out, tokenizer, args)
         if not find(rows, "train"):
-            rows.append(add(log, train_row(run, tokenizer, args)))
+            log.add(**train_row(run, tokenizer, args))
         judge = make_judge(out, args)
         if not find(rows, "ceiling", samples=args.samples):
-            rows.append(add(log, ceiling(out, tokenizer, judge, args)))
+            log.add(**ceiling(out, tokenizer, judge, args))
         for steps in args.steps:
             if not find(rows, "quality", **unit(args, steps)):
-                rows.append(add(log, quality(out, run, tokenizer, judge, steps, args)))
-    summary = summarise(out, rows, args)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    table = markdown(summary, rows)
-    (out / "vq_diffusion.md").write_text(table)
-    print(table)
+                log.add(**quality(out, run, tokenizer, judge, steps, args))
+    print(benchmark_module("vq_diffusion", "tables").markdown(summarise(out, rows, args), rows))
 
 
 def unit(args, steps: int) -> dict:
@@ -104,25 +98,6 @@ def unit(args, steps: int) -> dict:
 
 def find(rows: list[dict], kind: str, **match) -> dict | None:
     return next((r for r in reversed(rows) if r["kind"] == kind and all(r.get(k) == v for k, v in match.items())), None)
-
-
-def add(log: Path, row: dict) -> dict:
-    with open(log, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps({k: v for k, v in row.items() if k != "windows"}), flush=True)
-    return row
-
-
-def machine() -> dict:
-    import torch
-
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, timeout=30).stdout.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration, subprocess.SubprocessError):
-        cpu = platform.processor() or "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-            "torch_threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 # --- the units ---------------------------------------------------------------------------------------
@@ -168,7 +143,7 @@ def train_row(run: Path, tokenizer: Path, args) -> dict:
             "max_steps": config["max_steps"],
             "global_batch_size": config["global_batch_size"], "params": _params(run),
             "train_seconds": sum(every / w for w in windows), "windows": windows,
-            "final_loss_mean_last5": float(np.mean([m["loss"] for m in logged[-5:]])), **machine()}
+            "final_loss_mean_last5": float(np.mean([m["loss"] for m in logged[-5:]]))}
 
 
 def _params(run: Path) -> int:
@@ -233,15 +208,10 @@ def quality(out: Path, run: Path, tokenizer: Path, judge, steps: int, args) -> d
     save_png(make_grid(images[:100][order], nrow=10), out / "samples" / f"steps{steps}.png")
     return {"kind": "quality", **unit(args, steps), **judge.statistics(data), "scores": str(scores),
             "sample_seconds": seconds, "seconds_per_sample": seconds / n, "nfe_per_batch": stats["nfe"] / stats["batches"],
-            "batch": bs, **machine()}
+            "batch": bs}
 
 
 # --- the report ------------------------------------------------------------------------------------
-
-
-def shifted_interval(draws: np.ndarray, point: float, clip: bool = False) -> list[float]:
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) - (draws.mean() - point)
-    return [max(float(lo), 0.0) if clip else float(lo), float(hi)]
 
 
 def summarise(out: Path, rows: list[dict], args) -> list[dict]:
@@ -279,46 +249,6 @@ def summarise(out: Path, rows: list[dict], args) -> list[dict]:
                 draws[name]["class_acc"] - draws[full]["class_acc"], point)
         summary.append(row)
     return summary
-
-
-def markdown(summary: list[dict], rows: list[dict]) -> str:
-    def cell(r, k, fmt=".3f"):
-        if r.get(k) is None:
-            return "-"
-        ci = r.get(f"{k}_ci")
-        return f"{r[k]:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
-
-    t = find(rows, "train")
-    q = next((r for r in reversed(rows) if r["kind"] == "quality"), None)
-    first = next((r for r in summary if r["steps"]), summary[0])
-    lines = [f"VQ-Diffusion on the built-in shapes (16 px -> 8x8 ids, K = 128): {first['samples']} samples, seeds "
-             f"0..{first['samples'] - 1}, balanced labels, ancestral sampler, cfg {first['cfg']:g} (log-probabilities), "
-             f"truncation {first['truncation']:g}; 95% bootstrap intervals (paired across rows). Target: class acc "
-             f">= {TARGET} at the full chain.", "",
-             "| configuration | class acc | fd_shapes | acc - full chain | seconds (N samples) | s / sample |",
-             "|---|---|---|---|---|---|"]
-    for r in summary:
-        name = "tokenizer reconstructions (ceiling)" if r["unit"] == "ceiling" else (
-            f"{r['steps']} steps" + (" (full chain, T = 100)" if r["steps"] == 100 else " (strided)"))
-        secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        per = "-" if r["seconds_per_sample"] is None else f"{r['seconds_per_sample']:.3f}"
-        lines.append(f"| {name} | {cell(r, 'class_acc')} | {cell(r, 'fd_shapes', '.2f')} | {cell(r, 'acc_vs_full')} | "
-                     f"{secs} | {per} |")
-    full = next((r for r in summary if r["steps"] == 100), None)
-    if full is not None:
-        met = "met" if full["class_acc"] >= TARGET else "MISSED"
-        lines += ["", f"Target class acc >= {TARGET} at the full chain: {met} ({full['class_acc']:.3f}, interval "
-                  f"[{full['class_acc_ci'][0]:.3f}, {full['class_acc_ci'][1]:.3f}])."]
-    if t is not None:
-        lines += ["", f"Training: `{t['command']}`: {t['max_steps']:,} steps of {t['global_batch_size']} "
-                  f"({t['params']:,} parameters) in {t['train_seconds'] / 60:.1f} min, mean loss of the last 5 logged "
-                  f"windows {t['final_loss_mean_last5']:.3f}."]
-    if q is not None:
-        lines += [f"Machine: {q['cpu']} ({q['cores']} cores), torch {q['torch']}, OMP_NUM_THREADS {q['omp_threads']} "
-                  f"(torch threads {q['torch_threads']}), 1-minute load average {q['load_avg_1m']} when sampling "
-                  "(other jobs shared the machine: wall-clock is indicative). Sampling batch "
-                  f"{q['batch']}; cfg doubles the network passes."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

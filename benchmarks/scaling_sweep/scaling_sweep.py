@@ -1,12 +1,12 @@
 """The paper's scaling study (DiT §5, Fig. 2/6/8, Table 4): train S/B/L/XL x patch 2/4/8, evaluate, plot.
 
     # CPU: a width-scaled family on the built-in shapes, about an hour on two cores
-    python benchmarks/scaling_sweep.py --preset cpu
+    python benchmarks/scaling_sweep/scaling_sweep.py --preset cpu
     # ImageNet: the paper's grid, 400K steps each, FID-50K without guidance, on a latent cache
-    python benchmarks/scaling_sweep.py --preset imagenet --data /data/imagenet256-latents \
+    python benchmarks/scaling_sweep/scaling_sweep.py --preset imagenet --data /data/imagenet256-latents \
         --ref VIRTUAL_imagenet256_labeled.npz --launch "accelerate launch --multi_gpu --num_processes 8"
     # DiffuSSM (attention-free): sizes CPU/S/XL x patches 1/2, the same protocol
-    python benchmarks/scaling_sweep.py --preset cpu --arch diffussm
+    python benchmarks/scaling_sweep/scaling_sweep.py --preset cpu --arch diffussm
 
 Every model is trained for the same number of steps with the same batch (as in the paper) by
 train.py, paused at each evaluation point with --stop-at and evaluated from its EMA weights; all
@@ -47,8 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError  # noqa: E402
