@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, randomize
+from helpers_compare import capture_floats, same_across_batches
 
 import export_diffusers
 import sample
@@ -130,7 +131,8 @@ def test_stock_diffusers_transformer_computes_what_diffusers_computes(tmp_path):
     stock.save_pretrained(tmp_path / "stock")
     ours_, _ = load_model(str(tmp_path / "stock"))
     assert ours_.config.timestep_freq_shift == 1 and ours_.num_classes == 10
-    x, t, y = torch.randn(4, 4, 8, 8), torch.tensor([0.0, 10.0, 500.0, 999.0]), torch.tensor([0, 5, 9, 10])
+    x = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([0.0, 10.0, 500.0, 999.0]), torch.tensor([0, 5, 9, 10])
     with torch.no_grad():
         want = stock(x, timestep=t, class_labels=y).sample
         got = ours_(x, t, y)
@@ -152,20 +154,27 @@ def test_an_export_carries_only_the_frequency_difference(tmp_path, tiny_vae_dir)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_sample_py_reads_a_pipeline_as_the_run_it_came_from(tmp_path, tiny_vae_dir, sampler):
+def test_sample_py_reads_a_pipeline_as_the_run_it_came_from_within_measured_tol(tmp_path, tiny_vae_dir, monkeypatch,
+                                                                                sampler):
     _, process, ckpt, out = export(tmp_path, tiny_vae_dir, schedule="cosine")
     _, meta = load_model(str(out))
     assert meta.meta["vae"] == str((out / "vae").resolve()) and meta.meta["image_size"] == 16
     assert torch.equal(torch.tensor(meta.meta["process_config"]["betas"], dtype=torch.float64), process.betas)
-    images = []
+    images, floats = [], []
     for name, source in (("export", ckpt), ("pipeline", out)):
         npz = tmp_path / f"{name}.npz"
         argv = ["--ckpt", str(source), "--num-samples", "3", "--npz", str(npz), "--batch-size", "2", "--seed", "7",
                 "--no-progress", "--device", "cpu", "--sampler", sampler, "--steps", "5"]
-        assert run_cli(sample.main, argv) == 0
+        with capture_floats(monkeypatch) as got:
+            assert run_cli(sample.main, argv) == 0
         images.append(np.load(npz)["arr_0"])
+        floats.append(got.cat())
     assert images[0].shape == (3, 16, 16, 3)
-    np.testing.assert_array_equal(images[1], images[0])
+    # Measured tolerance (another file holding the same weights in diffusers' layout, its VAE a copy): the
+    # same floats here (x86 CPU), mid-range samples (0.4% saturated). Reading the pipeline with diffusers'
+    # timestep frequencies instead of the recorded ones moves them by 6.1e-3 (under one uint8 level).
+    torch.testing.assert_close(floats[1], floats[0], rtol=0, atol=1e-5)
+    same_across_batches(images[1], images[0])
 
 
 # --- 5. what exports, and what is refused before anything is written -------------------------------
@@ -174,7 +183,8 @@ def test_sample_py_reads_a_pipeline_as_the_run_it_came_from(tmp_path, tiny_vae_d
 def test_adaln_exports_exactly(tmp_path, tiny_vae_dir):
     model, _, _, out = export(tmp_path, tiny_vae_dir, conditioning="adaln")
     pipe = pipeline(out, dit_frequencies=True)
-    x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([3.0, 400.0, 999.0]), torch.tensor([1, 7, 10])
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    t, y = torch.tensor([3.0, 400.0, 999.0]), torch.tensor([1, 7, 10])
     with torch.no_grad():
         want = model(x, t, y)
         got = pipe.transformer(x, timestep=t, class_labels=torch.where(y == 10, 1000, y)).sample
