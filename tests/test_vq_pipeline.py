@@ -37,6 +37,7 @@ from diffusers.schedulers import scheduling_vq_diffusion  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from dit.errors import UserError  # noqa: E402
+from helpers_compare import same_across_batches, same_ids  # noqa: E402
 from dit.pipelines.vq_text import load_vq_pipeline, sample_tokens  # noqa: E402
 from dit.networks.text_token_transformer import TEXT  # noqa: E402
 from dit.processes.vq_schedule import LOG_ZERO  # noqa: E402
@@ -261,13 +262,16 @@ def test_fewer_steps_ours_strided_theirs_start_at_n(saved, ours, monkeypatch):
     assert their_t == [4, 3, 2, 1]
 
 
-def test_sample_tokens_depends_only_on_each_seed(ours):
+def test_sample_tokens_depends_only_on_each_seed_within_measured_tol(ours):
     from dit.sampling.noise import PerSampleNoise
 
     pipe = ours[True]
     both = sample_tokens(pipe, PROMPTS, PerSampleNoise([5, 6]), 6, 3.0, 0.9)
     alone = sample_tokens(pipe, PROMPTS[1:], PerSampleNoise([6]), 6, 3.0, 0.9)
-    assert torch.equal(both[1:], alone)
+    # Measured tolerance (batch 2 against 1): the same 16 ids here (x86 CPU). The log-probabilities differ
+    # in the last bits at another batch size, so an id whose uniform falls within ~1e-7 of a CDF boundary
+    # may flip: one of the 16 is allowed. Seeds by batch position instead of by sample change 11 of 16.
+    same_ids(both[1:], alone, share=0.1)
 
 
 def test_loader_refusals(saved, tmp_path):
@@ -298,7 +302,7 @@ def run_sample(*args, env=None):
                           cwd=ROOT, env=full, timeout=600)
 
 
-def test_sample_py_prompts_grid_npz_and_seeds(saved, ours, tmp_path):
+def test_sample_py_prompts_grid_npz_and_seeds_within_measured_tol(saved, ours, tmp_path):
     from PIL import Image
 
     from dit.pipelines.vq_text import generate_from_prompts
@@ -316,7 +320,10 @@ def test_sample_py_prompts_grid_npz_and_seeds(saved, ours, tmp_path):
     assert list(prompts) == [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
     # sample i from seed 10 + i, whatever the batch: the library call with the same seeds agrees
     want = generate_from_prompts(ours[True], [PROMPTS[1], PROMPTS[0]], [11, 12], steps=6, cfg_scale=3.0, truncation=0.9)
-    assert np.array_equal(images[1:], want)
+    # Measured tolerance (another batch composition, another process): the same uint8 images here (x86
+    # CPU), mid-range (none at 0 or 255); within one level on under 1% of the values. Seeds by batch
+    # position instead of by sample fail it.
+    same_across_batches(images[1:], want)
 
 
 @pytest.mark.parametrize("flags,message", [
