@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, randomize
+from helpers_compare import same_ids
 from PIL import Image
 
 import segment
@@ -49,9 +50,9 @@ def pixel_dit(seed=0, **kw):
 
 
 def test_constant_offset_is_removed_by_layernorm_zero_mean_offset_is_not():
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     block = randomize(DiTBlock(64, 4), std=0.1)  # adaLN-Zero starts as the identity: give it weights
-    x, c = torch.randn(2, 16, 64), torch.randn(2, 64)
+    x, c = torch.randn(2, 16, 64, generator=g), torch.randn(2, 64, generator=g)
 
     def update(h):  # what the block adds to its residual stream
         return block(h, c) - h
@@ -66,7 +67,7 @@ def test_constant_offset_is_removed_by_layernorm_zero_mean_offset_is_not():
 
 def test_offset_at_a_block_output_through_the_whole_network():
     model = pixel_dit()
-    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 500.0]), torch.tensor([1, 2])
+    x, t, y = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([10.0, 500.0]), torch.tensor([1, 2])
     base = model(x, t, y)
     for kind, changed in (("constant", False), ("random", True)):
         u = direction(32, kind, 0) * 32**0.5 * 3
@@ -82,9 +83,9 @@ def test_offset_at_a_block_output_through_the_whole_network():
 
 
 def test_attention_modes_fused_default_explicit_record_and_bit_exact_replay():
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the layer's own init
     attn = Attention(32, num_heads=4)
-    x = torch.randn(2, 9, 32)
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(4))
     assert attn.mode is None and "probs" not in attn.state_dict()
     fused = attn(x)
     attn.mode = "record"
@@ -100,7 +101,8 @@ def test_replaying_a_network_pass_reproduces_it_bit_for_bit_and_uses_the_maps():
     model = pixel_dit()
     tape = AttentionTape(model)
     assert len(tape.layers) == len(model.blocks)
-    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 500.0]), torch.tensor([1, 10])
+    g = torch.Generator().manual_seed(2)
+    x, t, y = torch.randn(2, 3, 8, 8, generator=g), torch.tensor([10.0, 500.0]), torch.tensor([1, 10])
     fused = model(x, t, y)
     with tape.recording():
         recorded = model(x, t, y)
@@ -109,7 +111,7 @@ def test_replaying_a_network_pass_reproduces_it_bit_for_bit_and_uses_the_maps():
     with tape.replaying():
         tape.load(maps)
         assert torch.equal(model(x, t, y), recorded)
-        x2 = torch.randn_like(x)
+        x2 = torch.randn(x.shape, generator=g)
         replayed = model(x2, t, y)
         tape.load([m.flip(-1) for m in maps])
         assert not torch.allclose(model(x2, t, y), replayed)  # the maps are what it reads
@@ -177,7 +179,7 @@ def test_scores_majority_vote_miou_and_boundary_f():
 @pytest.mark.parametrize("process", [GaussianDiffusion.from_schedule(), FlowMatching()], ids=["gaussian", "flow"])
 def test_unmodulated_passes_give_the_image_back_and_the_constant_offset_does_nothing(process):
     model, vae = pixel_dit(), Autoencoder.load("none")
-    x0 = torch.rand(2, 3, 8, 8) * 2 - 1
+    x0 = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     coarse = torch.randint(2, (2, 16), generator=torch.Generator().manual_seed(0))
     s = Settings(k=2, steps=4).resolve(model, process)
     images = modulated_passes(model, process, vae, x0, coarse, replace(s, lam=0.0))
@@ -191,7 +193,7 @@ def test_unmodulated_passes_give_the_image_back_and_the_constant_offset_does_not
 # --- segment.py --------------------------------------------------------------------------------------
 
 
-def test_segment_shapes_and_a_folder_of_images(runs, tmp_path, capsys):
+def test_segment_shapes_and_a_folder_of_images_within_measured_tol(runs, tmp_path, capsys):
     out = tmp_path / "shapes"
     assert run_cli(segment.main, ["--ckpt", str(runs["gauss"]), "--shapes", "3", "--k", "3", "--out", str(out),
                                   "--steps", "3", "--no-progress"]) == 0
@@ -204,8 +206,13 @@ def test_segment_shapes_and_a_folder_of_images(runs, tmp_path, capsys):
     again = tmp_path / "again"
     assert run_cli(segment.main, ["--ckpt", str(runs["gauss"]), "--shapes", "3", "--k", "3", "--out", str(again),
                                   "--steps", "3", "--no-progress", "--batch-size", "2"]) == 0
-    for i in range(3):  # deterministic, whatever the batch
-        assert np.array_equal(np.asarray(Image.open(out / f"shape_{i:05d}.png")), np.asarray(Image.open(again / f"shape_{i:05d}.png")))
+    # Measured tolerance (batch 2 against 1): the same labels here (x86 CPU). Features differ in the last
+    # bits at another batch size, so a token on a k-means boundary may change cluster: one token's 4x4
+    # pixels (6% of an image) is allowed. Seeds by batch position instead of by image change
+    # 37.5% of image 2's labels (the first of its batch).
+    for i in range(3):
+        label = np.asarray(Image.open(again / f"shape_{i:05d}.png"))
+        same_ids(label, np.asarray(Image.open(out / f"shape_{i:05d}.png")), share=0.07)
 
     folder = tmp_path / "in"
     folder.mkdir()
