@@ -206,7 +206,7 @@ def test_segment_shapes_and_a_folder_of_images_within_measured_tol(runs, tmp_pat
     again = tmp_path / "again"
     assert run_cli(segment.main, ["--ckpt", str(runs["gauss"]), "--shapes", "3", "--k", "3", "--out", str(again),
                                   "--steps", "3", "--no-progress", "--batch-size", "2"]) == 0
-    # Measured tolerance (batch 2 against 1): the same labels here (x86 CPU). Features differ in the last
+    # Measured tolerance (batches of 2 against one of 3): the same labels here (x86 CPU). Features differ in the last
     # bits at another batch size, so a token on a k-means boundary may change cluster: one token's 4x4
     # pixels (6% of an image) is allowed. Seeds by batch position instead of by image change
     # 37.5% of image 2's labels (the first of its batch).
