@@ -12,7 +12,6 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
-	$(BIN)/pip install --no-deps -e .
 
 # The demo trains with the time-to-quality winner (benchmarks/RESULTS.md): rectified flow with logit-normal t.
 # DiT's own recipe is one flag away: `$(BIN)/python train.py` (or --recipe dit).

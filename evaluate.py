@@ -137,6 +137,8 @@ def main(argv=None):
         result, n = evaluation.clip_metrics(args, out, device, state.num_processes, given)
     else:
         result, n = evaluation.image_metrics(args, out, device)
+    if pipe is not None and not spec.video_in:
+        pipe.count_nfe(spec, state.device)  # every batch came from the cache: one sample counts it
     made = ({"arch": pipe.checkpoint.arch, "process": pipe.checkpoint.process, **pipe.provenance(spec, n)} if pipe
             else {"arch": None, "process": None, **EMPTY_PROVENANCE})
     result = {"samples": str(out), "metric": args.metric, **made, **evaluation.reference_record(args, n), **result}

@@ -49,6 +49,12 @@ def test_out_records_checkpoint_sampling_seeds_reference_and_code(tmp_path, caps
     assert (got["sampler"], got["steps"], got["cfg_scale"], got["eta"]) == ("ddim", 3, 1.0, None)
     assert (got["cfg_channels"], got["guidance_interval"], got["labels"]) == (None, None, "balanced")
     assert got["seeds"] == [3, 8] and got["num_samples"] == 6
+    # The network evaluations per sample, counted while drawing (DDIM: one per step), and the class
+    # balance the metrics were measured on: an equal count per class where the classes divide N.
+    counts = got["class_counts"]
+    assert got["nfe"] == 3 and sum(counts) == 6 and max(counts) - min(counts) <= 1
+    assert run_cli(evaluate.main, argv) == 0  # every shard from the cache: one sample counts again
+    assert json.loads(out.read_text())["nfe"] == 3
     assert (got["arch"], got["process"]) == ("dit", "gaussian")
     assert got["reference"].startswith("built-in shapes") and got["reference_sha256"] is None
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)

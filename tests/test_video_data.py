@@ -278,7 +278,6 @@ def test_clip_grid_and_gif(tmp_path):
     assert video.clip_grid(clips).shape[2] == 3 * 10 + 2  # default: near-square, 3 columns
 
 
-@pytest.mark.skipif(not video.have_pyav(), reason="PyAV not installed")
 def test_mp4_writes_and_reads_back(tmp_path):
     clips = _flat_clips()
     video.write_mp4(tmp_path / "g.mp4", clips, ncols=3)  # default scale: 8 px -> 64 px cells

@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from dit.errors import UserError
 
 METRICS = ("inception", "shapes", "video-shapes", "fvd")
@@ -124,12 +126,14 @@ def image_metrics(args, source, device):
     from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
     images, labels = load_images(source)
+    # The class balance the numbers were measured on (FID moves with it: 50 per class is not uniform draws).
+    counts = {"class_counts": None if labels is None else np.bincount(np.asarray(labels).astype(np.int64)).tolist()}
     if args.metric == "shapes":
-        return ShapesMetric(images.shape[1], args.cache_dir, device=device,
-                            classifier_steps=args.classifier_steps)(images, labels), len(images)
+        return {**ShapesMetric(images.shape[1], args.cache_dir, device=device,
+                               classifier_steps=args.classifier_steps)(images, labels), **counts}, len(images)
     extractor = InceptionFeatures(args.inception_weights, device)
-    return inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
-                             prc=not args.no_prc, cache_dir=args.cache_dir), len(images)
+    return {**inception_metrics(images, extractor, args.ref, fid=not args.no_fid, isc=not args.no_isc,
+                                prc=not args.no_prc, cache_dir=args.cache_dir), **counts}, len(images)
 
 
 def code_version() -> str | None:

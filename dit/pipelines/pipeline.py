@@ -44,6 +44,7 @@ class Pipeline:
     source: Source
     classifier: object | None = None
     _hashes: dict = field(default_factory=dict)
+    nfe: int | None = None  # network evaluations per sample of the last generate() (a CFG pair counts once)
 
     @property
     def meta(self) -> dict:
@@ -60,11 +61,28 @@ class Pipeline:
     def generate(self, spec: SamplingSpec, indices, labels, device, stats=None, given=None) -> np.ndarray:
         """uint8 NHWC images (NFHWC clips) for global sample indices (seeds spec.seed + i) with `labels`."""
         shape = (spec.frames, *self.network.input_shape[1:]) if spec.frames and given is None else None
-        return generate_images(self.network, self.autoencoder, self.process, spec.seeds(indices), labels, spec.sampler,
-                               spec.steps, spec.cfg_scale, spec.cfg_channels, spec.guidance_interval, 0.0,
-                               spec.precision, device, options=spec.options, stats=stats, given=given,
-                               classifier=self.classifier, classifier_scale=spec.classifier_scale or 0.0,
-                               classifier_form=spec.classifier_form, shape=shape)
+        calls = [0]
+        # Counted, not looked up: an adaptive solver's NFE depends on the run, and a sampler's own
+        # bookkeeping (Heun's extra slope, a multistep solver's warm-up) is the code's, not a table's.
+        hook = self.network.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        try:
+            images = generate_images(self.network, self.autoencoder, self.process, spec.seeds(indices), labels,
+                                     spec.sampler, spec.steps, spec.cfg_scale, spec.cfg_channels,
+                                     spec.guidance_interval, 0.0, spec.precision, device, options=spec.options,
+                                     stats=stats, given=given, classifier=self.classifier,
+                                     classifier_scale=spec.classifier_scale or 0.0,
+                                     classifier_form=spec.classifier_form, shape=shape)
+        finally:
+            hook.remove()
+        self.nfe = calls[0]
+        return images
+
+    def count_nfe(self, spec: SamplingSpec, device) -> int:
+        """Network evaluations per sample under `spec` (one sample drawn when no batch was: all cached)."""
+        if self.nfe is None:
+            labels = np.zeros(1, dtype=np.int64) if spec.labels != "none" and self.network.num_classes else None
+            self.generate(spec, range(1), labels, device)
+        return self.nfe
 
     # --- what decided the samples (dit/pipelines/spec.py) ---
 
@@ -91,7 +109,7 @@ class Pipeline:
         return shard_settings(self.source, spec, **self._shas(spec))
 
     def provenance(self, spec: SamplingSpec, num_samples: int) -> dict:
-        return provenance(self.source, spec, num_samples, tokenizer=self.tokenizer_file, **self._shas(spec))
+        return provenance(self.source, spec, num_samples, tokenizer=self.tokenizer_file, nfe=self.nfe, **self._shas(spec))
 
 
 def _keys(source: Source, ckpt: Checkpoint) -> None:

@@ -104,18 +104,18 @@ def shard_settings(source: Source, spec: SamplingSpec, checkpoint_sha256: str, c
 
 
 EMPTY_PROVENANCE = dict.fromkeys((
-    "checkpoint", "checkpoint_sha256", "sampler", "sampler_options", "steps", "cfg_scale", "cfg_channels",
+    "checkpoint", "checkpoint_sha256", "sampler", "sampler_options", "steps", "nfe", "cfg_scale", "cfg_channels",
     "guidance_interval", "eta", "precision", "labels", "seeds", "classifier", "classifier_sha256", "classifier_scale",
     "classifier_form", "tokenizer", "tokenizer_sha256", "frames"))
 
 
 def provenance(source: Source, spec: SamplingSpec, num_samples: int, checkpoint_sha256: str,
                classifier_sha256: str | None = None, tokenizer: str | Path | None = None,
-               tokenizer_sha256: str | None = None) -> dict:
+               tokenizer_sha256: str | None = None, nfe: int | None = None) -> dict:
     """What drew `num_samples` samples, as evaluate.py records it beside its metrics (resolved `spec`)."""
     record = dict(EMPTY_PROVENANCE)
     record.update(checkpoint=source.ckpt, checkpoint_sha256=checkpoint_sha256, sampler=spec.sampler,
-                  sampler_options=dict(spec.options), steps=spec.steps,
+                  sampler_options=dict(spec.options), steps=spec.steps, nfe=nfe,
                   tokenizer=None if tokenizer is None else str(tokenizer), tokenizer_sha256=tokenizer_sha256,
                   cfg_scale=spec.cfg_scale, cfg_channels=spec.cfg_channels,
                   guidance_interval=None if spec.guidance_interval is None else list(spec.guidance_interval),
