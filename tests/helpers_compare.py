@@ -47,7 +47,8 @@ def same_across_batches(a, b, levels: int = 1, share: float = 0.01) -> None:
     diff = np.abs(a.astype(int) - b.astype(int))
     off = float((diff > 0).mean())
     assert diff.max() <= levels and off < share, (
-        f"max |difference| {diff.max()} uint8 levels (allowed {levels}) on {off:.2%} of the values (allowed < {share:.0%})")
+        f"max |difference| {diff.max()} uint8 levels (allowed {levels}) on {off:.2%} of the values "
+        f"(allowed < {share:.0%})")
 
 
 def same_ids(a, b, share: float = 0.01) -> None:

@@ -67,7 +67,8 @@ def test_constant_offset_is_removed_by_layernorm_zero_mean_offset_is_not():
 
 def test_offset_at_a_block_output_through_the_whole_network():
     model = pixel_dit()
-    x, t, y = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([10.0, 500.0]), torch.tensor([1, 2])
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([10.0, 500.0]), torch.tensor([1, 2])
     base = model(x, t, y)
     for kind, changed in (("constant", False), ("random", True)):
         u = direction(32, kind, 0) * 32**0.5 * 3

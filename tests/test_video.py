@@ -77,8 +77,9 @@ def test_closed_temporal_gates_leave_the_image_dit_exactly(factorization):
 def test_temporal_parts_start_as_the_identity_and_then_mix_frames(factorization):
     net = video(factorization)
     x, t, cond = inputs()
-    h = torch.randn(12, 6, 32)
-    c = torch.randn(12, 32)
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(12, 6, 32, generator=g)
+    c = torch.randn(12, 32, generator=g)
     for block in net.temporal_blocks:
         assert torch.equal(block(h, c), h)  # zero gate: exactly the input
     randomize(net, seed=2, std=0.2)
@@ -113,12 +114,13 @@ def test_given_positions_are_read_from_clean_and_flagged():
     net = randomize(video(), seed=6)
     torch.nn.init.normal_(net.given_embed, std=1.0)
     x, t, cond = inputs()
-    clean = torch.randn_like(x)
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randn(x.shape, generator=g)
     given = torch.zeros(2, 6, 1, 8, 8)
     given[:, :3] = 1
     masked = {**cond, GIVEN: given, CLEAN: clean}
     noisy = x.clone()
-    noisy[:, :3] = torch.randn_like(x[:, :3]) * 10  # whatever the sampler holds at given positions ...
+    noisy[:, :3] = torch.randn(x[:, :3].shape, generator=g) * 10  # whatever the sampler holds at given positions ...
     assert torch.equal(net(noisy, t, masked), net(x, t, masked))  # ... is never read
     # The same input values, once given and once not: the flag changes the output (VDT's blind spot).
     pasted = torch.where(given > 0, clean, x)
@@ -130,7 +132,8 @@ def test_given_positions_are_read_from_clean_and_flagged():
 def test_every_conditioning_reads_the_given_values_and_nothing_else(mode, factorization):
     net = video(factorization, given_conditioning=mode)
     x, t, cond = inputs()
-    clean = torch.randn_like(x)
+    g = torch.Generator().manual_seed(4)
+    clean = torch.randn(x.shape, generator=g)
     given = torch.zeros(2, 6, 1, 8, 8)
     given[:, :2] = 1
     given[:, 3, :, :4] = 1  # half a frame (whole patches)
@@ -141,7 +144,7 @@ def test_every_conditioning_reads_the_given_values_and_nothing_else(mode, factor
     randomize(net, seed=9, std=0.2)
     out = net(x, t, masked)
     # the sampler's state at given positions is never read (it is untrained there), in any mode
-    assert torch.equal(net(x + given * torch.randn_like(x), t, masked), out)
+    assert torch.equal(net(x + given * torch.randn(x.shape, generator=g), t, masked), out)
     elsewhere = clean.clone()
     elsewhere[:, 2:] += torch.where(given[:, 2:] > 0, 0.0, 1.0)  # change clean only where nothing is given
     assert torch.equal(net(x, t, {**masked, CLEAN: elsewhere}), out)
@@ -157,7 +160,7 @@ def test_joint_training_images_pass_the_spatial_blocks_only(factorization):
     alone = video(factorization, temporal=False)
     alone.load_state_dict(net.state_dict(), strict=False)
     x, t, cond = inputs(F=6)
-    images = torch.randn(2, 3, 3, 8, 8)
+    images = torch.randn(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     out = net(torch.cat([x, images], 1), t, {**cond, IMAGES: torch.tensor([3, 3])})
     torch.testing.assert_close(out[:, :6], net(x, t, cond), atol=1e-5, rtol=0)  # the clip never sees them
     torch.testing.assert_close(out[:, 6:], alone(images, t, cond), atol=1e-5, rtol=0)  # they never see the clip
@@ -301,7 +304,8 @@ def test_bf16_autocast_gives_finite_losses_and_gradients(mode):
     x, t, cond = inputs()
     given = torch.from_numpy(frames_mask([0, 1], 6, 8)).expand(2, 6, 1, 8, 8)
     process = FlowMatching()
-    batch = {"x0": x, "t": torch.tensor([0.3, 0.9]), "noise": torch.randn_like(x),
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
+    batch = {"x0": x, "t": torch.tensor([0.3, 0.9]), "noise": noise,
              "cond": {**cond, GIVEN: given, CLEAN: x, "drop": torch.tensor([0, 1])}}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = process.loss(net, batch)["loss"].mean()
