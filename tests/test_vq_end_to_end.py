@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from helpers_compare import same_across_batches
 from PIL import Image
 from safetensors.torch import load_file
 from test_train import ENV, metrics, same_tensors, tiny_argv
@@ -118,16 +119,6 @@ def test_kill_and_resume_equals_the_uninterrupted_run(trained):
     assert [r["loss"] for r in metrics(cut)] == [r["loss"] for r in metrics(full)]
 
 
-def same_across_batches(a: np.ndarray, b: np.ndarray) -> None:
-    """The same samples drawn in batches of different sizes. The token ids are the same draws, but the
-    tokenizer's decoder runs other conv/matmul kernels at another batch size, so a decoded value on a
-    rounding boundary may land one uint8 level away (measured here: 1 value of 768 in one of four 16 px
-    images, batch 4 vs 1; the same policy as tests/test_npz_shards.py). A different token changes a
-    whole f x f patch by far more than one level, which this still catches."""
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
-
-
 def test_sample_png_and_npz_per_seed_and_evaluate(trained, tokenizer, tmp_path):
     run = trained / "full"
     grids = {}
@@ -138,6 +129,10 @@ def test_sample_png_and_npz_per_seed_and_evaluate(trained, tokenizer, tmp_path):
         assert run_cli(sample.main, [str(a) for a in argv]) == 0
         grids[bs] = [np.asarray(Image.open(p)) for p in sorted(imgs.iterdir())]
     assert len(grids[4]) == 4 and grids[4][0].shape == (16, 16, 3)
+    # Measured tolerance: the token ids are the same draws, but the tokenizer's decoder runs other kernels at
+    # another batch size, so a decoded value on a rounding boundary may land one uint8 level away (measured
+    # 1 value of 768 in one of four 16 px images, batch 4 vs 1). A different token changes a whole f x f
+    # patch by far more (a seed-by-batch-position break: 175 levels).
     for a, b in zip(grids[4], grids[1]):
         same_across_batches(a, b)
     arrays = {}
