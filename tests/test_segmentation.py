@@ -136,7 +136,9 @@ def test_kmeans_recovers_separated_clusters_in_canonical_order_per_image():
         order = list(dict.fromkeys(tru.tolist()))
         assert torch.equal(lab, torch.tensor([order.index(v) for v in tru.tolist()]))
     again = torch.cat([kmeans(points[i : i + 1], 3, seeds=[s]) for i, s in zip(range(4), [1, 2, 3, 4])])
-    assert torch.equal(again, labels)  # per image: independent of the batch
+    # Per image, independent of the batch: exact, as clusters 200 noise-widths apart leave no label near a
+    # boundary that rounding at another batch size could cross.
+    assert torch.equal(again, labels)
 
 
 def test_assignment_blurs_normalises_per_region_and_takes_the_argmax():

@@ -122,7 +122,7 @@ def test_first_step_initialises_the_codebook_by_kmeans():
     assert obj._maintain(net, x) is None and torch.equal(net.codebook, before)  # once only
 
 
-def test_dead_codes_are_restarted_deterministically():
+def test_dead_codes_are_restarted_bit_exact():
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     books = []
     for _ in range(2):
