@@ -93,7 +93,8 @@ def cases(f):
         "benchmarks/sampler_quality/sampler_quality.py": [
             (["--ckpt", f["pixel"], "--samplers", "plms"], "unknown samplers"),
             (["--ckpt", f["pixel"], "--reference", "ddpm"], "SAMPLER:STEPS"),
-            (["--ckpt", f["pixel"], "--tolerance", "2"], "--tolerance in (0, 1)"),
+            (["--ckpt", f["pixel"], "--bootstrap", "1"], "at least 2 resamples"),
+            (["--report", "--out", f["full"].parent / "none"], "run the benchmark first"),
             (["--ckpt", f["missing"]], "not found"),
             (["--ckpt", f["pixel"], "--metric", "inception"], "needs --ref"),
         ],

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from PIL import Image
 from test_cli_errors import script
 
 from dit.cli import run_cli
+from dit.eval.tables import benchmark_module
 from dit.networks.dit import DiT
 
 MICRO = ["--sizes", "S", "B", "--patches", "4", "8", "--steps", "4", "--eval-at", "2", "--num-samples", "20",
@@ -113,7 +113,8 @@ def shapes_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("shapes-cache")
 
 
-def test_sampler_quality_grid_summary_and_report(tmp_path, capsys, shapes_cache):
+def test_sampler_quality_rows_scores_paired_table_and_resume(tmp_path, capsys, shapes_cache):
+    from dit.eval.intervals import paired_difference
     from dit.io.checkpoint import save_export
     from dit.networks.dit_config import ModelConfig
 
@@ -121,73 +122,94 @@ def test_sampler_quality_grid_summary_and_report(tmp_path, capsys, shapes_cache)
     save_export(ckpt, randomize(DiT.from_config(ModelConfig(**{**TINY, "in_channels": 3, "input_size": 16}))),
                 image_size=16, vae="none")
     bench = script("benchmarks/sampler_quality/sampler_quality.py")
+    tables = benchmark_module("sampler_quality", "tables")
     out = tmp_path / "sq"
     argv = ["--ckpt", str(ckpt), "--num-samples", "20", "--samplers", "ddpm", "ddim", "dpm++", "--steps", "2", "3",
             "--reference", "ddpm:3", "--batch-size", "8", "--cache-dir", str(shapes_cache),
             "--classifier-steps", "50", "--bootstrap", "100", "--out", str(out)]
     assert run_cli(bench.main, argv) == 0
-    data = json.loads((out / "sampler_quality.json").read_text())
-    rows = data["rows"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["sampler"], r["steps"]) for r in rows) == sorted(
         (s, k) for s in ("ddpm", "ddim", "dpm++") for k in (2, 3))
-    summary = data["summary"]
-    ref = next(r for r in rows if (r["sampler"], r["steps"]) == ("ddpm", 3))
-    keys = ("fd_shapes", "class_acc")
-    assert summary["reference_quality"] == {k: ref[k] for k in keys}
-    assert summary["reference_ci"] == {k: [ref[f"{k}_lo"], ref[f"{k}_hi"]] for k in keys}
-    assert summary["bootstrap"] == {"resamples": 100, "seed": 0, "level": 0.95}
-    for r in rows:  # every number comes with a 95% interval around it (a random net's accuracy may be 0: [0, 0])
-        for k in keys:
-            assert r[f"{k}_lo"] <= r[k] <= r[f"{k}_hi"], (r, k)
-        assert r["fd_shapes_lo"] < r["fd_shapes_hi"], r
-
-    def matches(r):  # the documented rule: intervals overlap, or the row is on the better side
-        return r["fd_shapes_lo"] <= ref["fd_shapes_hi"] and r["class_acc_hi"] >= ref["class_acc_lo"]
-
-    assert matches(ref) and summary["ddpm"] is not None  # the reference matches itself
-    for sampler in ("ddpm", "ddim", "dpm++"):  # the summary is the fewest matching steps, recomputed here
-        ok = [r for r in rows if r["sampler"] == sampler and matches(r)]
-        best = min(ok, key=lambda r: r["steps"]) if ok else None
-        assert summary[sampler] == (None if best is None else {
-            "steps": best["steps"], **{k: best[k] for k in keys}, **{f"{k}_ci": [best[f"{k}_lo"], best[f"{k}_hi"]]
-                                                                     for k in keys},
-            "speedup": ref["seconds"] / best["seconds"]}), sampler
-    md = (out / "sampler_quality.md").read_text()
-    assert f"{ref['fd_shapes']:.4g} [{ref['fd_shapes_lo']:.4g}, {ref['fd_shapes_hi']:.4g}]" in md
-    assert "95% percentile bootstrap over 100 resamples" in md
+    for r in rows:  # provenance, settings, a counted NFE per sample (one CFG call per step here), scores
+        assert r["commit"] and r["machine"]["threads"] >= 1 and r["command"].startswith("python ")
+        assert (r["num_samples"], r["cfg_scale"], r["judge_steps"], r["reference"]) == (20, 3.0, 50, "ddpm:3")
+        assert r["nfe"] >= r["steps"] and r["seconds"] > 0 and 0 <= r["class_acc"] <= 1
+        with np.load(out / r["scores"]) as f:
+            assert f["features"].dtype == np.float32 and f["hits"].dtype == np.uint8 and len(f["hits"]) == 20
+            assert f["hits"].mean() == pytest.approx(r["class_acc"])
+    assert [r["nfe"] for r in rows if r["sampler"] in ("ddpm", "ddim")] == [r["steps"] for r in rows
+                                                                              if r["sampler"] in ("ddpm", "ddim")]
+    summary = tables.summarise(out)
+    by = {(r["sampler"], r["steps"]): r for r in summary["rows"]}
+    ref = by[("ddpm", 3)]
+    assert ref["verdict"] == "(reference)" and "class_acc_diff" not in ref
+    with np.load(out / "scores" / "ddpm-3.npz") as f:
+        ref_hits = f["hits"]
+    for key, r in by.items():
+        for k in ("fd_shapes", "class_acc"):  # every number with a 95% interval around it
+            assert r[k + "_ci"][0] <= r[k] <= r[k + "_ci"][1], (key, k)
+        if key == ("ddpm", 3):
+            continue
+        with np.load(out / f"scores/{key[0]}-{key[1]}.npz") as f:  # the paired difference of the hits
+            assert (r["class_acc_diff"], r["class_acc_diff_ci"]) == paired_difference(f["hits"], ref_hits, 100, 0)
+        assert r["fd_shapes_diff"] == pytest.approx(r["fd_shapes"] - ref["fd_shapes"])
+        lo, hi = r["fd_shapes_diff_ci"]
+        assert lo <= r["fd_shapes_diff"] <= hi
+        worse = lo > 0 or r["class_acc_diff_ci"][1] < 0
+        assert r["verdict"].startswith("worse") == worse and (worse or r["verdict"] == "not resolvably worse")
+    table = tables.tables(out)["samplers"]
+    assert table.startswith("Measured at commit ") and "20 samples, cfg 3" in table
+    assert "| sampler | steps | NFE | seconds | fd_shapes [95% CI] | class acc [95% CI] | fd_shapes − ref [95% CI] |" in table
+    assert "match" not in table.lower() and "equivalent" not in table.lower().replace("not a test of equivalence", "")
     assert Image.open(out / "sampler_quality.png").size[0] > 100
+    # Resumable: a rerun adds nothing; other settings are refused with one line; --report redraws the plot.
+    assert run_cli(bench.main, argv) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    capsys.readouterr()
+    assert run_cli(bench.main, [*argv, "--cfg-scale", "1"]) == 2
+    assert "other settings (cfg_scale 3.0)" in capsys.readouterr().err
     (out / "sampler_quality.png").unlink()
-    assert run_cli(bench.main, ["--ckpt", str(ckpt), "--out", str(out), "--report"]) == 0
-    assert json.loads((out / "sampler_quality.json").read_text())["summary"] == summary
-    assert (out / "sampler_quality.png").exists()
+    assert run_cli(bench.main, ["--out", str(out), "--report"]) == 0
+    assert (out / "sampler_quality.png").exists() and not list(out.glob("*.json")) + list(out.glob("*.md"))
 
 
-def test_sampler_quality_match_rule_uses_the_intervals(tmp_path, capsys):
-    """A row matches when its interval reaches the reference's on every metric; without intervals, the
-    old 5% tolerance on point estimates. The two rules disagree on these rows."""
-    bench = script("benchmarks/sampler_quality/sampler_quality.py")
+def test_sampler_quality_verdict_is_a_paired_one_sided_comparison(tmp_path):
+    """'worse' only when the whole paired interval of the difference is on the wrong side of 0; a row a
+    few samples off the reference is 'not resolvably worse' with a tight paired interval."""
+    tables = benchmark_module("sampler_quality", "tables")
+    rng = np.random.default_rng(0)
+    n, dim = 200, 4
+    (tmp_path / "scores").mkdir()
+    np.savez(tmp_path / "scores" / "reference.npz", mu=np.zeros(dim), sigma=np.eye(dim))
+    base = rng.standard_normal((n, dim))
+    ref_hits = (rng.random(n) < 0.6).astype(np.uint8)
+    close_hits = ref_hits.copy()
+    close_hits[np.flatnonzero(ref_hits)[:3]] = 0  # three samples fewer right, two more: -0.005
+    close_hits[np.flatnonzero(ref_hits == 0)[:2]] = 1
+    cases = {("ddpm", 250): (base, ref_hits), ("ddim", 10): (base + 0.02, close_hits),
+             ("ddim", 5): (base + 1.5, ref_hits), ("dpm++", 5): (base, np.zeros(n, np.uint8))}
+    from dit.eval.metrics import feature_statistics, frechet_distance
 
-    def row(sampler, steps, fd, fd_ci, acc, acc_ci, seconds):
-        return {"sampler": sampler, "steps": steps, "seconds": seconds, "fd_shapes": fd, "fd_shapes_lo": fd_ci[0],
-                "fd_shapes_hi": fd_ci[1], "class_acc": acc, "class_acc_lo": acc_ci[0], "class_acc_hi": acc_ci[1]}
-
-    rows = [row("ddpm", 250, 10.0, (8.0, 12.0), 0.60, (0.50, 0.70), 100.0),
-            row("dpm++", 5, 14.0, (12.5, 16.0), 0.60, (0.50, 0.70), 2.0),  # fd interval above the reference's
-            row("dpm++", 10, 12.5, (11.5, 14.0), 0.55, (0.45, 0.65), 4.0),  # overlaps on both
-            row("dpm++", 25, 10.2, (8.2, 12.2), 0.60, (0.50, 0.70), 10.0),
-            row("ddim", 5, 7.0, (6.0, 7.9), 0.30, (0.20, 0.45), 2.0),  # better fd, accuracy below the reference's
-            row("ddim", 10, 9.0, (7.0, 11.0), 0.47, (0.41, 0.52), 4.0)]  # accuracy intervals overlap
-    args = SimpleNamespace(out=str(tmp_path), tolerance=0.05)
-    bench.finish(rows, {"reference": "ddpm:250"}, args)
-    summary = json.loads((tmp_path / "sampler_quality.json").read_text())["summary"]
-    assert [summary[s] and summary[s]["steps"] for s in ("ddpm", "dpm++", "ddim")] == [250, 10, 10]
-    assert summary["dpm++"]["speedup"] == 25.0 and summary["dpm++"]["fd_shapes_ci"] == [11.5, 14.0]
-    assert "overlaps" in summary["match_rule"]
-    plain = [{k: v for k, v in r.items() if not k.endswith(("_lo", "_hi"))} for r in rows]
-    bench.finish(plain, {"reference": "ddpm:250"}, args)
-    summary = json.loads((tmp_path / "sampler_quality.json").read_text())["summary"]
-    assert [summary[s] and summary[s]["steps"] for s in ("ddpm", "dpm++", "ddim")] == [250, 25, None]
-    assert "within 5%" in summary["match_rule"]
+    with open(tmp_path / "results.jsonl", "w") as f:
+        for (sampler, steps), (feats, hits) in cases.items():
+            path = f"scores/{sampler}-{steps}.npz"
+            np.savez_compressed(tmp_path / path, features=feats.astype(np.float32), hits=hits)
+            fd = frechet_distance(*feature_statistics(feats.astype(np.float32).astype(np.float64)), np.zeros(dim),
+                                  np.eye(dim))
+            f.write(json.dumps({"sampler": sampler, "steps": steps, "nfe": steps, "seconds": steps / 10,
+                                "images_per_s": 1.0, "num_samples": n, "cfg_scale": 3.0, "metric": "shapes",
+                                "reference": "ddpm:250", "bootstrap": 500, "bootstrap_seed": 0, "fd_shapes": fd,
+                                "class_acc": float(hits.mean()), "scores": path}) + "\n")
+    by = {(r["sampler"], r["steps"]): r for r in tables.summarise(tmp_path)["rows"]}
+    assert by[("ddim", 10)]["verdict"] == "not resolvably worse"
+    lo, hi = by[("ddim", 10)]["class_acc_diff_ci"]
+    assert -0.03 <= lo < 0 < hi <= 0.02  # paired: only the five changed samples vary
+    assert by[("ddim", 5)]["verdict"] == "worse (fd_shapes)" and by[("ddim", 5)]["fd_shapes_diff_ci"][0] > 0
+    assert by[("dpm++", 5)]["verdict"] == "worse (class acc)"
+    text = tables.tables(tmp_path)["samplers"]
+    assert "provenance not recorded; 200 samples, cfg 3" in text
+    assert "ddim 10 steps (25.0x faster); dpm++ none" in text
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(shapes_cache):
@@ -195,9 +217,10 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(s
     from dit.data import shapes
     from dit.eval.metrics import ShapesMetric, feature_statistics, frechet_distance
 
-    bench = script("benchmarks/sampler_quality/sampler_quality.py")
+    from dit.eval.scoring import ShapesScorer, bootstrap
+
     metric = ShapesMetric(16, shapes_cache, classifier_steps=50)
-    scorer = bench.ShapesScorer(metric)
+    scorer = ShapesScorer(metric)
     widths = {}
     for n in (40, 320):
         x, y = shapes.ShapesDataset(n, 16, seed=3).tensors()
@@ -209,8 +232,8 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(s
         fast = scorer.fd_to_ref(data["features"])  # the resamples' symmetric-eigenproblem distance
         assert fast == pytest.approx(frechet_distance(*feature_statistics(data["features"]), metric.ref_mu,
                                                       metric.ref_sigma), rel=1e-5)
-        ci = bench.bootstrap(scorer, data, point, 200, seed=0)
-        assert ci == bench.bootstrap(scorer, data, point, 200, seed=0) != bench.bootstrap(scorer, data, point, 200, 1)
+        ci = bootstrap(scorer, data, point, 200, seed=0)
+        assert ci == bootstrap(scorer, data, point, 200, seed=0) != bootstrap(scorer, data, point, 200, 1)
         for k, (lo, hi) in ci.items():
             assert lo <= point[k] <= hi and lo < hi, (n, k, lo, point[k], hi)
         widths[n] = {k: hi - lo for k, (lo, hi) in ci.items()}
