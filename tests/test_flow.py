@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from dit.analysis import gaussian_mixture
 from dit.errors import UserError
 from dit.processes import FlowMatching, process_from_meta
 from dit.processes.paths import PATHS, coefficients
@@ -78,33 +79,8 @@ def test_a_loss_is_zero_exactly_at_the_target_and_the_cosine_term_measures_direc
 
 # --- (b): a Gaussian mixture, whose marginal velocity is known in closed form ----------------------
 
-MEANS = torch.tensor([[2.0, -1.0], [5.0, 3.0]], dtype=torch.float64)  # K components in d = 2
-STDS = torch.tensor([0.5, 0.8], dtype=torch.float64)
-WEIGHTS = torch.tensor([0.3, 0.7], dtype=torch.float64)
-
-
-def mixture_moments():
-    mean = (WEIGHTS[:, None] * MEANS).sum(0)
-    second = (WEIGHTS[:, None] * (MEANS ** 2 + STDS[:, None] ** 2)).sum(0)
-    return mean, second - mean ** 2
-
-
-def mixture_network(process, MEANS=MEANS, STDS=STDS, WEIGHTS=WEIGHTS):
-    """The exact minimiser of the process's loss for mixture data: E[prediction | x_t], posterior-
-    weighted over components (x_t | k ~ N(alpha mu_k, (alpha^2 s_k^2 + sigma^2) I))."""
-    def net(x, nt, cond=None):
-        x64 = x.double()
-        t = (nt.double() / process.time_scale)
-        a, da, s, ds = (c[:, None, None] for c in coefficients(process.path, t))  # (B, 1, 1)
-        var = a ** 2 * STDS[None, :, None] ** 2 + s ** 2  # (B, K, 1)
-        resid = x64[:, None, :] - a * MEANS[None]  # (B, K, d)
-        logp = torch.log(WEIGHTS)[None] - 0.5 * (resid ** 2 / var).sum(-1) - x.shape[1] * 0.5 * torch.log(var[..., 0])
-        w = torch.softmax(logp, dim=1)[..., None]  # (B, K, 1)
-        data = (w * (MEANS[None] + a * STDS[None, :, None] ** 2 / var * resid)).sum(1)
-        noise = (w * (s / var * resid)).sum(1)
-        pred = {"velocity": da[:, 0] * data + ds[:, 0] * noise, "noise": noise, "score": -noise / s[:, 0]}
-        return pred[process.prediction].to(x.dtype)
-    return net
+MEANS, STDS, WEIGHTS = gaussian_mixture.MEANS, gaussian_mixture.STDS, gaussian_mixture.WEIGHTS
+mixture_moments, mixture_network = gaussian_mixture.moments, gaussian_mixture.mixture_network
 
 
 def prior(n, seed=0):

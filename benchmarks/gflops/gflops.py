@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from dit.cli import ArgumentParser, run_cli
-from dit.eval.records import ResultsLog
+from dit.eval.records import write_rows
 from dit.analysis.flops import PAPER, count_forward_macs, count_params, forward_cost
 from dit.networks import diffussm
 from dit.networks.dit import DiT
@@ -117,17 +117,6 @@ def main(argv=None) -> None:
         write_csv(args.csv, rows, COLUMNS)
     if args.out:
         write_rows(Path(args.out) / "results.jsonl", rows)
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """The counts are deterministic: each run replaces the file (with the commit and machine)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    log = ResultsLog(tmp)
-    for r in rows:
-        log.add(**r)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

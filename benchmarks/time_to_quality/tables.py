@@ -59,10 +59,12 @@ def summarise(rows: list[dict], resamples: int = RESAMPLES, level: float = LEVEL
     """Every (recipe, sampler, step, budget) cell with its intervals, the per-step costs, and the
     budget question against R0's best 50-NFE sampler."""
     timing = {r["recipe"]: r for r in rows if r["kind"] == "timing"}
-    groups = defaultdict(list)
+    groups, seen = defaultdict(list), set()
     for r in rows:
-        if r["kind"] == "quality":
-            groups[(r["recipe"], r["sampler"], r["step"], r.get("budget"))].append(r)
+        key = (r["recipe"], r.get("sampler"), r.get("step"), r.get("budget"), r.get("seed"))
+        if r["kind"] == "quality" and key not in seen:  # a unit scored twice (instances side by side): the first
+            seen.add(key)
+            groups[key[:4]].append(r)
     rng = np.random.default_rng(0)
     table, cells = [], {}
     for (recipe, sampler, step, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] or 0, kv[0][2])):

@@ -241,7 +241,8 @@ def evaluate(log: ResultsLog, scorer, run: Path, recipe: str, seed: int, step: i
         draws = within_seed_draws(scorer, data, args.within_draws)
         scores = Path("scores") / f"{run.name}-step{step}-{sampler}.npz"  # per-sample judge output, for the bootstrap
         (out / "scores").mkdir(exist_ok=True)
-        np.savez_compressed(out / scores, **data)
+        np.savez_compressed(out / scores, features=data["features"].astype(np.float32),  # committed: kept small
+                            hits=data["hits"].astype(np.uint8))
         log.add(kind="quality", recipe=recipe, seed=seed, step=step, sampler=sampler, sampler_steps=steps, budget=budget,
                 num_samples=n, judge_steps=judge_steps(args), **point, scores=str(scores), draws=draws)
 

@@ -100,6 +100,19 @@ class ResultsLog:
         return row
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Replace `path` with `rows` (each with its provenance): for benchmarks whose rows are deterministic
+    and measured whole in one run (parameter counts, closed forms). Written beside, then renamed: a
+    killed run leaves the old file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    log = ResultsLog(tmp)
+    for r in rows:
+        log.add(**r)
+    tmp.replace(path)
+
+
 def read_rows(path: Path) -> list[dict]:
     """The rows of a committed results.jsonl (for reports, which write nothing)."""
     return ResultsLog(path).rows
