@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, free_port, randomize
+from helpers_compare import capture_floats, same_across_batches
 from safetensors.torch import load_file
 from test_cli_errors import refused
 from test_train import check_exact_resume, ENV, metrics, same_tensors, torchrun, train_run
@@ -36,7 +37,7 @@ def step_dir(run, step):
     return run / "checkpoints" / f"step_{step:09d}"
 
 
-def test_flow_run_resumes_exactly_and_two_processes_match_one(tmp_path):
+def test_flow_run_resumes_exactly_and_two_processes_match_one_within_measured_tol(tmp_path, monkeypatch):
     full = check_exact_resume(tmp_path, *FLOW)
     state = json.loads((step_dir(full, 4) / "train_state.json").read_text())
     assert state["config"]["process"] == "flow" and state["config"]["learn_sigma"] is False
@@ -56,14 +57,22 @@ def test_flow_run_resumes_exactly_and_two_processes_match_one(tmp_path):
 
     # Sampling: per-seed (batch 1 vs 3 give the same images) with every fixed-grid flow sampler.
     for sampler, extra in (("euler", []), ("heun", ["--shift", "0.3"]), ("sde", []), ("diffusers-euler", [])):
-        npz = {}
+        floats = {}
         for bs in (1, 3):
-            npz[bs] = tmp_path / f"{sampler}-{bs}.npz"
-            argv = ["--ckpt", str(full), "--num-samples", "3", "--npz", str(npz[bs]), "--sampler", sampler, "--steps", "4",
-                    "--batch-size", str(bs), "--cfg-scale", "2", "--no-progress", "--device", "cpu", *extra]
-            assert run_cli(sample.main, argv) == 0
-        a, b = np.load(npz[1])["arr_0"], np.load(npz[3])["arr_0"]
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, sampler  # float rounding of batched matmuls
+            argv = ["--ckpt", str(full), "--num-samples", "3", "--npz", str(tmp_path / f"{sampler}-{bs}.npz"),
+                    "--sampler", sampler, "--steps", "4", "--batch-size", str(bs), "--cfg-scale", "2", "--no-progress",
+                    "--device", "cpu", *extra]
+            with capture_floats(monkeypatch) as got:
+                assert run_cli(sample.main, argv) == 0
+            floats[bs] = got.cat()
+        # Measured tolerance, batch 1 against batch 3, floats before quantisation (the uint8 images are 32% saturated,
+        # 22% with sde): equal to the bit for all four samplers (x86 CPU, OMP_NUM_THREADS=1, torch 2.x), median
+        # |x| 0.66; 1e-4 leaves room for other kernels at another batch size. Seeding by the position in the batch
+        # (every batch-1 image drawn from the first seed) misses by up to 5.2 on 2/3 of the values (euler). The uint8 images: within one level on
+        # under 1% of the values (helpers_compare.same_across_batches; measured equal), informative reference.
+        torch.testing.assert_close(floats[1], floats[3], rtol=0, atol=1e-4, msg=lambda m: f"{sampler}: {m}")
+        same_across_batches(*(np.load(tmp_path / f"{sampler}-{bs}.npz")["arr_0"] for bs in (1, 3)))
+        assert (floats[3][0] - floats[3][1]).abs().mean() > 0.1, sampler  # another seed and class: mean 0.93-1.2
 
     # A flow checkpoint does not become a diffusers DiTPipeline (whose scheduler is DDPM-family).
     with pytest.raises(UserError, match="cannot export: .* 'flow' process"):

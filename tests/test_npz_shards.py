@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 from conftest import ROOT, TINY, randomize
+from helpers_compare import same_across_batches
 from test_sweep import adm_read_batches
 
 import sample
@@ -30,7 +31,7 @@ def run(argv):
     return run_cli(sample.main, [str(a) for a in argv])
 
 
-def test_hundreds_of_shards_assemble_under_a_low_open_file_limit(tiny_export, tmp_path):
+def test_hundreds_of_shards_assemble_under_a_low_open_file_limit_within_measured_tol(tiny_export, tmp_path):
     n, limit = 160, 48  # one shard per sample: more shards than the process may hold open files
     many = tmp_path / "many.npz"
     code = textwrap.dedent(f"""
@@ -52,10 +53,13 @@ def test_hundreds_of_shards_assemble_under_a_low_open_file_limit(tiny_export, tm
     assert run([*common, "--npz", few, "--batch-size", 64]) == 0  # 3 shards: the same samples
     with np.load(many) as a, np.load(few) as b:
         assert a["arr_0"].dtype == np.uint8 and a["arr_0"].shape == (n, 16, 16, 3)
-        # The same samples: equal on an AVX2 CPU; on an AVX-512 Xeon batch 1 and batch 64 take other matmul
-        # kernels, so a value on a rounding boundary may land one uint8 level away.
-        diff = np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int))
-        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3 and np.array_equal(a["arr_1"], b["arr_1"])
+        # Measured tolerance, batch 1 against batch 64 (the reference 0.7% saturated, so informative): equal here
+        # (x86 CPU, OMP_NUM_THREADS=1, torch 2.x: max |difference| 0 levels on 0 of the 122,880 values); on an
+        # AVX-512 Xeon the two batch sizes take other matmul kernels and a value on a rounding boundary landed one
+        # uint8 level away, hence one level on under 0.1% of the values. Seeding by the position in the batch
+        # (every batch-1 sample drawn from the first seed) moves 97% of the values by up to 249 levels.
+        same_across_batches(a["arr_0"], b["arr_0"], levels=1, share=1e-3)
+        assert np.array_equal(a["arr_1"], b["arr_1"])  # bit-exact: the labels, which no float decides
         assert sorted(a["arr_1"].tolist()) == sorted(i % 10 for i in range(n))
         assert np.array_equal(np.concatenate(list(adm_read_batches(many, 7))), a["arr_0"])
 
