@@ -48,7 +48,7 @@ def same_across_batches(a, b, levels: int = 1, share: float = 0.01) -> None:
     off = float((diff > 0).mean())
     assert diff.max() <= levels and off < share, (
         f"max |difference| {diff.max()} uint8 levels (allowed {levels}) on {off:.2%} of the values "
-        f"(allowed < {share:.0%})")
+        f"(allowed < {share:.2%})")
 
 
 def same_ids(a, b, share: float = 0.01) -> None:
@@ -58,7 +58,7 @@ def same_ids(a, b, share: float = 0.01) -> None:
     a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
     assert a.shape == b.shape, (a.shape, b.shape)
     off = float((a != b).float().mean())
-    assert off < share, f"{off:.2%} of the ids differ (allowed < {share:.0%})"
+    assert off < share, f"{off:.2%} of the ids differ (allowed < {share:.2%})"
 
 
 class capture_floats:
