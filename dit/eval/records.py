@@ -80,6 +80,7 @@ class ResultsLog:
     """results.jsonl: rows appended and flushed as each unit of work finishes; `find` matches fields."""
 
     def __init__(self, path: Path, quiet_keys: tuple[str, ...] = ("scores", "draws", "windows")):
+        commit()  # pinned when the benchmark starts: the code that runs, not a HEAD that moves during a long run
         self.path = Path(path)
         self.quiet_keys = quiet_keys
         self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] \
