@@ -94,3 +94,19 @@ def tiny_export(tmp_path_factory, tiny_vae_dir):
     path = tmp_path_factory.mktemp("export") / "tiny.safetensors"
     save_export(path, model, image_size=16, vae=str(tiny_vae_dir))
     return path
+
+
+SLOW_SECONDS = 60
+_UNMARKED_SLOW = []
+
+
+def pytest_runtest_logreport(report):
+    """Note a test that ran over SLOW_SECONDS without @pytest.mark.slow (a timing depends on the machine
+    and its load, so this is a line in the summary, not a failure)."""
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _UNMARKED_SLOW.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    for nodeid, seconds in _UNMARKED_SLOW:
+        terminalreporter.write_line(f"slow without @pytest.mark.slow(why): {nodeid} took {seconds:.0f} s")

@@ -126,6 +126,7 @@ def toy_run(tmp_path, name, *extra):
     return tmp_path / name
 
 
+@pytest.mark.slow("trains, resumes, samples and evaluates through four real scripts")
 def test_a_plugin_kind_trains_resumes_samples_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("DIT_PLUGINS", str(PLUGIN))
     whole = toy_run(tmp_path, "whole")

@@ -143,6 +143,7 @@ def test_pickles_with_objects_say_so(tmp_path):
         load_weights(str(tmp_path / "cut.pt"))
 
 
+@pytest.mark.slow("runs the real scripts on a dozen crafted checkpoint files")
 def test_metadata_that_disagrees_with_the_tensors_is_refused_before_allocating(tmp_path):
     """An export whose header claims hidden size 65,536 and depth 4,096 (16 GB of weights) for its 55K
     parameters: refused in one line under a 6 GB address-space limit, instead of allocating."""

@@ -110,6 +110,7 @@ def random_inception(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow("runs Inception-v3 features over real and generated images on CPU")
 def test_inception_metrics_end_to_end_with_local_weights(random_inception, tmp_path):
     from dit.eval.metrics import InceptionFeatures, inception_metrics
 

@@ -1,6 +1,7 @@
 """Training survives kills, NaNs, full disks and failing processes; nothing good is ever lost."""
 
 import json
+import pytest
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from dit.cli import run_cli
 from dit.training.state import list_checkpoints
 
 
+@pytest.mark.slow("kills train.py at random points many times and resumes each run")
 def test_random_kills_never_lose_a_checkpoint_and_resume_exactly(tmp_path):
     """SIGKILL at random moments (checkpoints every step, so many kills land inside a save); every
     restart resumes from the newest complete checkpoint, and the end result equals an unkilled run."""

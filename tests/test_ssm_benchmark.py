@@ -12,6 +12,7 @@ TOY = ["--max-steps", "2", "--samples", "20", "--steps", "2", "--bootstrap", "50
        "--train-args", "--shapes-images 64"]
 
 
+@pytest.mark.slow("trains three networks through train.py, scores and times them")
 def test_toy_benchmark_table_resume_and_report(tmp_path, capsys):
     from dit.analysis.flops import forward_cost
     from dit.networks.diffussm import DiffuSSM, preset_config

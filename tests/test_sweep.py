@@ -21,6 +21,7 @@ MICRO = ["--sizes", "S", "B", "--patches", "4", "8", "--steps", "4", "--eval-at"
          "--train-args", "--shapes-images 200 --ckpt-every 2"]
 
 
+@pytest.mark.slow("trains and scores every model of a 2x2 toy sweep through train.py and evaluate.py, then resumes it")
 def test_micro_sweep_table_plots_and_resume(tmp_path, capsys):
     sweep = script("benchmarks/scaling_sweep/scaling_sweep.py")
     out = tmp_path / "sweep"

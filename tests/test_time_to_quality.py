@@ -2,6 +2,7 @@
 timing, the short-budget run, the two-stage bootstrap report; and a rerun redoes nothing."""
 
 import json
+import pytest
 
 from dit.cli import run_cli
 from dit.eval.tables import benchmark_module
@@ -10,6 +11,7 @@ ttq = benchmark_module("time_to_quality")
 tables = benchmark_module("time_to_quality", "tables")
 
 
+@pytest.mark.slow("trains two recipes, times them and scores every sampler through the real benchmark")
 def test_micro_benchmark_table_plot_and_resume(tmp_path, capsys):
     out = tmp_path / "ttq"
     argv = ["--out", str(out), "--recipes", "R0", "R2", "--seeds", "0", "--max-steps", "4", "--grid", "2", "4",

@@ -2,6 +2,7 @@
 prediction task scored with intervals, the parameter-matched depth, the table; a rerun redoes nothing."""
 
 import json
+import pytest
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from dit.training.config import from_preset
 video_cpu = benchmark_module("video_cpu")
 
 
+@pytest.mark.slow("trains three video models through train.py and scores every task")
 def test_micro_video_benchmark(tmp_path, capsys):
     out = tmp_path / "vc"
     argv = ["--out", str(out), "--models", "main", "split-heads", "adaln", "--max-steps", "1", "--clips", "12",

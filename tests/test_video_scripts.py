@@ -33,6 +33,7 @@ def step_dir(run, step):
     return run / "checkpoints" / f"step_{step:09d}"
 
 
+@pytest.mark.slow("trains a video model in one and two processes, resumes it, samples and completes clips")
 def test_video_training_resumes_exactly_two_processes_match_one_and_samples_within_measured_tol(tmp_path, monkeypatch):
     full = check_exact_resume(tmp_path, *VIDEO)
     joint = train_run(tmp_path, *VIDEO, "--max-steps", 2, "--joint-images", 2,

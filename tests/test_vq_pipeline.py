@@ -302,6 +302,7 @@ def run_sample(*args, env=None):
                           cwd=ROOT, env=full, timeout=600)
 
 
+@pytest.mark.slow("builds a VQ-Diffusion text pipeline and samples it through sample.py in several batch sizes")
 def test_sample_py_prompts_grid_npz_and_seeds_within_measured_tol(saved, ours, tmp_path):
     from PIL import Image
 
@@ -342,6 +343,7 @@ def test_sample_py_text_pipeline_errors(saved, tmp_path, flags, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
 
 
+@pytest.mark.slow("builds and saves a VQ-Diffusion text pipeline (CLIP text encoder, VQModel) and runs sample.py on it")
 def test_sample_py_prompt_needs_a_text_pipeline(tmp_path):
     # a class-conditional checkpoint (any non-pipeline path) with --prompt: refused before it is read
     ckpt = tmp_path / "model.safetensors"
