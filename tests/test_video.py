@@ -241,6 +241,9 @@ def test_every_sampler_keeps_the_given_positions_exactly(process, sampler):
 # --- VDT's masks --------------------------------------------------------------------------------
 
 
+VDT_SPATIAL_SHARE, VDT_FRAME_MASK_P = 0.2, 0.8  # REFERENCE_FAMILY.md: VDT's released mask mix
+
+
 def test_the_mask_mix_follows_vdt():
     spatial = 0
     for i in range(3000):
@@ -252,12 +255,16 @@ def test_the_mask_mix_follows_vdt():
         if not ((per_frame == per_frame[:, :1]).all()):
             spatial += 1
             assert (m == m[0]).all()  # the same block generated in every frame
-    assert abs(spatial / 3000 - SPATIAL_SHARE) < 0.03  # binomial sd 0.007
+    # VDT's released mix (REFERENCE_FAMILY.md, "VDT mask modelling"): 20% spatial block masks, the rest
+    # one of six temporal tasks. The constant comes from that specification, not from the module.
+    assert abs(spatial / 3000 - VDT_SPATIAL_SHARE) < 0.03 and SPATIAL_SHARE == VDT_SPATIAL_SHARE  # binomial sd 0.007
     assert temporal_mask("prediction", 8).tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
     assert temporal_mask("backward", 8).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert temporal_mask("interpolation", 8).tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
     assert temporal_mask("animation", 8, np.random.default_rng(0)).sum() == 1
-    assert len(TEMPORAL_TASKS) == 6
+    assert TEMPORAL_TASKS == ("prediction", "backward", "interpolation", "unconditional", "animation", "random-frames")
+    per_frame_given = np.mean([temporal_mask("random-frames", 8, np.random.default_rng([2, i])).mean() for i in range(2000)])
+    assert abs(per_frame_given - (1 - VDT_FRAME_MASK_P)) < 0.01  # VDT masks each frame with p = 0.8; sd 0.0032
 
 
 def test_the_vdt_uncond_mix_adds_unconditional_clips_and_leaves_vdt_draws_alone():
@@ -267,7 +274,9 @@ def test_the_vdt_uncond_mix_adds_unconditional_clips_and_leaves_vdt_draws_alone(
     mixes = ("vdt", "vdt-uncond", "vdt-uncond:0.75")
     empty = {mix: sum(not draw_mask(np.random.default_rng([1, i]), 8, 16, 2, mix=mix).any() for i in range(n)) / n
              for mix in mixes}
-    vdt = 0.8 * (1 + 0.8 ** 8) / 6  # P(nothing given) under VDT's mix
+    # P(nothing given) under VDT's mix, from the specification: not spatial, then the unconditional task
+    # or random frames with none of the 8 given
+    vdt = (1 - VDT_SPATIAL_SHARE) * (1 + VDT_FRAME_MASK_P ** 8) / 6
     assert abs(empty["vdt"] - vdt) < 0.02  # binomial sd 0.006
     assert abs(empty["vdt-uncond"] - (0.5 + 0.5 * vdt)) < 0.025
     assert abs(empty["vdt-uncond:0.75"] - (0.75 + 0.25 * vdt)) < 0.025
