@@ -27,14 +27,15 @@ REPO = Path(__file__).resolve().parents[2]
 @lru_cache(maxsize=None)
 def commit() -> str:
     """The short commit of the repository this code runs from ("+dirty" with uncommitted changes to
-    tracked files; "unknown" outside a git checkout)."""
+    tracked code; "unknown" outside a git checkout)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
 
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    # Code only: a benchmark appending to its own results.jsonl, or prose being edited, changes no number.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "pyproject.toml").stdout.strip()
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
