@@ -114,6 +114,7 @@ def shapes_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("shapes-cache")
 
 
+@pytest.mark.slow("samples a toy model with every sampler grid row, trains the judge and bootstraps paired differences")
 def test_sampler_quality_rows_scores_paired_table_and_resume(tmp_path, capsys, shapes_cache):
     from dit.eval.intervals import paired_difference
     from dit.io.checkpoint import save_export

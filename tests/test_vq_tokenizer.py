@@ -209,14 +209,22 @@ def test_two_processes_match_one_within_measured_tol(tmp_path):
     single = load_file(str(one / "checkpoints" / "step_000000003" / "model.safetensors"))
     assert int(r0["updates"]) == int(single["updates"]) == 3
     # Measured tolerance, one process against two (x86 CPU, one thread each): the codebook within 4.2e-6,
-    # usage equal, every other weight within 1.7e-6 except the 24 NOISE_FLOOR tensors (up to 9.9e-4),
-    # which hold to lr x steps only. Rank 1 reading rank 0's images instead of its own moves 100 of the
-    # other 101 tensors by more than 5e-5 (the codebook by 0.9, its k-means init seeing other images).
+    # usage equal, the 24 NOISE_FLOOR tensors up to 9.9e-4, every other weight within 1.7e-6 in one run;
+    # in a fresh clone's CI run one element of 2,304 of a decoder conv weight moved 6.3e-5 (a gradient
+    # near the noise floor, which AdamW also scales up). So: no weight beyond lr x steps (3e-3), and
+    # outside the noise floor fewer than 1 in 1,000 elements beyond 5e-5. Rank 1 reading rank 0's
+    # images instead of its own moves 100 of the other 101 tensors by more than 5e-5 and the codebook
+    # by 0.9 (its k-means init sees other images): both bounds fail.
     noise = {k for k in r0 if NOISE_FLOOR.search(k)}
     assert len(noise) == 24, sorted(noise)
+    assert torch.equal(r0["usage"], single["usage"])
+    off = total = 0
     for k in r0:
-        atol = 3e-3 if k in noise else 1e-6 if k == "usage" else 5e-5
-        torch.testing.assert_close(r0[k], single[k], atol=atol, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+        diff = (r0[k].double() - single[k].double()).abs()
+        assert diff.max() <= 3e-3, f"{k}: {diff.max():.3g} beyond lr x steps"
+        if k not in noise:
+            off, total = off + int((diff > 5e-5).sum()), total + diff.numel()
+    assert off < 1e-3 * total, f"{off} of {total} weights differ by more than 5e-5"
     assert sum(r.get("restarted", 0) for r in metrics(tmp_path / "two")) > 0
     for a, b in zip(metrics(tmp_path / "two"), metrics(one)):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["perplexity"] == pytest.approx(b["perplexity"])
