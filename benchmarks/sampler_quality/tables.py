@@ -96,7 +96,17 @@ def summarise(folder: Path, level: float = LEVEL) -> dict:
         out.append(row)
     return {"rows": out, "keys": keys, "ref": next((x for x in out if (x["sampler"], x["steps"]) == ref_key), None),
             "reference": first["reference"], "num_samples": n, "cfg_scale": first["cfg_scale"], "resamples": resamples,
-            "lower_better": LOWER_BETTER, "describe": describe(rows), "level": level}
+            "lower_better": LOWER_BETTER, "describe": describe(rows), "level": level,
+            "load": [r["machine"].get("load_avg_1m") for r in rows if r.get("machine", {}).get("load_avg_1m") is not None]}
+
+
+def _load_note(load: list[float]) -> str:
+    """Seconds are comparable only on a quiet machine: say how loaded it was (1-minute load average per row)."""
+    if not load:
+        return ""
+    quiet = max(load) < 1.5
+    return (f" Seconds: 1-minute load average {min(load):.1f}-{max(load):.1f} while timing"
+            + ("." if quiet else ", the machine shared with other work: indicative only, compare NFE."))
 
 
 def render(summary: dict) -> dict[str, str]:
@@ -115,7 +125,7 @@ def render(summary: dict) -> dict[str, str]:
             for r in rows]
     head = (f"Measured at {summary['describe']}; {summary['num_samples']} samples, cfg {summary['cfg_scale']:g}. "
             f"Reference {summary['reference']}; differences paired (same seeds and labels), "
-            f"{summary['resamples']} bootstrap resamples.\n\n")
+            f"{summary['resamples']} bootstrap resamples." + _load_note(summary.get("load") or []) + "\n\n")
     lines = []
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         compared = [r for r in rows if r["sampler"] == sampler and r.get("verdict") != "(reference)"]
@@ -124,7 +134,7 @@ def render(summary: dict) -> dict[str, str]:
         ok = [r for r in compared if not r.get("worse")]
         best = min(ok, key=lambda r: r["steps"], default=None)
         if ref is not None and best is not None:
-            lines.append(f"{sampler} {best['steps']} steps ({ref['seconds'] / best['seconds']:.1f}x faster)")
+            lines.append(f"{sampler} {best['steps']} steps ({ref['nfe'] / best['nfe']:.0f}x fewer network evaluations)")
         elif ref is not None:
             lines.append(f"{sampler} none")
     tail = ("\nFewest steps not resolvably worse than the reference on every metric (not a test of equivalence: "
