@@ -211,7 +211,7 @@ def test_sampler_quality_verdict_is_a_paired_one_sided_comparison(tmp_path):
     assert by[("dpm++", 5)]["verdict"] == "worse (class acc)"
     text = tables.tables(tmp_path)["samplers"]
     assert "provenance not recorded; 200 samples, cfg 3" in text
-    assert "ddim 10 steps (25.0x faster); dpm++ none" in text
+    assert "ddim 10 steps (25x fewer network evaluations); dpm++ none" in text
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(shapes_cache):
