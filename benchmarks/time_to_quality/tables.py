@@ -11,6 +11,7 @@ resamples of the two cells.
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -55,6 +56,12 @@ MAX_STEPS = 5000  # the cosine schedule's length: the full-budget runs end there
 RESAMPLES = 2000  # two-stage bootstrap resamples
 
 
+def _rng(*key) -> np.random.Generator:
+    """A generator of its own per cell (seeded by the cell's key): adding rows for one cell leaves every
+    other cell's interval as it was."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
 def summarise(rows: list[dict], resamples: int = RESAMPLES, level: float = LEVEL, max_steps: int = MAX_STEPS) -> dict:
     """Every (recipe, sampler, step, budget) cell with its intervals, the per-step costs, and the
     budget question against R0's best 50-NFE sampler."""
@@ -65,12 +72,11 @@ def summarise(rows: list[dict], resamples: int = RESAMPLES, level: float = LEVEL
         if r["kind"] == "quality" and key not in seen:  # a unit scored twice (instances side by side): the first
             seen.add(key)
             groups[key[:4]].append(r)
-    rng = np.random.default_rng(0)
     table, cells = [], {}
     for (recipe, sampler, step, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] or 0, kv[0][2])):
         cell = cells[(recipe, sampler, step, budget)] = Cell(rs)
         point = cell.point()
-        draws = cell.resample(rng, resamples)
+        draws = cell.resample(_rng("cell", recipe, sampler, step, budget), resamples)
         row = {"recipe": recipe, "sampler": sampler, "sampler_steps": rs[0]["sampler_steps"], "step": step, "budget": budget,
                "seeds": cell.seeds, "num_samples": rs[0]["num_samples"], **point}
         row["class_acc_lo"], row["class_acc_hi"] = shifted_interval(draws["class_acc"], point["class_acc"], level)
@@ -79,7 +85,7 @@ def summarise(rows: list[dict], resamples: int = RESAMPLES, level: float = LEVEL
             row["wall_min"] = step * timing[recipe]["step_s"] / 60
         table.append(row)
     return {"timing": timing, "table": table, "level": level, "resamples": resamples,
-            "budget": budget_summary(table, cells, timing, rng, resamples, level, max_steps)}
+            "budget": budget_summary(table, cells, timing, resamples, level, max_steps)}
 
 
 def main_sampler(recipe: str, table: list[dict], max_steps: int) -> str | None:
@@ -93,7 +99,7 @@ def main_sampler(recipe: str, table: list[dict], max_steps: int) -> str | None:
     return max(final, key=lambda r: r["class_acc"])["sampler"] if final else None
 
 
-def budget_summary(table, cells, timing, rng, resamples, level, max_steps) -> dict:
+def budget_summary(table, cells, timing, resamples, level, max_steps) -> dict:
     """R0's final class accuracy (its best sampler) as the target; for each recipe's main curve the
     difference to it at every step with a paired-free bootstrap interval, when it first reaches the
     target as a point estimate and when with the whole interval above 0 (resolved), at what share of
@@ -110,6 +116,7 @@ def budget_summary(table, cells, timing, rng, resamples, level, max_steps) -> di
         recipe, sampler, step, budget = row["recipe"], row["sampler"], row["step"], row["budget"]
         if sampler != main_sampler(recipe, table, max_steps) or recipe not in timing:
             continue
+        rng = _rng("difference", recipe, sampler, step, budget)
         diffs = cells[(recipe, sampler, step, budget)].resample(rng, resamples)["class_acc"] - \
             ref.resample(rng, resamples)["class_acc"]
         lo, hi = shifted_interval(diffs, row["class_acc"] - target, level)
