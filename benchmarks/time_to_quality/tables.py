@@ -191,7 +191,7 @@ def plot(summary: dict, path: Path, max_steps: int = MAX_STEPS) -> None:
             if not rows:
                 continue
             steps = np.array([r["step"] for r in rows])
-            label = labels.get(recipe, recipe) + ("" if sampler != "heun" else " (Heun-25)")
+            label = labels.get(recipe, recipe) + (" (Heun-25)" if sampler == "heun" else f" ({sampler.upper()}-50)" if recipe == "R0" else "")
             for ax, key, x in ((axes[0], "class_acc", steps), (axes[1], "class_acc", None), (axes[2], "fd_shapes", steps)):
                 if x is None:
                     if recipe not in timing:
