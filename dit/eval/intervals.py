@@ -68,7 +68,7 @@ def _z(level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
-def verdict(interval, op: str, bound: float, point: float | None = None) -> str:
+def verdict(interval, op: str, bound: float) -> str:
     """'met' when the whole interval is on the target's side of `bound`, 'missed' when the whole
     interval is on the other side, else 'not resolved' (op is '>=' or '<=')."""
     lo, hi = interval
