@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
-from dit.eval.records import ResultsLog
+from dit.eval.records import ResultsLog, existing_log
 from dit.eval.tables import benchmark_module
 
 RECIPES = {"flow-ln": ["--recipe", "flow-ln"], "dit": []}  # train.py's flags after the preset
@@ -59,8 +59,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.report:
-        if not (out / "results.jsonl").is_file():
-            raise UserError(f"--report: {out / 'results.jsonl'} does not exist; run the benchmark first")
+        existing_log(out)
         return report(out)
     if args.num_samples < 20 or args.num_samples % 10:
         raise UserError(f"--num-samples must be a multiple of 10 (balanced labels), at least 20; got {args.num_samples}")

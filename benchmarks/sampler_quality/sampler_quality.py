@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, positive, run_cli
 from dit.errors import UserError
-from dit.eval.records import ResultsLog
+from dit.eval.records import ResultsLog, existing_log
 from dit.eval.tables import benchmark_module
 
 DEFAULT_GRID = {"ddpm": [25, 50, 100, 250], "ddim": [5, 10, 15, 25, 50], "dpm++": [5, 10, 15, 25, 50],
@@ -67,13 +67,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.report:
-        if not (out / "results.jsonl").is_file():
-            raise UserError(f"--report: {out / 'results.jsonl'} does not exist; run the benchmark first")
+        existing_log(out)
         return report(out)
     if not args.ckpt:
         raise UserError("--ckpt is needed (a run, an export or a zoo name), or --report")
 
-    from dit.sampling import sampler_names
+    from dit.sampling import check_sampler, sampler_names
 
     names = list(sampler_names("gaussian"))
     bad = [s for s in args.samplers if s not in names]
@@ -95,8 +94,7 @@ def main(argv=None):
 
     model, ckpt = load_model(args.ckpt)
     model.eval()
-    if process_from_meta(ckpt.meta).key != "gaussian":
-        raise UserError(f"{args.ckpt} is not a Gaussian-diffusion model: this benchmark compares DDPM's samplers")
+    process = process_from_meta(ckpt.meta)
     vae = load_autoencoder(ckpt.meta.get("vae", "none"))
     settings = {"num_samples": args.num_samples, "cfg_scale": args.cfg_scale, "metric": args.metric,
                 "checkpoint_sha256": checkpoint_sha256(args.ckpt),
@@ -108,10 +106,12 @@ def main(argv=None):
     grid = [(s, k) for s in args.samplers for k in (args.steps or DEFAULT_GRID.get(s, [5, 10, 25, 50]))]
     if (ref_sampler, int(ref_steps)) not in grid:
         grid.append((ref_sampler, int(ref_steps)))
+    for sampler, steps in grid:  # the sampler catalog says what the checkpoint's process can draw with
+        check_sampler(process, sampler, steps)
     todo = [(s, k) for s, k in grid if not log.find(sampler=s, steps=k)]
     if todo:
         scorer = make_scorer(out, model.input_size * vae.downsample, args)
-        measure(log, model, vae, process_from_meta(ckpt.meta), scorer, todo, settings, args)
+        measure(log, model, vae, process, scorer, todo, settings, args)
     report(out)
 
 

@@ -115,6 +115,16 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def existing_log(folder: Path) -> Path:
+    """folder/results.jsonl for a `--report`, or one line saying to run the benchmark first."""
+    from dit.errors import UserError
+
+    path = Path(folder) / "results.jsonl"
+    if not path.is_file():
+        raise UserError(f"--report: {path} does not exist; run the benchmark first")
+    return path
+
+
 def read_rows(path: Path) -> list[dict]:
     """The rows of a committed results.jsonl (for reports, which write nothing)."""
     return ResultsLog(path).rows
