@@ -1,6 +1,7 @@
 """EmerDiff on the CPU-demo DiT: shape-against-background masks of the built-in shapes, scored exactly.
 
     python benchmarks/segmentation/segmentation.py --out benchmarks/segmentation     # trains (or reuses) the model, sweeps, tests
+    python benchmarks/segmentation/segmentation.py --out benchmarks/segmentation --report
 
 The model is the quick-start demo of DiT's recipe, trained by the real train.py (`train.py cpu-demo`:
 16 px shapes in pixel space, Gaussian diffusion with learned sigma, 5,000 steps) into <out>/runs/demo;
@@ -19,9 +20,10 @@ Methods, K clusters per image:
 Settings are chosen on a validation set (--val images from another seed), first the features (by
 (a)'s mIoU), then t_m, lam, the modulated block and the blur (by (c)'s), then the offset direction
 (one random zero-mean direction, or per-region contrast); the test set (--test images) is scored once
-with them. Files in --out: results.jsonl (the machine, the sweep, the test rows),
-per_image.npz (the per-image scores behind the intervals) and the figure --figure (default
-benchmarks/segmentation/segmentation.png); tables.py renders RESULTS.md's tables from them.
+with them. Files in --out: results.jsonl (the settings, the sweep and the test rows, each with its
+commit, machine and command), scores/test.npz (the per-image scores: tables.py recomputes every
+interval from them) and the figure --figure (default benchmarks/segmentation/segmentation.png).
+The rows are written whole when the run ends (replacing the file; a killed run leaves the old one).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import platform
 import shlex
 import subprocess
 import sys
@@ -43,12 +44,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, positive, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
+from dit.eval.records import existing_log, write_rows  # noqa: E402
 from dit.eval.tables import benchmark_module  # noqa: E402
 
 TRAIN = ["cpu-demo", "--run-name", "demo", "--no-progress"]  # the quick-start demo of DiT's recipe
 FEATURE_SWEEP = {"feature": ["hidden", "query"], "feature_block": [0, 1, 2, 3], "feature_t": [20, 50]}
 MOD_SWEEP = {"t_m": [100, 200, 281, 400, 500], "lam": [0.5, 1.0, 2.0, 4.0], "block": [1, 2, 3]}
 BLURS = [0.0, 0.5, 1.0]
+SCORES = "scores/test.npz"  # per-image scores, keyed k{K}-{method}-{score}
 
 
 def main(argv=None):
@@ -59,14 +62,16 @@ def main(argv=None):
     p.add_argument("--test", type=positive(), default=200, help="test images")
     p.add_argument("--steps", type=positive(), default=10, help="DDIM steps between the image and t_m")
     p.add_argument("--batch-size", type=positive(), default=25)
-    p.add_argument("--bootstrap", type=positive(), default=2000)
+    p.add_argument("--report", action="store_true", help="only the tables, from results.jsonl and scores/")
     p.add_argument("--train-args", default="", help="extra train.py flags (e.g. --max-steps 50 for a smoke run)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.report:
+        existing_log(out)
+        print(benchmark_module("segmentation", "tables").tables(out)["test"])
+        return
     out.mkdir(parents=True, exist_ok=True)
     run = train(out / "runs", args)
-
-    import torch
 
     from dit.autoencoders import load_autoencoder
     from dit.io.checkpoint import load_model
@@ -77,10 +82,8 @@ def main(argv=None):
     model.requires_grad_(False)
     process, vae = process_from_meta(ckpt.meta), load_autoencoder("none")
     size = model.input_size
-    meta = {"kind": "meta", "command": shlex.join([sys.executable, *sys.argv]), "machine": cpu_model(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "checkpoint": str(run),
-            "train_step": ckpt.meta.get("step"), "val": args.val, "test": args.test, "steps": args.steps,
-            "batch_size": args.batch_size}
+    meta = {"kind": "meta", "checkpoint": str(run.relative_to(out)), "train_step": ckpt.meta.get("step"),
+            "val": args.val, "test": args.test, "steps": args.steps, "batch_size": args.batch_size}
     rows = [meta]
     val = shapes_with_truth(args.val, size, VALIDATION_SEED)
     best, sweep_rows = choose(model, process, vae, val, args)
@@ -88,19 +91,11 @@ def main(argv=None):
     test = shapes_with_truth(args.test, size, SEED)
     test_rows, figure_data, per_image = evaluate(model, process, vae, test, best, args)
     rows += test_rows
-    with open(out / "results.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    np.savez_compressed(out / "per_image.npz", **per_image)
+    (out / "scores").mkdir(exist_ok=True)
+    np.savez_compressed(out / SCORES, **per_image)
+    write_rows(out / "results.jsonl", rows)
     draw_figure(figure_data, test, Path(args.figure))
     print(benchmark_module("segmentation", "tables").tables(out)["test"])
-
-
-def cpu_model() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def train(runs: Path, args) -> Path:
@@ -201,11 +196,10 @@ def choose(model, process, vae, val, args):
 
 
 def evaluate(model, process, vae, test, s, args):
-    """Test rows for K = 2 and 3: every method, mIoU and boundary F with bootstrap intervals."""
-    import torch
-
+    """Test rows for K = 2 and 3, every method's mean scores, and the per-image scores behind them
+    (tables.py draws the intervals, and the paired gain over the coarse masks, from those)."""
     from dit.segmentation.assign import bilinear_labels, region_scores, upsample_labels
-    from dit.segmentation.scores import bootstrap_ci, score
+    from dit.segmentation.scores import score
 
     images, truth, _ = test
     size = tuple(truth.shape[-2:])
@@ -225,21 +219,16 @@ def evaluate(model, process, vae, test, s, args):
             "emerdiff-const": region_scores(const_diffs, sk.blur).argmax(1),
             "pixel-kmeans": pixel_kmeans(images, k),
         }
-        per_image = {}
         for name, labels in methods.items():
             sc = score(labels, truth, k)
-            per_image[name] = sc["miou"]
             scores.update({f"k{k}-{name}-{key}": values.astype(np.float32) for key, values in sc.items()})
-            row = {"kind": "test", "k": k, "method": name, "images": len(images)}
-            for key, values in sc.items():
-                row[key], row[f"{key}_ci"] = float(values.mean()), bootstrap_ci(values, args.bootstrap)
+            row = {"kind": "test", "k": k, "method": name, "images": len(images), "scores": SCORES,
+                   **{key: float(values.mean()) for key, values in sc.items()}}
             if name == "emerdiff":
                 row["seconds_per_image"] = seconds
                 row["const_max_diff"] = float(const_diffs.max())
             rows.append(row)
             print(json.dumps(row), flush=True)
-        gain = per_image["emerdiff"] - per_image["coarse-nearest"]  # paired over images
-        rows.append({"kind": "test-gain", "k": k, "gain": float(gain.mean()), "gain_ci": bootstrap_ci(gain, args.bootstrap)})
         if k == 2:
             figure = {"coarse": methods["coarse-nearest"], "refined": refined, "diffs": diffs}
     return rows, figure, scores

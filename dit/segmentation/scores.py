@@ -69,11 +69,3 @@ def score(labels: torch.Tensor, truth: torch.Tensor, k: int) -> dict[str, np.nda
     return {"miou": binary_miou(pred, truth).numpy(), "boundary_f": boundary_f(pred, truth, 1).numpy(),
             "boundary_f0": boundary_f(pred, truth, 0).numpy()}
 
-
-def bootstrap_ci(values: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over images."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(values), size=(resamples, len(values)))
-    means = values[idx].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
