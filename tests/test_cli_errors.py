@@ -84,11 +84,15 @@ def cases(f):
             (["sample", "--image-size", "100"], "multiple of 64"),
             (["max-batch", "--device", "cpu"], "needs a CUDA device"),
             (["jog"], "invalid choice"),
+            (["--batch", "2"], "say what to time"),
+            (["--report", "--out", f["full"].parent / "none"], "run the benchmark first"),
         ],
         "benchmarks/vs_diffusers/vs_diffusers.py": [
             (["--models", "DiT-M/2"], "invalid choice"),
             (["--batch", "-1"], "must be positive"),
             (["--image-size", "100"], "multiple of 64"),
+            (["--iters", "1"], "at least 2"),
+            (["--report", "--out", f["full"].parent / "none"], "run the benchmark first"),
         ],
         "benchmarks/sampler_quality/sampler_quality.py": [
             (["--ckpt", f["pixel"], "--samplers", "plms"], "unknown samplers"),

@@ -1,10 +1,11 @@
 """dit/eval/intervals.py against independent computations: Wilson's interval as the roots of its
-defining quadratic, the verdict rule on each side of a bound, and the bias shift of a bootstrap."""
+defining quadratic, the verdict rule on each side of a bound, the bias shift of a bootstrap, and
+the pairing of differences and of timing ratios."""
 
 import numpy as np
 import pytest
 
-from dit.eval.intervals import paired_difference, shifted_interval, verdict, wilson
+from dit.eval.intervals import paired_difference, ratio_of_medians, shifted_interval, verdict, wilson
 
 
 @pytest.mark.parametrize("k,n", [(0, 300), (2, 300), (43, 300), (150, 300), (300, 300), (7, 20)])
@@ -39,3 +40,20 @@ def test_paired_difference_cancels_what_both_arms_share():
     a, b = shared + 0.3 + rng.normal(0, 0.1, 400), shared + rng.normal(0, 0.1, 400)
     point, (lo, hi) = paired_difference(a, b)
     assert point == pytest.approx(0.3, abs=0.03) and 0 < lo < point < hi and hi - lo < 0.05
+
+
+def test_ratio_of_medians_pairs_alternated_calls():
+    # Timings taken in alternation: call i of both runs under the same machine load (a slow stretch
+    # doubles both). B takes 1.25x A's time on every call; a ratio that resampled the two arms
+    # independently would spread with the load, the paired one does not.
+    rng = np.random.default_rng(2)
+    load = np.where(rng.random(15) < 0.4, 2.0, 1.0)
+    a = load * (1 + rng.normal(0, 0.002, 15))
+    b = 1.25 * load * (1 + rng.normal(0, 0.002, 15))
+    ratio, (lo, hi) = ratio_of_medians(b, a)
+    assert ratio == pytest.approx(np.median(b) / np.median(a)) and lo <= ratio <= hi
+    assert 1.24 < lo and hi < 1.26
+    unpaired = [np.median(rng.choice(b, 15)) / np.median(rng.choice(a, 15)) for _ in range(2000)]
+    assert np.quantile(unpaired, 0.975) - np.quantile(unpaired, 0.025) > 0.5  # what pairing removes
+    with pytest.raises(ValueError):
+        ratio_of_medians([1.0], [1.0])

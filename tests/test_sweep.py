@@ -244,15 +244,19 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_samples(s
 
 
 def test_speed_benchmarks_run_and_compare_the_same_function(tmp_path, capsys, monkeypatch):
+    from dit.eval.records import read_rows
+
     vs = script("benchmarks/vs_diffusers/vs_diffusers.py")
-    rows_path = tmp_path / "vs.json"
-    tiny = ["--models", "DiT-S/8", "--image-size", "64", "--batch", "1", "--iters", "1", "--warmup", "0",
+    tiny = ["--models", "DiT-S/8", "--image-size", "64", "--batch", "1", "--iters", "2", "--warmup", "0",
             "--device", "cpu"]
-    assert run_cli(vs.main, [*tiny, "--json", str(rows_path)]) == 0
-    rows = json.loads(rows_path.read_text())
+    assert run_cli(vs.main, [*tiny, "--out", str(tmp_path / "vs")]) == 0
+    rows = read_rows(tmp_path / "vs" / "results.jsonl")
     assert [r["what"] for r in rows] == ["train", "guided sampling step"]
-    for r in rows:  # the same weights give the same outputs in both implementations
-        assert r["max_abs_output_diff"] < 1e-4 and r["ours_images_per_s"] > 0 and r["diffusers_images_per_s"] > 0
+    for r in rows:  # the same weights give the same outputs in both implementations; every call kept
+        assert r["max_abs_output_diff"] < 1e-4 and len(r["ours_seconds"]) == len(r["diffusers_seconds"]) == 2
+        assert min(r["ours_seconds"] + r["diffusers_seconds"]) > 0 and r["commit"] and r["machine"]["cpu"]
+    assert run_cli(vs.main, ["--report", "--out", str(tmp_path / "vs")]) == 0
+    assert "| DiT-S/8 | guided sampling step |" in capsys.readouterr().out
     from dit.analysis.flops import count_forward_macs
     from dit.networks.dit_config import preset_config
 
@@ -260,19 +264,22 @@ def test_speed_benchmarks_run_and_compare_the_same_function(tmp_path, capsys, mo
     peaks, real_peak = [], tp.device_peak
     monkeypatch.setattr(tp, "device_peak", lambda *a: (peaks.append(real_peak(*a)), peaks[-1])[1])
     macs = count_forward_macs(DiT.from_config(preset_config("DiT-S/8", input_size=8)))
-    for mode in (["train", "--profile"], ["sample", "--sampler", "dpm++", "--steps", "2"]):
-        assert run_cli(tp.main, [mode[0], *tiny, *mode[1:], "--json", str(rows_path)]) == 0
-        (row,) = json.loads(rows_path.read_text())
+    for i, mode in enumerate((["train", "--profile"], ["sample", "--sampler", "dpm++", "--steps", "2"])):
+        assert run_cli(tp.main, [mode[0], *tiny, *mode[1:], "--out", str(tmp_path / "tp")]) == 0
+        row = read_rows(tmp_path / "tp" / "results.jsonl")[i]
         ips = row["images_per_s"]
+        assert ips == pytest.approx(1 / np.median(row["seconds"]), rel=1e-9)
         if mode[0] == "train":  # 3 x forward FLOPs (= 6 x MACs) per image over the measured peak
             flops = 6 * macs * ips
             assert row["tflops"] == pytest.approx(flops / 1e12, rel=1e-9)
+            assert row["gflop_per_image"] == pytest.approx(6 * macs / 1e9, rel=1e-9)
         else:  # one call per dpm++ step, each a guided (doubled) forward: 2 x 2 x MACs per image per call
             assert row["model_calls"] == 2 and row["cfg_scale"] == 4.0
             flops = 2 * 2 * macs * 2 * ips
         assert row["mode"] == mode[0] and row["mfu"] == pytest.approx(flops / peaks[-1], rel=1e-9)
-        assert 0 < row["mfu"] <= 1
-    assert "aten::" in capsys.readouterr().out  # the profiler table
+        assert row["peak_tflops"] == pytest.approx(peaks[-1] / 1e12, rel=1e-9) and 0 < row["mfu"] <= 1
+    out = capsys.readouterr().out
+    assert "aten::" in out and "| DiT-S/8 | 64 px | 1 | no | no |" in out  # the profiler table, then ours
 
 
 def test_sweep_lists_the_diffussm_grid_with_valid_train_flags(tmp_path):

@@ -4,6 +4,7 @@
     python benchmarks/throughput/throughput.py train --models DiT-XL/2 --batch 256 --precision bf16 --compile   # a GPU
     python benchmarks/throughput/throughput.py max-batch --models DiT-XL/2 --precision bf16 [--grad-checkpointing]
     python benchmarks/throughput/throughput.py sample --models DiT-XL/2 --batch 64 --sampler ddpm --steps 250 --cfg-scale 4
+    python benchmarks/throughput/throughput.py --report
 
 `train` times train.py's own step (dit/training/step.py: train_step, through Accelerate as
 train.py runs it) from latents already in memory (cached latents, the loader out of the picture):
@@ -12,27 +13,33 @@ non-finite guard, fused AdamW, the EMA update. `sample` times the guided denoise
 chosen sampler (dit/sampling/schedulers.py). MFU = (3 x forward FLOPs per image for training, 1 x (2 x
 with CFG) per model call for sampling) x images/s over the device's peak (the table below, dense
 bf16/fp16 tensor-core peak; no (float32) uses the TF32 peak; on a CPU, the measured rate of a 2048^3
-matmul). `--profile` prints where a training step spends its time. Prints a table; --json writes the rows.
+matmul). `--profile` prints where a training step spends its time. Every measured model appends a row
+to <out>/results.jsonl (default benchmarks/throughput) with every timed call, the peak it was
+divided by, the commit, the machine and the command; tables.py renders RESULTS.md's table. Run ALONE.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 
-from dit.analysis.timing import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
-from dit.networks.dit_config import preset_config  # noqa: E402
-from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
+from dit.analysis.flops import count_forward_macs
+from dit.analysis.timing import add_speed_args, call_seconds, fake_batch, median_seconds, speed_device
 from dit.cli import ArgumentParser, run_cli
-from dit.errors import UserError  # noqa: E402
-from dit.analysis.flops import count_forward_macs  # noqa: E402
-from dit.precision import ALIASES, PRECISIONS, autocast_dtype, check_precision  # noqa: E402
+from dit.errors import UserError
+from dit.eval.records import ResultsLog, existing_log
+from dit.eval.tables import benchmark_module
 from dit.networks.dit import DiT
+from dit.networks.dit_config import preset_config
+from dit.precision import ALIASES, PRECISIONS, autocast_dtype, check_precision
+from dit.processes.gaussian import GaussianDiffusion
+
+OUT = Path(__file__).resolve().parent
 
 # Dense peak TFLOP/s per GPU, from the vendors' data sheets: (bf16/fp16 tensor core, tf32 tensor core).
 PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0),
@@ -102,16 +109,17 @@ def train_row(name, args, device) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    (sec,) = median_seconds([step], device, args.warmup, args.iters)
+    (seconds,) = call_seconds([step], device, args.warmup, args.iters)
+    sec = statistics.median(seconds)
     if args.profile:
         profile(step, device)
     macs = count_forward_macs(model)
     ips = B / sec
     peak = device_peak(device, args.precision)
     return {"mode": "train", "model": name, "image_size": args.image_size, "batch": B, "precision": args.precision,
-            "compile": args.compile, "grad_ckpt": args.grad_checkpointing, "sec_per_step": sec, "images_per_s": ips,
-            "tflops": 6 * macs * ips / 1e12,
-            "mfu": (6 * macs * ips / peak) if peak else None,
+            "compile": args.compile, "grad_ckpt": args.grad_checkpointing, "seconds": seconds, "sec_per_step": sec,
+            "images_per_s": ips, "gflop_per_image": 6 * macs / 1e9, "tflops": 6 * macs * ips / 1e12,
+            "peak_tflops": peak / 1e12 if peak else None, "mfu": (6 * macs * ips / peak) if peak else None,
             "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
@@ -142,15 +150,16 @@ def sample_row(name, args, device) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    (sec,) = median_seconds([run], device, min(args.warmup, 1), max(1, args.iters // 5))
+    (seconds,) = call_seconds([run], device, min(args.warmup, 1), max(1, args.iters // 5))
+    sec = statistics.median(seconds)
     calls_per_run = calls["n"] / (min(args.warmup, 1) + max(1, args.iters // 5))
     macs = count_forward_macs(model) * (2 if args.cfg_scale != 1 else 1)
     ips = B / sec
     peak = device_peak(device, args.precision)
     return {"mode": "sample", "model": name, "image_size": args.image_size, "batch": B, "precision": args.precision,
             "compile": args.compile, "sampler": args.sampler, "steps": args.steps, "cfg_scale": args.cfg_scale,
-            "sec_per_batch": sec, "images_per_s": ips, "model_calls": calls_per_run,
-            "mfu": (2 * macs * calls_per_run * ips / peak) if peak else None,
+            "seconds": seconds, "sec_per_batch": sec, "images_per_s": ips, "model_calls": calls_per_run,
+            "peak_tflops": peak / 1e12 if peak else None, "mfu": (2 * macs * calls_per_run * ips / peak) if peak else None,
             "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
@@ -195,7 +204,7 @@ def max_batch(name, args, device) -> dict:
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["train", "sample", "max-batch"])
+    p.add_argument("mode", nargs="?", choices=["train", "sample", "max-batch"])
     add_speed_args(p, ["DiT-S/2"], warmup=3, iters=10)
     p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], default="no", help="no (float32; TF32 on a GPU), bf16, fp16")
     p.add_argument("--compile", action="store_true")
@@ -205,6 +214,14 @@ def main(argv=None):
     p.add_argument("--cfg-scale", type=float, default=4.0)
     p.add_argument("--profile", action="store_true", help="train: print a torch.profiler table of one step")
     args = p.parse_args(argv)
+    out = Path(args.out) if args.out else OUT
+    tables = benchmark_module("throughput", "tables")
+    if args.report:
+        existing_log(out)
+        print(tables.tables(out)["cpu"])
+        return
+    if args.mode is None:
+        raise UserError("say what to time: train, sample or max-batch (or --report)")
     args.precision = check_precision(args.precision)
     if args.steps < 1:
         raise UserError("--steps must be positive")
@@ -213,12 +230,10 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True  # what "no" (float32) means on a GPU here (the paper's TF32)
         torch.backends.cudnn.allow_tf32 = True
     run = {"train": train_row, "sample": sample_row, "max-batch": max_batch}[args.mode]
-    rows = [run(name, args, device) for name in args.models]
+    log = ResultsLog(out / "results.jsonl", quiet_keys=("seconds",))
+    rows = [log.add(**run(name, args, device)) for name in args.models]
     print(f"# {where}; torch {torch.__version__}")
-    for r in rows:
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(tables.markdown(rows))
 
 
 if __name__ == "__main__":

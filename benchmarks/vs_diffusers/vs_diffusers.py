@@ -1,36 +1,43 @@
 """Our DiT against diffusers' DiTTransformer2DModel, configured identically, side by side in one run.
 
-    python benchmarks/vs_diffusers/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8
+    python benchmarks/vs_diffusers/vs_diffusers.py --models DiT-S/2 DiT-B/2 --batch 8            # ALONE on the machine
+    python benchmarks/vs_diffusers/vs_diffusers.py --models DiT-S/2 --batch 8 --compile
+    python benchmarks/vs_diffusers/vs_diffusers.py --report
 
 For each model: the same weights in both (converted with dit/io/diffusers_transformer.py), the same inputs; timed
 in alternation (ours, theirs, ours, ...) so that machine noise hits both alike:
 - train: forward, hybrid loss, backward and an AdamW step (fp32; fused AdamW for both);
 - sample: one classifier-free-guided denoiser call (the batch doubled with the null class), as a
   sampler makes at every step.
-`--compile` compiles the transformer blocks of both. Reported: images/s of each and the ratio ours /
-diffusers (> 1: ours is faster), and the largest difference between the two outputs (they compute
-the same function: the timestep features are aligned first, see dit/io/diffusers_transformer.py). Prints a table;
---json writes the rows.
+`--compile` compiles the transformer blocks of both. Each (model, step) appends a row to
+<out>/results.jsonl (default benchmarks/vs_diffusers) with every timed call of both, the commit, the
+machine and the command; tables.py renders images/s of each and the ratio ours / diffusers (> 1:
+ours is faster) with a 95% paired bootstrap interval over the alternated calls, and the largest
+difference between the two outputs (they compute the same function: the timestep features are
+aligned first, see dit/io/diffusers_transformer.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 
-from dit.analysis.timing import add_speed_args, fake_batch, median_seconds, speed_device  # noqa: E402
-from dit.networks.dit_config import preset_config  # noqa: E402
-from dit.io.diffusers_transformer import config_to_diffusers, to_diffusers  # noqa: E402
-from dit.networks.conditioning import as_cond  # noqa: E402
-from dit.networks.dit import DiT  # noqa: E402
-from dit.processes.gaussian import GaussianDiffusion  # noqa: E402
+from dit.analysis.timing import add_speed_args, call_seconds, fake_batch, speed_device
 from dit.cli import ArgumentParser, run_cli
-from dit.errors import UserError  # noqa: E402
+from dit.errors import UserError
+from dit.eval.records import ResultsLog, existing_log
+from dit.eval.tables import benchmark_module
+from dit.io.diffusers_transformer import config_to_diffusers, to_diffusers
+from dit.networks.conditioning import as_cond
+from dit.networks.dit import DiT
+from dit.networks.dit_config import preset_config
+from dit.processes.gaussian import GaussianDiffusion
+
+OUT = Path(__file__).resolve().parent
 
 
 class DiffusersAsDiT(torch.nn.Module):
@@ -102,8 +109,8 @@ def compare(name: str, args, device) -> list[dict]:
     fused = device.type in ("cuda", "cpu")
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, fused=fused) for m in (ours, theirs)]
     ours.train(), theirs.train()
-    sec = median_seconds([train_step(ours, opts[0]), train_step(theirs, opts[1])], device, args.warmup, args.iters)
-    rows.append(_row(name, "train", B, sec, diff))
+    sec = call_seconds([train_step(ours, opts[0]), train_step(theirs, opts[1])], device, args.warmup, args.iters)
+    rows.append(_row(name, "train", args, sec, diff))
 
     from dit.networks.conditioning import unconditional
     from dit.sampling.guidance import guided
@@ -118,34 +125,37 @@ def compare(name: str, args, device) -> list[dict]:
         return run
 
     ours.eval(), theirs.eval()
-    sec = median_seconds([guided_call(ours), guided_call(theirs)], device, args.warmup, args.iters)
-    rows.append(_row(name, "guided sampling step", B, sec, diff))
+    sec = call_seconds([guided_call(ours), guided_call(theirs)], device, args.warmup, args.iters)
+    rows.append(_row(name, "guided sampling step", args, sec, diff))
     return rows
 
 
-def _row(name, what, batch, sec, diff) -> dict:
-    ours, theirs = batch / sec[0], batch / sec[1]
-    return {"model": name, "what": what, "batch": batch, "ours_images_per_s": ours, "diffusers_images_per_s": theirs,
-            "ratio": ours / theirs, "max_abs_output_diff": diff}
+def _row(name, what, args, sec, diff) -> dict:
+    import diffusers
+
+    return {"model": name, "what": what, "batch": args.batch, "image_size": args.image_size, "compile": args.compile,
+            "warmup": args.warmup, "ours_seconds": sec[0], "diffusers_seconds": sec[1],
+            "max_abs_output_diff": diff, "diffusers": diffusers.__version__}
 
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_speed_args(p, ["DiT-S/2", "DiT-B/2"], warmup=2, iters=5)
+    add_speed_args(p, ["DiT-S/2", "DiT-B/2"], warmup=2, iters=9)
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks of both (warm-up compiles)")
     args = p.parse_args(argv)
+    out = Path(args.out) if args.out else OUT
+    tables = benchmark_module("vs_diffusers", "tables")
+    if args.report:
+        existing_log(out)
+        print(tables.tables(out)["cpu"])
+        return
     device, where = speed_device(args)
-    rows = [r for name in args.models for r in compare(name, args, device)]
-    import diffusers
-
-    print(f"# {where}; torch {torch.__version__}, diffusers {diffusers.__version__}; batch {args.batch}, fp32"
-          + (", blocks compiled" if args.compile else ", eager"))
-    print(f"{'model':<10}{'what':<24}{'ours img/s':>12}{'diffusers':>12}{'ratio':>8}{'max |diff|':>12}")
-    for r in rows:
-        print(f"{r['model']:<10}{r['what']:<24}{r['ours_images_per_s']:>12.2f}{r['diffusers_images_per_s']:>12.2f}"
-              f"{r['ratio']:>8.3f}{r['max_abs_output_diff']:>12.2e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.iters < 2:
+        raise UserError("--iters must be at least 2 (the ratio's interval resamples the calls)")
+    log = ResultsLog(out / "results.jsonl", quiet_keys=("ours_seconds", "diffusers_seconds"))
+    rows = [log.add(**r) for name in args.models for r in compare(name, args, device)]
+    print(f"# {where}; torch {torch.__version__}; batch {args.batch}, fp32" + (", blocks compiled" if args.compile else ", eager"))
+    print(tables.markdown(rows))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,14 @@ def fake_batch(batch: int, image_size: int, device, seed: int = 0) -> dict:
 
 
 def median_seconds(fns, device, warmup: int, iters: int) -> list[float]:
-    """Median seconds per call of each fn; calls interleaved (fn0, fn1, fn0, ...) so that noise from
-    the rest of the machine hits all alike. On a GPU the device is synchronised around each call."""
+    """Median seconds per call of each fn (see `call_seconds`)."""
+    return [statistics.median(t) for t in call_seconds(fns, device, warmup, iters)]
+
+
+def call_seconds(fns, device, warmup: int, iters: int) -> list[list[float]]:
+    """Seconds of each of `iters` calls of each fn; calls interleaved (fn0, fn1, fn0, ...) so that noise
+    from the rest of the machine hits all alike (call i of every fn is a pair: see
+    dit/eval/intervals.py `ratio_of_medians`). On a GPU the device is synchronised around each call."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -39,7 +45,7 @@ def median_seconds(fns, device, warmup: int, iters: int) -> list[float]:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def add_speed_args(p, models: list[str], warmup: int, iters: int) -> None:
@@ -50,7 +56,8 @@ def add_speed_args(p, models: list[str], warmup: int, iters: int) -> None:
     p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--iters", type=int, default=iters)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--out", help="the folder whose results.jsonl the rows are appended to (default: the benchmark's own)")
+    p.add_argument("--report", action="store_true", help="only the tables, from --out's results.jsonl")
 
 
 def speed_device(args) -> tuple[torch.device, str]:

@@ -1,5 +1,6 @@
 """Confidence intervals, written once for every benchmark: the bias-shifted bootstrap percentile
-interval, the paired bootstrap of a difference, and Wilson's interval for a share.
+interval, the paired bootstrap of a difference (and of a ratio of median timings), and Wilson's
+interval for a share.
 
 Conventions (RESULTS.md states them per section):
 - LEVEL is the coverage, 95%.
@@ -49,6 +50,19 @@ def paired_difference(a, b, resamples: int = 2000, seed: int = 0, level: float =
     """mean(a) - mean(b) and its paired percentile interval: a[i] and b[i] come from the same sample i."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     return float(d.mean()), bootstrap_mean(d, resamples, seed, level)
+
+
+def ratio_of_medians(a, b, resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, list[float]]:
+    """median(a) / median(b) and its paired percentile interval, resampling the index i of a[i] and
+    b[i] together: for timings taken in alternation (call i of both under the same machine noise),
+    e.g. seconds per step of two implementations (their speed ratio is median(b) / median(a))."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError("ratio_of_medians: two 1-D arrays of the same length >= 2")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (resamples, len(a)))
+    draws = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    return float(np.median(a) / np.median(b)), percentile_interval(draws, level)
 
 
 def wilson(k: float, n: int, level: float = LEVEL) -> list[float]:
