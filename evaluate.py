@@ -91,7 +91,7 @@ def prepare(args, rest, state, given):
     argv = sample_argv(args, rest, given and given[0])
     out = batch_path(args, argv)
     flags = cli.parse([*argv, "--npz", str(out)], "the generation flags of evaluate.py")
-    pipe, spec = load(*cli.to_spec(flags), state.device)
+    pipe, spec = load(*cli.to_spec(flags), state.device, flags.cfg_given)
     return out, pipe, spec, flags
 
 

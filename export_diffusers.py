@@ -20,7 +20,8 @@ from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
 from dit.io.checkpoint import load_model
 from dit.io.diffusers_transformer import EXPORTS, check_exportable
-from dit.pipelines.export import save_diffusers_pipeline
+from dit.networks.conditioning import reads_only_null
+from dit.pipelines.export import UNCONDITIONAL_NOTE, save_diffusers_pipeline
 from dit.processes import process_from_meta
 
 
@@ -51,6 +52,8 @@ def main(argv=None):
     diffusion = process_from_meta(ckpt.meta)
     save_diffusers_pipeline(model, vae, diffusion, out, ckpt.meta.get("class_names"))
     print(f"wrote {out}: DiTPipeline.from_pretrained('{out}')")
+    if reads_only_null(model.config.num_classes, model.config.class_dropout_prob):
+        print(f"note: {UNCONDITIONAL_NOTE}")
 
 
 if __name__ == "__main__":

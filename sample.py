@@ -65,7 +65,7 @@ def main(argv=None):
                 if args.npz:
                     write_prompt_npz(args.npz, samples, spec.prompts)
         return
-    pipe, spec = load(source, spec, state.device)
+    pipe, spec = load(source, spec, state.device, args.cfg_given)
     if args.compile:
         compile_network(pipe.network, args.compile_best_effort, backward=False)
     if args.out:

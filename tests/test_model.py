@@ -274,7 +274,7 @@ def test_config_roundtrip_presets_and_overrides():
         (dict(hidden_size=100, num_heads=16), "not divisible by num_heads"),
         (dict(depth=0), "depth must be a positive integer"),
         (dict(conditioning="film"), "unknown conditioning 'film'; choose one of adaln-zero"),
-        (dict(num_classes=0), "num_classes must be a positive integer"),
+        (dict(num_classes=-1), "num_classes must be >= 0"),
         (dict(class_dropout_prob=1.5), "class_dropout_prob must be in [0, 1]"),
         (dict(depth="28"), "depth must be of type int"),
         (dict(learn_sigma=1), "learn_sigma must be of type bool"),

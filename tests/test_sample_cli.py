@@ -128,7 +128,7 @@ def _bad_inputs(tmp_path, tiny_export, tiny_vae_dir):
         "missing file": (["--ckpt", tmp_path / "missing.pt", "--classes", 1], "not found"),
         "corrupt file": (["--ckpt", corrupt, "--classes", 1], "corrupt"),
         "no work": ([*ck], "nothing to sample"),
-        "npz without count": ([*ck, "--npz", tmp_path / "x.npz"], "go together"),
+        "npz without count": ([*ck, "--npz", tmp_path / "x.npz"], "--npz needs --num-samples"),
         "unknown sampler": ([*ck, "--classes", 1, "--sampler", "magic"], "unknown sampler 'magic' for the 'gaussian' process; choose one of"),
         "negative cfg": ([*ck, "--classes", 1, "--cfg-scale", -2], ">= 0"),
         "too many cfg channels": ([*ck, "--classes", 1, "--cfg-channels", 9], "channel"),

@@ -168,13 +168,3 @@ def test_sample_with_classifier_and_refusals(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (name, err)
         assert not out.exists()
-
-
-def test_unconditional_model_refuses_diffusers_export():
-    from dit.errors import UserError
-    from dit.io.diffusers_transformer import check_exportable
-    from dit.networks.dit_config import ModelConfig
-
-    check_exportable(ModelConfig(class_dropout_prob=0.1))
-    with pytest.raises(UserError, match="unconditional"):
-        check_exportable(ModelConfig(class_dropout_prob=1.0))

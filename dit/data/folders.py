@@ -17,9 +17,15 @@ import torch
 from PIL import Image, ImageOps
 
 from dit.errors import UserError
+from dit.networks.conditioning import null_class
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-LAYOUT = "<root>/<class_name>/<image>.jpg (one sub-directory per class)"
+LAYOUT = ("<root>/<class_name>/<image>.jpg (one sub-directory per class), or <root>/<image>.jpg (a flat folder: "
+          "no classes, an unconditional model)")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
@@ -74,7 +80,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder.
+    """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder;
+    or `root/<image>`, a flat folder: no classes (num_classes 0), every label the null label.
 
     `__getitem__` returns (image float32 (3, S, S) in [-1, 1], label). A file that cannot be read
     is recorded in `self.skipped` (in this process; DataLoader workers each keep their own copy)
@@ -91,18 +98,21 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist or is not a directory: expected {LAYOUT}")
         dirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        top = sorted(f.name for f in self.root.iterdir() if _is_image(f.name) and f.is_file())
+        if top and dirs:
+            raise UserError(f"image folder {self.root} mixes images at its top level ({top[0]}, ...) with sub-directories "
+                            f"({sorted(p.name for p in dirs)[:3]}): move every image into a class sub-directory, or keep "
+                            "a flat folder of images only (unconditional)")
         self.class_names = sorted(p.name for p in dirs)
-        if not self.class_names:
-            raise UserError(f"image folder {self.root} has no class sub-directories: expected {LAYOUT}")
+        if not self.class_names and not top:
+            raise UserError(f"image folder {self.root} has no images and no class sub-directories: expected {LAYOUT}")
+        # A flat folder has no classes: every image carries the null label (dit/networks/conditioning.py).
         self.num_classes = len(self.class_names)
-        self.samples: list[tuple[str, int]] = []
+        self.samples: list[tuple[str, int]] = [(str(self.root / f), null_class(0)) for f in top]
         for label, name in enumerate(self.class_names):
             for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: stable order
-                self.samples += [
-                    (os.path.join(dirpath, f), label) for f in sorted(filenames)
-                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-                ]  # fmt: skip
+                self.samples += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if _is_image(f)]
         if not self.samples:
             raise UserError(
                 f"image folder {self.root} has no images ({' '.join(IMAGE_EXTENSIONS)}): expected {LAYOUT}"

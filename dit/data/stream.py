@@ -20,6 +20,7 @@ import torch
 
 from dit.autoencoders.pixels import from_uint8
 from dit.errors import UserError
+from dit.networks.conditioning import null_class
 
 
 class TrainingItems(torch.utils.data.Dataset):
@@ -142,6 +143,29 @@ class FolderImages:
     def get(self, index: int, rng: np.random.Generator):
         x, y, replaced = self.folder.read(index)
         return flip_or_not(x, rng, self.flip), y, replaced
+
+
+class Unlabelled:
+    """Any base dataset with its labels dropped (train.py --unconditional): no classes, every sample the
+    null label (dit/networks/conditioning.py is_unconditional). Everything else is the base's."""
+
+    num_classes = 0
+    class_names: list[str] = []
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def get(self, index: int, rng: np.random.Generator):
+        x, _, replaced = self.base.get(index, rng)
+        return x, null_class(0), replaced
+
+    def __getattr__(self, name: str):
+        if name == "base":  # not set yet (unpickling in a loader worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
 
 def collate(items: list[dict]) -> dict:

@@ -74,9 +74,6 @@ def check_exportable(cfg: ModelConfig, pixel_space: bool = False) -> None:
     elif cfg.num_classes > IMAGENET_CLASSES:
         why = (f"the model has {cfg.num_classes} classes; DiTPipeline's guidance uses label {IMAGENET_CLASSES} as "
                "its null class, which would be one of them")
-    elif cfg.class_dropout_prob >= 1:
-        why = ("the model is unconditional (class dropout 1: it always reads the null label), but diffusers' label "
-               "embedding reads the untrained label rows")
     elif pixel_space:
         why = "a pixel-space model (--vae none) has no VAE, and DiTPipeline always decodes with one"
     if why:
@@ -91,7 +88,7 @@ def config_from_diffusers(cfg: dict) -> ModelConfig:
     out_ch = cfg.get("out_channels") or in_ch
     rec, table = cfg.get(RECORD) or {}, cfg["num_embeds_ada_norm"]
     classes = rec.get("num_classes", table)
-    if not 1 <= classes <= table or rec.get("conditioning", "adaln-zero") not in DIFFUSERS_CONDITIONINGS:
+    if not 0 <= classes <= table or rec.get("conditioning", "adaln-zero") not in DIFFUSERS_CONDITIONINGS:
         raise UserError(f"the {RECORD!r} entry of this transformer's config.json ({rec}) does not fit its "
                         f"{table}-class label table; remove the entry to read it as a plain diffusers DiT")
     kept = {k: rec[k] for k in ("conditioning", "class_dropout_prob") if k in rec}
@@ -176,17 +173,21 @@ def from_diffusers(sd: dict[str, torch.Tensor], depth: int, conditioning: str = 
 
 
 def to_diffusers(sd: dict[str, torch.Tensor], depth: int, conditioning: str = "adaln-zero",
-                 table_classes: int | None = None) -> dict[str, torch.Tensor]:
+                 table_classes: int | None = None, unconditional: bool = False) -> dict[str, torch.Tensor]:
     """Public DiT layout -> diffusers DiTTransformer2DModel state dict (embedders copied into every block).
 
     table_classes (>= the network's classes): widen the label table to table_classes + 1 rows with
     the null row last. The rows between belong to no class; they repeat the null row, so such a
-    label samples unconditionally rather than from an arbitrary embedding.
+    label samples unconditionally rather than from an arbitrary embedding. `unconditional` (a network
+    that always reads the null label: no classes, or class dropout 1) puts the null row in every row,
+    so any label diffusers is given reads as null, as in the network (layers.LabelEmbedder).
     """
     sd = dict(sd)
     table = sd[_TABLE]
-    if table_classes is not None and table_classes + 1 > len(table):
-        null = table[-1:]
+    null = table[-1:]
+    if unconditional:
+        sd[_TABLE] = null.expand(max(len(table), (table_classes or 0) + 1), -1).clone()
+    elif table_classes is not None and table_classes + 1 > len(table):
         sd[_TABLE] = torch.cat([table[:-1], null.expand(table_classes + 1 - len(table), -1), null])
     out = {}
     for ours, theirs in _TOP_MAP.items():

@@ -6,6 +6,10 @@
                         (label dropout for classifier-free guidance, drawn per sample by the data stream)
 Systems add their own keys (a mask, a frame flag); a network ignores keys it does not know.
 A bare tensor of labels is accepted wherever a cond is, as in the public DiT's model(x, t, y).
+
+An unconditional network has num_classes 0: its label table holds the null row alone, and every
+label it is given reads as null (`is_unconditional`). Classifier-free guidance then has nothing to
+guide towards (both branches are the same), and sampling needs no labels: the null label is drawn.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ def null_class(num_classes: int) -> int:
     the only place that convention is written down; everything else calls this function.
     """
     return num_classes
+
+
+def is_unconditional(num_classes: int) -> bool:
+    """True for a network without classes (a flat folder, or --unconditional): only the null label."""
+    return num_classes == 0
+
+
+def reads_only_null(num_classes: int, class_dropout_prob: float) -> bool:
+    """True for a network that reads the null label whatever it is given: no classes, or class dropout 1
+    (an unconditional model trained on labelled data, classifier guidance's base model)."""
+    return is_unconditional(num_classes) or class_dropout_prob >= 1
 
 
 def table_rows(num_classes: int) -> int:

@@ -89,7 +89,7 @@ class DiffuSSMConfig:
                 object.__setattr__(self, f.name, float(v))
             elif not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
                 raise UserError(f"DiffuSSM {f.name} must be of type {f.type}, got {v!r}")
-            elif want is int and v < 1:
+            elif want is int and v < (0 if f.name == "num_classes" else 1):  # 0 classes: unconditional
                 raise UserError(f"DiffuSSM {f.name} must be a positive integer, got {v}")
         if self.state_size % 2:
             raise UserError(f"DiffuSSM state_size must be even (N/2 complex modes), got {self.state_size}")

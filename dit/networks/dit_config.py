@@ -55,7 +55,7 @@ class ModelConfig:
     num_heads: int = 16
     mlp_ratio: float = 4.0
     class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance; 1: an unconditional model
-    num_classes: int = IMAGENET_CLASSES
+    num_classes: int = IMAGENET_CLASSES  # 0: unconditional, the null label only (conditioning.is_unconditional)
     learn_sigma: bool = True  # second half of output channels = variance interpolation (IDDPM)
     conditioning: str = "adaln-zero"
     # Timestep frequencies exp(-ln(1e4) k / (128 - shift)): 0 is DiT's (every file written before
@@ -74,9 +74,11 @@ class ModelConfig:
 
     def __post_init__(self):
         self._check_types()
-        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
+        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes < 0:  # 0: unconditional (conditioning.is_unconditional)
+            raise UserError(f"num_classes must be >= 0 (0: an unconditional model), got {self.num_classes}")
         if self.mlp_ratio <= 0:
             raise UserError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if self.hidden_size % self.num_heads:

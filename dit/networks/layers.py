@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp, PatchEmbed, SwiGLU
 
-from dit.networks.conditioning import null_class, table_rows
+from dit.networks.conditioning import null_class, reads_only_null, table_rows
 from dit.networks.rope import apply_rope
 
 __all__ = [
@@ -78,6 +78,7 @@ class LabelEmbedder(nn.Module):
     The table always has num_classes + 1 rows (the last is the null label, see conditioning.null_class),
     even with dropout 0, so every checkpoint fits every dropout setting. Dropout 1 makes the model
     unconditional: it reads the null label whatever it is given (classifier guidance's base model).
+    So does a table of no classes (conditioning.is_unconditional): the null row is its only row.
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
@@ -95,7 +96,7 @@ class LabelEmbedder(nn.Module):
         return torch.where(drop, null_class(self.num_classes), labels)
 
     def forward(self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.dropout_prob >= 1:  # an unconditional model: the null label always, in training and sampling
+        if reads_only_null(self.num_classes, self.dropout_prob):  # the null label always, in training and sampling
             return self.embedding_table(torch.full_like(labels, null_class(self.num_classes)))
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
             labels = self.token_drop(labels, force_drop_ids)

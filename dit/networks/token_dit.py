@@ -55,9 +55,11 @@ class TokenDiTConfig:
                 object.__setattr__(self, f.name, float(v))
             elif not isinstance(v, want) or isinstance(v, bool):
                 raise UserError(f"token-dit {f.name} must be of type {f.type}, got {v!r}")
-        for name in ("input_size", "hidden_size", "depth", "num_heads", "num_classes"):
+        for name in ("input_size", "hidden_size", "depth", "num_heads"):
             if getattr(self, name) < 1:
                 raise UserError(f"token-dit {name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes < 0:  # 0: unconditional (conditioning.is_unconditional)
+            raise UserError(f"token-dit num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
         if self.codebook_size < 2:
             raise UserError(f"token-dit codebook_size must be >= 2, got {self.codebook_size}")
         if self.hidden_size % 4 or self.hidden_size % self.num_heads:

@@ -37,7 +37,8 @@ def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> Argu
     p.add_argument("--num-classes", type=positive(int), help="default: the checkpoint's, else 1000")
     p.add_argument("--vae", help="ema, mse, none (pixel space), hub id or directory; default: the checkpoint's, else ema")
     p.add_argument("--classes", type=int, nargs="+", help="class labels for a grid (one image each)")
-    p.add_argument("--num-samples", type=positive(int), help="with --npz: how many samples for evaluation")
+    p.add_argument("--num-samples", type=positive(int), help="how many samples, labels drawn with --labels (an "
+                   "unconditional model: none needed); with --npz an evaluation batch, else a grid")
     p.add_argument("--npz", help="write samples as uint8 NHWC under arr_0 (labels under arr_1), ADM evaluator format")
     p.add_argument("--labels", choices=LABEL_MODES, default="uniform", help="labels for --num-samples")
     p.add_argument("--prompt", action="append", help="text-to-image (with a VQ-Diffusion pipeline as --ckpt): one "
@@ -112,6 +113,7 @@ def check(args) -> argparse.Namespace:
         from dit.pipelines.prompts import check_text_args
 
         return check_text_args(args)
+    args.cfg_given = args.cfg_scale is not None  # an unconditional model refuses a given scale, drops the default
     args.cfg_scale = args.cfg_default if args.cfg_scale is None else args.cfg_scale
     if args.given_frames is not None and args.inpaint_box is not None:
         raise UserError("--given-frames or --inpaint-box, not both: whole frames given, or a box generated in every frame")
@@ -131,12 +133,14 @@ def check(args) -> argparse.Namespace:
         args.precision = check_precision(args.precision)
         return args
     args.out = args.out or "samples.png"
-    if (args.num_samples is None) != (args.npz is None):
-        raise UserError("--num-samples and --npz go together (evaluation mode); for a grid use --classes")
-    if args.npz is None and not args.classes:
-        raise UserError("nothing to sample: give --classes for a grid, or --num-samples with --npz")
-    if args.npz and args.classes:
-        raise UserError("--classes is for grids; --npz draws its labels with --labels uniform|balanced")
+    if args.npz is not None and args.num_samples is None:
+        raise UserError("--npz needs --num-samples N: how many samples to write")
+    if not args.classes and args.num_samples is None:
+        raise UserError("nothing to sample: give --classes for a grid of those classes, or --num-samples N (a grid "
+                        "with drawn labels, or the null label of an unconditional model; with --npz an evaluation batch)")
+    if args.classes and args.num_samples is not None:
+        raise UserError("--classes or --num-samples, not both: --classes lists the labels, --num-samples draws them "
+                        "with --labels uniform|balanced")
     args.precision = check_precision(args.precision)
     return args
 

@@ -11,12 +11,18 @@ import shutil
 
 from dit.io.atomic import atomic_path
 from dit.io.diffusers_transformer import check_exportable, config_to_diffusers, to_diffusers
-from dit.networks.conditioning import IMAGENET_CLASSES
+from dit.networks.conditioning import IMAGENET_CLASSES, reads_only_null
 from dit.sampling.schedulers import make_scheduler
 
 # DiTPipeline.__call__ guides with `class_null = [1000] * batch` whatever the model: the exported
 # label table always has 1001 rows, row 1000 being the model's null class.
 PIPELINE_NULL_LABEL = IMAGENET_CLASSES
+
+
+UNCONDITIONAL_NOTE = ("the model is unconditional: every row of the exported label table is its null row, so "
+                      "DiTPipeline's class_labels select nothing (any labels give the same samples for the same "
+                      "seeds) and guidance_scale has nothing to guide towards (pass guidance_scale=1: the same "
+                      "samples at half the work)")
 
 
 def save_diffusers_pipeline(model, vae, diffusion, out, class_names: list[str] | None = None) -> None:
@@ -35,7 +41,8 @@ def save_diffusers_pipeline(model, vae, diffusion, out, class_names: list[str] |
     cfg = model.config
     check_exportable(cfg, pixel_space=vae.diffusers_vae is None)
     transformer = DiTTransformer2DModel(**config_to_diffusers(cfg, table_classes=PIPELINE_NULL_LABEL))
-    sd = to_diffusers(model.state_dict(), cfg.depth, cfg.conditioning, table_classes=PIPELINE_NULL_LABEL)
+    sd = to_diffusers(model.state_dict(), cfg.depth, cfg.conditioning, table_classes=PIPELINE_NULL_LABEL,
+                      unconditional=reads_only_null(cfg.num_classes, cfg.class_dropout_prob))
     transformer.load_state_dict(sd, strict=True)
     scheduler = make_scheduler("diffusers-ddim", diffusion)
     id2label = {i: name for i, name in enumerate(class_names)} if class_names else None

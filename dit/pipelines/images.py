@@ -18,18 +18,22 @@ from dit.errors import UserError
 from dit.io.images import save_png
 from dit.io.shards import sample_to_npz
 from dit.io.video import write_gif, write_grid
+from dit.networks.conditioning import is_unconditional, null_class
 from dit.pipelines.pipeline import Pipeline
 from dit.pipelines.spec import SamplingSpec
 
 
-def check_labels(labels, num_classes: int) -> None:
+def check_labels(labels, num_classes: int, what: str = "this model") -> None:
     bad = [int(c) for c in labels if not 0 <= c < num_classes]
     if bad:
-        raise UserError(f"class labels {bad[:8]} are outside [0, {num_classes}); this model has {num_classes} classes")
+        raise UserError(f"class labels {bad[:8]} are outside [0, {num_classes}); {what} has {num_classes} classes")
 
 
 def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
-    """Evaluation labels: uniform draws (ADM/DiT protocol) or each class equally often, shuffled."""
+    """Evaluation labels: uniform draws (ADM/DiT protocol) or each class equally often, shuffled; the null
+    label throughout for an unconditional model (no classes to draw)."""
+    if is_unconditional(num_classes):
+        return np.full(n, null_class(0), dtype=np.int64)
     g = torch.Generator().manual_seed(seed)
     if mode == "uniform":
         return torch.randint(num_classes, (n,), generator=g).numpy()
@@ -68,9 +72,14 @@ def report(stats: dict, spec: SamplingSpec) -> None:
 
 
 def sample_grid(pipe: Pipeline, spec: SamplingSpec, batch_size: int, device, show: bool = True) -> np.ndarray:
-    """One sample per entry of spec.classes, uint8 NHWC (NFHWC clips)."""
-    classes = list(spec.classes)
-    check_labels(classes, pipe.network.num_classes)
+    """One sample per entry of spec.classes (or spec.num_samples with drawn labels), uint8 NHWC (NFHWC clips)."""
+    classes = list(spec.classes) if spec.classes else make_labels(spec.num_samples, pipe.network.num_classes,
+                                                                  spec.labels, spec.seed).tolist()
+    if spec.classes:  # the labels a classifier guides towards, for an unconditional network with one
+        if pipe.classifier is not None and is_unconditional(pipe.network.num_classes):
+            check_labels(classes, pipe.classifier.num_classes, "the --classifier")
+        else:
+            check_labels(classes, pipe.network.num_classes)
     images, stats = [], {}
     for a in tqdm(range(0, len(classes), batch_size), desc="sampling", disable=not show):
         idx = list(range(a, min(a + batch_size, len(classes))))

@@ -21,7 +21,7 @@ from dit.io.checkpoint import Checkpoint, checkpoint_sha256, instantiate, load_m
 from dit.io.zoo import sha256_of
 from dit.layout import AUTOENCODER_OF, DATA_OF, TOKENS, values_of
 from dit.networks import CLASSIFIER, DEFAULT_ARCH, TOKENIZER, get_architecture, role_of
-from dit.networks.conditioning import IMAGENET_CLASSES
+from dit.networks.conditioning import IMAGENET_CLASSES, is_unconditional
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.processes import process_from_meta
 from dit.sampling import check_sampler, default_sampler
@@ -143,9 +143,11 @@ def resolve(spec: SamplingSpec, process) -> SamplingSpec:
     return spec
 
 
-def load(source: Source, spec: SamplingSpec, device) -> tuple[Pipeline, SamplingSpec]:
+def load(source: Source, spec: SamplingSpec, device, cfg_given: bool = True) -> tuple[Pipeline, SamplingSpec]:
     """The pipeline of `source` and `spec` resolved against it (default sampler and steps, the classifier
-    guidance form, the frame count), every compatibility check done."""
+    guidance form, the frame count, no guidance for an unconditional network), every compatibility check
+    done. `cfg_given`: spec.cfg_scale was the user's (an unconditional network refuses it unless 1), not a
+    default."""
     ckpt = read_generator(source)
     process = process_from_meta(ckpt.meta)
     spec = resolve(spec, process)
@@ -158,7 +160,7 @@ def load(source: Source, spec: SamplingSpec, device) -> tuple[Pipeline, Sampling
     vae.with_norm(ChannelNorm.from_meta(ckpt.meta))
     if process.data_kind == TOKENS:
         check_token_space(network, vae, process, ckpt, source, spec)
-        return fit(Pipeline(network, process, vae, ckpt, source), spec)
+        return fit(Pipeline(network, process, vae, ckpt, source), spec, cfg_given)
     if source.model:
         image_size = source.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
         if source.model in MODEL_NAMES:
@@ -183,12 +185,21 @@ def load(source: Source, spec: SamplingSpec, device) -> tuple[Pipeline, Sampling
         check_classifier(net, cls_ckpt.meta, network, ckpt.meta, process, spec.classifier)
         spec = spec.replace(classifier_form=resolve_form(spec.classifier_form, spec.sampler))  # recorded as used
         classifier = net.eval().requires_grad_(False)
-    return fit(Pipeline(network, process, vae, ckpt, source, classifier), spec)
+    return fit(Pipeline(network, process, vae, ckpt, source, classifier), spec, cfg_given)
 
 
-def fit(pipe: Pipeline, spec: SamplingSpec) -> tuple[Pipeline, SamplingSpec]:
+def fit(pipe: Pipeline, spec: SamplingSpec, cfg_given: bool = True) -> tuple[Pipeline, SamplingSpec]:
     """What is drawn against what the network draws: clips to complete need a video network, --frames
-    at most its F (the checkpoint's own F is the same as not asking: the same clips and shards)."""
+    at most its F (the checkpoint's own F is the same as not asking: the same clips and shards); an
+    unconditional network draws without labels (unless a classifier guides it) and without guidance."""
+    if is_unconditional(pipe.network.num_classes):
+        if spec.classes and pipe.classifier is None:
+            raise UserError(f"{pipe.source.ckpt} is unconditional (trained without classes): drop --classes and give "
+                            "--num-samples N (or guide it with --classifier, whose classes --classes then names)")
+        if spec.cfg_scale != 1 and cfg_given:
+            raise UserError(f"--cfg-scale {spec.cfg_scale:g}: {pipe.source.ckpt} is unconditional, so classifier-free "
+                            "guidance has nothing to guide towards; drop --cfg-scale (or pass 1)")
+        spec = spec.replace(cfg_scale=1.0)
     if spec.video_in and not pipe.is_video:
         raise UserError(f"--video-in needs a video checkpoint; {pipe.source.ckpt} holds an image network")
     if spec.frames and not (pipe.is_video and spec.frames <= pipe.max_frames):

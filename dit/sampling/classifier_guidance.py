@@ -26,6 +26,7 @@ import torch
 from dit.autoencoders.base import NORM_KEYS
 from dit.errors import UserError
 from dit.networks import CLASSIFIER, role_of
+from dit.networks.conditioning import is_unconditional
 from dit.processes import process_from_meta
 
 FORMS = ("auto", "eps", "mean")
@@ -106,6 +107,8 @@ def check_classifier(classifier, classifier_meta: dict, network, model_meta: dic
     if own.key != process.key or own.to_meta() != process.to_meta():
         raise UserError(f"--classifier{where} was trained under the {own.key} process {own.to_meta()}, the model under "
                         f"the {process.key} process {process.to_meta()}: train it with the model's process settings")
+    if is_unconditional(network.num_classes):  # the classifier's classes are the only ones: nothing to match
+        return
     if classifier.num_classes != network.num_classes:
         raise UserError(f"--classifier{where} has {classifier.num_classes} classes, the model {network.num_classes}")
     names = classifier_meta.get("class_names"), model_meta.get("class_names")

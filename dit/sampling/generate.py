@@ -8,7 +8,7 @@ import torch
 from dit.autoencoders.pixels import to_uint8
 from dit.errors import UserError
 from dit.layout import CLEAN, GIVEN
-from dit.networks.conditioning import unconditional
+from dit.networks.conditioning import is_unconditional, null_class, unconditional
 from dit.precision import autocast_dtype
 from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
 from dit.sampling.guidance import guided
@@ -54,7 +54,9 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
         shape = tuple(given[1].shape[1:]) if given is not None else tuple(network.input_shape)
     noise = PerSampleNoise([int(s) for s in seeds], device)
     x_T = process.prior(noise, len(noise), shape, device)
-    cond = {"y": torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)}
+    y = torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)
+    # An unconditional network reads the null label; `labels` are then a guiding classifier's targets only.
+    cond = {"y": torch.full_like(y, null_class(0)) if is_unconditional(network.num_classes) else y}
     if given is not None:
         mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)
         cond[GIVEN], cond[CLEAN] = mask, clean
@@ -71,9 +73,9 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
     options = {**(options or {}), **({"eta": eta} if eta else {})}
     if classifier is not None and classifier_scale > 0:
         if resolve_form(classifier_form, sampler) == "eps":
-            denoiser = eps_guided(denoiser, process, classifier, cond["y"], classifier_scale)
+            denoiser = eps_guided(denoiser, process, classifier, y, classifier_scale)
         else:
-            options["classifier_grad"] = mean_shift(classifier, cond["y"], classifier_scale)
+            options["classifier_grad"] = mean_shift(classifier, y, classifier_scale)
     x0 = run_sampler(denoiser, process, x_T, sampler, steps, noise, **options)
     if given is not None:  # the sampler's state at given positions was never read: the given values are the result
         x0 = torch.where(mask.expand(x0.shape) > 0.5, clean, x0)

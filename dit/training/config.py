@@ -64,6 +64,7 @@ class TrainConfig:
 
     # --- data ---
     data: str = SHAPES  # "shapes", "shapes-video", an ImageFolder root (clip folders for video), or a latent cache
+    unconditional: bool = False  # drop the data's labels: a model of the null class only (a flat folder is so anyway)
     image_size: int = 256
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache

@@ -20,6 +20,7 @@ from dit.data.stream import StreamBatches, TrainingItems, make_loader, per_proce
 from dit.networks import get_architecture
 from dit.networks.base import CompileBlocks, GradCheckpointing, require
 from dit.networks.compile import compile_network
+from dit.networks.conditioning import is_unconditional
 from dit.training import state as train_state
 from dit.training.config import TrainConfig
 from dit.training.monitor import Monitor
@@ -81,6 +82,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     clips = get_architecture(config.arch).data_kind == "clip"
     meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
             "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
+            **({"unconditional": True} if is_unconditional(data.base.num_classes) else {}),
             **({"video_masks": config.video_masks} if clips else {}),  # what a network of clips learned to complete
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
@@ -130,5 +132,6 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
                       run_dir / "samples.png")
         print(f"finished at step {step} ({counters['images_seen']:,} images): checkpoint in "
               f"{train_state.checkpoints_dir(run_dir)}, EMA export {run_dir / 'export.safetensors'}, samples "
-              f"{run_dir / 'samples.png'} (rows: classes {preview_labels(data.base.num_classes, 1)})")
+              f"{run_dir / 'samples.png'} (" + ("unconditional" if is_unconditional(data.base.num_classes) else
+                                                f"rows: classes {preview_labels(data.base.num_classes, 1)}") + ")")
     tracker.close()

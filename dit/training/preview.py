@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from dit.io.images import make_grid
+from dit.networks.conditioning import is_unconditional, null_class
 from dit.sampling.generate import generate_images
 
 PREVIEW_SEED = 10_000  # previews always use the same noise, so successive grids show progress
+UNCONDITIONAL_ROWS = 2  # an unconditional model's preview: this many rows of 4 x samples_per_class
 
 
 def preview_labels(num_classes: int, per_class: int) -> list[int]:
-    """Rows of the preview grid: every class of a small dataset, eight spread-out classes otherwise."""
+    """Rows of the preview grid: every class of a small dataset, eight spread-out classes otherwise; the
+    null label for an unconditional model (no classes)."""
+    if is_unconditional(num_classes):
+        return [null_class(0)] * (UNCONDITIONAL_ROWS * 4 * per_class)
     classes = list(range(num_classes)) if num_classes <= 10 else [round(i * (num_classes - 1) / 7) for i in range(8)]
     return [c for c in classes for _ in range(per_class)]
+
+
+def preview_cfg(config, num_classes: int) -> float:
+    """--sample-cfg, or 1 for an unconditional model (both guidance branches are the same: nothing to guide)."""
+    return 1.0 if is_unconditional(num_classes) else config.sample_cfg
 
 
 def preview_grid(ema_model, process, autoencoder, config, num_classes: int, device):
@@ -22,9 +32,9 @@ def preview_grid(ema_model, process, autoencoder, config, num_classes: int, devi
     home = next(ema_model.parameters()).device
     try:
         images = generate_images(ema_model.to(device), autoencoder, process, seeds, labels, config.sample_sampler,
-                                 config.sample_steps, config.sample_cfg)
+                                 config.sample_steps, preview_cfg(config, num_classes))
     finally:
         ema_model.to(home)
     if images.ndim == 5:  # clips (N, F, H, W, 3): one row per clip, its frames left to right
         return make_grid(images.reshape(-1, *images.shape[2:]), nrow=images.shape[1])
-    return make_grid(images, nrow=config.samples_per_class)
+    return make_grid(images, nrow=config.samples_per_class * (4 if is_unconditional(num_classes) else 1))

@@ -114,6 +114,10 @@ def build_data(config: TrainConfig, device) -> RunData:
     if cached is None:  # a cache knows its classes; the built-in shapes have 10, a folder's are not scanned yet
         config.network_config({**spec, "num_classes": _classes_before_reading(config)})
     base, encode_on_the_fly = _images(config, cached, vae, norm)
+    if config.unconditional and base.num_classes:
+        from dit.data.stream import Unlabelled
+
+        base = Unlabelled(base)
     shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
     if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
@@ -134,6 +138,8 @@ def _classes_before_reading(config: TrainConfig) -> int:
     """The class count known before any data is read: the built-in shapes', else 1 (any will do for sizes)."""
     from dit.data.shapes import CLASS_NAMES
 
+    if config.unconditional:
+        return 0
     return len(CLASS_NAMES) if config.data in (SHAPES, SHAPES_VIDEO) else 1
 
 
