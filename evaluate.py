@@ -118,6 +118,7 @@ def main(argv=None):
 
     from dit.dist import accelerate_state
     from dit.io.atomic import write_json
+    from dit.networks.conditioning import is_unconditional
     from dit.pipelines import evaluation
     from dit.pipelines.spec import EMPTY_PROVENANCE
 
@@ -136,7 +137,7 @@ def main(argv=None):
     if args.metric in ("video-shapes", "fvd"):
         result, n = evaluation.clip_metrics(args, out, device, state.num_processes, given)
     else:
-        result, n = evaluation.image_metrics(args, out, device)
+        result, n = evaluation.image_metrics(args, out, device, pipe is not None and is_unconditional(pipe.network.num_classes))
     if pipe is not None and not spec.video_in:
         pipe.count_nfe(spec, state.device)  # every batch came from the cache: one sample counts it
     made = ({"arch": pipe.checkpoint.arch, "process": pipe.checkpoint.process, **pipe.provenance(spec, n)} if pipe

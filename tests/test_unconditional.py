@@ -14,6 +14,7 @@ from test_cli_errors import refused
 from test_diffusers_roundtrip import export, pipeline
 from test_train import train_run
 
+import evaluate
 import sample
 import train
 from dit.cli import run_cli
@@ -66,6 +67,14 @@ def test_flat_folder_trains_a_null_class_model_that_samples_without_labels(tmp_p
                                  "--no-progress", "--device", "cpu"]) == 0
     with np.load(npz) as f:
         assert f["arr_0"].shape == (4, 16, 16, 3) and f["arr_1"].tolist() == [null_class(0)] * 4
+
+    # evaluate.py: no class accuracy or class counts for samples that have no class.
+    rec = tmp_path / "eval.json"
+    assert run_cli(evaluate.main, ["--ckpt", str(run), "--num-samples", "4", "--metric", "shapes", "--cache-dir",
+                                   str(tmp_path / "cache"), "--classifier-steps", "20", "--steps", "2", "--no-progress",
+                                   "--out", str(rec)]) == 0
+    got = json.loads(rec.read_text())
+    assert got["cfg_scale"] == 1.0 and got["class_counts"] is None and "class_acc" not in got and got["fd_shapes"] > 0
 
     # Guidance and labels: one line each, nothing written.
     for argv, match in ((["--num-samples", "2", "--cfg-scale", "3"], "unconditional, so classifier-free guidance"),

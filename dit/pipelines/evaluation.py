@@ -121,11 +121,14 @@ def clip_metrics(args, source, device, num_processes: int = 1, given: tuple[Path
     return fvd(real, clips, net, settings), len(clips)
 
 
-def image_metrics(args, source, device):
-    """The metrics of an .npz or folder of uint8 images: the shapes metric, or Inception's (FID, IS, P/R)."""
+def image_metrics(args, source, device, unlabelled: bool = False):
+    """The metrics of an .npz or folder of uint8 images: the shapes metric, or Inception's (FID, IS, P/R).
+    `unlabelled`: samples of an unconditional model, whose recorded null labels name no class (no class
+    accuracy, no class counts)."""
     from dit.eval.metrics import InceptionFeatures, ShapesMetric, inception_metrics, load_images
 
     images, labels = load_images(source)
+    labels = None if unlabelled else labels
     # The class balance the numbers were measured on (FID moves with it: 50 per class is not uniform draws).
     counts = {"class_counts": None if labels is None else np.bincount(np.asarray(labels).astype(np.int64)).tolist()}
     if args.metric == "shapes":
