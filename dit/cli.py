@@ -75,3 +75,22 @@ def run_cli(main, argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def image_size_token(text: str) -> tuple[int, ...]:
+    """One token of --image-size: "256" -> (256,), "256x384" -> (256, 384) (height x width)."""
+    try:
+        parts = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 256, 256x384 or two numbers H W, got {text!r}") from None
+    if not 1 <= len(parts) <= 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size such as 256, 256x384 or two numbers H W, got {text!r}")
+    return parts
+
+
+def image_hw(tokens) -> tuple[int, int]:
+    """(height, width) from --image-size's tokens (nargs="+", each `image_size_token`): H, HxW, or H W."""
+    flat = [v for t in tokens for v in t]
+    if len(flat) > 2 or (len(tokens) == 2 and len(flat) != 2):
+        raise UserError(f"--image-size takes H, HxW or H W, got {' '.join('x'.join(map(str, t)) for t in tokens)}")
+    return (flat[0], flat[-1])

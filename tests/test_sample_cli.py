@@ -124,7 +124,7 @@ def _bad_inputs(tmp_path, tiny_export, tiny_vae_dir):
         "patch does not divide": (["--ckpt", tiny_export, "--model", "DiT-S/4", "--image-size", 20, "--classes", 1], "does not divide"),
         "image vs vae factor": ([*ck, "--image-size", 15, "--classes", 1], "multiple"),
         "model does not fit": ([*ck, "--model", "DiT-S/2", "--classes", 1], "does not fit"),
-        "other checkpoint size": (["--ckpt", other, "--image-size", 32, "--classes", 1], "trained on 8"),
+        "size the patch does not tile": (["--ckpt", other, "--image-size", 18, "--classes", 1], "not divisible by patch size 2"),
         "missing file": (["--ckpt", tmp_path / "missing.pt", "--classes", 1], "not found"),
         "corrupt file": (["--ckpt", corrupt, "--classes", 1], "corrupt"),
         "no work": ([*ck], "nothing to sample"),

@@ -141,7 +141,8 @@ class Autoencoder(ABC):
         return image_size // self.downsample
 
     @abstractmethod
-    def latent_shape(self, image_size: int) -> tuple[int, ...]: ...
+    def latent_shape(self, image_size: int, width: int | None = None) -> tuple[int, ...]:
+        """One encoded sample of an image_size x width image (width None: square)."""
 
     @abstractmethod
     def encode(self, images: torch.Tensor, generator=None) -> torch.Tensor: ...
@@ -180,9 +181,8 @@ class ContinuousAutoencoder(Autoencoder):
     def decode_image(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (B, C, h, w) -> float images (B, 3, H, W)."""
 
-    def latent_shape(self, image_size: int) -> tuple[int, int, int]:
-        side = self.latent_size(image_size)
-        return (self.latent_channels, side, side)
+    def latent_shape(self, image_size: int, width: int | None = None) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_size(image_size), self.latent_size(width or image_size))
 
     def with_norm(self, channel_norm: ChannelNorm | None) -> "ContinuousAutoencoder":
         if channel_norm is not None and len(channel_norm.mean) != self.latent_channels:

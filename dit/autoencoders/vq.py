@@ -126,9 +126,8 @@ class TokenAutoencoder(Autoencoder):
     def weights_file(self) -> Path:
         return Path(self.source)
 
-    def latent_shape(self, image_size: int) -> tuple[int, int]:
-        side = self.latent_size(image_size)
-        return (side, side)
+    def latent_shape(self, image_size: int, width: int | None = None) -> tuple[int, int]:
+        return (self.latent_size(image_size), self.latent_size(width or image_size))
 
     def describe(self) -> dict:
         return {"vae": self.name, "vae_source": self.source, "scale": self.scale, "shift": self.shift,

@@ -46,6 +46,21 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
     return pil_image.crop((left, top, left + image_size, top + image_size))
 
 
+def center_crop_hw(pil_image: Image.Image, height: int, width: int) -> Image.Image:
+    """ADM's centre crop to a height x width image (any aspect ratio; square sizes: `center_crop_arr`,
+    to the bit): box-halve while both sides stay at least twice the target, one bicubic resize so the
+    image covers the target (the tighter side exactly), then the centre height x width window."""
+    if height == width:
+        return center_crop_arr(pil_image, height)
+    while pil_image.width >= 2 * width and pil_image.height >= 2 * height:
+        pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
+    scale = max(width / pil_image.width, height / pil_image.height)
+    new_size = (max(round(pil_image.width * scale), width), max(round(pil_image.height * scale), height))
+    pil_image = pil_image.resize(new_size, resample=Image.BICUBIC)
+    left, top = (pil_image.width - width) // 2, (pil_image.height - height) // 2
+    return pil_image.crop((left, top, left + width, top + height))
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB with the colours a viewer would show."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -83,7 +98,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder;
     or `root/<image>`, a flat folder: no classes (num_classes 0), every label the null label.
 
-    `__getitem__` returns (image float32 (3, S, S) in [-1, 1], label). A file that cannot be read
+    `__getitem__` returns (image float32 (3, H, W) in [-1, 1], label): image_size x width (default square). A file that cannot be read
     is recorded in `self.skipped` (in this process; DataLoader workers each keep their own copy)
     and the next readable index is returned instead, so one bad file never stops a long run.
     `scan()` checks every file up front and drops the bad ones. Hidden files and directories
@@ -93,8 +108,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int = 256, flip: bool = False,
-                 generator: torch.Generator | None = None, scan: bool = False):  # fmt: skip
+                 generator: torch.Generator | None = None, scan: bool = False, width: int | None = None):  # fmt: skip
         self.root, self.image_size, self.flip, self.generator = Path(root), image_size, flip, generator
+        self.width = width or image_size  # image_size is the height
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist or is not a directory: expected {LAYOUT}")
         dirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -148,7 +164,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             return None
 
     def read(self, index: int) -> tuple[torch.Tensor, int, bool]:
-        """(image (3, S, S) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced)."""
+        """(image (3, H, W) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced)."""
         n = len(self.samples)
         for k in range(n):  # a bad file is replaced by the next readable one: deterministic
             path, label = self.samples[(index + k) % n]
@@ -157,7 +173,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 break
         else:
             raise UserError(f"no readable images in {self.root}: all {n} files failed to decode")
-        arr = np.asarray(center_crop_arr(img, self.image_size))  # (S, S, 3) uint8
+        arr = np.asarray(center_crop_hw(img, self.image_size, self.width))  # (H, W, 3) uint8
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, k > 0
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

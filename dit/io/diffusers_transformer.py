@@ -74,6 +74,9 @@ def check_exportable(cfg: ModelConfig, pixel_space: bool = False) -> None:
     elif cfg.num_classes > IMAGENET_CLASSES:
         why = (f"the model has {cfg.num_classes} classes; DiTPipeline's guidance uses label {IMAGENET_CLASSES} as "
                "its null class, which would be one of them")
+    elif cfg.input_width:
+        why = (f"the model is {cfg.input_size}x{cfg.input_width} (latent); diffusers' DiTTransformer2DModel is square "
+               "(one sample_size)")
     elif pixel_space:
         why = "a pixel-space model (--vae none) has no VAE, and DiTPipeline always decodes with one"
     if why:

@@ -58,6 +58,9 @@ class Architecture:
     # What it is for (dit/networks/base.py): GENERATOR (train.py), CLASSIFIER (train_classifier.py) or
     # TOKENIZER (train_vq.py); the scripts refuse the others' by role.
     role: str = GENERATOR
+    # Takes inputs of any H x W its patch tiles, trained non-square or sampled at another size than
+    # trained (its position encoding is a function of the token grid, not a learned table): --image-size H W.
+    any_size: bool = False
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -47,6 +47,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         norm: str = "layernorm",
         pos: str = "sincos",
         qk_norm: bool = False,
+        input_width: int = 0,
     ):
         super().__init__()
         self.config = cfg = ModelConfig(
@@ -54,6 +55,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, conditioning=conditioning,
             timestep_freq_shift=timestep_freq_shift, mlp=mlp, norm=norm, pos=pos, qk_norm=qk_norm,
+            input_width=input_width,
         )
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels, self.out_channels = in_channels, cfg.out_channels
@@ -62,7 +64,9 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         self.conditioning = conditioning
         self.grad_checkpointing = False
 
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+        # Any H x W the patch tiles (strict_img_size off): the pos tables are functions of the token grid.
+        self.x_embedder = PatchEmbed((input_size, cfg.width), patch_size, in_channels, hidden_size, bias=True,
+                                     strict_img_size=False)
         self.t_embedder = TimestepEmbedder(hidden_size, freq_shift=timestep_freq_shift)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         # Fixed 2-D sin-cos table (DiT §3.1), a frozen Parameter rather than a buffer only because
@@ -90,7 +94,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one input: what the process's prior is drawn in."""
-        return (self.in_channels, self.input_size, self.input_size)
+        return (self.in_channels, self.input_size, self.config.width)
 
     def initialize_weights(self) -> None:
         """Initialise as the public DiT. Invariants:
@@ -108,11 +112,10 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         """
 
         xavier_linears(self)
-        grid = int(self.config.num_tokens**0.5)
         if self.config.pos == "rope2d":
             self.pos_embed.data.zero_()
         else:
-            self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0))
+            self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.config.grid).unsqueeze(0))
 
         init_embedders(self.x_embedder, self.t_embedder, self.y_embedder)
 
@@ -123,10 +126,21 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
 
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, p*p*C) -> (N, C, H, W); per-token features are ordered (p1, p2, c) as in the public DiT."""
-        p, side = self.patch_size, self.input_size // self.patch_size
-        return rearrange(x, "b (h w) (p1 p2 c) -> b c (h p1) (w p2)", h=side, w=side, p1=p, p2=p)
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """(N, T, p*p*C) -> (N, C, H, W) for a token grid (rows, columns), default the trained one;
+        per-token features are ordered (p1, p2, c) as in the public DiT."""
+        p, (h, w) = self.patch_size, grid or self.config.grid
+        return rearrange(x, "b (h w) (p1 p2 c) -> b c (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
+
+    def pos_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position table of a token grid, added to the tokens: the stored (1, T, D) one at the trained
+        grid (where public checkpoints keep it: bit-identical), else the same fixed sin-cos function of the
+        grid (DiT §3.1), or 0 with rope2d (positions enter through q and k only)."""
+        if tuple(grid) == self.config.grid:
+            return self.pos_embed
+        if self.config.pos == "rope2d":
+            return self.pos_embed.new_zeros(())
+        return get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid).unsqueeze(0).to(self.pos_embed)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."""
@@ -144,7 +158,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         for block in self.blocks:
             block.compile(mode=mode)
         device = self.pos_embed.device
-        x = torch.zeros(2, self.in_channels, self.input_size, self.input_size, device=device)
+        x = torch.zeros(2, *self.input_shape, device=device)
         t, y = torch.zeros(2, device=device), torch.zeros(2, dtype=torch.long, device=device)
         try:
             with torch.set_grad_enabled(backward):
@@ -161,13 +175,14 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         finally:
             self.zero_grad(set_to_none=True)
 
-    def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """rope.rope_2d's (cos, sin) for this patch grid, or None without RoPE. Recomputed per
-        forward (a few thousand trig ops) rather than kept, so the state dict and devices stay as they are."""
+    def rope_tables(self, device: torch.device, grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """rope.rope_2d's (cos, sin) for a patch grid (default the trained one), or None without RoPE.
+        Recomputed per forward (a few thousand trig ops) rather than kept, so the state dict and devices
+        stay as they are."""
         if not self.config.rope:
             return None
-        side = self.input_size // self.patch_size
-        return rope_2d(side, side, self.config.hidden_size // self.num_heads, device=device)
+        h, w = grid or self.config.grid
+        return rope_2d(h, w, self.config.hidden_size // self.num_heads, device=device)
 
     def _run(self, block, *args):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -182,8 +197,9 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         y, drop = cond["y"], cond.get("drop", force_drop_ids)
         if t.ndim == 0:  # allow one shared timestep
             t = t.expand(x.shape[0])
-        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p) * (W/p); pos_embed is 0 for rope2d
-        rope = self.rope_tables(x.device)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        x = self.x_embedder(x) + self.pos_table(grid)  # (N, T, D), T = (H/p) * (W/p); 0 for rope2d
+        rope = self.rope_tables(x.device, grid)
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, drop)  # (N, D); random dropout only in train mode
         if self.conditioning in ("adaln-zero", "adaln"):
@@ -203,7 +219,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
             for block in self.blocks:
                 x = self._run(block, x, context, rope)
             x = self.final_layer(x)
-        return self.unpatchify(x)  # (N, out_channels, H, W)
+        return self.unpatchify(x, grid)  # (N, out_channels, H, W)
 
 
 # --- Public-repo registry: DiT_models["DiT-XL/2"](**kwargs) as in facebookresearch/DiT -------------
@@ -233,4 +249,5 @@ ARCH = Architecture(
     key="dit", config_from_dict=ModelConfig.from_dict, build=DiT.from_config,
     config_for_run=dit_config.config_for_run, check_run=dit_config.check_run,
     infer_config=dit_config.infer_config, describe=dit_config.describe, section=dit_config.DiTSection,
+    any_size=True,
 )

@@ -71,6 +71,10 @@ class ModelConfig:
     norm: str = "layernorm"
     pos: str = "sincos"
     qk_norm: bool = False
+    # The latent's width where it differs from its height input_size (0: square, every file written
+    # before this field existed). The network takes any H x W its patch tiles (pos tables are functions
+    # of the grid); this is the size it is trained on and its pos_embed is stored for.
+    input_width: int = 0
 
     def __post_init__(self):
         self._check_types()
@@ -87,6 +91,11 @@ class ModelConfig:
                 f"choose a divisor such as {[h for h in range(1, 33) if self.hidden_size % h == 0][-3:]} "
                 f"(the paper uses 64-wide heads: num_heads = hidden_size / 64)"
             )
+        if self.input_width < 0:
+            raise UserError(f"input_width must be >= 0 (0: square), got {self.input_width}")
+        if self.width % self.patch_size:
+            raise UserError(f"a latent {self.width} wide is not divisible by patch size {self.patch_size}; use an image "
+                            f"width whose latent width is a multiple of {self.patch_size}")
         if self.input_size % self.patch_size:
             side = self.input_size
             ok = [p for p in PATCH_SIZES if side % p == 0] or [1]
@@ -133,8 +142,18 @@ class ModelConfig:
         return null_class(self.num_classes)
 
     @property
+    def width(self) -> int:
+        """The latent's width (input_size is its height)."""
+        return self.input_width or self.input_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of patch tokens at the trained size."""
+        return self.input_size // self.patch_size, self.width // self.patch_size
+
+    @property
     def num_tokens(self) -> int:
-        return (self.input_size // self.patch_size) ** 2
+        return self.grid[0] * self.grid[1]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -192,7 +211,8 @@ def config_for_run(run, data: dict) -> ModelConfig:
     if "image_size" in data:  # the message in pixels, the unit the user chose
         check_image_size(data["image_size"], data.get("downsample", 1), patch)
     return preset_config(
-        run.model, input_size=data["input_size"], in_channels=data["in_channels"], num_classes=data["num_classes"],
+        run.model, input_size=data["input_size"], input_width=data.get("input_width", 0),
+        in_channels=data["in_channels"], num_classes=data["num_classes"],
         conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
         mlp=run.mlp, norm=run.norm, pos=run.pos, qk_norm=run.qk_norm, **overrides,
     )
@@ -247,5 +267,5 @@ def describe(cfg: ModelConfig) -> str:
     options = [f"{k} {getattr(cfg, k)}" for k in ("mlp", "norm", "pos") if getattr(cfg, k) != BLOCK_DEFAULTS[k]]
     options += ["qk-norm"] * cfg.qk_norm
     extra = f" ({', '.join(options)})" if options else ""
-    shape = f"{cfg.input_size}x{cfg.input_size}x{cfg.in_channels}"
+    shape = f"{cfg.input_size}x{cfg.width}x{cfg.in_channels}"
     return f"{arch}{extra} on a {shape} input with {cfg.num_classes} classes"

@@ -117,16 +117,17 @@ def get_1d_sincos_pos_embed(embed_dim: int, length: int) -> torch.Tensor:
     return torch.from_numpy(_1d_sincos(embed_dim, np.arange(length, dtype=np.float64))).float()
 
 
-def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
-    """Fixed MAE-style 2-D table, (grid_size**2, embed_dim) float32, tokens in row-major (h, w) order.
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int]) -> torch.Tensor:
+    """Fixed MAE-style 2-D table, (rows * columns, embed_dim) float32, tokens in row-major (h, w) order;
+    grid_size is (rows, columns), or one int for a square grid.
 
     The first embed_dim/2 channels encode the token's column (width coordinate), the second half
     its row: the public DiT builds meshgrid(w, h) and embeds grid[0] first. Kept for compatibility.
     """
     if embed_dim % 4:
         raise ValueError(f"2-D sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
-    coords = np.arange(grid_size, dtype=np.float64)
-    w, h = np.meshgrid(coords, coords)  # each (grid, grid); w varies along the last axis
+    rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    w, h = np.meshgrid(np.arange(cols, dtype=np.float64), np.arange(rows, dtype=np.float64))  # (rows, cols) each
     emb = np.concatenate([_1d_sincos(embed_dim // 2, w), _1d_sincos(embed_dim // 2, h)], axis=1)
     return torch.from_numpy(emb).float()
 

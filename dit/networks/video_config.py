@@ -79,6 +79,8 @@ class VideoConfig(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.input_width:
+            raise UserError("video networks take square frames (input_width 0); train H x W images with --arch dit")
         if self.frames < 1:
             raise UserError(f"frames must be a positive integer, got {self.frames}")
         if self.factorization not in FACTORIZATIONS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dit.cli import ArgumentParser, add_switch, positive
+from dit.cli import ArgumentParser, add_switch, image_hw, image_size_token, positive
 from dit.errors import UserError
 from dit.networks import ARCHITECTURES
 from dit.networks.dit_config import MODEL_NAMES
@@ -33,7 +33,9 @@ def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> Argu
     p.add_argument("--arch", choices=ARCHITECTURES.keys(), help="architecture key; default: the checkpoint's (older ones: dit)")
     p.add_argument("--process", choices=PROCESSES.keys(), help="process key; default: the checkpoint's (older ones: gaussian)")
     p.add_argument("--model", help=f"architecture ({', '.join(MODEL_NAMES)}); default: the checkpoint's own")
-    p.add_argument("--image-size", type=positive(int), help="pixels per side; default: the checkpoint's, else 256")
+    p.add_argument("--image-size", type=image_size_token, nargs="+", metavar="H[xW]",
+                   help="image height x width (256, 256x384 or 256 384): another size than the checkpoint's where its "
+                        "network allows (a position encoding computed from the grid); default: the checkpoint's, else 256")
     p.add_argument("--num-classes", type=positive(int), help="default: the checkpoint's, else 1000")
     p.add_argument("--vae", help="ema, mse, none (pixel space), hub id or directory; default: the checkpoint's, else ema")
     p.add_argument("--classes", type=int, nargs="+", help="class labels for a grid (one image each)")
@@ -147,7 +149,9 @@ def check(args) -> argparse.Namespace:
 
 def to_spec(args) -> tuple[Source, SamplingSpec]:
     """The checked flags as what decides the samples (dit/pipelines/spec.py)."""
-    source = Source(args.ckpt, args.arch, args.process, args.model, args.image_size, args.num_classes, args.vae)
+    h, w = image_hw(args.image_size) if args.image_size else (None, None)
+    source = Source(args.ckpt, args.arch, args.process, args.model, h, args.num_classes, args.vae,
+                    w if w != h else None)
     spec = SamplingSpec(
         sampler=args.sampler, steps=args.steps,
         options={k: getattr(args, k) for k in SAMPLER_OPTIONS if getattr(args, k) is not None},

@@ -45,6 +45,7 @@ class Pipeline:
     classifier: object | None = None
     _hashes: dict = field(default_factory=dict)
     nfe: int | None = None  # network evaluations per sample of the last generate() (a CFG pair counts once)
+    shape: tuple[int, ...] | None = None  # one sample at another size than trained (--image-size), else None
 
     @property
     def meta(self) -> dict:
@@ -60,7 +61,7 @@ class Pipeline:
 
     def generate(self, spec: SamplingSpec, indices, labels, device, stats=None, given=None) -> np.ndarray:
         """uint8 NHWC images (NFHWC clips) for global sample indices (seeds spec.seed + i) with `labels`."""
-        shape = (spec.frames, *self.network.input_shape[1:]) if spec.frames and given is None else None
+        shape = (spec.frames, *self.network.input_shape[1:]) if spec.frames and given is None else self.shape
         calls = [0]
         # Counted, not looked up: an adaptive solver's NFE depends on the run, and a sampler's own
         # bookkeeping (Heun's extra slope, a multistep solver's warm-up) is the code's, not a table's.
@@ -165,17 +166,17 @@ def load(source: Source, spec: SamplingSpec, device, cfg_given: bool = True) -> 
         image_size = source.image_size or ckpt.meta.get("image_size") or DEFAULT_IMAGE_SIZE
         if source.model in MODEL_NAMES:
             check_image_size(image_size, vae.downsample, int(source.model.rpartition("/")[2]))
+        width = source.image_width or (None if source.image_size else ckpt.meta.get("image_width"))
         config = preset_config(source.model, input_size=vae.latent_size(image_size), in_channels=vae.latent_channels,
-                               num_classes=source.num_classes or DEFAULT_NUM_CLASSES)
+                               num_classes=source.num_classes or DEFAULT_NUM_CLASSES,
+                               input_width=vae.latent_size(width) if width and width != image_size else 0)
         network = instantiate(ckpt, config, device)
-    channels, side = network.input_shape[-3], network.input_shape[-1]  # (C, H, W) or (F, C, H, W)
+    channels = network.input_shape[-3]  # (C, H, W) or (F, C, H, W)
     if vae.latent_channels != channels:
         raise UserError(f"the VAE gives {vae.latent_channels}-channel inputs but the model takes {channels}; check --vae")
     if source.num_classes and source.num_classes != network.num_classes:
         raise UserError(f"--num-classes {source.num_classes} but the checkpoint has {network.num_classes} classes")
-    if source.image_size and vae.latent_size(source.image_size) != side:
-        raise UserError(f"--image-size {source.image_size} gives a {vae.latent_size(source.image_size)}-wide input, "
-                        f"but the checkpoint was trained on {side}; pass --model to resize")
+    shape = None if source.model else other_size(network, vae, ckpt, source)
     if spec.video_in and ckpt.meta.get("video_masks") == "none":
         print(f"warning: {ckpt.source} was trained with --video-masks none (nothing ever given): it has not "
               "learned to complete clips from given frames", file=sys.stderr)
@@ -185,7 +186,26 @@ def load(source: Source, spec: SamplingSpec, device, cfg_given: bool = True) -> 
         check_classifier(net, cls_ckpt.meta, network, ckpt.meta, process, spec.classifier)
         spec = spec.replace(classifier_form=resolve_form(spec.classifier_form, spec.sampler))  # recorded as used
         classifier = net.eval().requires_grad_(False)
-    return fit(Pipeline(network, process, vae, ckpt, source, classifier), spec, cfg_given)
+    return fit(Pipeline(network, process, vae, ckpt, source, classifier, shape=shape), spec, cfg_given)
+
+
+def other_size(network, vae, ckpt: Checkpoint, source: Source) -> tuple[int, ...] | None:
+    """One sample's shape at --image-size H [W] where that is not the size trained (None where it is, or
+    none is given): an architecture that declares any_size draws it (its position tables are functions of
+    the grid), every other refuses in one line."""
+    if not source.image_size:
+        return None
+    want = (vae.latent_size(source.image_size), vae.latent_size(source.image_width or source.image_size))
+    trained = tuple(network.input_shape[-2:])
+    if want == trained:
+        return None
+    size = "x".join(map(str, (source.image_size, source.image_width or source.image_size)))
+    if not get_architecture(ckpt.arch).any_size:
+        raise UserError(f"--image-size {size} gives a {want[0]}x{want[1]} input, but the checkpoint's {ckpt.arch!r} network "
+                        f"takes the {trained[0]}x{trained[1]} it was trained on (its positions do not extend); drop "
+                        "--image-size")
+    network.config.replace(input_size=want[0], input_width=want[1] if want[1] != want[0] else 0)  # its patch tiles it
+    return (network.input_shape[0], *want)
 
 
 def fit(pipe: Pipeline, spec: SamplingSpec, cfg_given: bool = True) -> tuple[Pipeline, SamplingSpec]:

@@ -33,9 +33,10 @@ class Source:
     arch: str | None = None
     process: str | None = None
     model: str | None = None  # a DiT preset that rebuilds a file without a config (public .pt)
-    image_size: int | None = None
+    image_size: int | None = None  # the height (sample.py --image-size H [W])
     num_classes: int | None = None
     vae: str | None = None
+    image_width: int | None = None  # None: as the height (square), or the checkpoint's where no size is given
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def shard_settings(source: Source, spec: SamplingSpec, checkpoint_sha256: str, c
     classifier = {"classifier_sha256": classifier_sha256, "classifier_scale": spec.classifier_scale,
                   "classifier_form": spec.classifier_form} if spec.classifier else {}
     later = {**({} if spec.truncation is None else {"truncation": spec.truncation}),
+             **({} if source.image_width is None else {"image_width": source.image_width}),
              **({} if spec.frames is None else {"frames": spec.frames}),
              **({} if tokenizer_sha256 is None else {"tokenizer_sha256": tokenizer_sha256})}
     return _json({"ckpt_sha256": checkpoint_sha256, **classifier, **later, **content})

@@ -65,7 +65,8 @@ class TrainConfig:
     # --- data ---
     data: str = SHAPES  # "shapes", "shapes-video", an ImageFolder root (clip folders for video), or a latent cache
     unconditional: bool = False  # drop the data's labels: a model of the null class only (a flat folder is so anyway)
-    image_size: int = 256
+    image_size: int = 256  # the height, and the width unless image_width is set (--image-size H W sets both)
+    image_width: int = 0  # 0: square images (image_size x image_size)
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
     shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)
@@ -125,6 +126,11 @@ class TrainConfig:
             return sections[name]
         raise AttributeError(f"TrainConfig has no field {name!r} (registered sections: dit/training/sections.py)")
 
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the training images."""
+        return self.image_size, self.image_width or self.image_size
+
     def _check(self) -> None:
         object.__setattr__(self, "mixed_precision", ALIASES.get(self.mixed_precision, self.mixed_precision))
         positive = ["image_size", "shapes_images", "global_batch_size", "grad_accum", "max_steps",
@@ -132,7 +138,10 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("num_workers", "warmup_steps", "keep_last", "sample_every", "weight_decay", "grad_clip"):
+        if self.image_width == self.image_size:  # a square size said twice is the square size
+            object.__setattr__(self, "image_width", 0)
+        for name in ("num_workers", "warmup_steps", "keep_last", "sample_every", "weight_decay", "grad_clip",
+                     "image_width"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from dit.cli import ArgumentParser, add_switch, typed
+from dit.cli import ArgumentParser, add_switch, image_hw, image_size_token, typed
 from dit.errors import UserError
 from dit.networks import DEFAULT_ARCH, get_architecture
 from dit.registry import load_plugins
@@ -45,6 +45,9 @@ def training_parser(description: str, presets: dict, default_preset: str, recipe
         help_ = f"(code default: {f.default!r}{also})"
         if f.kind is bool:  # --flag, --no-flag, --flag true|false
             add_switch(groups[owner], f.flag[2:], dest=f.name, help=help_)
+        elif f.name == "image_size":  # H, HxW or H W: the height, and the width where it differs
+            groups[owner].add_argument(f.flag, dest=f.name, type=image_size_token, nargs="+", metavar="H[xW]",
+                                       help=f"image height x width: 256, 256x384 or 256 384 {help_}")
         else:
             groups[owner].add_argument(f.flag, dest=f.name, type=typed(f.kind), metavar=f.kind.__name__.upper(),
                                        help=help_)
@@ -67,4 +70,7 @@ def config_from_args(args: argparse.Namespace, presets: dict | None = None, reso
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be a positive step, got {args.stop_at}")
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
+    if "image_size" in overrides:  # --image-size H [W]: --image-width only where it differs from the height
+        h, w = image_hw(overrides["image_size"])
+        overrides.update(image_size=h, **({"image_width": w} if w != h else {}))
     return from_preset(args.preset, getattr(args, "recipe", None), presets=presets, resolve=resolve, **overrides)

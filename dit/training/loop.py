@@ -81,7 +81,8 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     monitor = Monitor(accelerator, config, tracker, counters, run_dir)
     clips = get_architecture(config.arch).data_kind == "clip"
     meta = {"arch": config.arch, "process": config.process, "process_config": process.to_meta(),
-            "image_size": config.image_size, "vae": config.vae, "class_names": data.base.class_names,
+            "image_size": config.image_size, **({"image_width": config.image_width} if config.image_width else {}),
+            "vae": config.vae, "class_names": data.base.class_names,
             **({"unconditional": True} if is_unconditional(data.base.num_classes) else {}),
             **({"video_masks": config.video_masks} if clips else {}),  # what a network of clips learned to complete
             **data.autoencoder.norm_meta(), **(export_meta or {})}

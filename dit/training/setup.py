@@ -118,7 +118,7 @@ def build_data(config: TrainConfig, device) -> RunData:
         from dit.data.stream import Unlabelled
 
         base = Unlabelled(base)
-    shape = tuple(vae.latent_shape(config.image_size))  # (C, h, w) latents, (h, w) token ids
+    shape = tuple(vae.latent_shape(*config.image_hw))  # (C, h, w) latents, (h, w) token ids
     if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
                         f"{config.image_size}px gives {shape}")
@@ -129,8 +129,16 @@ def network_input(config: TrainConfig, vae: Autoencoder) -> dict:
     """What the network is sized by (Architecture.config_for_run's `data`, less the classes): channels and
     side of the autoencoder's output at --image-size, the image size, its factor, and K for token ids."""
     tokens = vae.data_kind == TOKENS  # x0 is a grid of ids (train.py checked arch and process)
+    wide = {}
+    if config.image_width:  # H != W: only an architecture that declares any_size takes it
+        if not get_architecture(config.arch).any_size or config.data in (SHAPES, SHAPES_VIDEO):
+            what = (f"the built-in {config.data} are square" if config.data in (SHAPES, SHAPES_VIDEO) else
+                    f"--arch {config.arch} takes square inputs only")
+            raise UserError(f"--image-size {config.image_size}x{config.image_width}: {what}; train a {config.image_size}"
+                            f"x{config.image_width} model with --arch dit on a folder of images (--data DIR)")
+        wide = {"input_width": vae.latent_size(config.image_width), "image_width": config.image_width}
     return {"in_channels": vae.latent_channels, "input_size": vae.latent_size(config.image_size),
-            "image_size": config.image_size, "downsample": vae.downsample,
+            "image_size": config.image_size, "downsample": vae.downsample, **wide,
             **({"codebook_size": vae.codebook_size} if tokens else {})}
 
 
@@ -180,9 +188,10 @@ def _check_cache(config: TrainConfig, cached, vae: Autoencoder) -> None:
         have = f"a tokenizer of K = {vae.codebook_size}" if vae.data_kind == TOKENS else "a VAE"
         raise UserError(f"latent cache {config.data} holds {made}, but --vae {config.vae} is now {have}: it is not "
                         "what made the cache; re-encode with cache_latents.py")
-    if cached.settings["image_size"] != config.image_size:
-        raise UserError(f"latent cache {config.data} holds {cached.settings['image_size']}px images but "
-                        f"--image-size is {config.image_size}; pass --image-size {cached.settings['image_size']}")
+    made = cached.settings["image_size"], cached.settings.get("image_width") or cached.settings["image_size"]
+    if made != config.image_hw:
+        raise UserError(f"latent cache {config.data} holds {'x'.join(map(str, made))} images but --image-size is "
+                        f"{'x'.join(map(str, config.image_hw))}; pass --image-size {'x'.join(map(str, made))}")
     if vae.identity:
         raise UserError(f"--vae {config.vae}, but --data is a latent cache: pass the VAE it was encoded with "
                         "(--vae ema)")
@@ -203,7 +212,8 @@ def _images(config: TrainConfig, cached, vae: Autoencoder, norm):
         return InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES)), not vae.identity
     from dit.data.folders import ImageFolderDataset
 
-    return FolderImages(ImageFolderDataset(config.data, config.image_size), config.flip), not vae.identity
+    return FolderImages(ImageFolderDataset(config.data, config.image_size, width=config.image_width or None),
+                        config.flip), not vae.identity
 
 
 def build_clip_data(config: TrainConfig, device) -> RunData:
