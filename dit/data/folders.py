@@ -108,9 +108,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int = 256, flip: bool = False,
-                 generator: torch.Generator | None = None, scan: bool = False, width: int | None = None):  # fmt: skip
+                 generator: torch.Generator | None = None, scan: bool = False, width: int | None = None,
+                 buckets: list[tuple[int, int]] | None = None):  # fmt: skip
         self.root, self.image_size, self.flip, self.generator = Path(root), image_size, flip, generator
         self.width = width or image_size  # image_size is the height
+        self.buckets = buckets  # (height, width) sizes: each image goes to its nearest aspect ratio's (buckets.py)
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist or is not a directory: expected {LAYOUT}")
         dirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -136,6 +138,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.skipped: set[str] = set()
         if scan:
             self.scan()
+        self.bucket_of = self._assign_buckets() if buckets else None
         self.read(0)  # at least one file decodes (else one line), checked before a run writes anything
 
     def __len__(self) -> int:
@@ -163,17 +166,53 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             self.skipped.add(path)
             return None
 
+    def _assign_buckets(self) -> list[int]:
+        """Each image's bucket, from its header; a file whose header does not read is dropped (and
+        counted as skipped), an image smaller than its bucket refused in one line."""
+        from dit.data.buckets import header_size, nearest_bucket
+
+        kept, bucket_of = [], []
+        for path, label in self.samples:
+            size = header_size(path)
+            if size is None:
+                warnings.warn(f"skipping unreadable image {path}: its header does not read", stacklevel=3)
+                self.skipped.add(path)
+                continue
+            k = nearest_bucket(*size, self.buckets)
+            if size[0] < self.buckets[k][0] or size[1] < self.buckets[k][1]:
+                raise UserError(f"image {path} is {size[0]}x{size[1]}, smaller than its bucket {self.buckets[k][0]}x"
+                                f"{self.buckets[k][1]} (buckets only crop, never enlarge): remove it, or choose "
+                                "smaller buckets (--image-size, --buckets)")
+            kept.append((path, label))
+            bucket_of.append(k)
+        if not kept:
+            raise UserError(f"no readable images in {self.root}: all {len(self.samples)} files failed to decode")
+        self.samples = kept
+        self._members = [[i for i, b in enumerate(bucket_of) if b == k] for k in range(len(self.buckets))]
+        self._rank = [0] * len(kept)  # index -> its place among its bucket's members
+        for members in self._members:
+            for r, i in enumerate(members):
+                self._rank[i] = r
+        return bucket_of
+
+    def size_of(self, index: int) -> tuple[int, int]:
+        """(height, width) image `index` is read at: its bucket's, else the dataset's one size."""
+        return self.buckets[self.bucket_of[index]] if self.bucket_of else (self.image_size, self.width)
+
     def read(self, index: int) -> tuple[torch.Tensor, int, bool]:
-        """(image (3, H, W) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced)."""
+        """(image (3, H, W) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced by
+        the next readable one: of the same bucket, so that a batch keeps one size)."""
         n = len(self.samples)
-        for k in range(n):  # a bad file is replaced by the next readable one: deterministic
-            path, label = self.samples[(index + k) % n]
+        ring = range(n) if self.bucket_of is None else self._members[self.bucket_of[index]]
+        start = index if self.bucket_of is None else self._rank[index]
+        for k in range(len(ring)):  # a bad file is replaced by the next readable one: deterministic
+            path, label = self.samples[ring[(start + k) % len(ring)]]
             img = self._read(path)
             if img is not None:
                 break
         else:
             raise UserError(f"no readable images in {self.root}: all {n} files failed to decode")
-        arr = np.asarray(center_crop_hw(img, self.image_size, self.width))  # (H, W, 3) uint8
+        arr = np.asarray(center_crop_hw(img, *self.size_of(index)))  # (H, W, 3) uint8
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, k > 0
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

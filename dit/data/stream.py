@@ -35,10 +35,12 @@ class TrainingItems(torch.utils.data.Dataset):
     """
 
     def __init__(self, base, seed: int, process, label_dropout: float, latent_shape: tuple[int, ...],
-                 posterior_noise: bool = False, mask=None):
+                 posterior_noise: bool = False, mask=None, buckets=None):
         self.base, self.seed, self.process = base, seed, process
         self.label_dropout, self.latent_shape = label_dropout, tuple(latent_shape)
         self.posterior_noise, self.mask = posterior_noise, mask
+        # Aspect-ratio buckets (dit/data/buckets.py): (bucket of each index, latent shape of each bucket).
+        self.bucket_of, self.bucket_shapes = buckets or (None, None)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -48,12 +50,13 @@ class TrainingItems(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, position])
         # Draw order is fixed: changing it changes every run's data, so append new draws at the end.
         x, y, unreadable = self.base.get(index, rng)
-        draws = self.process.draw(rng, self.latent_shape)
+        shape = self.latent_shape if self.bucket_of is None else tuple(self.bucket_shapes[self.bucket_of[index]])
+        draws = self.process.draw(rng, shape)
         drop = int(rng.random() < self.label_dropout)
         # unreadable: this position's file could not be decoded and the next readable one stands in
         item = {"x": x, "y": y, "draws": draws, "drop": drop, "unreadable": int(unreadable)}
         if self.posterior_noise:
-            item["post_noise"] = torch.from_numpy(rng.standard_normal(self.latent_shape, dtype=np.float32))
+            item["post_noise"] = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
         if self.mask is not None:
             item["given"] = torch.from_numpy(self.mask(rng))
         if getattr(self.base, "joint_images", 0):  # joint image-video training (dit/data/joint.py)
@@ -136,6 +139,7 @@ class FolderImages:
     def __init__(self, folder, flip: bool):
         self.folder, self.flip = folder, flip
         self.num_classes, self.class_names = folder.num_classes, folder.class_names
+        self.bucket_of, self.buckets = folder.bucket_of, folder.buckets  # None without --buckets
 
     def __len__(self) -> int:
         return len(self.folder)

@@ -67,6 +67,7 @@ class TrainConfig:
     unconditional: bool = False  # drop the data's labels: a model of the null class only (a flat folder is so anyway)
     image_size: int = 256  # the height, and the width unless image_width is set (--image-size H W sets both)
     image_width: int = 0  # 0: square images (image_size x image_size)
+    buckets: str = ""  # aspect-ratio buckets of an image folder: "auto", or sizes "HxW,HxW" (dit/data/buckets.py)
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
     shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dit.data.buckets import BucketedBatches
 from dit.data.stream import StreamBatches, TrainingItems, make_loader, per_process_batch
 from dit.networks import get_architecture
 from dit.networks.base import CompileBlocks, GradCheckpointing, require
@@ -89,9 +90,10 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
     # Posterior noise only where encoding in training draws z ~ q(z|x) (a VAE; a tokenizer's codes are not drawn).
     items = TrainingItems(data.base, config.seed, objective, config.class_dropout_prob, data.shape,
-                          data.encode_on_the_fly and data.autoencoder.stochastic, data.mask)
-    batches = StreamBatches(len(data.base), config.global_batch_size, accelerator.num_processes,
-                            accelerator.process_index, config.grad_accum, config.seed, start_step)
+                          data.encode_on_the_fly and data.autoencoder.stochastic, data.mask, data.buckets)
+    stream_of = (StreamBatches, len(data.base)) if data.buckets is None else (BucketedBatches, data.buckets[0])
+    batches = stream_of[0](stream_of[1], config.global_batch_size, accelerator.num_processes,
+                           accelerator.process_index, config.grad_accum, config.seed, start_step)
     stream = make_loader(items, batches, config.num_workers, pin_memory=device.type == "cuda")
     end = min(config.max_steps, args.stop_at) if args.stop_at else config.max_steps
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not is_main or args.no_progress, desc="training",

@@ -14,10 +14,10 @@ from dit.autoencoders.base import LATENT_NORMS
 from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.layout import TOKENS
-from dit.networks import TOKENIZER, get_architecture, role_of
+from dit.networks import get_architecture
 from dit.networks.base import ImageInit, supports
 from dit.training import state as train_state
-from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, VQ_TOKENIZER_CPU, TrainConfig, field_default
+from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, TrainConfig
 from dit.training.step import learning_rate
 
 
@@ -46,50 +46,13 @@ class RunData:
     encode_on_the_fly: bool  # pixels in the stream, encoded through the VAE at every step
     network_config: object  # the architecture's config for this data
     mask: object = None  # rng -> GIVEN mask of one training sample (video mask modelling), or None
+    buckets: tuple | None = None  # (bucket of each index, latent shape of each bucket) with --buckets
 
 
 def check_latent_norm(config: TrainConfig) -> None:
     """--latent-norm's value, checked as soon as the flags are read (before any file is touched)."""
     if config.latent_norm not in LATENT_NORMS:
         raise UserError(f"--latent-norm must be one of {', '.join(LATENT_NORMS)}, got {config.latent_norm!r}")
-
-
-def resolve_tokens(values: dict) -> dict:
-    """train.py, before its config is checked: what a VQ tokenizer as --vae implies (token ids, VQ-Diffusion).
-
-    `values` are the merged preset, recipe and flags. A tokenizer --vae needs --arch token-dit and a
-    process of token ids (vq-diffusion), and either of those needs a tokenizer --vae; the tokenizer's
-    K fills --codebook-size (the process is built with it when the config is checked), and a
-    --codebook-size that disagrees is refused. Reads the tokenizer file's header only."""
-    from dit.processes import get_process
-
-    get = lambda k: values.get(k, field_default(k))  # noqa: E731 - a field's value or its default
-    arch, process, vae = get("arch"), get("process"), get("vae")
-    if role_of(arch) == TOKENIZER:
-        raise UserError(f"--arch {arch} trains a VQ tokenizer: use train_vq.py (then pass its run as --vae here)")
-    K = peek_autoencoder(vae).get("codebook_size")  # a tokenizer's, from its file's header
-    arch_tokens = get_architecture(arch).data_kind == TOKENS
-    process_tokens = get_process(process).data_kind == TOKENS
-    if K is None:
-        if arch_tokens or process_tokens:
-            what = f"--arch {arch}" if arch_tokens else f"--process {process}"
-            hint = f" (train it first: `python train_vq.py` writes {vae})" if vae == VQ_TOKENIZER_CPU else ""
-            raise UserError(f"{what} models token ids: --vae must be a VQ tokenizer (a train_vq.py run directory, "
-                            f"checkpoint or export), and {vae!r} is not one{hint}")
-        return values
-    if not arch_tokens:
-        raise UserError(f"--vae {vae} is a VQ tokenizer (token ids), which --arch {arch} does not model: use --arch "
-                        "token-dit --process vq-diffusion (preset vq-diffusion-cpu)")
-    if not process_tokens:
-        raise UserError(f"--vae {vae} is a VQ tokenizer (token ids), which the {process} process does not model: use "
-                        "--process vq-diffusion")
-    given = get("codebook_size")
-    if given and given != K:
-        raise UserError(f"--codebook-size {given}, but the tokenizer {vae} has K = {K} codes; drop --codebook-size "
-                        "(it is read from the tokenizer)")
-    if get("latent_norm") != "scalar":
-        raise UserError(f"--latent-norm {get('latent_norm')}: token ids take no normalisation; use --latent-norm scalar")
-    return {**values, "codebook_size": K}
 
 
 def build_data(config: TrainConfig, device) -> RunData:
@@ -112,8 +75,9 @@ def build_data(config: TrainConfig, device) -> RunData:
         _check_cache(config, cached, vae)
     spec = network_input(config, vae)
     if cached is None:  # a cache knows its classes; the built-in shapes have 10, a folder's are not scanned yet
-        config.network_config({**spec, "num_classes": _classes_before_reading(config)})
-    base, encode_on_the_fly = _images(config, cached, vae, norm)
+        probe = config.network_config({**spec, "num_classes": _classes_before_reading(config)})
+    sizes = bucket_sizes(config, cached, vae, probe if cached is None else None)
+    base, encode_on_the_fly = _images(config, cached, vae, norm, sizes)
     if config.unconditional and base.num_classes:
         from dit.data.stream import Unlabelled
 
@@ -122,7 +86,24 @@ def build_data(config: TrainConfig, device) -> RunData:
     if hasattr(base, "latent_shape") and tuple(base.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {base.latent_shape}, but --vae {config.vae} at "
                         f"{config.image_size}px gives {shape}")
-    return RunData(base, vae, shape, encode_on_the_fly, config.network_config({**spec, "num_classes": base.num_classes}))
+    buckets = (base.bucket_of, [vae.latent_shape(h, w) for h, w in sizes]) if sizes else None
+    if buckets:  # checked before anything is written
+        from dit.data.buckets import batches_per_epoch
+
+        batches_per_epoch(base.bucket_of, config.global_batch_size)
+    return RunData(base, vae, shape, encode_on_the_fly, config.network_config({**spec, "num_classes": base.num_classes}),
+                   buckets=buckets)
+
+
+def bucket_sizes(config: TrainConfig, cached, vae: Autoencoder, network_config) -> list[tuple[int, int]] | None:
+    """--buckets' (height, width) sizes, multiples of the autoencoder's factor x the patch (None without)."""
+    from dit.data.buckets import parse_buckets
+
+    if config.buckets and (cached is not None or config.data in (SHAPES, SHAPES_VIDEO)
+                           or not get_architecture(config.arch).any_size):
+        raise UserError("--buckets needs a folder of images (--data DIR) and an architecture of any size (--arch dit)")
+    return parse_buckets(config.buckets, config.image_hw, vae.downsample * network_config.patch_size) \
+        if config.buckets else None
 
 
 def network_input(config: TrainConfig, vae: Autoencoder) -> dict:
@@ -197,7 +178,7 @@ def _check_cache(config: TrainConfig, cached, vae: Autoencoder) -> None:
                         "(--vae ema)")
 
 
-def _images(config: TrainConfig, cached, vae: Autoencoder, norm):
+def _images(config: TrainConfig, cached, vae: Autoencoder, norm, buckets=None):
     """(the base dataset, whether its pixels are encoded during training): the cache, the built-in shapes
     (rendered from seed 0, the same on every process, kept on disk for the next run) or an image folder."""
     from dit.data.stream import FolderImages, InMemoryImages
@@ -212,7 +193,8 @@ def _images(config: TrainConfig, cached, vae: Autoencoder, norm):
         return InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES)), not vae.identity
     from dit.data.folders import ImageFolderDataset
 
-    return FolderImages(ImageFolderDataset(config.data, config.image_size, width=config.image_width or None),
+    return FolderImages(ImageFolderDataset(config.data, config.image_size, width=config.image_width or None,
+                                           buckets=buckets),
                         config.flip), not vae.identity
 
 
