@@ -68,6 +68,11 @@ class TrainConfig:
     image_size: int = 256  # the height, and the width unless image_width is set (--image-size H W sets both)
     image_width: int = 0  # 0: square images (image_size x image_size)
     buckets: str = ""  # aspect-ratio buckets of an image folder: "auto", or sizes "HxW,HxW" (dit/data/buckets.py)
+    # A Hugging Face dataset as --data (dit/data/hf.py): its split and columns, as diffusers' scripts name them.
+    dataset_split: str = "train"
+    image_column: str = "image"
+    label_column: str = ""  # "": the label column where there is one, else unlabelled (unconditional)
+    caption_column: str = ""
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
     shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)

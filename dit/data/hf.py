@@ -1,0 +1,175 @@
+"""Hugging Face datasets as training data (`--data`), read as diffusers' training scripts read them.
+
+`--data` is one of (`hf_kind` tells which):
+    imagefolder  a local folder with metadata.jsonl (or .csv): `file_name` beside a `label` or `text` column
+    disk         a dataset written by `Dataset.save_to_disk` (dataset_info.json / state.json inside)
+    parquet      a .parquet file, or a folder holding only .parquet files
+    hub          a hub id (`owner/name`) that is not a local path: downloaded (and cached) by `datasets`
+Columns: `--image-column` (default image), `--label-column` (default label, where present: a ClassLabel's
+names, integers 0..K-1, or strings, sorted into classes), `--caption-column` (default text). Without a
+label column the data is unlabelled: an unconditional model (dit/networks/conditioning.py).
+
+Images are decoded, EXIF-rotated and converted as image folders' are (dit/data/folders.py) and
+centre-cropped to the training size; a sample that does not decode is replaced by the next one that
+does, and counted (the `get` contract of dit/data/stream.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dit.errors import UserError
+from dit.networks.conditioning import null_class
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+METADATA = ("metadata.jsonl", "metadata.csv")
+
+
+def hf_kind(data: str) -> str | None:
+    """What kind of Hugging Face dataset `data` names (module docstring), or None for anything else
+    (an image folder, a latent cache, the built-in shapes, a missing path)."""
+    path = Path(data)
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+            return "disk"
+        if any((path / m).is_file() for m in METADATA):
+            return "imagefolder"
+        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if files and all(p.suffix == ".parquet" for p in files):
+            return "parquet"
+        return None
+    if path.suffix == ".parquet" and path.is_file():
+        return "parquet"
+    if not path.exists() and "/" in data and HUB_ID.match(data) and not data.startswith((".", "/")):
+        return "hub"
+    return None
+
+
+def load_hf(data: str, kind: str, split: str = "train", cache_dir: str | None = None):
+    """The `datasets.Dataset` of --data (one split); a missing or unreadable one is one line."""
+    try:
+        import datasets
+    except ImportError:  # a dependency of this package (pyproject.toml): only a broken install lacks it
+        raise UserError("--data names a Hugging Face dataset, which needs the `datasets` package: pip install datasets") from None
+    datasets.disable_progress_bars()
+    try:
+        if kind == "disk":
+            ds = datasets.load_from_disk(data)
+            if isinstance(ds, datasets.DatasetDict):
+                ds = _split(ds, split, data)
+            return ds
+        if kind == "imagefolder":
+            return datasets.load_dataset("imagefolder", data_dir=data, split=split, cache_dir=cache_dir)
+        if kind == "parquet":
+            files = data if Path(data).is_file() else sorted(str(p) for p in Path(data).glob("*.parquet"))
+            return datasets.load_dataset("parquet", data_files=files, split=split, cache_dir=cache_dir)
+        return datasets.load_dataset(data, split=split, cache_dir=cache_dir)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many types (no network, no such split, bad files)
+        hint = " (not a local path, so read as a hub id)" if kind == "hub" else ""
+        raise UserError(f"could not read the Hugging Face dataset --data {data}{hint} ({kind}, split {split!r}): "
+                        f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
+
+
+def _split(ds, split: str, data: str):
+    if split not in ds:
+        raise UserError(f"--data {data} has splits {sorted(ds)}, not {split!r}: pass --dataset-split")
+    return ds[split]
+
+
+class HFImages:
+    """A Hugging Face dataset as the stream's base: get(index, rng) -> (image (3, H, W) in [-1, 1], label,
+    whether the sample was unreadable and replaced). `caption(index)` reads the caption column."""
+
+    def __init__(self, ds, image_size: int, width: int | None, flip: bool, image_column: str = "image",
+                 label_column: str = "", caption_column: str = "", source: str = ""):
+        self.ds, self.size, self.flip, self.source = ds, (image_size, width or image_size), flip, source
+        columns = list(ds.column_names)
+        label_column = label_column or ("label" if "label" in columns else "")
+        for flag, name in (("--image-column", image_column), ("--label-column", label_column),
+                           ("--caption-column", caption_column)):
+            if name and name not in columns:
+                raise UserError(f"{flag} {name}: --data {source} has no such column; its columns are {columns}")
+        self.image_column, self.label_column, self.caption_column = image_column, label_column, caption_column
+        self.labels, self.class_names = self._labels()
+        self.num_classes = len(self.class_names)
+        self.skipped: set[int] = set()
+        self.bucket_of, self.buckets = None, None
+
+    def _labels(self) -> tuple[np.ndarray, list[str]]:
+        """Per-sample labels 0..K-1 and the class names (none: the null label, K = 0)."""
+        if not self.label_column:
+            return np.full(len(self.ds), null_class(0), dtype=np.int64), []
+        from datasets import ClassLabel
+
+        feature = self.ds.features[self.label_column]
+        values = self.ds[self.label_column]
+        if isinstance(feature, ClassLabel):  # carries its names
+            return np.asarray(values, dtype=np.int64), list(feature.names)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            if min(values) < 0:
+                raise UserError(f"--label-column {self.label_column}: labels must be >= 0, found {min(values)}")
+            return np.asarray(values, dtype=np.int64), [str(k) for k in range(max(values) + 1)]
+        names = sorted({str(v) for v in values})  # strings: sorted, as class folders are
+        lookup = {n: k for k, n in enumerate(names)}
+        return np.asarray([lookup[str(v)] for v in values], dtype=np.int64), names
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def caption(self, index: int) -> str:
+        if not self.caption_column:
+            raise UserError(f"--data {self.source}: no --caption-column given")
+        return str(self.ds[int(index)][self.caption_column])
+
+    def _image(self, index: int):
+        from dit.data.folders import load_image
+
+        try:
+            raw = self.ds[int(index)][self.image_column]
+            if isinstance(raw, dict) and raw.get("bytes") is None and raw.get("path"):  # an undecoded path
+                return load_image(raw["path"])
+            if isinstance(raw, (str, os.PathLike)):
+                return load_image(raw)
+            return _rgb(raw)
+        except Exception as e:  # noqa: BLE001 - a bad image: skipped and counted, as in a folder
+            if index not in self.skipped:
+                warnings.warn(f"skipping unreadable sample {index} of {self.source}: {type(e).__name__}: {e}", stacklevel=3)
+            self.skipped.add(index)
+            return None
+
+    def get(self, index: int, rng: np.random.Generator):
+        from dit.data.folders import center_crop_hw
+        from dit.data.stream import flip_or_not
+
+        n = len(self.ds)
+        for k in range(n):
+            img = self._image((index + k) % n)
+            if img is not None:
+                break
+        else:
+            raise UserError(f"no readable images in --data {self.source}: all {n} samples failed to decode")
+        arr = np.asarray(center_crop_hw(img, *self.size))
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1)
+        return flip_or_not(x, rng, self.flip), int(self.labels[(index + k) % n]), k > 0
+
+
+def _rgb(img):
+    """A decoded PIL image from `datasets`, EXIF-rotated and converted as load_image does."""
+    from PIL import ImageOps
+
+    from dit.data.folders import to_rgb
+
+    img.load()
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        pass
+    return to_rgb(img)
