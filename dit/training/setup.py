@@ -192,16 +192,20 @@ def _images(config: TrainConfig, cached, vae: Autoencoder, norm, buckets=None):
         images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
         return InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES)), not vae.identity
     from dit.data.hf import HFImages, hf_kind, load_hf
+    from dit.data.webdataset import ShardImages, shard_paths
 
-    kind = hf_kind(config.data)
+    shards = shard_paths(config.data)
+    kind = hf_kind(config.data) if shards is None else None
+    if (shards or kind) and (config.caption_column or buckets):
+        raise UserError("--caption-column: no registered architecture conditions on captions yet" if
+                        config.caption_column else "--buckets reads image folders only (a --data DIR of images)")
+    cache = Path(config.results_dir) / ".cache"
+    if shards:
+        return ShardImages(shards, config.image_size, config.image_width or None, config.flip, cache), not vae.identity
     if kind is not None:
-        ds = load_hf(config.data, kind, config.dataset_split, str(Path(config.results_dir) / ".cache" / "hf"))
-        base = HFImages(ds, config.image_size, config.image_width or None, config.flip, config.image_column,
-                        config.label_column, config.caption_column, config.data)
-        if config.caption_column or buckets:
-            raise UserError("--caption-column: no registered architecture conditions on captions yet" if
-                            config.caption_column else "--buckets reads image folders only (a --data DIR of images)")
-        return base, not vae.identity
+        ds = load_hf(config.data, kind, config.dataset_split, str(cache / "hf"))
+        return HFImages(ds, config.image_size, config.image_width or None, config.flip, config.image_column,
+                        config.label_column, config.caption_column, config.data), not vae.identity
     from dit.data.folders import ImageFolderDataset
 
     return FolderImages(ImageFolderDataset(config.data, config.image_size, width=config.image_width or None,
