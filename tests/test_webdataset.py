@@ -13,7 +13,6 @@ import tarfile
 import time
 
 import numpy as np
-import pytest
 import torch
 from conftest import ROOT, free_port
 from PIL import Image

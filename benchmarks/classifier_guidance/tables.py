@@ -1,16 +1,13 @@
 """RESULTS.md's table and figure of benchmarks/classifier_guidance, from results.jsonl.
 
 Accuracy and shape share: 95% Wilson intervals from the counts in results.jsonl. Gains (over scale 0
-and over the previous scale): 95% paired percentile bootstrap over samples, from the per-sample judge
-output in scores/*.npz. The first run (commits 8a5b644 / 15d4327) did not keep scores/; for its rows
-the gains and their intervals are the ones it wrote to summary.json, marked "(recorded)" — a rerun
-of the benchmark replaces them with intervals recomputed from committed scores. A target is "met"
-only when its whole interval clears it (dit/eval/intervals.py `verdict`).
+and over the previous scale): 95% paired percentile bootstrap over samples, recomputed from the
+per-sample judge output in scores/*.npz. A target is "met" only when its whole interval clears it
+(dit/eval/intervals.py `verdict`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +24,7 @@ TARGETS = {("uncond", 0.0): ("class_acc", "<=", 0.02), ("uncond", 10.0): ("class
 
 def summarise(folder: Path, rows: list[dict], resamples: int = 2000) -> list[dict]:
     folder = Path(folder)
-    recorded = {(r["model"], r["sampler"], r["scale"]): r for r in _legacy(folder)}
-    hits = {}
-    for r in rows:
-        path = folder / r["scores"]
-        if path.exists():
-            hits[(r["model"], r["sampler"], r["scale"])] = np.load(path)["hits"]
+    hits = {(r["model"], r["sampler"], r["scale"]): np.load(folder / r["scores"])["hits"] for r in rows}
     out = []
     for r in sorted(rows, key=lambda r: (r["model"], r["sampler"], r["scale"])):
         key, n = (r["model"], r["sampler"], r["scale"]), r["samples"]
@@ -43,11 +35,7 @@ def summarise(folder: Path, rows: list[dict], resamples: int = 2000) -> list[dic
             smaller = max(x["scale"] for x in rows if (x["model"], x["sampler"]) == key[:2] and x["scale"] < r["scale"])
             for name, ref in (("gain", 0.0), ("step_gain", smaller)):
                 other = (r["model"], r["sampler"], ref)
-                if key in hits and other in hits:
-                    row[name], row[name + "_ci"] = paired_difference(hits[key], hits[other], resamples, seed=0)
-                elif key in recorded:
-                    row[name], row[name + "_ci"] = recorded[key][name], recorded[key][name + "_ci"]
-                    row["recorded"] = True
+                row[name], row[name + "_ci"] = paired_difference(hits[key], hits[other], resamples, seed=0)
         if key[0::2] in TARGETS:
             metric, op, bound = TARGETS[key[0::2]]
             row["target"] = f"{op} {bound:g}: {verdict(row[metric + '_ci'], op, bound)}"
@@ -55,18 +43,12 @@ def summarise(folder: Path, rows: list[dict], resamples: int = 2000) -> list[dic
     return out
 
 
-def _legacy(folder: Path) -> list[dict]:
-    path = folder / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
 def markdown(summary: list[dict]) -> str:
     def cell(r, k):
         sign = "+" if "gain" in k else ""
         if k not in r:
             return "-"
-        text = f"{r[k]:{sign}.3f} [{r[k + '_ci'][0]:{sign}.3f}, {r[k + '_ci'][1]:{sign}.3f}]"
-        return text + (" (recorded)" if "gain" in k and r.get("recorded") else "")
+        return f"{r[k]:{sign}.3f} [{r[k + '_ci'][0]:{sign}.3f}, {r[k + '_ci'][1]:{sign}.3f}]"
 
     return markdown_table(
         ["model", "sampler (form)", "scale", "class acc", "judged a shape", "gain over scale 0",
