@@ -83,15 +83,38 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, RGB: Pillow converts these correctly
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open, fully decode, apply the EXIF orientation and convert to RGB; raises on a bad file."""
+def load_image(path) -> Image.Image:
+    """Open (a path or a file object), fully decode, apply the EXIF orientation and convert to RGB;
+    raises on a bad file."""
     with Image.open(path) as img:
-        img.load()  # decode now: a truncated file fails here, not later in a worker
-        try:  # phones store the rotation as an EXIF tag; a broken tag should not lose the image
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001
-            pass
-        return to_rgb(img)
+        return upright_rgb(img)
+
+
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """A PIL image decoded now (a truncated file fails here, not later in a worker), turned by its EXIF
+    orientation and converted to RGB: what every source of images trains on."""
+    img.load()
+    try:  # phones store the rotation as an EXIF tag; a broken tag should not lose the image
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        pass
+    return to_rgb(img)
+
+
+def first_readable(index: int, n: int, read, what: str):
+    """(image, k): the first of samples index, index + 1, ... (mod n) that `read` decodes (None: unreadable,
+    counted by `read`), k how many were passed over; every sample unreadable is one line naming `what`."""
+    for k in range(n):
+        img = read((index + k) % n)
+        if img is not None:
+            return img, k
+    raise UserError(f"no readable images in {what}: all {n} failed to decode")
+
+
+def to_tensor(img: Image.Image, height: int, width: int) -> torch.Tensor:
+    """Centre-cropped to height x width (`center_crop_hw`), as float32 (3, H, W) in [-1, 1]."""
+    arr = np.asarray(center_crop_hw(img, height, width))  # (H, W, 3) uint8
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -202,18 +225,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def read(self, index: int) -> tuple[torch.Tensor, int, bool]:
         """(image (3, H, W) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced by
         the next readable one: of the same bucket, so that a batch keeps one size)."""
-        n = len(self.samples)
-        ring = range(n) if self.bucket_of is None else self._members[self.bucket_of[index]]
+        ring = range(len(self.samples)) if self.bucket_of is None else self._members[self.bucket_of[index]]
         start = index if self.bucket_of is None else self._rank[index]
-        for k in range(len(ring)):  # a bad file is replaced by the next readable one: deterministic
-            path, label = self.samples[ring[(start + k) % len(ring)]]
-            img = self._read(path)
-            if img is not None:
-                break
-        else:
-            raise UserError(f"no readable images in {self.root}: all {n} files failed to decode")
-        arr = np.asarray(center_crop_hw(img, *self.size_of(index)))  # (H, W, 3) uint8
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, k > 0
+        img, k = first_readable(start, len(ring), lambda i: self._read(self.samples[ring[i]][0]), str(self.root))
+        label = self.samples[ring[(start + k) % len(ring)]][1]
+        return to_tensor(img, *self.size_of(index)), label, k > 0
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, label, _ = self.read(index)

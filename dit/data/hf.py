@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dit.errors import UserError
 from dit.networks.conditioning import null_class
@@ -130,7 +129,7 @@ class HFImages:
         return str(self.ds[int(index)][self.caption_column])
 
     def _image(self, index: int):
-        from dit.data.folders import load_image
+        from dit.data.folders import load_image, upright_rgb
 
         try:
             raw = self.ds[int(index)][self.image_column]
@@ -138,7 +137,7 @@ class HFImages:
                 return load_image(raw["path"])
             if isinstance(raw, (str, os.PathLike)):
                 return load_image(raw)
-            return _rgb(raw)
+            return upright_rgb(raw)
         except Exception as e:  # noqa: BLE001 - a bad image: skipped and counted, as in a folder
             if index not in self.skipped:
                 warnings.warn(f"skipping unreadable sample {index} of {self.source}: {type(e).__name__}: {e}", stacklevel=3)
@@ -146,30 +145,8 @@ class HFImages:
             return None
 
     def get(self, index: int, rng: np.random.Generator):
-        from dit.data.folders import center_crop_hw
+        from dit.data.folders import first_readable, to_tensor
         from dit.data.stream import flip_or_not
 
-        n = len(self.ds)
-        for k in range(n):
-            img = self._image((index + k) % n)
-            if img is not None:
-                break
-        else:
-            raise UserError(f"no readable images in --data {self.source}: all {n} samples failed to decode")
-        arr = np.asarray(center_crop_hw(img, *self.size))
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1)
-        return flip_or_not(x, rng, self.flip), int(self.labels[(index + k) % n]), k > 0
-
-
-def _rgb(img):
-    """A decoded PIL image from `datasets`, EXIF-rotated and converted as load_image does."""
-    from PIL import ImageOps
-
-    from dit.data.folders import to_rgb
-
-    img.load()
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001
-        pass
-    return to_rgb(img)
+        img, k = first_readable(index, len(self.ds), self._image, f"--data {self.source}")
+        return flip_or_not(to_tensor(img, *self.size), rng, self.flip), int(self.labels[(index + k) % len(self.ds)]), k > 0

@@ -30,7 +30,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dit.data.folders import IMAGE_EXTENSIONS
 from dit.errors import UserError
@@ -153,19 +152,11 @@ class ShardImages:
         return None
 
     def _image(self, index: int):
-        from PIL import Image, ImageOps
-
-        from dit.data.folders import to_rgb
+        from dit.data.folders import load_image
 
         sample = self.samples[index]
         try:
-            with Image.open(io.BytesIO(self._bytes(sample, _image_ext(sample["members"])))) as img:
-                img.load()
-                try:
-                    img = ImageOps.exif_transpose(img)
-                except Exception:  # noqa: BLE001
-                    pass
-                return to_rgb(img)
+            return load_image(io.BytesIO(self._bytes(sample, _image_ext(sample["members"]))))
         except Exception as e:  # noqa: BLE001 - a corrupt image: skipped and counted
             where = f"{self.paths[sample['shard']]}:{sample['key']}"
             if where not in self.skipped:
@@ -174,15 +165,9 @@ class ShardImages:
             return None
 
     def get(self, index: int, rng: np.random.Generator):
-        from dit.data.folders import center_crop_hw
+        from dit.data.folders import first_readable, to_tensor
         from dit.data.stream import flip_or_not
 
         n = len(self.samples)
-        for k in range(n):
-            img = self._image((index + k) % n)
-            if img is not None:
-                break
-        else:
-            raise UserError(f"no readable images in the shards ({self.paths[0]}, ...): all {n} failed to decode")
-        x = torch.from_numpy(np.asarray(center_crop_hw(img, *self.size)).copy()).permute(2, 0, 1).float().div(127.5).sub(1)
-        return flip_or_not(x, rng, self.flip), int(self.labels[(index + k) % n]), k > 0
+        img, k = first_readable(index, n, self._image, f"the shards ({self.paths[0]}, ...)")
+        return flip_or_not(to_tensor(img, *self.size), rng, self.flip), int(self.labels[(index + k) % n]), k > 0
