@@ -256,7 +256,7 @@ def check_token_space(network, vae, process, ckpt, source: Source, spec: Samplin
         raise UserError(f"codebook sizes disagree ({', '.join(f'{k} K = {v}' for k, v in sizes.items())}): --vae {name} "
                         "is not the tokenizer this checkpoint was trained with")
     image_size = source.image_size or ckpt.meta.get("image_size") or vae.image_size
-    grid = tuple(vae.latent_shape(image_size))
+    grid = tuple(vae.latent_shape(image_size, source.image_width))
     if grid != tuple(network.input_shape):
         raise UserError(f"the tokenizer {name} gives {'x'.join(map(str, grid))} ids at {image_size} px, but the "
                         f"network takes {'x'.join(map(str, network.input_shape))}; check --vae and --image-size")
