@@ -1,18 +1,16 @@
 """RESULTS.md's table of benchmarks/vq_diffusion (full chain against strided steps), from results.jsonl.
 
 Intervals: 95% bootstrap over samples, bias-shifted, paired across rows for the difference to the full
-chain, recomputed from the per-sample judge output in scores/ when it is committed. The first run did
-not keep scores/; its intervals are the ones it recorded in summary.json, and the table says so.
+chain, recomputed from the committed per-sample judge output in scores/.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 from dit.eval.intervals import verdict
-from dit.eval.records import read_rows
+from dit.eval.records import describe, read_rows
 from dit.eval.tables import benchmark_module, markdown_table
 
 TARGET = 0.35  # class accuracy at the full chain (issue 19)
@@ -20,19 +18,16 @@ STEPS = [100, 50, 25, 10]
 RESAMPLES = 2000
 
 
-def summary(folder: Path) -> tuple[list[dict], list[dict], bool]:
+def summary(folder: Path) -> tuple[list[dict], list[dict]]:
     folder = Path(folder)
     rows = read_rows(folder / "results.jsonl")
-    scored = [r for r in rows if r["kind"] in ("quality", "ceiling")]
-    if (folder / "scores" / "reference.npz").exists() and all((folder / r["scores"]).exists() for r in scored):
-        q = next(r for r in rows if r["kind"] == "quality")
-        args = SimpleNamespace(samples=q["samples"], steps=STEPS, cfg=q["cfg"], truncation=q["truncation"],
-                               bootstrap=RESAMPLES)
-        return benchmark_module("vq_diffusion").summarise(folder, rows, args), rows, True
-    return json.loads((folder / "summary.json").read_text()), rows, False
+    q = next(r for r in rows if r["kind"] == "quality")
+    args = SimpleNamespace(samples=q["samples"], steps=STEPS, cfg=q["cfg"], truncation=q["truncation"],
+                           bootstrap=RESAMPLES)
+    return benchmark_module("vq_diffusion").summarise(folder, rows, args), rows
 
 
-def markdown(summary: list[dict], rows: list[dict], recomputed: bool = True) -> str:
+def markdown(summary: list[dict], rows: list[dict]) -> str:
     def cell(r, k, fmt=".3f", sign=""):
         if r.get(k) is None:
             return "-"
@@ -51,9 +46,8 @@ def markdown(summary: list[dict], rows: list[dict], recomputed: bool = True) -> 
           "-" if r.get("seconds") is None else f"{r['seconds']:.1f}",
           "-" if r.get("seconds_per_sample") is None else f"{r['seconds_per_sample']:.3f}"] for r in summary])
     full = next(r for r in summary if r["steps"] == 100)
-    note = ("recomputed from the committed per-sample scores" if recomputed else
-            "as the run recorded them in summary.json (its per-sample scores were not kept)")
-    return (f"N = {full['samples']} samples per row; intervals {note}.\n\n" + table +
+    return (f"N = {full['samples']} samples per row; {describe(rows)}; intervals recomputed from the committed "
+            "per-sample scores.\n\n" + table +
             f"\nTarget class acc >= {TARGET} at the full chain: "
             f"{verdict(full['class_acc_ci'], '>=', TARGET)} ({cell(full, 'class_acc')}).\n")
 

@@ -26,7 +26,7 @@ to calibrate): class accuracy >= 0.35 at the full chain.
 Files in --out: runs/ (tokenizer and training runs; an interrupted benchmark resumes them), cache/ (the
 judge, seeded from other benchmarks' caches), scores/ (per-sample judge features and hits),
 results.jsonl (one line per finished unit). Commit results.jsonl and scores/: tables.py renders
-RESULTS.md's table from them (summary.json is the first run's record).
+RESULTS.md's table from them.
 """
 
 from __future__ import annotations
