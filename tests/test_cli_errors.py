@@ -200,7 +200,7 @@ def forty_cases(d, export, run_dir):
         ("sample.py", [*ck, "--npz", str(run_dir / "x.npz")], "--npz needs --num-samples"),
         ("sample.py", [*ck, "--classes", "1", "--num-samples", "2", "--npz", str(run_dir / "x.npz")], "--classes or --num-samples, not both"),
         ("sample.py", [*ck, "--classes", "1", "--precision", "fp8"], "invalid choice"),
-        ("sample.py", [*ck, "--classes", "1", "--image-size", "24"], "--image-size 24"),
+        ("sample.py", [*ck, "--classes", "1", "--image-size", "18"], "not divisible by patch size 2"),
         ("sample.py", [*ck, "--classes", "1", "--arch", "unet"], "invalid choice"),
         ("sample.py", [*ck[:-1], str(d / "afile" / "g.png"), "--classes", "1", "--steps", "2"], "could not write output"),
         # evaluate.py
