@@ -121,7 +121,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder;
     or `root/<image>`, a flat folder: no classes (num_classes 0), every label the null label.
 
-    `__getitem__` returns (image float32 (3, H, W) in [-1, 1], label): image_size x width (default square). A file that cannot be read
+    `__getitem__` returns (image float32 (3, H, W) in [-1, 1], label): image_size x width (default
+    square), or each image's bucket with `buckets` (dit/data/buckets.py). A file that cannot be read
     is recorded in `self.skipped` (in this process; DataLoader workers each keep their own copy)
     and the next readable index is returned instead, so one bad file never stops a long run.
     `scan()` checks every file up front and drops the bad ones. Hidden files and directories
