@@ -121,3 +121,11 @@ def test_a_wide_model_does_not_export_to_diffusers():
 
     with pytest.raises(UserError, match="8x12 .*DiTTransformer2DModel is square"):
         check_exportable(ModelConfig(**{**TINY, "input_width": 12}))
+
+
+def test_a_square_config_writes_the_dict_it_wrote_before_the_width_existed():
+    """Square models keep their export headers byte for byte (the CPU demo's export sha256 is recorded in
+    RESULTS.md): input_width appears in the dict only where it is set."""
+    square, wide = ModelConfig(**TINY), ModelConfig(**{**TINY, "input_width": 12})
+    assert "input_width" not in square.to_dict() and wide.to_dict()["input_width"] == 12
+    assert ModelConfig.from_dict(square.to_dict()) == square and ModelConfig.from_dict(wide.to_dict()) == wide

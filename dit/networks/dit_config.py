@@ -156,7 +156,10 @@ class ModelConfig:
         return self.grid[0] * self.grid[1]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.input_width:  # square: the dict (and so every export's header) as before the field existed
+            del d["input_width"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
