@@ -33,6 +33,7 @@ import numpy as np
 
 from dit.data.folders import IMAGE_EXTENSIONS
 from dit.errors import UserError
+from dit.io.atomic import write_text
 from dit.networks.conditioning import null_class
 
 INDEX_VERSION = 1
@@ -83,9 +84,7 @@ def index_shards(paths: list[Path], cache_dir: Path | None = None) -> list[dict]
         raise UserError(f"the shards ({paths[0]}, ...) hold no samples with an image ({' '.join(IMAGE_EXTENSIONS)})")
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps(samples))
-        tmp.replace(cached)
+        write_text(cached, json.dumps(samples))  # atomic, a temporary per process: every process may write it
     return samples
 
 
