@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from dit.errors import UserError
-from dit.networks.conditioning import null_class
+from dit.networks.conditioning import UNLABELLED
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LAYOUT = ("<root>/<class_name>/<image>.jpg (one sub-directory per class), or <root>/<image>.jpg (a flat folder: "
@@ -150,7 +150,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise UserError(f"image folder {self.root} has no images and no class sub-directories: expected {LAYOUT}")
         # A flat folder has no classes: every image carries the null label (dit/networks/conditioning.py).
         self.num_classes = len(self.class_names)
-        self.samples: list[tuple[str, int]] = [(str(self.root / f), null_class(0)) for f in top]
+        self.samples: list[tuple[str, int]] = [(str(self.root / f), UNLABELLED) for f in top]
         for label, name in enumerate(self.class_names):
             for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: stable order

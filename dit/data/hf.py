@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dit.errors import UserError
-from dit.networks.conditioning import null_class
+from dit.networks.conditioning import UNLABELLED
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 METADATA = ("metadata.jsonl", "metadata.csv")
@@ -105,7 +105,7 @@ class HFImages:
     def _labels(self) -> tuple[np.ndarray, list[str]]:
         """Per-sample labels 0..K-1 and the class names (none: the null label, K = 0)."""
         if not self.label_column:
-            return np.full(len(self.ds), null_class(0), dtype=np.int64), []
+            return np.full(len(self.ds), UNLABELLED, dtype=np.int64), []
         from datasets import ClassLabel
 
         feature = self.ds.features[self.label_column]

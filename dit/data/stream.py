@@ -20,7 +20,7 @@ import torch
 
 from dit.autoencoders.pixels import from_uint8
 from dit.errors import UserError
-from dit.networks.conditioning import null_class
+from dit.networks.conditioning import NO_CLASSES, UNLABELLED
 
 
 class TrainingItems(torch.utils.data.Dataset):
@@ -153,7 +153,7 @@ class Unlabelled:
     """Any base dataset with its labels dropped (train.py --unconditional): no classes, every sample the
     null label (dit/networks/conditioning.py is_unconditional). Everything else is the base's."""
 
-    num_classes = 0
+    num_classes = NO_CLASSES
     class_names: list[str] = []
 
     def __init__(self, base):
@@ -164,7 +164,7 @@ class Unlabelled:
 
     def get(self, index: int, rng: np.random.Generator):
         x, _, replaced = self.base.get(index, rng)
-        return x, null_class(0), replaced
+        return x, UNLABELLED, replaced
 
     def __getattr__(self, name: str):
         if name == "base":  # not set yet (unpickling in a loader worker): no recursion

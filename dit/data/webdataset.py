@@ -34,7 +34,7 @@ import numpy as np
 from dit.data.folders import IMAGE_EXTENSIONS
 from dit.errors import UserError
 from dit.io.atomic import write_text
-from dit.networks.conditioning import null_class
+from dit.networks.conditioning import UNLABELLED
 
 INDEX_VERSION = 1
 
@@ -110,7 +110,7 @@ class ShardImages:
             self.labels = np.asarray(labels, dtype=np.int64)
             self.class_names = [str(k) for k in range(int(self.labels.max()) + 1)]
         else:
-            self.labels, self.class_names = np.full(len(self.samples), null_class(0), dtype=np.int64), []
+            self.labels, self.class_names = np.full(len(self.samples), UNLABELLED, dtype=np.int64), []
         self.num_classes = len(self.class_names)
         self.skipped: set[str] = set()
         self.bucket_of, self.buckets = None, None

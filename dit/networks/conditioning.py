@@ -30,9 +30,13 @@ def null_class(num_classes: int) -> int:
     return num_classes
 
 
+NO_CLASSES = 0  # the class count of an unconditional network
+UNLABELLED = null_class(NO_CLASSES)  # the one label of an unconditional network's samples (its null row)
+
+
 def is_unconditional(num_classes: int) -> bool:
     """True for a network without classes (a flat folder, or --unconditional): only the null label."""
-    return num_classes == 0
+    return num_classes == NO_CLASSES
 
 
 def reads_only_null(num_classes: int, class_dropout_prob: float) -> bool:

@@ -18,7 +18,7 @@ from dit.errors import UserError
 from dit.io.images import save_png
 from dit.io.shards import sample_to_npz
 from dit.io.video import write_gif, write_grid
-from dit.networks.conditioning import is_unconditional, null_class
+from dit.networks.conditioning import UNLABELLED, is_unconditional
 from dit.pipelines.pipeline import Pipeline
 from dit.pipelines.spec import SamplingSpec
 
@@ -33,7 +33,7 @@ def make_labels(n: int, num_classes: int, mode: str, seed: int) -> np.ndarray:
     """Evaluation labels: uniform draws (ADM/DiT protocol) or each class equally often, shuffled; the null
     label throughout for an unconditional model (no classes to draw)."""
     if is_unconditional(num_classes):
-        return np.full(n, null_class(0), dtype=np.int64)
+        return np.full(n, UNLABELLED, dtype=np.int64)
     g = torch.Generator().manual_seed(seed)
     if mode == "uniform":
         return torch.randint(num_classes, (n,), generator=g).numpy()

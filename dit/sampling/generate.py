@@ -8,7 +8,7 @@ import torch
 from dit.autoencoders.pixels import to_uint8
 from dit.errors import UserError
 from dit.layout import CLEAN, GIVEN
-from dit.networks.conditioning import is_unconditional, null_class, unconditional
+from dit.networks.conditioning import UNLABELLED, is_unconditional, unconditional
 from dit.precision import autocast_dtype
 from dit.sampling.classifier_guidance import eps_guided, mean_shift, resolve_form
 from dit.sampling.guidance import guided
@@ -56,7 +56,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
     x_T = process.prior(noise, len(noise), shape, device)
     y = torch.as_tensor(np.asarray(labels), device=device, dtype=torch.long)
     # An unconditional network reads the null label; `labels` are then a guiding classifier's targets only.
-    cond = {"y": torch.full_like(y, null_class(0)) if is_unconditional(network.num_classes) else y}
+    cond = {"y": torch.full_like(y, UNLABELLED) if is_unconditional(network.num_classes) else y}
     if given is not None:
         mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)
         cond[GIVEN], cond[CLEAN] = mask, clean

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dit.io.images import make_grid
-from dit.networks.conditioning import is_unconditional, null_class
+from dit.networks.conditioning import UNLABELLED, is_unconditional
 from dit.sampling.generate import generate_images
 
 PREVIEW_SEED = 10_000  # previews always use the same noise, so successive grids show progress
@@ -14,7 +14,7 @@ def preview_labels(num_classes: int, per_class: int) -> list[int]:
     """Rows of the preview grid: every class of a small dataset, eight spread-out classes otherwise; the
     null label for an unconditional model (no classes)."""
     if is_unconditional(num_classes):
-        return [null_class(0)] * (UNCONDITIONAL_ROWS * 4 * per_class)
+        return [UNLABELLED] * (UNCONDITIONAL_ROWS * 4 * per_class)
     classes = list(range(num_classes)) if num_classes <= 10 else [round(i * (num_classes - 1) / 7) for i in range(8)]
     return [c for c in classes for _ in range(per_class)]
 

@@ -15,6 +15,7 @@ from dit.dist import check_world, force_cpu
 from dit.errors import UserError
 from dit.layout import TOKENS
 from dit.networks import get_architecture
+from dit.networks.conditioning import NO_CLASSES
 from dit.networks.base import ImageInit, supports
 from dit.training import state as train_state
 from dit.training.config import RESUME_MAY_CHANGE, SHAPES, SHAPES_VIDEO, TrainConfig
@@ -128,7 +129,7 @@ def _classes_before_reading(config: TrainConfig) -> int:
     from dit.data.shapes import CLASS_NAMES
 
     if config.unconditional:
-        return 0
+        return NO_CLASSES
     return len(CLASS_NAMES) if config.data in (SHAPES, SHAPES_VIDEO) else 1
 
 
