@@ -1,9 +1,17 @@
-"""Encode an ImageFolder dataset once through the VAE, for training from latents (dit/data/latent_cache.py).
+"""Encode a dataset once through the VAE, for training from latents (dit/data/latent_cache.py).
 
     python cache_latents.py --data /imagenet/train --out /data/imagenet256-latents --image-size 256
     accelerate launch --num_processes 8 cache_latents.py --data ... --out ...   # split over GPUs
 
 Then: `accelerate launch train.py imagenet-256 --data /data/imagenet256-latents`.
+--data is anything train.py reads as images: a folder (class sub-directories, or flat: unlabelled), a
+Hugging Face dataset (metadata.jsonl folder, save_to_disk folder, parquet, hub id; --dataset-split,
+--image-column, --label-column) or WebDataset shards of images. Other sizes and aspect ratios:
+    python cache_latents.py --data DIR --out CACHE --image-size 256 384            # one 256x384 size
+    python cache_latents.py --data DIR --out CACHE --image-size 256 --buckets auto  # each image in its bucket
+A bucketed cache trains with its buckets (train.py needs no --buckets). `--out-format webdataset`
+writes the chunks as WebDataset tar shards (dit/data/latent_shards.py) for data spread over nodes;
+train.py reads them as it reads the default safetensors chunks.
 Through a VQ tokenizer (a train_vq.py run as --vae) the cache holds token ids (of each image and its
 flip) instead of posterior moments, for `train.py vq-diffusion-cpu --data CACHE --vae TOKENIZER_DIR`:
     python cache_latents.py --data /data/shapes --out /data/shapes-ids --image-size 16 --vae results/vq-cpu
@@ -22,17 +30,28 @@ from pathlib import Path
 import torch
 
 from dit.dist import check_world, force_cpu
-from dit.cli import ArgumentParser, positive, run_cli
+from dit.cli import ArgumentParser, image_hw, image_size_token, positive, run_cli
 from dit.errors import UserError
-from dit.data.latent_cache import DTYPES, LatentCache, build_cache, is_cache, write_stats
+from dit.data.latent_cache import DTYPES, FORMATS, LatentCache, is_cache, write_stats
 from dit.autoencoders import DEFAULT_VAE, load_autoencoder
 
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="ImageFolder root: <root>/<class>/<image> (required unless --stats-only)")
+    p.add_argument("--data", help="images: a folder (<root>/<class>/<image>, or flat), a Hugging Face dataset or "
+                                  "WebDataset shards (required unless --stats-only)")
     p.add_argument("--out", required=True, help="cache directory to create (or to resume)")
-    p.add_argument("--image-size", type=positive(), default=256)
+    p.add_argument("--image-size", type=image_size_token, nargs="+", default=[(256,)], metavar="H[xW]",
+                   help="height x width: 256, 256x384 or 256 384 (with --buckets: the pixel count of the buckets)")
+    p.add_argument("--buckets", default="", help="aspect-ratio buckets: auto, or sizes HxW,HxW (dit/data/buckets.py)")
+    p.add_argument("--patch", type=positive(), default=2, help="with --buckets: the patch of the model to train (every "
+                                                               "bucket a multiple of the VAE's factor x the patch)")
+    p.add_argument("--out-format", choices=list(FORMATS), default="safetensors",
+                   help="chunk files: safetensors, or WebDataset tar shards")
+    p.add_argument("--dataset-split", default="train", help="a Hugging Face dataset's split")
+    p.add_argument("--image-column", default="image", help="a Hugging Face dataset's image column")
+    p.add_argument("--label-column", default="", help="a Hugging Face dataset's label column (default: label, "
+                                                       "where present; none: unlabelled)")
     p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id, a local diffusers AutoencoderKL directory, "
                                                      "or a VQ tokenizer (train_vq.py run): token ids")
     p.add_argument("--batch-size", type=positive(), default=64, help="per process")
@@ -54,10 +73,13 @@ def parse_args(argv=None):
         raise UserError("--data is required (an ImageFolder root to encode), unless --stats-only")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    args.image_hw = image_hw(args.image_size)
     # Cheap checks before the (possibly absent) VAE is sought.
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data} does not exist or is not a directory: give an ImageFolder root "
-                        "(<root>/<class>/<image>)")
+    from dit.data.sources import check_data_path
+
+    check_data_path(args.data)
+    if is_cache(args.data):
+        raise UserError(f"--data {args.data} is a latent cache already; give the images it was encoded from")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a directory for the cache")
     return args
@@ -84,17 +106,30 @@ def main(argv=None):
     if vae.identity:
         raise UserError(f"--vae {args.vae}: pixel-space training reads the image folder directly, there is nothing "
                         "to cache")
-    vae.latent_size(args.image_size)  # the VAE's factor must divide the image size
+    vae.latent_shape(*args.image_hw)  # the VAE's factor must divide the image size
     tokens = not vae.has_moments  # the cache holds encode()'s ids, not posterior moments
     if tokens and args.dtype is not None:
         raise UserError(f"--dtype: {args.vae} is a VQ tokenizer, whose ids are stored as integers; drop --dtype")
-    index = build_cache(args.data, args.out, args.image_size, vae, state, args.batch_size, args.chunk_size,
+    buckets = None
+    if args.buckets:  # every bucket whole patches of latents (train.py checks it against its network)
+        from dit.data.buckets import parse_buckets
+
+        buckets = parse_buckets(args.buckets, args.image_hw, vae.downsample * args.patch)
+    from dit.data.cache_writer import build_cache
+    from dit.data.sources import open_source
+
+    source = open_source(args.data, None, args.dataset_split,
+                         args.image_column, args.label_column)
+    index = build_cache(source, args.data, args.out, args.image_hw, vae, state, args.batch_size, args.chunk_size,
                         args.dtype or "float16", args.num_workers,
-                        progress=state.is_main_process and not args.no_progress)
+                        progress=state.is_main_process and not args.no_progress, buckets=buckets,
+                        fmt=args.out_format)
     if state.is_main_process:
         what = f"token ids (K = {vae.codebook_size})" if tokens else "latents"
+        sizes = (f"{len(index['buckets'])} buckets" if "buckets" in index
+                 else "x".join(map(str, index["latent_shape"])))
         print(f"wrote {args.out}: {index['images']} images in {len(index['chunks'])} chunks, {what} "
-              f"{'x'.join(map(str, index['latent_shape']))}; skipped {len(index['skipped'])} unreadable files"
+              f"{sizes}; skipped {len(index['skipped'])} unreadable files"
               + (f" (e.g. {index['skipped'][0]})" if index["skipped"] else ""))
         if not tokens:
             print_stats(args.out)

@@ -29,7 +29,7 @@ from dit.networks import CLASSIFIER, role_of
 from dit.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from dit.training.flags import config_from_args, training_parser
 from dit.training.loop import run_training
-from dit.training.setup import check_latent_norm
+from dit.training.data import check_latent_norm
 from dit.training.tokens import resolve_tokens
 
 

@@ -26,7 +26,7 @@ from dit.training.classifier_objective import NoisyClassification
 from dit.training.config import CLASSIFIER_PRESETS, DEFAULT_CLASSIFIER_PRESET, TrainConfig
 from dit.training.flags import arch_of, config_from_args, training_parser
 from dit.training.loop import run_training
-from dit.training.setup import check_latent_norm
+from dit.training.data import check_latent_norm
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:

@@ -95,7 +95,7 @@ def test_bad_bucket_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
             "--results-dir", tmp_path / "runs", "--run-name", "x", "--max-steps", 1, "--no-progress", "--num-workers", 0]
     for extra, match in (
         (["--data", small, "--buckets", BUCKETS, "--global-batch-size", 2], "is 10x30, smaller than its bucket 16x24"),
-        (["--data", "shapes", "--buckets", "auto"], "--buckets needs a folder of images"),
+        (["--data", "shapes", "--buckets", "auto"], "buckets need images of any size"),
         (["--data", data, "--buckets", "16x18"], "not a multiple of 4"),
         (["--data", data, "--buckets", BUCKETS, "--global-batch-size", 8], "no bucket holds a global batch of 8"),
     ):

@@ -217,7 +217,7 @@ def forty_cases(d, export, run_dir):
         # cache_latents.py
         ("cache_latents.py", ["--data", str(d / "missing"), "--out", str(run_dir / "c")], "does not exist"),
         ("cache_latents.py", ["--data", str(d), "--out", str(run_dir / "c"), "--vae", "none"], "nothing to cache"),
-        ("cache_latents.py", ["--data", str(d), "--out", str(run_dir / "c"), "--image-size", "0"], "must be positive"),
+        ("cache_latents.py", ["--data", str(d), "--out", str(run_dir / "c"), "--image-size", "0"], "expected a positive size"),
         ("cache_latents.py", ["--data", str(d), "--out", str(run_dir / "c"), "--num-workers", "-1"], "--num-workers must be >= 0"),
         ("cache_latents.py", ["--data", str(d), "--out", str(run_dir / "c"), "--dtype", "int8"], "invalid choice"),
         ("cache_latents.py", ["--data", str(d), "--out", str(d / "afile")], "is a file; give a directory"),

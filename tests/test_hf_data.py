@@ -15,6 +15,7 @@ from test_train import train_run
 import train
 from dit.data.folders import center_crop_hw, load_image
 from dit.data.hf import HFImages, hf_kind, load_hf
+from dit.data.sources import Images
 from dit.io.checkpoint import load_weights
 
 
@@ -42,17 +43,17 @@ def test_each_layout_is_recognised_and_reads_the_files_own_pixels(hf_sources, tm
     plain.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(plain / "a.png")
     assert hf_kind("owner/some-dataset") == "hub" and hf_kind(str(plain)) is None  # a folder of images is ours
-    base = HFImages(load_hf(str(hf_sources["disk"]), "disk"), 16, 24, False, source="saved")
+    base = Images(HFImages(load_hf(str(hf_sources["disk"]), "disk"), source="saved"), 16, 24, False)
     assert base.class_names == ["cat", "dog"] and base.num_classes == 2
     for i in range(3):
         x, y, replaced = base.get(i, np.random.default_rng(0))
         want = np.asarray(center_crop_hw(load_image(hf_sources["imagefolder"] / f"{i}.png"), 16, 24))
         assert torch.equal(x, torch.from_numpy(want.copy()).permute(2, 0, 1).float().div(127.5).sub(1))
         assert base.class_names[y] == ["dog", "cat"][i % 2] and not replaced
-    captions = HFImages(hf_sources["ds"], 16, None, False, caption_column="text", source="x")
+    captions = HFImages(hf_sources["ds"], caption_column="text", source="x")
     assert captions.caption(3) == "picture 3"
-    unlabelled = HFImages(hf_sources["ds"], 16, None, False, label_column="", source="x").ds.remove_columns("label")
-    assert HFImages(unlabelled, 16, None, False, source="x").num_classes == 0
+    unlabelled = HFImages(hf_sources["ds"], label_column="", source="x").ds.remove_columns("label")
+    assert HFImages(unlabelled, source="x").num_classes == 0
 
 
 @pytest.mark.parametrize("kind", ["imagefolder", "disk", "parquet"])

@@ -100,7 +100,7 @@ def cache(folder, tiny_vae_dir, tmp_path_factory):
 
 def test_training_latents_have_zero_mean_unit_std_per_channel(cache, tiny_vae_dir):
     from dit.training.config import TrainConfig
-    from dit.training.setup import build_data
+    from dit.training.data import build_data
 
     config = TrainConfig().replace(data=str(cache), vae=str(tiny_vae_dir), image_size=16, latent_norm="channel")
     data = build_data(config, "cpu")

@@ -159,7 +159,7 @@ def test_sample_png_and_npz_per_seed_and_evaluate(trained, tokenizer, tmp_path):
     assert 0 <= got["class_acc"] <= 1 and got["num_samples"] == 4
 
 
-def test_bad_input_one_line_exit_2_nothing_written(trained, tokenizer, cache, tiny_export, tmp_path, capsys):
+def test_bad_input_one_line_exit_2_nothing_written(trained, tokenizer, folder, cache, tiny_export, tmp_path, capsys):
     other = tokenizer_run(tmp_path, "vq8", 8)  # another tokenizer, K = 8
     bad_run = tmp_path / "bad"
     train_cases = {
@@ -200,10 +200,12 @@ def test_bad_input_one_line_exit_2_nothing_written(trained, tokenizer, cache, ti
         assert len(err) == 1 and expected in err[0], (name, err)
         assert not out.exists(), name
 
-    capsys.readouterr()
-    argv = ["--data", cache, "--out", tmp_path / "c2", "--image-size", 16, "--vae", tokenizer, "--dtype", "float32"]
-    assert run_cli(cache_latents.main, [str(a) for a in argv]) == 2
-    assert "drop --dtype" in capsys.readouterr().err and not (tmp_path / "c2").exists()
+    for data, extra, expected in ((folder, ["--dtype", "float32"], "drop --dtype"),
+                                  (cache, [], "is a latent cache already")):
+        capsys.readouterr()
+        argv = ["--data", data, "--out", tmp_path / "c2", "--image-size", 16, "--vae", tokenizer, *extra]
+        assert run_cli(cache_latents.main, [str(a) for a in argv]) == 2
+        assert expected in capsys.readouterr().err and not (tmp_path / "c2").exists()
 
     # The real script, in a directory without results/vq-cpu: the preset's default tokenizer is missing.
     empty = tmp_path / "empty"

@@ -23,6 +23,7 @@ from test_train import ENV, TINY, same_tensors, train_run
 import train
 from dit.data.folders import center_crop_hw, load_image
 from dit.data.stream import StreamBatches
+from dit.data.sources import Images
 from dit.data.webdataset import ShardImages, shard_paths
 from dit.training.state import list_checkpoints
 
@@ -52,8 +53,9 @@ def test_shards_are_named_three_ways_and_read_back_exactly(tmp_path):
     brace = str(root / "train-{000..002}.tar")
     assert shard_paths(str(root)) == shard_paths(brace) == sorted(root.glob("*.tar"))
     assert shard_paths(str(root / "train-001.tar")) == [root / "train-001.tar"]
-    base = ShardImages(shard_paths(brace), 16, None, False, tmp_path / "cache")
-    assert len(base) == 12 and base.class_names == ["0", "1", "2"] and base.caption(5) == "sample 5"
+    shards = ShardImages(shard_paths(brace), tmp_path / "cache")
+    base = Images(shards, 16, None, False)
+    assert len(base) == 12 and base.class_names == ["0", "1", "2"] and shards.caption(5) == "sample 5"
     assert list((tmp_path / "cache").glob("wds-*.json"))  # the offsets, read once
     with tarfile.open(root / "train-002.tar") as tar:  # sample 9: its PNG as written, cropped as folders are
         png = tar.extractfile("000009.png").read()
@@ -61,7 +63,7 @@ def test_shards_are_named_three_ways_and_read_back_exactly(tmp_path):
     x, y, replaced = base.get(9, np.random.default_rng(0))
     assert torch.equal(x, torch.from_numpy(want.copy()).permute(2, 0, 1).float().div(127.5).sub(1))
     assert (y, replaced) == (0, False)
-    assert ShardImages(shard_paths(str(write_shards(tmp_path / "u", labels=False))), 16, None, False).num_classes == 0
+    assert ShardImages(shard_paths(str(write_shards(tmp_path / "u", labels=False)))).num_classes == 0
 
 
 def test_an_epoch_of_shards_sees_every_sample_once_on_any_process_count():

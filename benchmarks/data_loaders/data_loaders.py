@@ -114,22 +114,23 @@ def make_data(root: Path, args) -> dict:
 
 
 def base_of(source: str, data: dict, args):
-    from dit.data.stream import FolderImages
+    from dit.data.sources import Images
 
     if source == "folder":
         from dit.data.folders import ImageFolderDataset
 
-        return FolderImages(ImageFolderDataset(data["folder"], args.image_size), True)
+        return Images(ImageFolderDataset(data["folder"], args.image_size), args.image_size, None, True)
     if source.startswith("hf-"):
         from dit.data.hf import HFImages, load_hf
 
         kind = source[3:]
-        return HFImages(load_hf(str(data[source]), "disk" if kind == "disk" else "parquet"), args.image_size, None, True,
-                        source=source)
+        ds = load_hf(str(data[source]), "disk" if kind == "disk" else "parquet")
+        return Images(HFImages(ds, source=source), args.image_size, None, True)
     if source == "shards":
         from dit.data.webdataset import ShardImages, shard_paths
 
-        return ShardImages(shard_paths(str(data["shards"])), args.image_size, None, True, data["shards"].parent / "cache")
+        return Images(ShardImages(shard_paths(str(data["shards"])), data["shards"].parent / "cache"), args.image_size,
+                      None, True)
     from dit.data.latent_cache import LatentCache
 
     return LatentCache(data["latent-cache"], flip=True)

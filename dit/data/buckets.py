@@ -70,6 +70,24 @@ def nearest_bucket(height: int, width: int, buckets: list[tuple[int, int]]) -> i
     return min(range(len(buckets)), key=lambda k: (abs(math.log(buckets[k][1] / buckets[k][0]) - r), k))
 
 
+def assign_buckets(source, buckets: list[tuple[int, int]], size: tuple[int, int]) -> list[int]:
+    """Each sample's bucket (dit/data/sources.py's source), from its header: the nearest aspect ratio. A
+    sample whose header does not read goes to the bucket nearest `size`; it will not decode either and
+    is then replaced and counted as any unreadable sample is. An image smaller than its bucket is
+    refused in one line (buckets crop, never enlarge)."""
+    fallback = nearest_bucket(*size, buckets)
+    bucket_of = []
+    for i in range(len(source)):
+        hw = source.header_size(i)
+        k = fallback if hw is None else nearest_bucket(*hw, buckets)
+        if hw is not None and (hw[0] < buckets[k][0] or hw[1] < buckets[k][1]):
+            raise UserError(f"{source.name(i)} is {hw[0]}x{hw[1]}, smaller than its bucket {buckets[k][0]}x"
+                            f"{buckets[k][1]} (buckets only crop, never enlarge): remove it, or choose smaller buckets "
+                            "(--image-size, --buckets)")
+        bucket_of.append(k)
+    return bucket_of
+
+
 def batches_per_epoch(bucket_of: list[int], global_batch: int) -> int:
     """Whole global batches an epoch gives (each bucket's count // B), refused in one line when none."""
     counts = np.bincount(np.asarray(bucket_of, dtype=np.int64))

@@ -121,22 +121,21 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """`root/<class_name>/**/<image>`: sorted class names -> labels 0..K-1, as torchvision's ImageFolder;
     or `root/<image>`, a flat folder: no classes (num_classes 0), every label the null label.
 
-    `__getitem__` returns (image float32 (3, H, W) in [-1, 1], label): image_size x width (default
-    square), or each image's bucket with `buckets` (dit/data/buckets.py). A file that cannot be read
-    is recorded in `self.skipped` (in this process; DataLoader workers each keep their own copy)
-    and the next readable index is returned instead, so one bad file never stops a long run.
-    `scan()` checks every file up front and drops the bad ones. Hidden files and directories
-    (".DS_Store", ".ipynb_checkpoints", "._x.jpg") are ignored.
+    A source of images (dit/data/sources.py: image, label, header_size by index), and a torch Dataset:
+    `__getitem__` returns (image float32 (3, H, W) in [-1, 1], label) at image_size x width (default
+    square). A file that cannot be read is recorded in `self.skipped` (in this process; DataLoader
+    workers each keep their own copy) and the next readable index is returned instead, so one bad file
+    never stops a long run. `scan()` checks every file up front and drops the bad ones. Hidden files
+    and directories (".DS_Store", ".ipynb_checkpoints", "._x.jpg") are ignored.
     With `flip`, images are mirrored with probability 1/2 using `generator` (torch's global RNG
     if None, which DataLoader seeds per worker).
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int = 256, flip: bool = False,
-                 generator: torch.Generator | None = None, scan: bool = False, width: int | None = None,
-                 buckets: list[tuple[int, int]] | None = None):  # fmt: skip
+                 generator: torch.Generator | None = None, scan: bool = False, width: int | None = None):
         self.root, self.image_size, self.flip, self.generator = Path(root), image_size, flip, generator
         self.width = width or image_size  # image_size is the height
-        self.buckets = buckets  # (height, width) sizes: each image goes to its nearest aspect ratio's (buckets.py)
+        self.where = str(self.root)
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist or is not a directory: expected {LAYOUT}")
         dirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -162,7 +161,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.skipped: set[str] = set()
         if scan:
             self.scan()
-        self.bucket_of = self._assign_buckets() if buckets else None
         self.read(0)  # at least one file decodes (else one line), checked before a run writes anything
 
     def __len__(self) -> int:
@@ -190,47 +188,25 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             self.skipped.add(path)
             return None
 
-    def _assign_buckets(self) -> list[int]:
-        """Each image's bucket, from its header; a file whose header does not read is dropped (and
-        counted as skipped), an image smaller than its bucket refused in one line."""
-        from dit.data.buckets import header_size, nearest_bucket
+    def image(self, index: int) -> Image.Image | None:
+        return self._read(self.samples[index][0])
 
-        kept, bucket_of = [], []
-        for path, label in self.samples:
-            size = header_size(path)
-            if size is None:
-                warnings.warn(f"skipping unreadable image {path}: its header does not read", stacklevel=3)
-                self.skipped.add(path)
-                continue
-            k = nearest_bucket(*size, self.buckets)
-            if size[0] < self.buckets[k][0] or size[1] < self.buckets[k][1]:
-                raise UserError(f"image {path} is {size[0]}x{size[1]}, smaller than its bucket {self.buckets[k][0]}x"
-                                f"{self.buckets[k][1]} (buckets only crop, never enlarge): remove it, or choose "
-                                "smaller buckets (--image-size, --buckets)")
-            kept.append((path, label))
-            bucket_of.append(k)
-        if not kept:
-            raise UserError(f"no readable images in {self.root}: all {len(self.samples)} files failed to decode")
-        self.samples = kept
-        self._members = [[i for i, b in enumerate(bucket_of) if b == k] for k in range(len(self.buckets))]
-        self._rank = [0] * len(kept)  # index -> its place among its bucket's members
-        for members in self._members:
-            for r, i in enumerate(members):
-                self._rank[i] = r
-        return bucket_of
+    def label(self, index: int) -> int:
+        return self.samples[index][1]
 
-    def size_of(self, index: int) -> tuple[int, int]:
-        """(height, width) image `index` is read at: its bucket's, else the dataset's one size."""
-        return self.buckets[self.bucket_of[index]] if self.bucket_of else (self.image_size, self.width)
+    def name(self, index: int) -> str:
+        return f"image {self.samples[index][0]}"
+
+    def header_size(self, index: int) -> tuple[int, int] | None:
+        from dit.data.buckets import header_size
+
+        return header_size(self.samples[index][0])
 
     def read(self, index: int) -> tuple[torch.Tensor, int, bool]:
         """(image (3, H, W) in [-1, 1] unflipped, label, whether file `index` was unreadable and replaced by
-        the next readable one: of the same bucket, so that a batch keeps one size)."""
-        ring = range(len(self.samples)) if self.bucket_of is None else self._members[self.bucket_of[index]]
-        start = index if self.bucket_of is None else self._rank[index]
-        img, k = first_readable(start, len(ring), lambda i: self._read(self.samples[ring[i]][0]), str(self.root))
-        label = self.samples[ring[(start + k) % len(ring)]][1]
-        return to_tensor(img, *self.size_of(index)), label, k > 0
+        the next readable one)."""
+        img, k = first_readable(index, len(self.samples), self.image, str(self.root))
+        return to_tensor(img, self.image_size, self.width), self.label((index + k) % len(self.samples)), k > 0
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, label, _ = self.read(index)

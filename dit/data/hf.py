@@ -9,9 +9,9 @@ Columns: `--image-column` (default image), `--label-column` (default label, wher
 names, integers 0..K-1, or strings, sorted into classes), `--caption-column` (default text). Without a
 label column the data is unlabelled: an unconditional model (dit/networks/conditioning.py).
 
-Images are decoded, EXIF-rotated and converted as image folders' are (dit/data/folders.py) and
-centre-cropped to the training size; a sample that does not decode is replaced by the next one that
-does, and counted (the `get` contract of dit/data/stream.py).
+Images are decoded, EXIF-rotated and converted as image folders' are (dit/data/folders.py); a sample
+that does not decode is warned about and counted, and dit/data/sources.py's `Images` puts the next one
+in its place.
 """
 
 from __future__ import annotations
@@ -84,12 +84,12 @@ def _split(ds, split: str, data: str):
 
 
 class HFImages:
-    """A Hugging Face dataset as the stream's base: get(index, rng) -> (image (3, H, W) in [-1, 1], label,
-    whether the sample was unreadable and replaced). `caption(index)` reads the caption column."""
+    """A Hugging Face dataset as a source of images (dit/data/sources.py: image, label, header_size by
+    index); `caption(index)` reads the caption column."""
 
-    def __init__(self, ds, image_size: int, width: int | None, flip: bool, image_column: str = "image",
-                 label_column: str = "", caption_column: str = "", source: str = ""):
-        self.ds, self.size, self.flip, self.source = ds, (image_size, width or image_size), flip, source
+    def __init__(self, ds, image_column: str = "image", label_column: str = "", caption_column: str = "",
+                 source: str = ""):
+        self.ds, self.where = ds, f"--data {source}"
         columns = list(ds.column_names)
         label_column = label_column or ("label" if "label" in columns else "")
         for flag, name in (("--image-column", image_column), ("--label-column", label_column),
@@ -100,7 +100,7 @@ class HFImages:
         self.labels, self.class_names = self._labels()
         self.num_classes = len(self.class_names)
         self.skipped: set[int] = set()
-        self.bucket_of, self.buckets = None, None
+        self._undecoded = None  # the image column as bytes or paths (header_size), made when first needed
 
     def _labels(self) -> tuple[np.ndarray, list[str]]:
         """Per-sample labels 0..K-1 and the class names (none: the null label, K = 0)."""
@@ -125,10 +125,35 @@ class HFImages:
 
     def caption(self, index: int) -> str:
         if not self.caption_column:
-            raise UserError(f"--data {self.source}: no --caption-column given")
+            raise UserError(f"{self.where}: no --caption-column given")
         return str(self.ds[int(index)][self.caption_column])
 
-    def _image(self, index: int):
+    def label(self, index: int) -> int:
+        return int(self.labels[index])
+
+    def name(self, index: int) -> str:
+        return f"sample {index} of {self.where}"
+
+    def header_size(self, index: int) -> tuple[int, int] | None:
+        """From the encoded bytes (or the file) of the image column, not the decoded image."""
+        import io
+
+        from datasets import Image
+
+        from dit.data.buckets import header_size
+
+        if self._undecoded is None:
+            feature = self.ds.features[self.image_column]
+            self._undecoded = self.ds.cast_column(self.image_column, Image(decode=False)) \
+                if isinstance(feature, Image) else self.ds
+        raw = self._undecoded[int(index)][self.image_column]
+        if isinstance(raw, dict):
+            raw = io.BytesIO(raw["bytes"]) if raw.get("bytes") is not None else raw.get("path")
+        if isinstance(raw, (str, os.PathLike, io.BytesIO)):
+            return header_size(raw)
+        return None if raw is None else header_size(_as_file(raw))
+
+    def image(self, index: int):
         from dit.data.folders import load_image, upright_rgb
 
         try:
@@ -140,13 +165,17 @@ class HFImages:
             return upright_rgb(raw)
         except Exception as e:  # noqa: BLE001 - a bad image: skipped and counted, as in a folder
             if index not in self.skipped:
-                warnings.warn(f"skipping unreadable sample {index} of {self.source}: {type(e).__name__}: {e}", stacklevel=3)
+                warnings.warn(f"skipping unreadable sample {index} of {self.where}: {type(e).__name__}: {e}",
+                              stacklevel=3)
             self.skipped.add(index)
             return None
 
-    def get(self, index: int, rng: np.random.Generator):
-        from dit.data.folders import first_readable, to_tensor
-        from dit.data.stream import flip_or_not
 
-        img, k = first_readable(index, len(self.ds), self._image, f"--data {self.source}")
-        return flip_or_not(to_tensor(img, *self.size), rng, self.flip), int(self.labels[(index + k) % len(self.ds)]), k > 0
+def _as_file(img):
+    """A decoded PIL image (a dataset whose column is not an Image feature) as PNG bytes, for header_size."""
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    buf.seek(0)
+    return buf

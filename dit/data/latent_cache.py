@@ -13,14 +13,18 @@ flipped ids (a code need not be mirror-symmetric), so both are encoded. settings
 the tokenizer (name, file, codebook_size, scale 1, shift 0).
 
 Layout of a cache directory:
-    settings.json              what was encoded (data root, image size, the VAE: name, source, scale and
-                               shift; dtype, chunk size)
-    chunk_00000.safetensors    images [k*C, (k+1)*C) of the sorted file list: "mean", "std" (n, 2, c, h, w)
+    settings.json              what was encoded (data, image size, buckets, the VAE: name, source, scale and
+                               shift; dtype, chunk size, format)
+    chunk_00000.safetensors    up to C images of one size, in the source's order: "mean", "std" (n, 2, c, h, w)
     ...                        ([:, 0] the image, [:, 1] its flip), or "ids" (n, 2, h, w) for a tokenizer;
-                               "labels" (n,), "indices" (n,)
-    index.json                 written last: chunk names and row counts, classes, skipped files
+                               "labels" (n,), "indices" (n,: each row's index in the source)
+    (or shard-00000.tar ...)   the same rows as WebDataset samples (--out-format webdataset: latent_shards.py)
+    index.json                 written last: chunk names, row counts and buckets, classes, skipped files
     stats.json                 per-channel mean and std of the latents (for --latent-norm channel), and the
                                chunks they were measured over; written after index.json (`write_stats`)
+With aspect-ratio buckets (dit/data/buckets.py, `cache_latents.py --buckets`) each chunk holds one
+bucket's images, index.json records each chunk's bucket and the buckets' sizes, and `bucket_of` gives
+each row's bucket: training then draws every global batch from one bucket, as from images.
 Chunks are written to a temporary name and renamed, so a chunk either exists whole or not at all.
 Chunk k is encoded by process k mod P, so processes never write the same file; a re-run skips the
 chunks already present and checks them, so a killed or damaged cache is repaired by re-running the
@@ -53,8 +57,11 @@ def ids_dtype(codebook_size: int) -> str:
     return "int16" if codebook_size <= torch.iinfo(torch.int16).max else "int32"
 
 
-def chunk_name(k: int) -> str:
-    return f"chunk_{k:05d}.safetensors"
+FORMATS = {"safetensors": "chunk_{:05d}.safetensors", "webdataset": "shard-{:05d}.tar"}  # chunk file per format
+
+
+def chunk_name(k: int, fmt: str = "safetensors") -> str:
+    return FORMATS[fmt].format(k)
 
 
 def is_cache(path: str | os.PathLike) -> bool:
@@ -64,8 +71,13 @@ def is_cache(path: str | os.PathLike) -> bool:
 def write_chunk(path: Path, mean: torch.Tensor | None, std: torch.Tensor | None, labels: torch.Tensor,
                 indices: torch.Tensor, skipped: list[str], dtype: torch.dtype, ids: torch.Tensor | None = None) -> None:
     """One chunk, atomically: the final name appears only once the whole file is on disk. A
-    tokenizer's chunk passes `ids` (and None moments); everything but labels and indices is stored as `dtype`."""
+    tokenizer's chunk passes `ids` (and None moments); everything but labels and indices is stored as `dtype`.
+    A .tar path is written as a WebDataset shard (latent_shards.py)."""
     data = {"ids": ids} if ids is not None else {"mean": mean, "std": std}
+    if path.suffix == ".tar":
+        from dit.data.latent_shards import write_shard
+
+        return write_shard(path, data, labels, indices, skipped, dtype)
     tensors = {**{k: v.to(dtype).contiguous() for k, v in data.items()},
                "labels": labels.long().contiguous(), "indices": indices.long().contiguous()}
     with atomic_path(path) as tmp:
@@ -73,8 +85,15 @@ def write_chunk(path: Path, mean: torch.Tensor | None, std: torch.Tensor | None,
 
 
 def read_chunk_header(path: Path) -> dict:
-    """Rows and skipped files of a chunk; raises UserError when it is missing or unreadable."""
+    """Rows, skipped files and stored shape of a chunk; raises UserError when it is unreadable (and
+    FileNotFoundError when it is missing)."""
+    import tarfile
+
     try:
+        if path.suffix == ".tar":
+            from dit.data.latent_shards import read_shard_header
+
+            return read_shard_header(path)
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             kind = IDS if "ids" in f.keys() else MOMENTS
@@ -92,7 +111,7 @@ def read_chunk_header(path: Path) -> dict:
         return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes[kind[0]][1:]}
     except FileNotFoundError:
         raise
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError, tarfile.TarError) as e:
         raise UserError(f"latent cache chunk {path} is damaged ({e}); delete it and re-run cache_latents.py with the "
                         "same arguments to re-encode it") from None
 
@@ -122,7 +141,12 @@ class LatentCache:
             if read_chunk_header(path)["rows"] != c["rows"]:
                 raise UserError(f"latent cache chunk {path} does not match {INDEX}; delete it and re-run "
                                 "cache_latents.py with the same arguments")
-        self.latent_shape = tuple(self.index["latent_shape"])
+        self.latent_shape = tuple(self.index["latent_shape"])  # at the cache's image size
+        # Aspect-ratio buckets: their (height, width) sizes, latent shapes, and each row's bucket (None without).
+        self.buckets = [tuple(s) for s in self.index["buckets"]] if "buckets" in self.index else None
+        self.bucket_shapes = [tuple(s) for s in self.index["bucket_shapes"]] if self.buckets else None
+        self.bucket_of = np.repeat([c["bucket"] for c in self.index["chunks"]], self.rows).tolist() \
+            if self.buckets else None
         self.tokens = "codebook_size" in self.settings  # written through a VQ tokenizer: ids, not moments
         self.norm: ChannelNorm | None = None  # set (read_channel_norm) for --latent-norm channel: get() applies it
         self._handles: dict[int, object] = {}  # opened lazily, per process (DataLoader workers fork)
@@ -145,29 +169,28 @@ class LatentCache:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def _chunk(self, k: int):
+    def _row(self, index: int):
+        """(the chunk holding row `index`, opened once per process, and the row within it)."""
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         if k not in self._handles:
-            self._handles[k] = safe_open(str(self.root / self.index["chunks"][k]["name"]), "pt")
-        return self._handles[k]
+            path = self.root / self.index["chunks"][k]["name"]
+            if path.suffix == ".tar":
+                from dit.data.latent_shards import ShardChunk
+
+                self._handles[k] = ShardChunk(path)
+            else:
+                self._handles[k] = _SafetensorsChunk(path)
+        return self._handles[k], index - int(self.offsets[k])
 
     def moments(self, index: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        row = index - int(self.offsets[k])
-        f = self._chunk(k)
+        f, row = self._row(index)
         v = int(flipped)
-        mean = f.get_slice("mean")[row : row + 1, v : v + 1][0, 0].float()
-        std = f.get_slice("std")[row : row + 1, v : v + 1][0, 0].float()
-        label = int(f.get_slice("labels")[row : row + 1][0])
-        return mean, std, label
+        return f.get("mean", row)[v].float(), f.get("std", row)[v].float(), f.label(row)
 
     def ids(self, index: int, flipped: bool) -> tuple[torch.Tensor, int]:
         """Token ids (h, w) long of image `index` or of its flip, and its label (a cache of `tokens`)."""
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        row = index - int(self.offsets[k])
-        f = self._chunk(k)
-        v = int(flipped)
-        ids = f.get_slice("ids")[row : row + 1, v : v + 1][0, 0].long()
-        return ids, int(f.get_slice("labels")[row : row + 1][0])
+        f, row = self._row(index)
+        return f.get("ids", row)[int(flipped)].long(), f.label(row)
 
     def get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
         flipped = bool(rng.random() < 0.5) and self.flip
@@ -183,6 +206,19 @@ class LatentCache:
         return {**self.__dict__, "_handles": {}}
 
 
+class _SafetensorsChunk:
+    """Rows of a safetensors chunk, memory-mapped: `get(name, row)` (2, ...) tensor, `label(row)`."""
+
+    def __init__(self, path: Path):
+        self.f = safe_open(str(path), "pt")
+
+    def get(self, name: str, row: int) -> torch.Tensor:
+        return self.f.get_slice(name)[row : row + 1][0]
+
+    def label(self, row: int) -> int:
+        return int(self.f.get_slice("labels")[row : row + 1][0])
+
+
 def measure_channels(root: str | os.PathLike) -> dict:
     """Per-channel mean and std of the latents training draws from the cache at `root`.
 
@@ -196,20 +232,35 @@ def measure_channels(root: str | os.PathLike) -> dict:
     channels = index["latent_shape"][0]
     count = 0
     mu, m2, sq_std = (torch.zeros(channels, dtype=torch.float64) for _ in range(3))
-    for c in index["chunks"]:
-        with safe_open(str(root / c["name"]), "pt") as f:
-            means, stds = f.get_slice("mean"), f.get_slice("std")  # (n, 2, C, H, W)
-            for a in range(0, c["rows"], STATS_ROWS):
-                m = means[a : a + STATS_ROWS].double().movedim(2, 0).reshape(channels, -1)
-                sq_std += stds[a : a + STATS_ROWS].double().movedim(2, 0).reshape(channels, -1).square().sum(1)
-                k, mu_k = m.shape[1], m.mean(1)
-                delta, total = mu_k - mu, count + k
-                m2 += (m - mu_k[:, None]).square().sum(1) + delta.square() * (count * k / total)
-                mu += delta * (k / total)
-                count = total
+    for means, stds in _moment_blocks(root, index):  # (n, 2, C, h, w) each; h, w may differ between chunks
+        m = means.double().movedim(2, 0).reshape(channels, -1)
+        sq_std += stds.double().movedim(2, 0).reshape(channels, -1).square().sum(1)
+        k, mu_k = m.shape[1], m.mean(1)
+        delta, total = mu_k - mu, count + k
+        m2 += (m - mu_k[:, None]).square().sum(1) + delta.square() * (count * k / total)
+        mu += delta * (k / total)
+        count = total
     std = ((m2 + sq_std) / count).sqrt()
     return {NORM_KEYS[0]: mu.tolist(), NORM_KEYS[1]: std.tolist(), "values_per_channel": count,
             "of": "draws z = mean + std * eps of q(z|x), every image and its flip, as training reads them"}
+
+
+def _moment_blocks(root: Path, index: dict):
+    """(means, stds) of at most STATS_ROWS rows at a time, chunk by chunk."""
+    for c in index["chunks"]:
+        path = root / c["name"]
+        if path.suffix == ".tar":
+            from dit.data.latent_shards import ShardChunk
+
+            shard = ShardChunk(path)
+            for a in range(0, c["rows"], STATS_ROWS):
+                rows = range(a, min(a + STATS_ROWS, c["rows"]))
+                yield tuple(torch.stack([shard.get(n, r) for r in rows]) for n in MOMENTS)
+            continue
+        with safe_open(str(path), "pt") as f:
+            means, stds = f.get_slice("mean"), f.get_slice("std")
+            for a in range(0, c["rows"], STATS_ROWS):
+                yield means[a : a + STATS_ROWS], stds[a : a + STATS_ROWS]
 
 
 def write_stats(root: str | os.PathLike) -> dict:
@@ -229,130 +280,3 @@ def stats_current(root: str | os.PathLike) -> bool:
         return True
     except UserError:
         return False
-
-
-class _Images(torch.utils.data.Dataset):
-    """Rows of an ImageFolderDataset for caching: (image or None if unreadable, label, index, path)."""
-
-    def __init__(self, folder, indices: range):
-        self.folder, self.indices = folder, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        from dit.data.folders import center_crop_arr
-
-        index = self.indices[i]
-        path, label = self.folder.samples[index]
-        img = self.folder._read(path)  # None for a corrupt or unreadable file (counted, not fatal)
-        if img is None:
-            return None, label, index, path
-        arr = np.asarray(center_crop_arr(img, self.folder.image_size))
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1), label, index, path
-
-
-def _collate(items):
-    good = [it for it in items if it[0] is not None]
-    bad = [it[3] for it in items if it[0] is None]
-    if not good:
-        return None, None, None, bad
-    return (torch.stack([it[0] for it in good]), torch.tensor([it[1] for it in good]),
-            torch.tensor([it[2] for it in good]), bad)
-
-
-def build_cache(data: str, out: str, image_size: int, vae, state, batch_size: int = 64, chunk_size: int = 10_000,
-                dtype: str = "float16", num_workers: int = 4, progress: bool = True) -> dict:
-    """Encode ImageFolder `data` into cache `out`; chunk k by process k mod P. Returns the index.
-
-    `vae` is a loaded dit.autoencoders.base.Autoencoder (not the identity); `state` an accelerate PartialState.
-    """
-    import warnings
-
-    from tqdm import tqdm
-
-    from dit.data.folders import ImageFolderDataset
-
-    if vae.identity:
-        raise UserError(f"--vae {vae.name}: pixel-space training reads the image folder directly, there is nothing to "
-                        "cache")
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    tokens = not vae.has_moments  # the ids of encode() are stored instead (a tokenizer's codes have no posterior)
-    if tokens:  # ids are integers: --dtype (of the moments) does not apply
-        dtype = ids_dtype(vae.codebook_size)
-    store = getattr(torch, dtype) if tokens else DTYPES[dtype]
-    out = Path(out)
-    folder = ImageFolderDataset(data, image_size)  # sorted class dirs and files: the same list on every process
-    settings = {"data": str(Path(data).resolve()), "files": len(folder), "image_size": image_size, **vae.describe(),
-                "dtype": dtype, "chunk_size": chunk_size}
-    if state.is_main_process:
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a directory")
-        if (out / SETTINGS).is_file():
-            old = json.loads((out / SETTINGS).read_text())
-            if old != settings:
-                diff = sorted(k for k in settings if old.get(k) != settings[k])
-                raise UserError(f"{out} holds a cache made with other settings ({', '.join(diff)}); use another --out "
-                                "or the same arguments")
-        elif out.is_dir() and any(out.iterdir()):
-            raise UserError(f"--out {out} is a non-empty directory that is not a latent cache; choose a new directory")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SETTINGS, settings)
-    state.wait_for_everyone()
-
-    n_chunks = -(-len(folder) // chunk_size)
-    mine = range(state.process_index, n_chunks, state.num_processes)
-    todo = []
-    for k in mine:
-        try:
-            read_chunk_header(out / chunk_name(k))
-        except FileNotFoundError:
-            todo.append(k)
-        except UserError:  # damaged: encode it again
-            todo.append(k)
-    device = state.device
-    for k in tqdm(todo, desc=f"encoding chunks (process {state.process_index})", disable=not progress):
-        rows = range(k * chunk_size, min((k + 1) * chunk_size, len(folder)))
-        loader = torch.utils.data.DataLoader(_Images(folder, rows), batch_size=batch_size, num_workers=num_workers,
-                                             collate_fn=_collate)
-        parts, labels, indices, skipped = {}, [], [], []  # name -> per-batch (b, 2, ...): image and flip
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unreadable files are counted and listed instead
-            for x, y, idx, bad in loader:
-                skipped += bad
-                if x is None:
-                    continue
-                x = x.to(device)
-                if tokens:  # the nearest codes of the image and of the flipped image
-                    encoded = {"ids": [vae.encode(x), vae.encode(x.flip(-1))]}
-                else:
-                    (m0, s0), (m1, s1) = vae.encode_moments(x), vae.encode_moments(x.flip(-1))
-                    encoded = {"mean": [m0, m1], "std": [s0, s1]}
-                for name, pair in encoded.items():
-                    parts.setdefault(name, []).append(torch.stack(pair, 1).cpu())
-                labels.append(y)
-                indices.append(idx)
-        if not labels:
-            raise UserError(f"none of the {len(rows)} images of chunk {k} could be read")
-        data = {name: torch.cat(v) for name, v in parts.items()}
-        write_chunk(out / chunk_name(k), data.get("mean"), data.get("std"), torch.cat(labels), torch.cat(indices),
-                    skipped, store, ids=data.get("ids"))
-    state.wait_for_everyone()
-
-    index = None
-    if state.is_main_process:
-        chunks, skipped, shape = [], [], None
-        for k in range(n_chunks):
-            header = read_chunk_header(out / chunk_name(k))
-            chunks.append({"name": chunk_name(k), "rows": header["rows"]})
-            skipped += header["skipped"]
-            shape = header["shape"]
-        index = {"settings": settings, "chunks": chunks, "class_names": folder.class_names,
-                 "latent_shape": list(shape[1:]), "images": sum(c["rows"] for c in chunks), "skipped": skipped}
-        write_json(out / INDEX, index)
-    state.wait_for_everyone()
-    # After the last barrier: the other processes may finish while the main one reads the whole cache.
-    if state.is_main_process and not tokens and not stats_current(out):
-        write_stats(out)
-    return index

@@ -133,22 +133,6 @@ class InMemoryImages:
         return flip_or_not(x, rng, self.flip), int(self.labels[index]), False
 
 
-class FolderImages:
-    """An ImageFolderDataset (dit/data/folders.py) read unflipped; the flip is drawn from the keyed rng."""
-
-    def __init__(self, folder, flip: bool):
-        self.folder, self.flip = folder, flip
-        self.num_classes, self.class_names = folder.num_classes, folder.class_names
-        self.bucket_of, self.buckets = folder.bucket_of, folder.buckets  # None without --buckets
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def get(self, index: int, rng: np.random.Generator):
-        x, y, replaced = self.folder.read(index)
-        return flip_or_not(x, rng, self.flip), y, replaced
-
-
 class Unlabelled:
     """Any base dataset with its labels dropped (train.py --unconditional): no classes, every sample the
     null label (dit/networks/conditioning.py is_unconditional). Everything else is the base's."""

@@ -93,12 +93,13 @@ def _image_ext(members: dict) -> str | None:
 
 
 class ShardImages:
-    """WebDataset shards as the stream's base: get(index, rng) -> (image (3, H, W) in [-1, 1], label, whether
-    the sample was unreadable and replaced). Labels from .cls or json "label" (integers 0..K-1); shards
-    without labels are unlabelled (an unconditional model)."""
+    """WebDataset shards as a source of images (dit/data/sources.py: image, label, header_size by index).
+    Labels from .cls or json "label" (integers 0..K-1); shards without labels are unlabelled (an
+    unconditional model)."""
 
-    def __init__(self, paths: list[Path], image_size: int, width: int | None, flip: bool, cache_dir: Path | None = None):
-        self.paths, self.size, self.flip = [str(p) for p in paths], (image_size, width or image_size), flip
+    def __init__(self, paths: list[Path], cache_dir: Path | None = None):
+        self.paths = [str(p) for p in paths]
+        self.where = f"the shards ({self.paths[0]}, ...)"
         self.samples = index_shards(paths, cache_dir)
         self._files: dict[int, object] = {}
         labels = [self._label(s) for s in self.samples]
@@ -113,7 +114,6 @@ class ShardImages:
             self.labels, self.class_names = np.full(len(self.samples), UNLABELLED, dtype=np.int64), []
         self.num_classes = len(self.class_names)
         self.skipped: set[str] = set()
-        self.bucket_of, self.buckets = None, None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,7 +150,20 @@ class ShardImages:
             return json.loads(self._bytes(sample, "json")).get("caption")
         return None
 
-    def _image(self, index: int):
+    def label(self, index: int) -> int:
+        return int(self.labels[index])
+
+    def name(self, index: int) -> str:
+        sample = self.samples[index]
+        return f"sample {sample['key']} of {self.paths[sample['shard']]}"
+
+    def header_size(self, index: int) -> tuple[int, int] | None:
+        from dit.data.buckets import header_size
+
+        sample = self.samples[index]
+        return header_size(io.BytesIO(self._bytes(sample, _image_ext(sample["members"]))))
+
+    def image(self, index: int):
         from dit.data.folders import load_image
 
         sample = self.samples[index]
@@ -162,11 +175,3 @@ class ShardImages:
                 warnings.warn(f"skipping unreadable image {where}: {type(e).__name__}: {e}", stacklevel=3)
             self.skipped.add(where)
             return None
-
-    def get(self, index: int, rng: np.random.Generator):
-        from dit.data.folders import first_readable, to_tensor
-        from dit.data.stream import flip_or_not
-
-        n = len(self.samples)
-        img, k = first_readable(index, n, self._image, f"the shards ({self.paths[0]}, ...)")
-        return flip_or_not(to_tensor(img, *self.size), rng, self.flip), int(self.labels[(index + k) % n]), k > 0

@@ -24,10 +24,11 @@ from dit.networks.compile import compile_network
 from dit.networks.conditioning import is_unconditional
 from dit.training import state as train_state
 from dit.training.config import TrainConfig
+from dit.training.data import build_data
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import (build_data, check_results_dir, find_resume, init_from_image, make_accelerator,
+from dit.training.setup import (check_results_dir, find_resume, init_from_image, make_accelerator,
                                 start_run)
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
