@@ -8,7 +8,7 @@ from dit.cli import run_cli
 from dit.eval.records import read_rows
 
 
-@pytest.mark.slow("writes five data layouts, encodes a latent cache and trains twice through the real scripts")
+@pytest.mark.slow("writes six data layouts, encodes two latent caches and trains twice through the real scripts")
 def test_every_layout_is_timed_and_tabled(tmp_path, capsys):
     bench = script("benchmarks/data_loaders/data_loaders.py")
     out = tmp_path / "dl"
@@ -20,4 +20,5 @@ def test_every_layout_is_timed_and_tabled(tmp_path, capsys):
     assert all(len(r["seconds"]) >= 2 and min(r["seconds"]) > 0 for r in rows)
     assert run_cli(bench.main, ["--out", str(out), "--report"]) == 0
     table = capsys.readouterr().out
-    assert "| latent-cache | 48 | 64 px | 0 |" in table and "| auto | 8 |" in table
+    assert "| latent-cache | 48 | 64 px | 0 |" in table and "| latent-shards | 48 | 64 px | 0 |" in table
+    assert "| auto | 8 |" in table

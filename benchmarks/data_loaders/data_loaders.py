@@ -7,7 +7,8 @@ The same --images JPEG photos-like images (random sizes, aspect ratios 1:2 to 2:
 written as each layout train.py reads (<out>/runs/data, git-ignored): class folders, a Hugging Face
 save_to_disk dataset and parquet file, WebDataset tar shards, and a latent cache (cache_latents.py
 through a small random diffusers AutoencoderKL: its cost is what reading a cache costs, whatever the
-VAE). Each source is read through train.py's own stream (dit/data/stream.py: TrainingItems, the
+VAE), as safetensors chunks and as WebDataset shards (--out-format webdataset). `--sources` times only
+those layouts (their rows are appended; the training rows are left as they are). Each source is read through train.py's own stream (dit/data/stream.py: TrainingItems, the
 position-keyed batches, the DataLoader with --num-workers), --batches global batches of --batch at
 --image-size; every batch's seconds are a row's `seconds`, images/s is the batch over their median
 with a 95% bootstrap interval. Then train.py runs --steps steps of a small DiT on the folder with
@@ -34,7 +35,7 @@ from dit.cli import ArgumentParser, positive, run_cli
 from dit.eval.records import ResultsLog, existing_log
 from dit.eval.tables import benchmark_module
 
-SOURCES = ("folder", "hf-disk", "hf-parquet", "shards", "latent-cache")
+SOURCES = ("folder", "hf-disk", "hf-parquet", "shards", "latent-cache", "latent-shards")
 CLASSES = ("a", "b", "c", "d")
 
 
@@ -47,6 +48,7 @@ def main(argv=None):
     p.add_argument("--batches", type=positive(), default=24)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--steps", type=positive(), default=30, help="train.py steps per bucket setting")
+    p.add_argument("--sources", nargs="+", choices=SOURCES, help="time only these layouts (default: all, and training)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -57,9 +59,9 @@ def main(argv=None):
         return
     log = ResultsLog(out / "results.jsonl", quiet_keys=("seconds",))
     data = make_data(out / "runs" / "data", args)
-    for source in SOURCES:
+    for source in args.sources or SOURCES:
         log.add(kind="loader", source=source, **time_source(source, data, args))
-    for buckets in ("", "auto"):
+    for buckets in ("", "auto") if args.sources is None else ():
         log.add(kind="train", buckets=buckets or "none", **time_training(out / "runs", data["folder"], buckets, args))
     print(tables.tables(out)["loaders"])
 
@@ -80,7 +82,7 @@ def make_data(root: Path, args) -> dict:
             Image.fromarray(img).resize((w, h), Image.BICUBIC).save(folder / CLASSES[i % 4] / f"{i:05d}.jpg", quality=90)
     files = sorted(folder.rglob("*.jpg"))
     out = {"folder": folder, "hf-disk": root / "hf-disk", "hf-parquet": root / "data.parquet", "shards": root / "shards",
-           "latent-cache": root / "latent-cache", "vae": root / "vae"}
+           "latent-cache": root / "latent-cache", "latent-shards": root / "latent-shards", "vae": root / "vae"}
     if not out["hf-disk"].is_dir():
         import datasets
 
@@ -99,7 +101,7 @@ def make_data(root: Path, args) -> dict:
                         info = tarfile.TarInfo(f"{f.stem}.{ext}")
                         info.size = len(payload)
                         tar.addfile(info, io.BytesIO(payload))
-    if not (out["latent-cache"] / "index.json").is_file():
+    if not (out["vae"] / "config.json").is_file():
         import torch
         from diffusers import AutoencoderKL
 
@@ -107,9 +109,12 @@ def make_data(root: Path, args) -> dict:
         AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
                       layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4,
                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4).save_pretrained(out["vae"])
-        cmd = [sys.executable, str(ROOT / "cache_latents.py"), "--data", str(folder), "--out", str(out["latent-cache"]),
-               "--vae", str(out["vae"]), "--image-size", str(args.image_size), "--no-progress", "--device", "cpu"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+    for name, fmt in (("latent-cache", "safetensors"), ("latent-shards", "webdataset")):
+        if not (out[name] / "index.json").is_file():
+            cmd = [sys.executable, str(ROOT / "cache_latents.py"), "--data", str(folder), "--out", str(out[name]),
+                   "--vae", str(out["vae"]), "--image-size", str(args.image_size), "--no-progress", "--device", "cpu",
+                   "--out-format", fmt]
+            subprocess.run(cmd, check=True, cwd=ROOT)
     return out
 
 
@@ -133,7 +138,7 @@ def base_of(source: str, data: dict, args):
                       None, True)
     from dit.data.latent_cache import LatentCache
 
-    return LatentCache(data["latent-cache"], flip=True)
+    return LatentCache(data[source], flip=True)
 
 
 def time_source(source: str, data: dict, args) -> dict:
@@ -143,7 +148,7 @@ def time_source(source: str, data: dict, args) -> dict:
 
     base = base_of(source, data, args)
     process = GaussianDiffusion.from_schedule()
-    shape = tuple(base.latent_shape) if source == "latent-cache" else (3, args.image_size, args.image_size)
+    shape = tuple(base.latent_shape) if source.startswith("latent-") else (3, args.image_size, args.image_size)
     items = TrainingItems(base, 0, process, 0.1, shape)
     batches = StreamBatches(len(base), args.batch, 1, 0, 1, seed=0)
     stream = make_loader(items, batches, args.num_workers, pin_memory=False)
