@@ -62,6 +62,9 @@ def parse_args(argv=None):
                    "from frames 0..G and score the rest (direction agreement with the given frames, centroid error)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
     p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges)")
+    p.add_argument("--shapes-speed", type=positive(float), default=1.0,
+                   help="video-shapes: the clips' speed (train.py --shapes-speed): the motion judge and the reference "
+                        "move at it")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     args, rest = p.parse_known_args(argv)
@@ -69,6 +72,8 @@ def parse_args(argv=None):
         raise UserError("give --samples (existing images) or --ckpt with --num-samples (generate them)")
     if args.ckpt and not args.num_samples:
         raise UserError("--ckpt needs --num-samples")
+    if args.shapes_speed != 1 and args.metric != "video-shapes":
+        raise UserError(f"--shapes-speed is the moving shapes' speed, for --metric video-shapes (not {args.metric})")
     if args.samples and (args.arch or args.process):
         raise UserError("--arch and --process describe --ckpt; existing --samples have none")
     if args.samples and rest:

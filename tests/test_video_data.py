@@ -384,3 +384,4 @@ def test_video_folder_reads_gif_and_mp4_and_skips_bad_files(tmp_path):
     short = VideoFolderDataset(tmp_path, image_size=16, frames=9)  # only 8 frames each: all too short
     with pytest.warns(UserWarning, match="fewer than the 9"), pytest.raises(UserError, match="no usable clips"):
         short.read(0)
+

@@ -66,8 +66,9 @@ def reflect(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return lo + np.where(q > span, 2 * span - q, q)
 
 
-def render_clip(label: int, rng: np.random.Generator, size: int = 16, frames: int = FRAMES):
+def render_clip(label: int, rng: np.random.Generator, size: int = 16, frames: int = FRAMES, speed: float = 1.0):
     """One clip of class `label`: (clip float32 (F, H, W, 3) in [0, 1], truth dict), all randomness from rng.
+    `speed` multiplies SPEED (train.py --shapes-speed): the same draws, the shape moving that much faster.
 
     truth: direction int (index into DIRECTIONS, the initial direction), speed float (px/frame),
     centroid (F, 2) float32 (x, y) px of the mask, center (F, 2) float32 the shape's centre,
@@ -79,7 +80,7 @@ def render_clip(label: int, rng: np.random.Generator, size: int = 16, frames: in
     bg = draw_background(rng, size)  # (H, W, 3)
     radius = rng.uniform(*RADIUS) * size
     direction = int(rng.integers(len(DIRECTIONS)))
-    speed = rng.uniform(*SPEED) * size / 16
+    speed = rng.uniform(*SPEED) * speed * size / 16
     lo, hi = MARGIN * radius, size - MARGIN * radius
     start = rng.uniform(lo, hi, size=2)
     angle0 = rng.uniform(-MAX_ROTATION[label], MAX_ROTATION[label])
@@ -126,8 +127,10 @@ class ShapesVideoDataset(torch.utils.data.Dataset):
     num_classes = len(CLASS_NAMES)
     class_names = CLASS_NAMES
 
-    def __init__(self, num_clips: int = 10000, image_size: int = 16, frames: int = FRAMES, seed: int = 0):
+    def __init__(self, num_clips: int = 10000, image_size: int = 16, frames: int = FRAMES, seed: int = 0,
+                 speed: float = 1.0):
         self.num_clips, self.image_size, self.frames, self.seed = num_clips, image_size, frames, seed
+        self.speed = speed  # a multiple of SPEED
 
     def __len__(self) -> int:
         return self.num_clips
@@ -140,7 +143,7 @@ class ShapesVideoDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.num_clips:
             raise IndexError(f"index {index} out of range for {self.num_clips} clips")
         rng = np.random.default_rng([self.seed, index])
-        return render_clip(self.label(index), rng, self.image_size, self.frames)
+        return render_clip(self.label(index), rng, self.image_size, self.frames, self.speed)
 
     def clip(self, index: int) -> torch.Tensor:
         return torch.from_numpy(self.render(index)[0]).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
@@ -161,8 +164,13 @@ class ShapesVideoDataset(torch.utils.data.Dataset):
 TRUTH_KEYS = ("direction", "speed", "centroid", "angle", "bounced")  # what the cache keeps (masks: re-render)
 
 
+def speed_tag(speed: float) -> str:
+    """What a cached file's name adds for clips of another speed (nothing at 1: old names stay valid)."""
+    return "" if speed == 1 else f"-speed{speed:g}"
+
+
 def cached_uint8_clips(num_clips: int, image_size: int, frames: int, seed: int,
-                       cache_dir: str | os.PathLike | None):  # fmt: skip
+                       cache_dir: str | os.PathLike | None, speed: float = 1.0):  # fmt: skip
     """(uint8 clips (N, F, 3, H, W), labels (N,) int64, truth) of ShapesVideoDataset, rendered once and
     kept in `cache_dir` as an npz (clips on disk in the (N, F, H, W, 3) layout).
 
@@ -172,14 +180,14 @@ def cached_uint8_clips(num_clips: int, image_size: int, frames: int, seed: int,
     """
     path = None
     if cache_dir is not None:
-        name = f"shapes-video-v{VERSION}-{num_clips}x{frames}f-{image_size}px-seed{seed}.npz"
+        name = f"shapes-video-v{VERSION}-{num_clips}x{frames}f-{image_size}px-seed{seed}{speed_tag(speed)}.npz"
         path = Path(cache_dir) / name
         data = read_cache(path, ("clips", "labels", *TRUTH_KEYS))
         if data is not None:
             truth = {k: data[k] for k in TRUTH_KEYS}
             return (torch.from_numpy(data["clips"]).permute(0, 1, 4, 2, 3).contiguous(),
                     torch.from_numpy(data["labels"]), truth)
-    ds = ShapesVideoDataset(num_clips, image_size, frames, seed)
+    ds = ShapesVideoDataset(num_clips, image_size, frames, seed, speed)
     clips = np.empty((num_clips, frames, image_size, image_size, 3), np.uint8)
     truth = {"direction": np.empty(num_clips, np.int64), "speed": np.empty(num_clips, np.float32),
              "centroid": np.empty((num_clips, frames, 2), np.float32),

@@ -126,18 +126,18 @@ def step_directions(direction: np.ndarray, speed: np.ndarray, center: np.ndarray
     return np.where(full, d, -1)
 
 
-def judge_training_set(num_clips: int, image_size: int, frames: int, seed: int):
+def judge_training_set(num_clips: int, image_size: int, frames: int, seed: int, speed: float = 1.0):
     """(uint8 clips (N, F, H, W, 3), step directions (N, F-1), initial direction (N,)) of
     ShapesVideoDataset(seed), rendered here rather than through cached_uint8_clips because the step
     labels need the parametric centre, which that cache does not keep."""
-    ds = shapes_video.ShapesVideoDataset(num_clips, image_size, frames, seed)
+    ds = shapes_video.ShapesVideoDataset(num_clips, image_size, frames, seed, speed)
     clips = np.empty((num_clips, frames, image_size, image_size, 3), np.uint8)
-    direction, speed, center = np.empty(num_clips, np.int64), np.empty(num_clips), np.empty((num_clips, frames, 2))
+    direction, speeds, center = np.empty(num_clips, np.int64), np.empty(num_clips), np.empty((num_clips, frames, 2))
     for i in range(num_clips):
         clip, truth = ds.render(i)
         clips[i] = shapes_video.to_uint8_clip(clip)
-        direction[i], speed[i], center[i] = truth["direction"], truth["speed"], truth["center"]
-    return clips, step_directions(direction, speed, center), direction
+        direction[i], speeds[i], center[i] = truth["direction"], truth["speed"], truth["center"]
+    return clips, step_directions(direction, speeds, center), direction
 
 
 def clean_windows(steps: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,7 +187,8 @@ def _augment(x: torch.Tensor, labels: np.ndarray, gen: torch.Generator) -> tuple
     return x, torch.from_numpy(lab)
 
 
-def heldout_scores(judge: MotionJudge, num_clips: int, image_size: int, frames: int, seed: int) -> dict:
+def heldout_scores(judge: MotionJudge, num_clips: int, image_size: int, frames: int, seed: int,
+                   speed: float = 1.0) -> dict:
     """The judge on fresh clips (a seed far from any training seed):
     - heldout_acc: accuracy on whole clips that do not bounce;
     - heldout_acc_bounced: on clips that do, against the majority direction of their steps (ties:
@@ -196,7 +197,7 @@ def heldout_scores(judge: MotionJudge, num_clips: int, image_size: int, frames: 
       4-7 of 8: the continuation that prediction judges);
     - heldout_confident: share of whole non-bounced clips given one direction with p >= 0.9;
     - heldout_none: share of NONE examples (no_motion of whole clips) called NONE."""
-    clips, steps, direction = judge_training_set(num_clips, image_size, frames, seed)
+    clips, steps, direction = judge_training_set(num_clips, image_size, frames, seed, speed)
     bounced = (steps != steps[:, :1]).any(1)  # a wall in some step (steps -1 or reversed)
     out = judge.judge(clips)
     counts = np.stack([(steps == k).sum(1) for k in range(NONE)], 1)
@@ -225,7 +226,7 @@ HELDOUT_KEYS = ("heldout_acc", "heldout_acc_bounced", "heldout_acc_bounced_initi
 def train_motion_judge(
     image_size: int = 16, frames: int = shapes_video.FRAMES, seed: int = 0, steps: int = DEFAULT_STEPS,
     batch_size: int = 32, num_clips: int = DEFAULT_CLIPS, heldout_clips: int | None = None,
-    device: str | torch.device = "cpu", verbose: bool = False,
+    device: str | torch.device = "cpu", verbose: bool = False, speed: float = 1.0,
 ) -> MotionJudge:  # fmt: skip
     """Train on real clips of ShapesVideoDataset(seed), deterministically (seeded torch and sampling).
 
@@ -245,7 +246,7 @@ def train_motion_judge(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    clips, step_dirs, _ = judge_training_set(num_clips, image_size, frames, seed)
+    clips, step_dirs, _ = judge_training_set(num_clips, image_size, frames, seed, speed)
     clips_t = torch.from_numpy(clips).permute(0, 1, 4, 2, 3)  # (N, F, 3, H, W) uint8
     windows = {length: clean_windows(step_dirs, length) for length in range(MIN_WINDOW, frames + 1)}
     lengths = sorted(windows)
@@ -268,7 +269,7 @@ def train_motion_judge(
     model.train_seconds = time.time() - t0
     heldout_clips = min(num_clips // 2, 2000) if heldout_clips is None else heldout_clips
     if heldout_clips:
-        for key, value in heldout_scores(model, heldout_clips, image_size, frames, seed + 10_000).items():
+        for key, value in heldout_scores(model, heldout_clips, image_size, frames, seed + 10_000, speed).items():
             setattr(model, key, value)
     if verbose:
         print(f"motion judge trained in {model.train_seconds:.1f}s: " +
@@ -277,20 +278,23 @@ def train_motion_judge(
 
 
 def cache_path(cache_dir: str | os.PathLike, image_size: int = 16, frames: int = shapes_video.FRAMES,
-               seed: int = 0, steps: int = DEFAULT_STEPS, num_clips: int = DEFAULT_CLIPS) -> Path:  # fmt: skip
+               seed: int = 0, steps: int = DEFAULT_STEPS, num_clips: int = DEFAULT_CLIPS,
+               speed: float = 1.0) -> Path:  # fmt: skip
     """Weights file for one setting: any change to data, recipe or network gets a new name."""
     name = (f"motion-judge-v{VERSION}-data{shapes_video.VERSION}-{image_size}px-{frames}f-seed{seed}-steps{steps}-"
-            f"clips{num_clips}.safetensors")
+            f"clips{num_clips}{shapes_video.speed_tag(speed)}.safetensors")
     return Path(cache_dir) / name
 
 
 def load_or_train(
     cache_dir: str | os.PathLike, image_size: int = 16, frames: int = shapes_video.FRAMES, seed: int = 0,
     steps: int = DEFAULT_STEPS, num_clips: int = DEFAULT_CLIPS, device: str | torch.device = "cpu",
-    verbose: bool = False,
+    verbose: bool = False, speed: float = 1.0,
 ) -> MotionJudge:  # fmt: skip
-    """The cached motion judge for this setting, training and caching it first if needed (eval mode);
-    its held-out scores (HELDOUT_KEYS) are attributes, measured when it was trained."""
-    path = cache_path(cache_dir, image_size, frames, seed, steps, num_clips)
+    """The cached motion judge for this setting (clips of `speed`: a judge per speed, trained on the
+    motion it judges), training and caching it first if needed (eval mode); its held-out scores
+    (HELDOUT_KEYS) are attributes, measured when it was trained."""
+    path = cache_path(cache_dir, image_size, frames, seed, steps, num_clips, speed)
     return shapes_judge.cached_judge(path, MotionJudge(), lambda: train_motion_judge(
-        image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose), HELDOUT_KEYS, device)
+        image_size, frames, seed, steps, num_clips=num_clips, device=device, verbose=verbose, speed=speed),
+        HELDOUT_KEYS, device)

@@ -217,7 +217,7 @@ class VideoShapesMetric:
                  device: str | torch.device = "cpu", reference_clips: int = REFERENCE_CLIPS,
                  frame_judge: str = "video", frame_judge_steps: int | None = None,
                  motion_steps: int | None = None, judge_clips: int = motion.DEFAULT_CLIPS,
-                 verbose: bool = False):  # fmt: skip
+                 verbose: bool = False, speed: float = 1.0):  # fmt: skip
         if frames < motion.MIN_WINDOW:
             raise UserError(f"the video metrics need clips of at least {motion.MIN_WINDOW} frames, got {frames}")
         if frame_judge not in ("video", "image"):
@@ -232,17 +232,21 @@ class VideoShapesMetric:
         else:
             self.frame_judge = shapes_judge.load_or_train(cache_dir, image_size, steps=fsteps, device=self.device,
                                                         verbose=verbose)
+        # The motion judge and the reference clips move at `speed` (the data's, train.py --shapes-speed); the
+        # frame judge reads single frames, which speed does not change.
+        self.speed = speed
         self.motion_judge = motion.load_or_train(cache_dir, image_size, frames, steps=msteps, num_clips=judge_clips,
-                                                 device=self.device, verbose=verbose)
+                                                 device=self.device, verbose=verbose, speed=speed)
         ref_path = Path(cache_dir) / (
             f"shapes-video-ref-v{VERSION}-m{motion.VERSION}-c{shapes_judge.VERSION}-data{shapes_video.VERSION}-"
             f"{image_size}px-{frames}f-{frame_judge}{fsteps}-motion{msteps}-clips{judge_clips}-"
-            f"ref{reference_clips}.npz")
+            f"ref{reference_clips}{shapes_video.speed_tag(speed)}.npz")
         if ref_path.exists():
             with np.load(ref_path) as ref:
                 self.ref_mu, self.ref_sigma, self.frame_mu = ref["mu"], ref["sigma"], ref["frame_mu"]
         else:
-            clips, _, _ = shapes_video.cached_uint8_clips(reference_clips, image_size, frames, REFERENCE_SEED, None)
+            clips, _, _ = shapes_video.cached_uint8_clips(reference_clips, image_size, frames, REFERENCE_SEED, None,
+                                                          speed)
             clips = clips.permute(0, 1, 3, 4, 2).numpy()
             frame_feats = self._frame_outputs(clips)[1]  # (N, F, 128)
             self.frame_mu = frame_feats.reshape(-1, frame_feats.shape[-1]).mean(0)

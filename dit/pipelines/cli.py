@@ -16,13 +16,19 @@ from dit.networks import ARCHITECTURES
 from dit.networks.dit_config import MODEL_NAMES
 from dit.pipelines.spec import LABEL_MODES, SAMPLER_OPTIONS, SamplingSpec, Source
 from dit.precision import ALIASES, PRECISIONS, check_precision
-from dit.processes import PROCESSES, Process
+from dit.processes import PROCESSES
 from dit.sampling import sampler_names
 from dit.sampling.classifier_guidance import FORMS, check_scale
 from dit.sampling.flow import DIFFUSION_FORMS
 from dit.sampling.catalog import option_help
 
 DEFAULT_CFG = 4.0  # classifier-free guidance of sample.py's grids: DiT's (a text pipeline's: dit/pipelines/prompts.py)
+
+
+def _default_steps(key: str) -> str:
+    """A process's default step count for --help: a number, or what a per-instance default is (its docstring)."""
+    steps = PROCESSES.get(key).default_sampling_steps
+    return str(steps) if isinstance(steps, int) else (steps.__doc__ or "its own").split(": ")[-1].rstrip(".")
 
 
 def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> ArgumentParser:
@@ -59,8 +65,9 @@ def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> Argu
                         "Sigma grad log p (ADM Alg. 1, ddpm); auto: mean for ddpm, eps otherwise")
     p.add_argument("--sampler", help="a sampler of the process; default: the process's first (" + "; ".join(
         f"{key}: {', '.join(sampler_names(key))}" for key in PROCESSES.keys() if sampler_names(key)) + ")")
-    p.add_argument("--steps", type=positive(int), help=f"sampler steps (heun: 2 evaluations each; dopri5: unused); "
-                   f"default: the process's ({Process.default_sampling_steps}, DiT's; vq-diffusion: its T, fewer is its fast inference)")
+    p.add_argument("--steps", type=positive(int), help="sampler steps (heun: 2 evaluations each; dopri5: unused); "
+                   "default: the checkpoint's (train.py --sampling-steps), else its process's (" + "; ".join(
+                       f"{k}: {_default_steps(k)}" for k in PROCESSES.keys()) + ")")
     # The samplers' own options; given to a sampler without them, they are an error (check_sampler).
     for option, meta, what in (("eta", None, "DDIM stochasticity"), ("shift", None, "timestep shift s, t' = s t / (1 + (s-1) t)"),
                                ("atol", None, "absolute tolerance"), ("rtol", None, "relative tolerance"),

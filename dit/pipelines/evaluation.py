@@ -104,7 +104,7 @@ def clip_metrics(args, source, device, num_processes: int = 1, given: tuple[Path
 
         steps = args.classifier_steps  # both judges' training steps (None: their defaults)
         metric = VideoShapesMetric(clips.shape[2], clips.shape[1], args.cache_dir, device=device,
-                                   frame_judge_steps=steps, motion_steps=steps)
+                                   frame_judge_steps=steps, motion_steps=steps, speed=args.shapes_speed)
         if given is not None:  # prediction: the completions against the real clips they continue
             real, _ = read_clip_npz(given[0])
             result = {"given_frames": args.given_frames, **metric.prediction_metrics(clips, real, given[1])}

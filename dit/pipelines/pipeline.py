@@ -136,9 +136,10 @@ def read_generator(source: Source) -> Checkpoint:
     return ckpt
 
 
-def resolve(spec: SamplingSpec, process) -> SamplingSpec:
-    """The process's default sampler and steps where the user named none, checked against the process."""
-    spec = spec.replace(steps=spec.steps or process.default_sampling_steps,
+def resolve(spec: SamplingSpec, process, recorded_steps: int | None = None) -> SamplingSpec:
+    """The process's default sampler where the user named none, and the steps: the user's, else the
+    checkpoint's recorded ones (train.py --sampling-steps), else the process's; checked against the process."""
+    spec = spec.replace(steps=spec.steps or recorded_steps or process.default_sampling_steps,
                         sampler=spec.sampler or default_sampler(process.key))
     check_sampler(process, spec.sampler, spec.steps, **spec.options)
     return spec
@@ -151,7 +152,7 @@ def load(source: Source, spec: SamplingSpec, device, cfg_given: bool = True) -> 
     default."""
     ckpt = read_generator(source)
     process = process_from_meta(ckpt.meta)
-    spec = resolve(spec, process)
+    spec = resolve(spec, process, ckpt.meta.get("sampling_steps"))
     if source.model and ckpt.arch != DEFAULT_ARCH:  # --model names a preset of the architecture old files hold
         raise UserError(f"--model names a DiT preset; {ckpt.source} holds a {ckpt.arch!r} network")
     network = None if source.model else instantiate(ckpt, None, device)  # the file is checked before the VAE is sought

@@ -72,6 +72,9 @@ class FlowMatching(Process):
     outputs = OUTPUTS + tuple(ALIASES)
     inversion_refusal = None  # `marginal`: the path's alpha_t, sigma_t
     time_range = (1.0, 0.0)  # data at t = 1, noise at t = 0 (module docstring)
+    # Euler-50: the NFE every flow benchmark here measured (benchmarks/RESULTS.md: the CPU demo, time to
+    # quality, video), where DiT's 250 would cost 5x for what those runs did not show to need.
+    default_sampling_steps = 50
 
     def __init__(self, path: str = "linear", prediction: str = "velocity", time_sampling: str = "uniform",
                  logit_mean: float = 0.0, logit_std: float = 1.0, cosine_weight: float = 0.0,

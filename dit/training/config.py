@@ -76,6 +76,7 @@ class TrainConfig:
     vae: str = DEFAULT_VAE  # ema, mse, none (pixel space), a hub id or a local diffusers directory
     latent_norm: str = "scalar"  # scalar (the VAE's scale only) or channel: per-channel mean/std of a latent cache
     shapes_images: int = 20000  # size of the built-in dataset (images, or clips for shapes-video)
+    shapes_speed: float = 1.0  # shapes-video: the motion, a multiple of 0.3-0.6 px a frame at 16 px
     flip: bool = True  # random horizontal flip, the paper's only augmentation
     num_workers: int = 4
 
@@ -106,6 +107,7 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 0  # preview grid every N steps (0: only at the end)
     sample_steps: int = 50  # preview sampler steps
+    sampling_steps: int = 0  # recorded in checkpoints: sample.py's / evaluate.py's --steps default (0: the process's)
     sample_sampler: str = ""  # "": the process's preview sampler, else its default (gaussian: ddim, flow: euler)
     sample_cfg: float = 4.0
     samples_per_class: int = 1  # preview grid rows = classes shown, columns = samples each
@@ -147,7 +149,7 @@ class TrainConfig:
         if self.image_width == self.image_size:  # a square size said twice is the square size
             object.__setattr__(self, "image_width", 0)
         for name in ("num_workers", "warmup_steps", "keep_last", "sample_every", "weight_decay", "grad_clip",
-                     "image_width"):
+                     "image_width", "sampling_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -184,6 +186,9 @@ class TrainConfig:
             raise UserError(f"--frame-stride {self.frame_stride} / --random-offset {str(self.random_offset).lower()} "
                             "choose the frames of a video folder's clips; shapes-video renders its clips frame by "
                             "frame: pass --frame-stride 1 --random-offset true, or --data DIR")
+        if self.shapes_speed != 1 and (self.data != SHAPES_VIDEO or not self.shapes_speed > 0):
+            raise UserError(f"--shapes-speed {self.shapes_speed}: a positive multiple of the built-in moving shapes' "
+                            f"speed, for --data {SHAPES_VIDEO} only")
         unconditional_share(self.video_masks)  # a UserError for an unknown mix or share
 
     def network_config(self, data: dict):
@@ -226,7 +231,7 @@ def field_types() -> dict[str, type]:
 # Fields a resumed run may change: they affect bookkeeping, not what is being trained.
 RESUME_MAY_CHANGE = {
     "max_steps", "ckpt_every", "keep_last", "log_every", "sample_every", "sample_steps", "sample_sampler",
-    "sample_cfg", "samples_per_class", "num_workers", "wandb", "wandb_project", "wandb_mode", "results_dir",
+    "sampling_steps", "sample_cfg", "samples_per_class", "num_workers", "wandb", "wandb_project", "wandb_mode", "results_dir",
     "max_nonfinite", "compile", "compile_best_effort", "grad_checkpointing", "dist_timeout_min",
 }
 

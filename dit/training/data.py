@@ -238,7 +238,7 @@ def _clips(config: TrainConfig):
         from dit.data.shapes_video import InMemoryClips, cached_uint8_clips
 
         clips, labels, _ = cached_uint8_clips(config.shapes_images, config.image_size, config.frames, 0,
-                                              Path(config.results_dir) / ".cache")
+                                              Path(config.results_dir) / ".cache", config.shapes_speed)
         return InMemoryClips(clips, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES))
     from dit.data.video_folders import VideoFolderDataset
 
