@@ -22,18 +22,21 @@ def test_micro_video_benchmark(tmp_path, capsys):
     assert run_cli(video_cpu.main, argv) == 0
     report = capsys.readouterr().out  # the tables, as --report prints them
     every = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    rows = [r for r in every if r["model"] != video_cpu.BASELINE]
+    rows = [r for r in every if r["model"] not in (video_cpu.BASELINE, video_cpu.TRACKER)]
     assert sorted((r["model"], r["task"]) for r in rows) == sorted(
         [("main", t) for t in ("generation", "prediction", "unconditional", "backward", "interpolation")]
         + [("split-heads", t) for t in ("generation", "prediction")] + [("adaln", "prediction")])
     # main's completion tasks beside the trivial completion on the same clips (no network, no training)
-    floor = {r["task"]: r for r in every if r["model"] == video_cpu.BASELINE}
-    assert sorted(floor) == ["backward", "interpolation", "prediction"]
-    assert [floor[t]["clips"] for t in ("prediction", "backward", "interpolation")] == [12, 10, 10]
-    assert all(r["params"] == 0 and np.isfinite(r["centroid_error"]) for r in floor.values())
+    for name in (video_cpu.BASELINE, video_cpu.TRACKER):
+        floor = {r["task"]: r for r in every if r["model"] == name}
+        assert sorted(floor) == ["backward", "interpolation", "prediction"]
+        assert [floor[t]["clips"] for t in ("prediction", "backward", "interpolation")] == [12, 10, 10]
+        assert all(r["params"] == 0 and np.isfinite(r["centroid_error"]) for r in floor.values())
+    from dit.eval.baselines import copy_nearest
+
     clips = np.arange(8)[None, :, None, None, None] * np.ones((2, 1, 3, 3, 3), np.uint8)  # pixel value = frame index
-    assert video_cpu.repeat_given(clips, [0, 4, 7])[0, :, 0, 0, 0].tolist() == [0, 0, 0, 4, 4, 4, 7, 7]
-    assert video_cpu.repeat_given(clips, [4, 5, 6, 7])[1, :, 0, 0, 0].tolist() == [4, 4, 4, 4, 4, 5, 6, 7]
+    assert copy_nearest(clips, [0, 4, 7])[0, :, 0, 0, 0].tolist() == [0, 0, 0, 4, 4, 4, 7, 7]
+    assert copy_nearest(clips, [4, 5, 6, 7])[1, :, 0, 0, 0].tolist() == [4, 4, 4, 4, 4, 5, 6, 7]
     for r in rows:
         # --clips for the acceptance rows, --study-clips for the rest
         acceptance = r["model"] == "main" and r["task"] in ("generation", "prediction")
@@ -56,16 +59,20 @@ def test_micro_video_benchmark(tmp_path, capsys):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(every)
     assert run_cli(video_cpu.main, [*argv[:2], "--sampler", "ddim"]) == 2  # a flow model: refused before training
     # --experiment scores a run trained elsewhere by the same protocol, into experiments.jsonl
-    exp = [*argv[:2], "--experiment", str(out / "runs" / "adaln"), "--tasks", "generation", *argv[8:]]
+    exp = [*argv[:2], "--experiment", str(out / "runs" / "adaln"), "--tasks", "generation", "prediction", *argv[8:]]
     assert run_cli(video_cpu.main, exp) == 0
-    (row,) = [json.loads(line) for line in (out / "experiments.jsonl").read_text().splitlines()]
+    exp_rows = [json.loads(line) for line in (out / "experiments.jsonl").read_text().splitlines()]
+    row = exp_rows[0]  # the run's rows, then both baselines' on the same clips (prediction only: nothing to generate)
+    assert [(r["model"], r["task"], r["clips"], r["shapes_speed"]) for r in exp_rows] == [
+        ("adaln", "generation", 12, 1.0), ("adaln", "prediction", 12, 1.0), (video_cpu.BASELINE, "prediction", 12, 1.0),
+        (video_cpu.TRACKER, "prediction", 12, 1.0)]
     config = json.loads((out / "runs" / "adaln" / "config.json").read_text())
     main_config = json.loads((out / "runs" / "main" / "config.json").read_text())
     assert config["video_masks"] == "vdt" and main_config["video_masks"] == from_preset("video-cpu").video_masks
     assert (row["model"], row["task"], row["clips"], row["video_masks"], row["global_batch_size"]) == (
         "adaln", "generation", 12, config["video_masks"], config["global_batch_size"])
-    assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 1
+    assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 4
     capsys.readouterr()
     assert run_cli(video_cpu.main, [*argv[:2], "--report"]) == 0
-    assert f"| adaln | {row['video_masks']} | {row['global_batch_size']} x 1 | generation | 12 |" in capsys.readouterr().out
+    assert f"| adaln | {row['video_masks']} | 1 | {row['global_batch_size']} x 1 | generation | 12 |" in capsys.readouterr().out
     assert run_cli(video_cpu.main, [*argv[:2], "--experiment", str(out / "cache")]) == 2

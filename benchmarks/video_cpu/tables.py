@@ -129,8 +129,9 @@ def experiments_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     return markdown_table(
-        ["run", "masks", "batch x steps", "task", "clips", "class acc", "coherent motion", "clip FD",
+        ["run", "masks", "speed", "batch x steps", "task", "clips", "class acc", "coherent motion", "clip FD",
          "direction agrees with given", "centroid error (px)"],
-        [[r["model"], r.get("video_masks", "?"), f"{r.get('global_batch_size', '?')} x {r['steps_trained']}", r["task"],
+        [[r["model"], r.get("video_masks", "?"), f"{r.get('shapes_speed', 1.0):g}",
+          f"{r.get('global_batch_size', '-')} x {r['steps_trained']}", r["task"],
           r["clips"], _cell(r, "class_acc"), _cell(r, "coherent_motion"), _cell(r, "fd_video", 1),
           _cell(r, "direction_agree_given"), _cell(r, "centroid_error", 2)] for r in rows])

@@ -33,7 +33,10 @@ Every finished unit is a line of results.jsonl, so an interrupted run continues 
     python benchmarks/video_cpu/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
 
 scores a video run trained elsewhere (the mask-mix and batch studies: train.py video-cpu with other
-flags) by the same protocol; its rows go to experiments.jsonl and the report's third table.
+flags) by the same protocol, on clips at the run's --shapes-speed (the judges and held-out clips move
+as its data does); its rows go to experiments.jsonl and the report's third table, beside the rows of
+both network-free completions (dit/eval/baselines.py: copy the nearest given frame, and the
+constant-velocity tracker) on the same clips.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ MODELS = {
 }
 CONDITIONING = ("replace", "concat", "adaln", "cross-attention")
 BASELINE = "repeat-given"  # no network: every other frame is a copy of the nearest given one (main's tasks' floor)
+TRACKER = "constant-velocity"  # no network: the given frames' track extrapolated (dit/eval/baselines.py)
 TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
 TASK_NAMES = ("generation", *TASKS)
 LEVEL = 0.95
@@ -121,15 +125,16 @@ def main(argv=None):
                     continue
                 _append(log, evaluate(name, run, task, metric, real, clips_of(name, task, args), args))
         if "main" in args.models:
-            for task in ("prediction", "backward", "interpolation"):
-                if not any(r["model"] == BASELINE and r["task"] == task for r in _rows(log)):
-                    _append(log, baseline(task, metric, real, clips_of("main", task, args), args))
+            for name in (BASELINE, TRACKER):
+                for task in ("prediction", "backward", "interpolation"):
+                    if not any(r["model"] == name and r["task"] == task for r in _rows(log)):
+                        _append(log, baseline(name, task, metric, real, clips_of("main", task, args), args))
     rows = _rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
             r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
     tables = benchmark_module("video_cpu", "tables")
-    print(tables.markdown(rows, [*MODELS, BASELINE], list(TASK_NAMES)))
+    print(tables.markdown(rows, [*MODELS, BASELINE, TRACKER], list(TASK_NAMES)))
     print(tables.experiments_markdown(_rows(out / "experiments.jsonl")))
 
 
@@ -153,13 +158,17 @@ def experiment(run: Path, out: Path, args) -> None:
         raise UserError(f"--experiment {run}: the run has not finished (no export.safetensors); resume its training")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiments.jsonl"
-    metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips)
-    for task in args.tasks:
-        done = [r for r in _rows(log) if (r["model"], r["task"], r["clips"]) == (run.name, task, args.clips)]
-        if done:
-            print(f"{run.name} {task} on {args.clips} clips: already in {log}")
-            continue
-        _append(log, evaluate(run.name, run, task, metric, real, args.clips, args))
+    speed = json.loads(config.read_text()).get("shapes_speed", 1.0)
+    metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips, speed)
+    key = lambda r: (r["model"], r["task"], r["clips"], r.get("shapes_speed", 1.0))  # noqa: E731
+    for name in (run.name, BASELINE, TRACKER):
+        for task in args.tasks if name == run.name else [t for t in args.tasks if t in TASKS and t != "unconditional"]:
+            if any(key(r) == (name, task, args.clips, speed) for r in _rows(log)):
+                print(f"{name} {task} on {args.clips} clips at speed {speed:g}: already in {log}")
+                continue
+            row = (evaluate(run.name, run, task, metric, real, args.clips, args) if name == run.name
+                   else baseline(name, task, metric, real, args.clips, args))
+            _append(log, {**row, "shapes_speed": speed})
 
 
 def clips_of(name: str, task: str, args) -> int:
@@ -228,18 +237,20 @@ def matched_width(conditioning: str) -> int:
                                       w != preset_width()))
 
 
-def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: int | None = None):
-    """The moving-shapes metric and `n` held-out real clips (dataset seed 1; training renders seed 0)."""
+def make_metric(out: Path, n: int, judge_steps: int | None = None, judge_clips: int | None = None,
+                speed: float = 1.0):
+    """The moving-shapes metric and `n` held-out real clips (dataset seed 1; training renders seed 0), both
+    at `speed` (train.py --shapes-speed)."""
     from dit.data.shapes_video import cached_uint8_clips
     from dit.eval.video_metrics import VideoShapesMetric
     from dit.training.config import PRESETS
 
     size, frames = PRESETS["video-cpu"]["image_size"], PRESETS["video-cpu"]["frames"]
-    clips, labels, _ = cached_uint8_clips(n, size, frames, 1, out / "cache")  # n: the most any model uses
+    clips, labels, _ = cached_uint8_clips(n, size, frames, 1, out / "cache", speed)  # n: the most any model uses
     real = (clips.permute(0, 1, 3, 4, 2).numpy(), labels.numpy())  # (N, F, H, W, 3)
     sizes = {} if judge_clips is None else {"judge_clips": judge_clips, "reference_clips": judge_clips}
     return VideoShapesMetric(size, frames, out / "cache", frame_judge_steps=judge_steps, motion_steps=judge_steps,
-                             **sizes), real
+                             speed=speed, **sizes), real
 
 
 def generate(run: Path, labels, given: list[int] | None, real, args) -> np.ndarray:
@@ -300,19 +311,16 @@ def score_completion(task: str, gen: np.ndarray, real: np.ndarray, metric, boots
     return with_intervals(stats, data, bootstrap)
 
 
-def repeat_given(clips: np.ndarray, given: list[int]) -> np.ndarray:
-    """Each frame replaced by the nearest given frame (the earlier one on a tie): the completion that
-    knows where the shape was and nothing of how it moves."""
-    nearest = [min(given, key=lambda g: (abs(g - f), g)) for f in range(clips.shape[1])]
-    return clips[:, nearest]
+def baseline(name: str, task: str, metric, real, n: int, args) -> dict:
+    """A network-free completion's row (BASELINE: copy the nearest given frame; TRACKER: constant velocity)
+    for a completion task on the first n held-out clips (those the models get)."""
+    from dit.eval.baselines import constant_velocity, copy_nearest
 
-
-def baseline(task: str, metric, real, n: int, args) -> dict:
-    """repeat-given's row for a completion task on the first n held-out clips (those the models get)."""
     clips = real[0][:n]
-    row = {"model": BASELINE, "task": task, "params": 0, "gmacs": 0.0, "steps_trained": 0, "process": "-",
+    complete = {BASELINE: copy_nearest, TRACKER: constant_velocity}[name]
+    row = {"model": name, "task": task, "params": 0, "gmacs": 0.0, "steps_trained": 0, "process": "-",
            "video_masks": "-", "clips": n}
-    return {**row, **score_completion(task, repeat_given(clips, TASKS[task]), clips, metric, args.bootstrap)}
+    return {**row, **score_completion(task, complete(clips, TASKS[task]), clips, metric, args.bootstrap)}
 
 
 def interpolation_errors(gen, real, given) -> dict:
