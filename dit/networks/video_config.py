@@ -39,6 +39,7 @@ class VideoSection(DiTSection):
     # vdt: VDT's mix of given-frame and in-painting masks; vdt-uncond[:S]: a share S (0.5) of the clips with
     # nothing given, the rest VDT's; none: nothing given
     video_masks: str = "vdt"
+    given_loss_weight: float = 1.0  # per-task weight: a clip's loss with frames given, against one with none given
     init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class VideoSection(DiTSection):
             raise UserError(f"--frames and --frame-stride must be positive, got {self.frames} and {self.frame_stride}")
         if self.joint_images < 0:
             raise UserError(f"--joint-images must be >= 0, got {self.joint_images}")
+        if not self.given_loss_weight > 0:
+            raise UserError(f"--given-loss-weight must be positive, got {self.given_loss_weight}")
         if self.joint_images and (self.given_conditioning != "replace" or self.factorization == "split-heads"):
             raise UserError("--joint-images: the images pass the spatial blocks only, which --factorization split-heads "
                             "and --given-conditioning concat, adaln and cross-attention (each shows them the clip) do "

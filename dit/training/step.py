@@ -18,11 +18,13 @@ from dit.layout import CLEAN, GIVEN, IMAGES
 
 
 def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accum: int = 1,
-                     metrics: dict | None = None) -> torch.Tensor:
+                     metrics: dict | None = None, given_weight: float = 1.0) -> torch.Tensor:
     """Mean loss of one micro-batch, divided by the accumulation count (gradients add up over micro-batches).
 
     metrics: if given, what the objective reports besides its loss ("metrics": name -> (values (B,),
-    weights (B,)), say a classifier's accuracy per quarter of the time range) is stored in it."""
+    weights (B,)), say a classifier's accuracy per quarter of the time range) is stored in it.
+    given_weight: mask modelling's per-task weight, the weight of a sample with something given against
+    one with nothing given (1: VDT's plain mean over the batch)."""
     x0 = batch["x"].to(device, non_blocking=True)
     if autoencoder is not None and autoencoder.stochastic:  # z ~ q(z|x) with the stream's noise, scaled
         mean, std = autoencoder.encode_moments(x0)
@@ -38,7 +40,11 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
     losses = process.loss(model, {"x0": x0, "cond": cond, **draws})
     if metrics is not None:
         metrics.update(losses.get("metrics", {}))
-    return losses["loss"].mean() / accum
+    loss = losses["loss"]
+    if given_weight != 1 and GIVEN in cond:  # a per-sample weight: which task the sample's mask drew
+        has_given = cond[GIVEN].flatten(1).amax(1) > 0
+        loss = loss * torch.where(has_given, given_weight, 1.0).to(loss.dtype)
+    return loss.mean() / accum
 
 
 def train_step(step: int, config, accelerator, parallel, process, stream, monitor, autoencoder=None) -> float:
@@ -61,7 +67,8 @@ def train_step(step: int, config, accelerator, parallel, process, stream, monito
         with contextlib.nullcontext() if last else parallel.no_sync():
             metrics = {}
             with accelerator.autocast():
-                loss = micro_batch_loss(process, parallel.model, batch, device, autoencoder, config.grad_accum, metrics)
+                loss = micro_batch_loss(process, parallel.model, batch, device, autoencoder, config.grad_accum, metrics,
+                                        config.given_loss_weight)
             parallel.backward(loss)
             monitor.add_metrics(metrics)
         step_loss += loss.detach()
