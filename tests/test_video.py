@@ -283,6 +283,14 @@ def test_the_vdt_uncond_mix_adds_unconditional_clips_and_leaves_vdt_draws_alone(
     for bad in ("vdt-uncond:1", "vdt-uncond:-0.1", "vdt-uncond:x", "vdt:0.5", "uncond"):
         with pytest.raises(UserError, match="--video-masks"):
             draw_mask(np.random.default_rng(0), 8, 16, 2, mix=bad)
+    # prediction:S: S nothing given, every other clip exactly frames 0-3 given (the first half)
+    half = np.zeros((8, 1, 16, 16), np.float32)
+    half[:4] = 1
+    drawn = [draw_mask(np.random.default_rng([3, i]), 8, 16, 2, mix="prediction:0.25") for i in range(n)]
+    assert abs(sum(not m.any() for m in drawn) / n - 0.25) < 0.025
+    assert all((m == half).all() for m in drawn if m.any())
+    with pytest.raises(UserError, match="after 'prediction:'"):
+        draw_mask(np.random.default_rng(0), 8, 16, 2, mix="prediction:1")
     # "vdt" (the default) makes no extra draw: its masks are VDT's mix itself, as before "vdt-uncond" existed
     from dit.data.video_masks import _draw_mask
     for i in range(50):

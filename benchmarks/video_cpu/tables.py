@@ -50,6 +50,8 @@ def nothing_given_share(mix: str, frames: int = FRAMES) -> float:
     if mix == "none":
         return 1.0
     s = unconditional_share(mix)
+    if mix.partition(":")[0] == "prediction":  # the rest are prediction clips: something always given
+        return s
     vdt = (1 - SPATIAL_SHARE) * (1 + 0.8 ** frames) / len(TEMPORAL_TASKS)
     return s + (1 - s) * vdt
 

@@ -12,7 +12,9 @@ given); else one of six temporal tasks, uniformly:
     animation      one random frame given
     random-frames  each frame given with probability 0.2 (VDT: masked with p = 0.8)
 Mixes (TrainConfig.video_masks): "vdt" is the mix above; "vdt-uncond:S" draws a share S of the clips
-with nothing given and the rest from VDT's mix ("vdt-uncond" is S = 0.5). VDT's own share of clips
+with nothing given and the rest from VDT's mix ("vdt-uncond" is S = 0.5); "prediction:S" a share S
+with nothing given and the rest prediction (the first half given): the two jobs only, for a model
+that generates and predicts. VDT's own share of clips
 with nothing given is about 16%, and on the CPU budget its class-conditional generation, which only
 those clips teach, lags far behind (benchmarks/RESULTS.md, "Video"); "none" gives nothing ever
 (Latte: generation only).
@@ -31,7 +33,7 @@ from dit.errors import UserError
 
 TEMPORAL_TASKS = ("prediction", "backward", "interpolation", "unconditional", "animation", "random-frames")
 SPATIAL_SHARE = 0.2
-MASK_MIXES = ("vdt", "vdt-uncond", "vdt-uncond:S", "none")  # TrainConfig.video_masks (module docstring)
+MASK_MIXES = ("vdt", "vdt-uncond", "vdt-uncond:S", "prediction", "prediction:S", "none")  # module docstring
 DEFAULT_UNCONDITIONAL_SHARE = 0.5  # "vdt-uncond" without ":S"
 
 
@@ -40,15 +42,15 @@ def unconditional_share(mix: str) -> float:
     name, sep, value = mix.partition(":")
     if mix == "vdt" or mix == "none":
         return 0.0
-    if name == "vdt-uncond":
+    if name in ("vdt-uncond", "prediction"):
         try:
             share = float(value) if sep else DEFAULT_UNCONDITIONAL_SHARE
         except ValueError:
             share = -1.0
         if 0.0 <= share < 1.0:
             return share
-        raise UserError(f"--video-masks {mix!r}: the share after 'vdt-uncond:' must be a number in [0, 1), "
-                        "e.g. vdt-uncond:0.75")
+        raise UserError(f"--video-masks {mix!r}: the share after '{name}:' must be a number in [0, 1), "
+                        f"e.g. {name}:0.75")
     raise UserError(f"--video-masks must be one of {', '.join(MASK_MIXES)}, got {mix!r}")
 
 
@@ -77,6 +79,8 @@ def draw_mask(rng: np.random.Generator, frames: int, size: int, patch: int, imag
     share = unconditional_share(mix)
     if share and rng.random() < share:  # no draw at all for "vdt": its runs stay as they were
         mask = np.zeros((frames, 1, size, size), np.float32)
+    elif mix.partition(":")[0] == "prediction":
+        mask = np.broadcast_to(temporal_mask("prediction", frames)[:, None, None, None], (frames, 1, size, size)).copy()
     else:
         mask = _draw_mask(rng, frames, size, patch)
     return np.concatenate([mask, np.zeros((images, *mask.shape[1:]), np.float32)]) if images else mask
