@@ -261,9 +261,8 @@ def test_process_declares_its_members(key, i):
     if p.discrete_time:
         assert all(isinstance(v, int) for v in p.time_range)
     steps = p.default_sampling_steps
-    # DiT's 250 unless the process measured its own: the flow's benchmarks all sampled Euler-50.
-    assert steps == {"vq-diffusion": getattr(p, "T", None), "flow": 50}.get(key, DEFAULT_SAMPLING_STEPS)
-    assert isinstance(steps, int)
+    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50}  # DiT's 250 unless measured (flow: Euler-50)
+    assert type(steps) is int and steps == expected.get(key, DEFAULT_SAMPLING_STEPS)
     # time direction: the process's own noise level rises from the data end to the noise end
     if type(p).noise_level is not Process.noise_level:
         ends = p.noise_level(torch.tensor([data_end, noise_end]))
