@@ -37,6 +37,9 @@ def test_micro_video_benchmark(tmp_path, capsys):
     clips = np.arange(8)[None, :, None, None, None] * np.ones((2, 1, 3, 3, 3), np.uint8)  # pixel value = frame index
     assert copy_nearest(clips, [0, 4, 7])[0, :, 0, 0, 0].tolist() == [0, 0, 0, 4, 4, 4, 7, 7]
     assert copy_nearest(clips, [4, 5, 6, 7])[1, :, 0, 0, 0].tolist() == [4, 4, 4, 4, 4, 5, 6, 7]
+    for r in every:  # the per-clip scores behind each row's intervals are kept
+        with np.load(out / r["scores"]) as kept:
+            assert len(next(iter(kept.values()))) == r["clips"]
     for r in rows:
         # --clips for the acceptance rows, --study-clips for the rest
         acceptance = r["model"] == "main" and r["task"] in ("generation", "prediction")

@@ -28,7 +28,8 @@ given frames enter) and no-temporal-vdt:
                  clips with nothing given; backward prediction (frames 4-7 given) and interpolation
                  (frames 0, 4 and 7 given) for the main model, each beside the trivial completion
                  (repeat-given: the nearest given frame copied, no network) on the same clips
-Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped.
+Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped; its
+per-clip scores go to scores/<model>-<task>-<clips>[-speedK].npz (committed with the rows).
 
     python benchmarks/video_cpu/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
 
@@ -292,14 +293,16 @@ def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dic
     if task == "generation":
         gen_labels = np.arange(n) % 10
         data = metric.per_sample(generate(run, gen_labels, None, None, args), gen_labels)
-        return {**row, **with_intervals(metric.statistics, data, args.bootstrap)}
+        return {**row, **with_intervals(metric.statistics, data, args.bootstrap),
+                "scores": keep_scores(args, name, task, n, metric.speed, data)}
     given = TASKS["prediction"] if task == "unconditional" else TASKS[task]
     gen = generate(run, labels[:n], None if task == "unconditional" else given, clips[:n], args)
-    return {**row, **score_completion(task, gen, clips[:n], metric, args.bootstrap)}
+    return {**row, **score_completion(name, task, gen, clips[:n], metric, args)}
 
 
-def score_completion(task: str, gen: np.ndarray, real: np.ndarray, metric, bootstrap: int) -> dict:
-    """A completion task's metrics on generated clips `gen` against the real `real` (N, F, H, W, 3)."""
+def score_completion(name: str, task: str, gen: np.ndarray, real: np.ndarray, metric, args) -> dict:
+    """A completion task's metrics on generated clips `gen` against the real `real` (N, F, H, W, 3), and
+    where its per-clip scores are kept."""
     given = TASKS["prediction"] if task == "unconditional" else TASKS[task]
     if task in ("prediction", "unconditional"):
         data = metric.prediction_per_sample(gen, real, len(given))
@@ -308,7 +311,22 @@ def score_completion(task: str, gen: np.ndarray, real: np.ndarray, metric, boots
     else:
         data = interpolation_errors(gen, real, given)
     stats = metric.prediction_statistics if task != "interpolation" else _mean_error
-    return with_intervals(stats, data, bootstrap)
+    return {**with_intervals(stats, data, args.bootstrap), "scores": keep_scores(args, name, task, len(gen),
+                                                                               metric.speed, data)}
+
+
+def keep_scores(args, name: str, task: str, n: int, speed: float, data: dict) -> str:
+    """Write the per-clip scores behind a row's intervals to <out>/scores/ (committed beside the rows, so
+    the intervals can be recomputed): floats as float32, booleans as uint8. Returns the path in <out>."""
+    from dit.data.shapes_video import speed_tag
+
+    rel = Path("scores") / f"{name}-{task}-{n}{speed_tag(speed)}.npz"
+    arrays = {k: np.asarray(v) for k, v in data.items()}
+    arrays = {k: v.astype(np.float32) if v.dtype.kind == "f" else v.astype(np.uint8) if v.dtype == bool else v
+              for k, v in arrays.items()}
+    (Path(args.out) / rel).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(Path(args.out) / rel, **arrays)
+    return str(rel)
 
 
 def baseline(name: str, task: str, metric, real, n: int, args) -> dict:
@@ -320,7 +338,7 @@ def baseline(name: str, task: str, metric, real, n: int, args) -> dict:
     complete = {BASELINE: copy_nearest, TRACKER: constant_velocity}[name]
     row = {"model": name, "task": task, "params": 0, "gmacs": 0.0, "steps_trained": 0, "process": "-",
            "video_masks": "-", "clips": n}
-    return {**row, **score_completion(task, complete(clips, TASKS[task]), clips, metric, args.bootstrap)}
+    return {**row, **score_completion(name, task, complete(clips, TASKS[task]), clips, metric, args)}
 
 
 def interpolation_errors(gen, real, given) -> dict:
