@@ -163,7 +163,10 @@ def time_source(source: str, data: dict, args) -> dict:
 
 
 def time_training(runs: Path, folder: Path, buckets: str, args) -> dict:
+    import shutil
+
     name = f"train-buckets-{buckets or 'none'}"
+    shutil.rmtree(runs / name, ignore_errors=True)  # a finished run would only be resumed: its old times re-read
     cmd = [sys.executable, str(ROOT / "train.py"), "cpu-demo", "--data", str(folder), "--image-size", str(args.image_size),
            "--model", "DiT-S/4", "--hidden-size", "64", "--depth", "2", "--num-heads", "2", "--global-batch-size",
            str(args.batch), "--max-steps", str(args.steps), "--log-every", "1", "--num-workers", str(args.num_workers),
