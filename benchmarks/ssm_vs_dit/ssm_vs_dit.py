@@ -35,7 +35,7 @@ Files in --out: runs/<model> (train.py's run directories: an interrupted benchma
 results.jsonl (one line per finished unit: a trained model, a scored model), scores/<model>.npz (per
 sample judge features and hits) and scores/reference.npz (the judge's reference statistics), so
 that --report needs neither the models nor the judge (commit results.jsonl and scores/: tables.py
-renders RESULTS.md's table from them; summary.json is the first run's record). The judge's
+renders RESULTS.md's table from them). The judge's
 cache is --cache (default <out>/cache), seeded from benchmarks/time_to_quality/cache when that holds
 the judge's files (the judge is deterministic, so a copy is the same judge).
 """

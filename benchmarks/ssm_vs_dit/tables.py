@@ -1,14 +1,12 @@
 """RESULTS.md's table of benchmarks/ssm_vs_dit (DiffuSSM against the CPU-demo DiT), from results.jsonl.
 
 Intervals: 95% bootstrap over samples, paired across models for the ratios, recomputed from the
-per-sample judge output in scores/ when it is committed. The first run (commit 5fcb02b) did not keep
-scores/; its intervals are the ones it recorded in summary.json, and the table says so. Targets are
-"met" only when the whole interval clears them (dit/eval/intervals.py `verdict`).
+committed per-sample judge output in scores/. Targets are "met" only when the whole interval clears
+them (dit/eval/intervals.py `verdict`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dit.eval.intervals import verdict
@@ -20,17 +18,7 @@ CFG = 3.0
 RESAMPLES = 1000
 
 
-def summary(folder: Path) -> tuple[list[dict], bool]:
-    """The summary rows and whether their intervals were recomputed from committed scores."""
-    folder = Path(folder)
-    rows = read_rows(folder / "results.jsonl")
-    quality = [r for r in rows if r["kind"] == "quality"]
-    if (folder / "scores" / "reference.npz").exists() and all((folder / r["scores"]).exists() for r in quality):
-        return benchmark_module("ssm_vs_dit").summarise(folder, rows, RESAMPLES), True
-    return json.loads((folder / "summary.json").read_text()), False
-
-
-def markdown(rows: list[dict], recomputed: bool = True) -> str:
+def markdown(rows: list[dict]) -> str:
     def cell(r, k, fmt=".3f"):
         if r.get(k) is None:
             return "-"
@@ -45,9 +33,8 @@ def markdown(rows: list[dict], recomputed: bool = True) -> str:
     first = rows[0]
     head = (f"{first['max_steps']:,} training steps each (cpu-demo recipe), {first['samples']:,} samples (seeds "
             f"0..{first['samples'] - 1}, balanced labels), DDIM-{first['steps']}, cfg {CFG:g}; 95% bootstrap intervals "
-            "(paired across models) " + ("recomputed from the committed per-sample scores" if recomputed else
-                                         "as the run recorded them in summary.json (its per-sample scores were not kept)")
-            + "; targets: acc ratio >= 0.8, FD ratio <= 1.25, met when the whole interval clears them.\n\n")
+            "(paired across models) recomputed from the committed per-sample scores; targets: acc ratio >= 0.8, "
+            "FD ratio <= 1.25, met when the whole interval clears them.\n\n")
     return head + markdown_table(
         ["model", "params", "GFLOPs/img (counted + S4D)", "s/step", "class acc", "fd_shapes", "acc ratio", "FD ratio",
          "targets (acc, FD)"],
@@ -57,4 +44,5 @@ def markdown(rows: list[dict], recomputed: bool = True) -> str:
 
 
 def tables(folder: Path) -> dict[str, str]:
-    return {"models": markdown(*summary(folder))}
+    rows = read_rows(Path(folder) / "results.jsonl")
+    return {"models": markdown(benchmark_module("ssm_vs_dit").summarise(Path(folder), rows, RESAMPLES))}
