@@ -185,12 +185,12 @@ class LatentCache:
     def moments(self, index: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
         f, row = self._row(index)
         v = int(flipped)
-        return f.get("mean", row)[v].float(), f.get("std", row)[v].float(), f.label(row)
+        return f.get("mean", row, v).float(), f.get("std", row, v).float(), f.label(row)
 
     def ids(self, index: int, flipped: bool) -> tuple[torch.Tensor, int]:
         """Token ids (h, w) long of image `index` or of its flip, and its label (a cache of `tokens`)."""
         f, row = self._row(index)
-        return f.get("ids", row)[int(flipped)].long(), f.label(row)
+        return f.get("ids", row, int(flipped)).long(), f.label(row)
 
     def get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
         flipped = bool(rng.random() < 0.5) and self.flip
@@ -207,13 +207,14 @@ class LatentCache:
 
 
 class _SafetensorsChunk:
-    """Rows of a safetensors chunk, memory-mapped: `get(name, row)` (2, ...) tensor, `label(row)`."""
+    """Rows of a safetensors chunk, memory-mapped: `get(name, row, v)` the image's (v 0) or its flip's (v 1)
+    tensor (only those bytes are read), `label(row)`."""
 
     def __init__(self, path: Path):
         self.f = safe_open(str(path), "pt")
 
-    def get(self, name: str, row: int) -> torch.Tensor:
-        return self.f.get_slice(name)[row : row + 1][0]
+    def get(self, name: str, row: int, v: int) -> torch.Tensor:
+        return self.f.get_slice(name)[row : row + 1, v : v + 1][0, 0]
 
     def label(self, row: int) -> int:
         return int(self.f.get_slice("labels")[row : row + 1][0])
@@ -255,7 +256,7 @@ def _moment_blocks(root: Path, index: dict):
             shard = ShardChunk(path)
             for a in range(0, c["rows"], STATS_ROWS):
                 rows = range(a, min(a + STATS_ROWS, c["rows"]))
-                yield tuple(torch.stack([shard.get(n, r) for r in rows]) for n in MOMENTS)
+                yield tuple(torch.stack([shard.get(n, r) for r in rows]) for n in MOMENTS)  # (n, 2, C, h, w)
             continue
         with safe_open(str(path), "pt") as f:
             means, stds = f.get_slice("mean"), f.get_slice("std")

@@ -80,7 +80,8 @@ def read_shard_header(path: Path) -> dict:
 
 
 class ShardChunk:
-    """Random access to the rows of one shard: `get(name, row)` (2, ...) tensor, `label(row)`."""
+    """Random access to the rows of one shard: `get(name, row)` the (2, ...) tensor of the image and its flip
+    (`get(name, row, v)` one of them), `label(row)`."""
 
     def __init__(self, path: Path):
         self.file = open(path, "rb")  # noqa: SIM115 - kept open for the process's lifetime, as a mmap would be
@@ -98,8 +99,9 @@ class ShardChunk:
         self.file.seek(offset)
         return self.file.read(size)
 
-    def get(self, name: str, row: int) -> torch.Tensor:
-        return torch.from_numpy(np.load(io.BytesIO(self._bytes(row, f"{name}.npy")), allow_pickle=False))
+    def get(self, name: str, row: int, v: int | None = None) -> torch.Tensor:
+        both = torch.from_numpy(np.load(io.BytesIO(self._bytes(row, f"{name}.npy")), allow_pickle=False))
+        return both if v is None else both[v]
 
     def label(self, row: int) -> int:
         return int(self._bytes(row, "cls").decode())
