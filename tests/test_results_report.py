@@ -18,6 +18,7 @@ from dit.eval.tables import BLOCK, benchmark_module, fill_blocks
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
+@pytest.mark.slow("regenerates all 23 RESULTS.md tables, bootstrap intervals included, from their rows")
 def test_results_tables_regenerate_byte_identically():
     """`python benchmarks/report.py --check`: exit 0, nothing rewritten."""
     before = RESULTS.read_bytes()
@@ -32,6 +33,7 @@ def test_every_table_in_results_is_generated():
     typed = [line for line in outside.splitlines() if re.match(r"\s*\|", line)]
     assert not typed, f"hand-typed table lines in RESULTS.md: {typed[:3]}"
 
+@pytest.mark.slow("regenerates every table from a copy of the rows with one row changed")
 def test_a_changed_raw_row_changes_the_report(tmp_path):
     """The check can fail: a copy of the benchmarks with one raw number changed no longer matches."""
     bench = tmp_path / "benchmarks"
