@@ -65,16 +65,18 @@ def test_micro_video_benchmark(tmp_path, capsys):
     exp = [*argv[:2], "--experiment", str(out / "runs" / "adaln"), "--tasks", "generation", "prediction", *argv[8:]]
     assert run_cli(video_cpu.main, exp) == 0
     exp_rows = [json.loads(line) for line in (out / "experiments.jsonl").read_text().splitlines()]
-    row = exp_rows[0]  # the run's rows, then both baselines' on the same clips (prediction only: nothing to generate)
+    row = exp_rows[0]  # the run's rows, the real clips' (generation's ceiling), both baselines' on the same clips
     assert [(r["model"], r["task"], r["clips"], r["shapes_speed"]) for r in exp_rows] == [
-        ("adaln", "generation", 12, 1.0), ("adaln", "prediction", 12, 1.0), (video_cpu.BASELINE, "prediction", 12, 1.0),
-        (video_cpu.TRACKER, "prediction", 12, 1.0)]
+        ("adaln", "generation", 12, 1.0), ("adaln", "prediction", 12, 1.0), (video_cpu.REAL, "generation", 12, 1.0),
+        (video_cpu.BASELINE, "prediction", 12, 1.0), (video_cpu.TRACKER, "prediction", 12, 1.0)]
+    real = exp_rows[2]  # the held-out clips judged as generated ones, their scores kept like every row's
+    assert real["params"] == 0 and 0 <= real["class_acc_ci"][0] <= real["class_acc"] and (out / real["scores"]).is_file()
     config = json.loads((out / "runs" / "adaln" / "config.json").read_text())
     main_config = json.loads((out / "runs" / "main" / "config.json").read_text())
     assert config["video_masks"] == "vdt" and main_config["video_masks"] == from_preset("video-cpu").video_masks
     assert (row["model"], row["task"], row["clips"], row["video_masks"], row["global_batch_size"]) == (
         "adaln", "generation", 12, config["video_masks"], config["global_batch_size"])
-    assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 4
+    assert run_cli(video_cpu.main, exp) == 0 and len((out / "experiments.jsonl").read_text().splitlines()) == 5
     capsys.readouterr()
     assert run_cli(video_cpu.main, [*argv[:2], "--report"]) == 0
     assert f"| adaln | {row['video_masks']} | 1 | {row['global_batch_size']} x 1 | generation | 12 |" in capsys.readouterr().out

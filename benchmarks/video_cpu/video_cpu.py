@@ -4,40 +4,35 @@ conditioning studies, all measured with the offline moving-shapes metrics. Run i
     python benchmarks/video_cpu/video_cpu.py --out benchmarks/video_cpu             # everything (hours on 2 cores)
     python benchmarks/video_cpu/video_cpu.py --out benchmarks/video_cpu --report    # the tables again
 
-Every model is trained by the real train.py (`video-cpu`: rectified flow with logit-normal t, the
-same budget for all: --max-steps) and sampled with the same sampler budget (--sampler, default the
-process's Euler, --steps, cfg --cfg). Models:
+Every model is trained by the real train.py (`video-cpu`, the same --max-steps for all) and sampled
+alike (--sampler, default the process's Euler, --steps, cfg --cfg). Models (MODELS):
     main            interleaved, in-place given frames, the preset's masks (the defaults)
     no-temporal     the same without temporal parts: what time mixing buys
-    <factorisation> late-fusion, factorized-attention, split-heads: depth chosen so the parameter
+    <factorisation> late-fusion, factorized-attention, split-heads, at the depth whose parameter
                     count is the nearest to main's (the table shows both)
-    <conditioning>  replace, concat, adaln, cross-attention, trained on VDT's mask mix (--video-masks
-                    vdt, where prediction is learned; see MODELS): main's network otherwise, at the
-                    width (a multiple of 4) whose parameter count is the nearest to main's; with
-                    no-temporal-vdt, the same mix without temporal parts
-Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted), on --clips
-clips (400) for main's generation and prediction and --study-clips (200) for its other tasks and the
-study models, which run the tasks their comparison needs: generation and prediction for the
-factorisations and no-temporal, prediction for the conditioning methods (they differ only in how
-given frames enter) and no-temporal-vdt:
+    <conditioning>  replace, concat, adaln, cross-attention on VDT's mask mix (--video-masks vdt, where
+                    prediction is learned), at the width (a multiple of 4) nearest main's parameter
+                    count; no-temporal-vdt: the same mix without temporal parts
+Measured (dit/eval/video_metrics.py; 95% bootstrap intervals over clips, bias-shifted) on --clips (400)
+for main's generation and prediction, --study-clips (200) for the rest; each study model runs the
+tasks its comparison needs:
     generation   class-conditional clips (balanced labels, seeds 0..N-1): per-frame class
                  accuracy, coherent motion, clip Fréchet distance
-    prediction   held-out real clips (seed 1 of the dataset; training uses seed 0), frames
-                 0-3 given: direction agreement of frames 4-7 with the given frames, mean centroid
-                 error (px) against the true continuation; the unconditional baseline draws the same
-                 clips with nothing given; backward prediction (frames 4-7 given) and interpolation
-                 (frames 0, 4 and 7 given) for the main model, each beside the trivial completion
-                 (repeat-given: the nearest given frame copied, no network) on the same clips
+    prediction   held-out real clips (dataset seed 1; training uses seed 0), frames 0-3 given:
+                 direction agreement of frames 4-7 with the given frames, mean centroid error (px)
+                 against the true continuation; "unconditional" draws the same clips with nothing
+                 given; backward prediction (4-7 given) and interpolation (0, 4, 7) for main, each
+                 beside the trivial completion (repeat-given: the nearest given frame copied)
 Every finished unit is a line of results.jsonl, so an interrupted run continues where it stopped; its
 per-clip scores go to scores/<model>-<task>-<clips>[-speedK].npz (committed with the rows).
 
     python benchmarks/video_cpu/video_cpu.py --experiment RUN_DIR --clips 200 --tasks generation prediction
 
-scores a video run trained elsewhere (the mask-mix and batch studies: train.py video-cpu with other
-flags) by the same protocol, on clips at the run's --shapes-speed (the judges and held-out clips move
-as its data does); its rows go to experiments.jsonl and the report's third table, beside the rows of
-both network-free completions (dit/eval/baselines.py: copy the nearest given frame, and the
-constant-velocity tracker) on the same clips.
+scores a video run trained elsewhere (train.py video-cpu with other flags) by the same protocol, on
+clips at the run's --shapes-speed (the judges and held-out clips move as its data does), into
+experiments.jsonl, beside rows without a network on the same clips: the held-out clips' own
+generation metrics (REAL: the ceiling) and both completions of dit/eval/baselines.py (copy the
+nearest given frame, and the constant-velocity tracker).
 """
 
 from __future__ import annotations
@@ -55,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
+from dit.eval.records import read_rows  # noqa: E402
 from dit.eval.tables import benchmark_module  # noqa: E402
 
 VDT_MIX = ["--video-masks", "vdt"]
@@ -76,6 +72,7 @@ MODELS = {
 CONDITIONING = ("replace", "concat", "adaln", "cross-attention")
 BASELINE = "repeat-given"  # no network: every other frame is a copy of the nearest given one (main's tasks' floor)
 TRACKER = "constant-velocity"  # no network: the given frames' track extrapolated (dit/eval/baselines.py)
+REAL = "real-clips"  # the held-out clips themselves, generation's metrics: the ceiling at a run's speed
 TASKS = {"prediction": [0, 1, 2, 3], "backward": [4, 5, 6, 7], "interpolation": [0, 4, 7], "unconditional": []}
 TASK_NAMES = ("generation", *TASKS)
 LEVEL = 0.95
@@ -122,25 +119,21 @@ def main(argv=None):
             run = train(name, out, args)
             for task in tasks_of(name):
                 # Read again before each unit: streams on other --models append to the same log meanwhile.
-                if any(r["model"] == name and r["task"] == task for r in _rows(log)):
+                if any(r["model"] == name and r["task"] == task for r in read_rows(log)):
                     continue
                 _append(log, evaluate(name, run, task, metric, real, clips_of(name, task, args), args))
         if "main" in args.models:
             for name in (BASELINE, TRACKER):
                 for task in ("prediction", "backward", "interpolation"):
-                    if not any(r["model"] == name and r["task"] == task for r in _rows(log)):
+                    if not any(r["model"] == name and r["task"] == task for r in read_rows(log)):
                         _append(log, baseline(name, task, metric, real, clips_of("main", task, args), args))
-    rows = _rows(log)
+    rows = read_rows(log)
     for r in rows:  # rows from before the cost was recorded: counted from their runs for the table
         if "gmacs" not in r and (out / "runs" / r["model"] / "config.json").is_file():
             r["gmacs"] = clip_gmacs(out / "runs" / r["model"])
     tables = benchmark_module("video_cpu", "tables")
     print(tables.markdown(rows, [*MODELS, BASELINE, TRACKER], list(TASK_NAMES)))
-    print(tables.experiments_markdown(_rows(out / "experiments.jsonl")))
-
-
-def _rows(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    print(tables.experiments_markdown(read_rows(out / "experiments.jsonl")))
 
 
 def _append(log: Path, row: dict) -> None:
@@ -162,14 +155,15 @@ def experiment(run: Path, out: Path, args) -> None:
     speed = json.loads(config.read_text()).get("shapes_speed", 1.0)
     metric, real = make_metric(out, args.clips, args.judge_steps, args.judge_clips, speed)
     key = lambda r: (r["model"], r["task"], r["clips"], r.get("shapes_speed", 1.0))  # noqa: E731
-    for name in (run.name, BASELINE, TRACKER):
-        for task in args.tasks if name == run.name else [t for t in args.tasks if t in TASKS and t != "unconditional"]:
-            if any(key(r) == (name, task, args.clips, speed) for r in _rows(log)):
-                print(f"{name} {task} on {args.clips} clips at speed {speed:g}: already in {log}")
-                continue
-            row = (evaluate(run.name, run, task, metric, real, args.clips, args) if name == run.name
-                   else baseline(name, task, metric, real, args.clips, args))
-            _append(log, {**row, "shapes_speed": speed})
+    units = ([(run.name, t) for t in args.tasks] + [(REAL, "generation")] * ("generation" in args.tasks)
+             + [(b, t) for b in (BASELINE, TRACKER) for t in args.tasks if t in TASKS and t != "unconditional"])
+    for name, task in units:
+        if any(key(r) == (name, task, args.clips, speed) for r in read_rows(log)):
+            print(f"{name} {task} on {args.clips} clips at speed {speed:g}: already in {log}")
+            continue
+        row = (evaluate(run.name, run, task, metric, real, args.clips, args) if name == run.name
+               else baseline(name, task, metric, real, args.clips, args))
+        _append(log, {**row, "shapes_speed": speed})
 
 
 def clips_of(name: str, task: str, args) -> int:
@@ -316,8 +310,8 @@ def score_completion(name: str, task: str, gen: np.ndarray, real: np.ndarray, me
 
 
 def keep_scores(args, name: str, task: str, n: int, speed: float, data: dict) -> str:
-    """Write the per-clip scores behind a row's intervals to <out>/scores/ (committed beside the rows, so
-    the intervals can be recomputed): floats as float32, booleans as uint8. Returns the path in <out>."""
+    """The per-clip scores behind a row's intervals, written to <out>/scores/ (committed beside the rows):
+    floats as float32, booleans as uint8. Returns the path in <out>."""
     from dit.data.shapes_video import speed_tag
 
     rel = Path("scores") / f"{name}-{task}-{n}{speed_tag(speed)}.npz"
@@ -330,14 +324,19 @@ def keep_scores(args, name: str, task: str, n: int, speed: float, data: dict) ->
 
 
 def baseline(name: str, task: str, metric, real, n: int, args) -> dict:
-    """A network-free completion's row (BASELINE: copy the nearest given frame; TRACKER: constant velocity)
-    for a completion task on the first n held-out clips (those the models get)."""
+    """A network-free row on the first n held-out clips (those the models get): for a completion task,
+    BASELINE (copy the nearest given frame) or TRACKER (constant velocity); REAL: the clips' own
+    generation metrics (with their labels), what a perfect generator would score."""
     from dit.eval.baselines import constant_velocity, copy_nearest
 
     clips = real[0][:n]
-    complete = {BASELINE: copy_nearest, TRACKER: constant_velocity}[name]
     row = {"model": name, "task": task, "params": 0, "gmacs": 0.0, "steps_trained": 0, "process": "-",
            "video_masks": "-", "clips": n}
+    if name == REAL:
+        data = metric.per_sample(clips, real[1][:n])
+        return {**row, **with_intervals(metric.statistics, data, args.bootstrap),
+                "scores": keep_scores(args, name, task, n, metric.speed, data)}
+    complete = {BASELINE: copy_nearest, TRACKER: constant_velocity}[name]
     return {**row, **score_completion(name, task, complete(clips, TASKS[task]), clips, metric, args)}
 
 
@@ -374,9 +373,8 @@ def with_intervals(statistics, data: dict, resamples: int) -> dict:
 
 
 def clip_gmacs(run: Path) -> float:
-    """Forward multiply-accumulates (the paper's "GFLOPs", dit/analysis/flops.py's unit) of the run's
-    network on one clip with frames 0-3 given, by FlopCounterMode (matmuls, attention included): the
-    cost per step that parameter matching leaves out (concat doubles the tokens)."""
+    """Forward multiply-accumulates (dit/analysis/flops.py's "GFLOPs") of the run's network on one clip
+    with frames 0-3 given: the cost that parameter matching leaves out (concat doubles the tokens)."""
     import torch
 
     from dit.analysis.flops import count_forward_macs
