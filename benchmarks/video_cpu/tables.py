@@ -104,6 +104,7 @@ def tables(folder: Path) -> dict[str, str]:
         cond.append([label, f"{r['params']:,}", _cost(r) if r.get("params") else "0", r["clips"],
                      _cell(r, "direction_agree_given"), _cell(r, "centroid_error", 2)])
     cond.append(["target (issue 15)", "", "", "400", ">= 0.70", "<= 1.5"])
+    out["curve"], out["errors"] = curve_markdown(folder, exp), errors_markdown(folder, exp)
     out["conditioning"] = markdown_table(["method", "parameters", "GFLOPs / clip", "clips", "direction agrees with given",
                                           "centroid error (px)"], cond)
     return out
@@ -137,3 +138,94 @@ def experiments_markdown(rows: list[dict]) -> str:
           f"{r.get('global_batch_size', '-')} x {r['steps_trained']}", r["task"],
           r["clips"], _cell(r, "class_acc"), _cell(r, "coherent_motion"), _cell(r, "fd_video", 1),
           _cell(r, "direction_agree_given"), _cell(r, "centroid_error", 2)] for r in rows])
+
+
+# --- issue 33: one preset for generation and prediction -----------------------------------------------
+# The runs behind the trade-off curve (train.py video-cpu with the flags shown), each scored by
+# `video_cpu.py --experiment RUN --clips N --tasks generation prediction`, in the order tried.
+CURVE = [("s2-u50", "`--video-masks vdt-uncond`"), ("s2-p50", "`--video-masks prediction:0.5`"),
+         ("s2-p50-init", "`--video-masks prediction:0.5 --init-from` the image demo")]
+PRESET_RUN = ""  # the curve's run trained with the chosen preset's flags (its acceptance rows)
+BOUNCE_SEED = 1  # the held-out clips' dataset seed (video_cpu.make_metric)
+
+
+def _scores(folder: Path, row: dict | None) -> dict | None:
+    import numpy as np
+
+    if row is None or "scores" not in row or not (folder / row["scores"]).is_file():
+        return None
+    with np.load(folder / row["scores"]) as z:
+        return {k: z[k] for k in z.files}
+
+
+def bounced(n: int, speed: float):
+    """Which of the first n held-out clips bounce off a wall (rendered again: deterministic per seed)."""
+    from dit.data.shapes_video import cached_uint8_clips
+
+    return cached_uint8_clips(n, 16, FRAMES, BOUNCE_SEED, None, speed)[2]["bounced"]
+
+
+def paired_error(a, b, subset=None):
+    """mean(a - b) of per-clip centroid errors over clips where both are finite (and in `subset`), and
+    its paired 95% bootstrap interval."""
+    import numpy as np
+
+    from dit.eval.intervals import paired_difference
+
+    keep = np.isfinite(a) & np.isfinite(b) & (True if subset is None else subset)
+    return paired_difference(a[keep], b[keep]) + (int(keep.sum()),)
+
+
+def _exp(exp, model, task, clips, speed):
+    return next((r for r in exp if (r["model"], r["task"], r["clips"], r.get("shapes_speed", 1.0))
+                 == (model, task, clips, speed)), None)
+
+
+def curve_markdown(folder: Path, exp: list[dict]) -> str:
+    rows = []
+    for run, label in CURVE:
+        for g in [r for r in exp if r["model"] == run and r["task"] == "generation"]:
+            p = _exp(exp, run, "prediction", g["clips"], g["shapes_speed"])
+            rows.append([label, f"{g['shapes_speed']:g}", f"{nothing_given_share(g['video_masks']):.0%}",
+                         f"{g['global_batch_size']} x {g['steps_trained']}", g["clips"], _cell(g, "class_acc"),
+                         _cell(g, "coherent_motion"), f"{g['fd_video']:.0f}", _cell(p, "direction_agree_given"),
+                         _cell(p, "centroid_error", 2)])
+    for clips, speed in sorted({(r["clips"], r["shapes_speed"]) for r in exp if r["model"] in dict(CURVE)}):
+        real = _exp(exp, "real-clips", "generation", clips, speed)
+        if real:
+            rows.append(["real clips (the ceiling)", f"{speed:g}", "", "", clips, _cell(real, "class_acc"),
+                         _cell(real, "coherent_motion"), f"{real['fd_video']:.0f}", "", ""])
+        for name in ("repeat-given", "constant-velocity"):
+            b = _exp(exp, name, "prediction", clips, speed)
+            if b:
+                rows.append([f"{name} (no network)", f"{speed:g}", "", "", clips, "", "", "",
+                             _cell(b, "direction_agree_given"), _cell(b, "centroid_error", 2)])
+    rows.append(["target (issue 33)", "", "", "", "200", ">= 0.40", ">= 0.50", "", ">= 0.60", "< copy-last"])
+    return markdown_table(["run (train.py video-cpu --shapes-speed 2 ...)", "speed", "clips with nothing given",
+                           "batch x steps", "clips", "class acc", "coherent motion", "clip FD",
+                           "prediction: direction agrees", "centroid error (px)"], rows)
+
+
+def errors_markdown(folder: Path, exp: list[dict]) -> str:
+    """Per-clip centroid errors of each curve run's prediction against both network-free completions
+    on the same clips, paired, over all clips and split by whether the clip bounces."""
+    from dit.eval.intervals import fmt_ci
+
+    rows = []
+    for run, label in CURVE:
+        for p in [r for r in exp if r["model"] == run and r["task"] == "prediction"]:
+            mine = _scores(folder, p)
+            if mine is None:
+                continue
+            hit = bounced(p["clips"], p["shapes_speed"])
+            for name in ("repeat-given", "constant-velocity"):
+                other = _scores(folder, _exp(exp, name, "prediction", p["clips"], p["shapes_speed"]))
+                if other is None:
+                    continue
+                cells = []
+                for subset in (None, ~hit, hit):
+                    d, ci, n = paired_error(mine["centroid_error"], other["centroid_error"], subset)
+                    cells.append(f"{fmt_ci(d, ci, 2, sign=True)} ({n})")
+                rows.append([label, p["clips"], f"minus {name}", *cells])
+    return markdown_table(["run", "clips", "centroid error (px)", "all clips (n)", "clips that do not bounce",
+                           "clips that bounce"], rows)

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dit.cli import ArgumentParser, run_cli  # noqa: E402
 from dit.errors import UserError  # noqa: E402
-from dit.eval.records import read_rows  # noqa: E402
+from dit.eval.records import ResultsLog, read_rows  # noqa: E402
 from dit.eval.tables import benchmark_module  # noqa: E402
 
 VDT_MIX = ["--video-masks", "vdt"]
@@ -137,10 +137,8 @@ def main(argv=None):
 
 
 def _append(log: Path, row: dict) -> None:
-    """One finished unit: a line of the log (what a rerun skips), and on stdout."""
-    with open(log, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+    """One finished unit: a line of the log (what a rerun skips) with its commit, machine and command."""
+    ResultsLog(log).add(**row)
 
 
 def experiment(run: Path, out: Path, args) -> None:
@@ -282,7 +280,8 @@ def evaluate(name: str, run: Path, task: str, metric, real, n: int, args) -> dic
     row = {"model": name, "task": task, "params": parameters_of(run), "gmacs": clip_gmacs(run),
            "steps_trained": config["max_steps"],
            "process": config["process"], "global_batch_size": config["global_batch_size"],
-           "video_masks": config.get("video_masks", "vdt"),
+           "video_masks": config.get("video_masks", "vdt"), "init_from": config.get("init_from", ""),
+           "factorization": config.get("factorization"), "given_loss_weight": config.get("given_loss_weight", 1.0),
            "sampler": args.sampler, "sampler_steps": args.steps, "cfg": args.cfg, "clips": n}
     if task == "generation":
         gen_labels = np.arange(n) % 10
