@@ -81,3 +81,18 @@ def test_micro_video_benchmark(tmp_path, capsys):
     assert run_cli(video_cpu.main, [*argv[:2], "--report"]) == 0
     assert f"| adaln | {row['video_masks']} | 1 | {row['global_batch_size']} x 1 | generation | 12 |" in capsys.readouterr().out
     assert run_cli(video_cpu.main, [*argv[:2], "--experiment", str(out / "cache")]) == 2
+    # the preset's GIF and its timing, through the real sample.py and train.py, on the tiny run
+    gif = tmp_path / "preset.gif"
+    assert run_cli(benchmark_module("video_cpu", "grid").main, ["--run", str(out / "runs" / "main"), "--out", str(gif),
+                                                                "--per-row", "2", "--steps", "2"]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as im:  # 2 rows generated, then truth, prediction, tracker: 5 rows of 2 clips, 8 frames
+        assert im.n_frames == 8 and im.size[1] > 2 * im.size[0]
+    timing = benchmark_module("video_cpu", "timing")
+    assert run_cli(timing.main, ["--run", str(out / "runs" / "main"), "--out", str(out), "--clips", "2",
+                                 "--train-steps", "4"]) == 0
+    t = json.loads((out / "timing.jsonl").read_text().splitlines()[-1])
+    assert t["clips"] == 2 and t["completion_s"] > 0 and t["train_steps_per_s"] > 0 and t["commit"]
+    assert "50.0 function evaluations" in t["completion_output"]  # no --steps: the flow's default, 50
+    assert run_cli(timing.main, ["--run", str(out / "cache"), "--out", str(out)]) == 2
