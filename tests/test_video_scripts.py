@@ -273,7 +273,9 @@ def test_completing_clips_with_a_model_never_given_frames_warns(tmp_path, capsys
 
 def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     image = train_run(tmp_path, "--max-steps", 2, name="image")
-    run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--init-from", str(image), "--lr", 1e-9, name="video")
+    # named as a run of --results-dir (the video-cpu preset's own: cpu-demo-flow-ln), recorded resolved
+    run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--init-from", "image", "--lr", 1e-9, name="video")
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(image)
     src, dst = load_weights(str(image)).state_dict, load_file(str(step_dir(run, 1) / "model.safetensors"))
     shared = [k for k in src if k in dst]
     assert "blocks.0.attn.qkv.weight" in shared and "x_embedder.proj.weight" in shared
@@ -282,7 +284,7 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     # another class count (ImageNet's DiT for UCF101): everything but the class table, which stays fresh
     from dataclasses import replace
 
-    from dit.training.setup import init_from_image
+    from dit.training.setup import init_from_image, resolve_init
     video_net, _ = load_model(str(run))
     other = type(video_net)(replace(video_net.config, num_classes=4))
     fresh = other.y_embedder.embedding_table.weight.clone()
@@ -296,7 +298,12 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
         train.main(tiny_argv(tmp_path, "split", *VIDEO, "--factorization", "split-heads", "--init-from", image))
     with pytest.raises(UserError, match="does not fit"):
         train.main(tiny_argv(tmp_path, "wide", *VIDEO, "--hidden-size", 64, "--init-from", image))
-    assert not (tmp_path / "split").exists() and not (tmp_path / "wide").exists()
+    with pytest.raises(UserError, match=r"train it first \(python train.py cpu-demo --recipe flow-ln --results-dir"):
+        train.main(tiny_argv(tmp_path, "gone", *VIDEO, "--init-from", "cpu-demo-flow-ln"))
+    with pytest.raises(UserError, match="or pass --init-from none"):
+        train.main(tiny_argv(tmp_path, "typo", *VIDEO, "--init-from", "imgae"))
+    assert resolve_init("none", str(tmp_path)) == resolve_init("", str(tmp_path)) == ""
+    assert not any((tmp_path / n).exists() for n in ("split", "wide", "gone", "typo"))
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -28,7 +28,7 @@ from dit.training.data import build_data
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import (check_results_dir, find_resume, init_from_image, make_accelerator,
+from dit.training.setup import (check_results_dir, find_resume, init_from_image, make_accelerator, resolve_init,
                                 start_run)
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
@@ -46,6 +46,8 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     run_dir = Path(config.results_dir) / config.run_name
     check_results_dir(config.results_dir)
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
+    if resume_from is None:  # a resumed run has its own weights: its image model may be gone
+        config = config.replace(init_from=resolve_init(config.init_from, config.results_dir))
     if config.cosine_loss and not config.grad_clip:
         accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "
                           "gradient is ~1/eps and can stall AdamW for thousands of steps; LightningDiT clips at 1")

@@ -34,6 +34,39 @@ def make_accelerator(config: TrainConfig, cpu: bool):
     return accelerator
 
 
+NO_INIT = "none"  # --init-from none: start from scratch even where the preset names an image model
+
+
+def resolve_init(spec: str, results_dir: str) -> str:
+    """--init-from as a path to read: "" (none, or NO_INIT), a model-zoo name or an existing path as given,
+    else the run of that name in --results-dir (the video-cpu preset's `cpu-demo-flow-ln`). Checked before
+    anything is read or written; a missing run names the train.py command whose default run it is."""
+    from dit.io import zoo
+
+    if spec in ("", NO_INIT):
+        return ""
+    if spec in zoo.manifest() or Path(spec).expanduser().exists():
+        return spec
+    here = Path(results_dir) / spec
+    if here.exists():
+        return str(here)
+    make = run_command(spec)
+    raise UserError(f"--init-from {spec}: no checkpoint, run directory or model-zoo name of that name, nor {here}; "
+                    + (f"train it first ({make} --results-dir {results_dir}), " if make else "")
+                    + f"or pass --init-from {NO_INIT} to start from scratch")
+
+
+def run_command(run_name: str) -> str | None:
+    """The train.py command whose default run name is `run_name` (a preset, or preset-recipe), else None."""
+    from dit.training.config import PRESETS, RECIPES
+
+    for preset in PRESETS:
+        for recipe in (None, *RECIPES):
+            if run_name == (preset if recipe is None else f"{preset}-{recipe}"):
+                return f"python train.py {preset}" + (f" --recipe {recipe}" if recipe else "")
+    return None
+
+
 def init_from_image(network, spec: str) -> tuple[int, str]:
     """Latte's init: copy an image DiT's weights (checkpoint, export or run directory) into the
     spatial parts of a video network; the temporal parts stay at their identity init. The class table
