@@ -62,9 +62,9 @@ def parse_args(argv=None):
                    "from frames 0..G and score the rest (direction agreement with the given frames, centroid error)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
     p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges)")
-    p.add_argument("--shapes-speed", type=positive(float), default=1.0,
+    p.add_argument("--shapes-speed", type=positive(float),
                    help="video-shapes: the clips' speed (train.py --shapes-speed): the motion judge and the reference "
-                        "move at it")
+                        "move at it; default: --ckpt's recorded speed, else 1")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     args, rest = p.parse_known_args(argv)
@@ -72,7 +72,7 @@ def parse_args(argv=None):
         raise UserError("give --samples (existing images) or --ckpt with --num-samples (generate them)")
     if args.ckpt and not args.num_samples:
         raise UserError("--ckpt needs --num-samples")
-    if args.shapes_speed != 1 and args.metric != "video-shapes":
+    if args.shapes_speed not in (None, 1) and args.metric != "video-shapes":
         raise UserError(f"--shapes-speed is the moving shapes' speed, for --metric video-shapes (not {args.metric})")
     if args.samples and (args.arch or args.process):
         raise UserError("--arch and --process describe --ckpt; existing --samples have none")
@@ -134,6 +134,8 @@ def main(argv=None):
     out, pipe, spec, flags = prepare(args, rest, state, given) if args.ckpt else (args.samples, None, None, None)
     if args.metric == "fvd":
         evaluation.check_fvd_frames(args, pipe and (spec.frames or pipe.max_frames))
+    if args.shapes_speed is None:  # the speed the checkpoint's clips moved at (train.py --shapes-speed), else 1
+        args.shapes_speed = float(pipe.checkpoint.meta.get("shapes_speed", 1.0)) if pipe is not None else 1.0
     if pipe is not None:
         generate(out, pipe, spec, flags, state)
     if not state.is_main_process:

@@ -57,3 +57,22 @@ def test_shapes_speed_moves_the_same_clips_faster(tmp_path, capsys):
     base = ["--results-dir", tmp_path / "runs", "--max-steps", 1, "--no-progress"]
     assert "for --data shapes-video only" in refused(capsys, train.main, [*base, "--shapes-speed", 2])
     assert "a positive multiple" in refused(capsys, train.main, ["video-cpu", *base, "--shapes-speed", -1])
+
+
+def test_a_checkpoint_records_its_speed_and_evaluate_judges_at_it(tmp_path, capsys):
+    import json
+
+    import evaluate
+    import train
+    from dit.cli import run_cli
+    from dit.io.checkpoint import load_weights
+
+    tiny = ["--hidden-size", 32, "--depth", 1, "--frames", 4, "--max-steps", 1, "--no-progress", "--samples-per-class", 1]
+    argv = ["video-cpu", "--results-dir", tmp_path, "--run-name", "fast", "--shapes-speed", 2, "--init-from", "none"]
+    assert run_cli(train.main, [str(a) for a in [*argv, *tiny]]) == 0
+    assert load_weights(str(tmp_path / "fast")).meta["shapes_speed"] == 2.0
+    score = ["--ckpt", str(tmp_path / "fast"), "--num-samples", "2", "--metric", "video-shapes", "--steps", "1",
+             "--classifier-steps", "2", "--cache-dir", str(tmp_path / "cache")]
+    for extra, speed in (([], 2.0), (["--shapes-speed", "1"], 1.0)):  # the recorded speed, unless given
+        assert run_cli(evaluate.main, [*score, *extra, "--out", str(tmp_path / "m.json")]) == 0
+        assert json.loads((tmp_path / "m.json").read_text())["shapes_speed"] == speed

@@ -111,6 +111,7 @@ def clip_metrics(args, source, device, num_processes: int = 1, given: tuple[Path
         else:
             result = metric.compute(clips, labels)
         result.pop("per_sample")
+        result["shapes_speed"] = args.shapes_speed  # the judges' and the reference's
         return result, len(clips)
     from dit.eval.fvd import EXPECTED_SHA256, FVDSettings, fvd, load_i3d
 

@@ -89,6 +89,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
             "vae": config.vae, "class_names": data.base.class_names,
             **({"unconditional": True} if is_unconditional(data.base.num_classes) else {}),
             **({"video_masks": config.video_masks} if clips else {}),  # what a network of clips learned to complete
+            **({"shapes_speed": config.shapes_speed} if config.shapes_speed != 1 else {}),  # evaluate.py's judges follow
             **({"sampling_steps": config.sampling_steps} if config.sampling_steps else {}),  # sampling's default
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
