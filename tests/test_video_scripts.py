@@ -300,6 +300,8 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
         train.main(tiny_argv(tmp_path, "wide", *VIDEO, "--hidden-size", 64, "--init-from", image))
     with pytest.raises(UserError, match=r"train it first \(python train.py cpu-demo --recipe flow-ln --results-dir"):
         train.main(tiny_argv(tmp_path, "gone", *VIDEO, "--init-from", "cpu-demo-flow-ln"))
+    with pytest.raises(UserError, match=r"--init-from cpu-demo-flow-ln: .*python train.py cpu-demo --recipe flow-ln"):
+        train.main(["video-cpu", "--results-dir", str(tmp_path), "--run-name", "gone", "--max-steps", "1"])  # the preset's
     with pytest.raises(UserError, match="or pass --init-from none"):
         train.main(tiny_argv(tmp_path, "typo", *VIDEO, "--init-from", "imgae"))
     assert resolve_init("none", str(tmp_path)) == resolve_init("", str(tmp_path)) == ""

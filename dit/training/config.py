@@ -246,23 +246,21 @@ _CPU_DEMO = dict(
     sample_steps=50, samples_per_class=4, sample_cfg=3.0,
 )
 _VIDEO_CPU = dict(
-    # The CPU demo's network (width 128, depth 4 spatial + 4 temporal blocks, patch 2) over 8-frame
-    # clips of the moving shapes at 16 px in pixel space: 512 tokens a clip. Measured alone on the
-    # 2-core machine: 3.87 steps/s of 4 clips (1.24 of 16), so 4,500 steps with the cosine schedule
-    # ending there take about 20 minutes; batch 16 for 1,500 steps, the same time, did no better.
-    # Masks: three clips in four with nothing given, the rest VDT's mix (vdt-uncond:0.75). At this
-    # budget one model cannot have both: VDT's own mix (~16% of clips with nothing given) starves
-    # class-conditional generation (per-frame class accuracy 0.12 against 0.36) and this one leaves
-    # prediction at chance (direction agreement 0.22 against VDT's 0.39; chance 0.25). The preset
-    # keeps generation, what the demo shows (benchmarks/RESULTS.md, "Video"); --video-masks vdt for
-    # prediction.
-    # Trained as the time-to-quality winner (recipe flow-ln: rectified flow, logit-normal t), not
-    # DiT's eps recipe: on this budget the eps model's x0 estimate at high noise is still noise, and
-    # its clips (800 steps, unconditional masks, DDIM-50, cfg 3) are scattered speckles of the class
-    # colour where the flow model's, same budget, Euler-50, are moving blobs. `--recipe dit` restores it.
-    # The built-in clips and one preview clip per class are the video DiT's cpu_defaults.
+    # The CPU demo's network (width 128, depth 4 spatial + 4 temporal blocks, patch 2) over 8-frame clips
+    # of the moving shapes at 16 px in pixel space (512 tokens a clip), trained as the time-to-quality
+    # winner (recipe flow-ln: rectified flow, logit-normal t; `--recipe dit` restores DiT's eps recipe,
+    # whose clips are still speckles at this budget), batch 4 for 4,500 steps (~20 min alone on 2 cores).
+    # One model for both jobs, chosen by issue 33's curve (benchmarks/RESULTS.md, "Video: one preset"):
+    # - the shapes move twice the data's default (0.6-1.2 px a frame; --shapes-speed 1 restores it): at
+    #   0.3-0.6 px a 16 px clip's motion is sub-pixel, and prediction stayed near chance;
+    # - half the clips with nothing given (class-conditional generation), half with frames 0-3 given
+    #   (prediction): VDT's wider mix starves both at this budget;
+    # - the spatial blocks and embedders start from the flow-ln image demo (Latte's init), the run that
+    #   `python train.py cpu-demo --recipe flow-ln` (about 6 minutes) leaves in --results-dir;
+    #   `--init-from none` trains from scratch.
     _CPU_DEMO, arch="video-dit", **_VIDEO_DEFAULTS, frames=8, global_batch_size=4, max_steps=4500,
-    ckpt_every=500, log_every=250, process="flow", time_sampling="logit-normal", video_masks="vdt-uncond:0.75",
+    ckpt_every=500, log_every=250, process="flow", time_sampling="logit-normal", shapes_speed=2.0,
+    video_masks="prediction:0.5", init_from="cpu-demo-flow-ln",
 )
 # VQ-Diffusion's token space on the CPU: the built-in shapes at 16 px through the vq-cpu tokenizer
 # (train_vq.py's default run, results/vq-cpu: VQ-T/2, 8x8 ids of K = 128; --vae names another: the
