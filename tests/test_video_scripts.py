@@ -276,6 +276,9 @@ def test_init_from_an_image_dit_copies_the_spatial_weights(tmp_path):
     # named as a run of --results-dir (the video-cpu preset's own: cpu-demo-flow-ln), recorded resolved
     run = train_run(tmp_path, *VIDEO, "--max-steps", 1, "--init-from", "image", "--lr", 1e-9, name="video")
     assert json.loads((run / "config.json").read_text())["init_from"] == str(image)
+    # the same command again resumes it (a killed preset run stays resumable), and so does --init-from none
+    for init in ("image", "none"):
+        train_run(tmp_path, *VIDEO, "--max-steps", 1, "--init-from", init, "--lr", 1e-9, name="video")
     src, dst = load_weights(str(image)).state_dict, load_file(str(step_dir(run, 1) / "model.safetensors"))
     shared = [k for k in src if k in dst]
     assert "blocks.0.attn.qkv.weight" in shared and "x_embedder.proj.weight" in shared

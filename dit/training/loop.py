@@ -28,8 +28,8 @@ from dit.training.data import build_data
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import (check_results_dir, find_resume, init_from_image, make_accelerator, resolve_init,
-                                start_run)
+from dit.training.setup import (NO_INIT, check_results_dir, find_resume, init_from_image, make_accelerator,
+                                resolve_init, start_run)
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
 
@@ -45,6 +45,8 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     per_proc = per_process_batch(config.global_batch_size, accelerator.num_processes, config.grad_accum)
     run_dir = Path(config.results_dir) / config.run_name
     check_results_dir(config.results_dir)
+    if config.init_from == NO_INIT:  # recorded as no init at all, fresh or resumed
+        config = config.replace(init_from="")
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
     if resume_from is None:  # a resumed run has its own weights: its image model may be gone
         config = config.replace(init_from=resolve_init(config.init_from, config.results_dir))
