@@ -27,6 +27,17 @@ from dit.eval.tables import benchmark_module
 GIVEN = [0, 1, 2, 3]
 
 
+def finished_video_run(path: str) -> Path:
+    """--run checked: a video run directory whose training finished (timing.py's too)."""
+    run = Path(path)
+    config = run / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("arch") != "video-dit":
+        raise UserError(f"--run {run}: not a video run directory (no config.json of --arch video-dit)")
+    if not (run / "export.safetensors").is_file():
+        raise UserError(f"--run {run}: the run has not finished (no export.safetensors); resume its training")
+    return run
+
+
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a finished video-cpu run directory")
@@ -36,12 +47,8 @@ def main(argv=None):
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--fps", type=float, default=4.0)
     args = p.parse_args(argv)
-    run = Path(args.run)
+    run = finished_video_run(args.run)
     config = run / "config.json"
-    if not config.is_file() or json.loads(config.read_text()).get("arch") != "video-dit":
-        raise UserError(f"--run {run}: not a video run directory (no config.json of --arch video-dit)")
-    if not (run / "export.safetensors").is_file():
-        raise UserError(f"--run {run}: the run has not finished (no export.safetensors); resume its training")
     if args.per_row < 1 or not args.out.endswith(".gif"):
         raise UserError("--per-row >= 1 and --out NAME.gif, please")
 

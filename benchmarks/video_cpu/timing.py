@@ -27,6 +27,7 @@ from pathlib import Path
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
 from dit.eval.records import ResultsLog
+from dit.eval.tables import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,12 +39,8 @@ def main(argv=None):
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--train-steps", type=int, default=200)
     args = p.parse_args(argv)
-    run = Path(args.run)
+    run = benchmark_module("video_cpu", "grid").finished_video_run(args.run)
     config_path = run / "config.json"
-    if not config_path.is_file() or json.loads(config_path.read_text()).get("arch") != "video-dit":
-        raise UserError(f"--run {run}: not a video run directory (no config.json of --arch video-dit)")
-    if not (run / "export.safetensors").is_file():
-        raise UserError(f"--run {run}: the run has not finished (no export.safetensors); resume its training")
     if args.clips < 1 or args.train_steps < 4:
         raise UserError("--clips >= 1 and --train-steps >= 4, please")
     from dit.data.shapes_video import cached_uint8_clips
