@@ -254,9 +254,9 @@ _VIDEO_CPU = dict(
     # One model for both jobs, chosen by issue 33's curve (benchmarks/RESULTS.md, "Video: one preset";
     # 200 clips: class accuracy 0.67, direction agreement 0.45, centroid error 0.5 px below copying):
     # - the shapes move twice the data's default (0.6-1.2 px a frame; --shapes-speed 1 restores it): at
-    #   0.3-0.6 px a 16 px clip's motion is sub-pixel, and prediction stayed near chance;
+    #   0.3-0.6 px a 16 px clip's motion is sub-pixel, and issue 15's preset predicted at chance;
     # - half the clips with nothing given (class-conditional generation), half with frames 0-3 given
-    #   (prediction): VDT's wider mix starves both at this budget;
+    #   (prediction): VDT's wider mix at the same share generated worse (class accuracy 0.40 against 0.46);
     # - the spatial blocks and embedders start from the flow-ln image demo (Latte's init), the run that
     #   `python train.py cpu-demo --recipe flow-ln` (about 6 minutes) leaves in --results-dir;
     #   `--init-from none` trains from scratch.
