@@ -28,7 +28,7 @@ from dit.layout import CONTINUOUS, TOKENS
 from dit.networks import ARCHITECTURES, CLASSIFIER, Architecture, get_architecture
 from dit.networks.base import (PROTOCOLS, ROLES, TOKENIZER, AnalyticCost, Blocks, Capability, CompileBlocks,
                                GradCheckpointing, ImageInit, supports)
-from dit.processes import PROCESSES, FlowMatching, GaussianDiffusion, Process, VQDiffusion
+from dit.processes import PROCESSES, FlowMatching, GaussianDiffusion, MeanFlow, Process, Shortcut, VQDiffusion
 from dit.processes.base import DEFAULT_SAMPLING_STEPS
 from dit.processes.paths import coefficients
 from dit.registry import load_plugins
@@ -232,6 +232,10 @@ PROCESS_CASES = {
                  lambda p, x0, eps, t: eps),
     "flow": ([FlowMatching(), FlowMatching("gvp"), FlowMatching("vp")], lambda p, t: _sit(p.path, t), _flow_target),
     "toy-flow": ([ToyFlow()], lambda p, t: (1 - t, t), lambda p, x0, eps, t: eps - x0),
+    # A network of constant output has du/dt = 0 and is its own consistency target: the loss's target is v.
+    # (Shortcut's mixed batches, targets on a subset, are tests/test_few_step.py's.)
+    "meanflow": ([MeanFlow(), MeanFlow("logit-normal", 0.4, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
+    "shortcut": ([Shortcut(share=0.0), Shortcut(base_steps=8, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
     "vq-diffusion": ([VQDiffusion(K, 10)], None, None),
 }
 
@@ -261,7 +265,8 @@ def test_process_declares_its_members(key, i):
     if p.discrete_time:
         assert all(isinstance(v, int) for v in p.time_range)
     steps = p.default_sampling_steps
-    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50}  # DiT's 250 unless measured (flow: Euler-50)
+    # DiT's 250 unless measured (flow: Euler-50); the few-step processes: one jump
+    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50, "meanflow": 1, "shortcut": 1}
     assert type(steps) is int and steps == expected.get(key, DEFAULT_SAMPLING_STEPS)
     # time direction: the process's own noise level rises from the data end to the noise end
     if type(p).noise_level is not Process.noise_level:

@@ -61,6 +61,9 @@ class Architecture:
     # Takes inputs of any H x W its patch tiles, trained non-square or sampled at another size than
     # trained (its position encoding is a function of the token grid, not a learned table): --image-size H W.
     any_size: bool = False
+    # Reads a second time, cond[SPAN] (dit/networks/conditioning.py), when its config asks for one: what the
+    # few-step processes (MeanFlow, shortcut models) feed it. `config_for_run` sees data["span"] True then.
+    takes_span: bool = False
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -16,7 +16,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from dit.networks.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
-from dit.networks.conditioning import IMAGENET_CLASSES, as_cond
+from dit.networks.conditioning import IMAGENET_CLASSES, SPAN, as_cond
 from dit.networks import dit_config
 from dit.networks.base import CompileBlocks, GradCheckpointing, PatchAttention
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig
@@ -48,6 +48,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         pos: str = "sincos",
         qk_norm: bool = False,
         input_width: int = 0,
+        span_embed: bool = False,
     ):
         super().__init__()
         self.config = cfg = ModelConfig(
@@ -55,7 +56,7 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, conditioning=conditioning,
             timestep_freq_shift=timestep_freq_shift, mlp=mlp, norm=norm, pos=pos, qk_norm=qk_norm,
-            input_width=input_width,
+            input_width=input_width, span_embed=span_embed,
         )
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels, self.out_channels = in_channels, cfg.out_channels
@@ -69,6 +70,9 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
                                      strict_img_size=False)
         self.t_embedder = TimestepEmbedder(hidden_size, freq_shift=timestep_freq_shift)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+        # MeanFlow / shortcut models: the second time (cond[SPAN]) through its own timestep embedder, summed
+        # with t's (MeanFlow §4.3 embeds (t, t - r); shortcut models embed the step d alike).
+        self.span_embedder = TimestepEmbedder(hidden_size, freq_shift=timestep_freq_shift) if span_embed else None
         # Fixed 2-D sin-cos table (DiT §3.1), a frozen Parameter rather than a buffer only because
         # that is where the public checkpoints keep it. With pos "rope2d" it holds zeros (positions
         # enter through q and k only) but stays, so every DiT has the same top-level keys.
@@ -118,8 +122,13 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
             self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.config.grid).unsqueeze(0))
 
         init_embedders(self.x_embedder, self.t_embedder, self.y_embedder)
+        if self.span_embedder is not None:  # after DiT's draws, so a one-time DiT initialises as before
+            nn.init.normal_(self.span_embedder.mlp[0].weight, std=0.02)
+            zero_span = [self.span_embedder.mlp[2]]  # the span adds nothing at init (config's span_embed)
+        else:
+            zero_span = []
 
-        zero = [self.final_layer.linear]
+        zero = [self.final_layer.linear, *zero_span]
         if self.conditioning == "adaln-zero":
             zero += [block.adaLN_modulation[-1] for block in self.blocks] + [self.final_layer.adaLN_modulation[-1]]
         for linear in zero:
@@ -201,6 +210,9 @@ class DiT(nn.Module, GradCheckpointing, CompileBlocks, PatchAttention):
         x = self.x_embedder(x) + self.pos_table(grid)  # (N, T, D), T = (H/p) * (W/p); 0 for rope2d
         rope = self.rope_tables(x.device, grid)
         t_emb = self.t_embedder(t)  # (N, D)
+        if self.span_embedder is not None:  # no span given: 0, the instantaneous velocity (conditioning.SPAN)
+            span = cond.get(SPAN)
+            t_emb = t_emb + self.span_embedder(torch.zeros_like(t) if span is None else span.expand(t.shape))
         y_emb = self.y_embedder(y, self.training, drop)  # (N, D); random dropout only in train mode
         if self.conditioning in ("adaln-zero", "adaln"):
             c = t_emb + y_emb  # DiT §3.2: adaLN regresses from the sum of the two embeddings
@@ -249,5 +261,5 @@ ARCH = Architecture(
     key="dit", config_from_dict=ModelConfig.from_dict, build=DiT.from_config,
     config_for_run=dit_config.config_for_run, check_run=dit_config.check_run,
     infer_config=dit_config.infer_config, describe=dit_config.describe, section=dit_config.DiTSection,
-    any_size=True,
+    any_size=True, takes_span=True,
 )

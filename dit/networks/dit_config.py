@@ -75,6 +75,10 @@ class ModelConfig:
     # before this field existed). The network takes any H x W its patch tiles (pos tables are functions
     # of the grid); this is the size it is trained on and its pos_embed is stored for.
     input_width: int = 0
+    # A second timestep embedder for the span (cond[SPAN]: MeanFlow's t - r, a shortcut model's step),
+    # added to t's embedding; its output layer starts at zero, so at init (or started from a flow DiT) the
+    # network is the one-time network. Set by the process (`Process.reads_span`), not a flag.
+    span_embed: bool = False
 
     def __post_init__(self):
         self._check_types()
@@ -159,6 +163,8 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         if not self.input_width:  # square: the dict (and so every export's header) as before the field existed
             del d["input_width"]
+        if not self.span_embed:  # likewise for one-time networks
+            del d["span_embed"]
         return d
 
     @classmethod
@@ -217,7 +223,7 @@ def config_for_run(run, data: dict) -> ModelConfig:
         run.model, input_size=data["input_size"], input_width=data.get("input_width", 0),
         in_channels=data["in_channels"], num_classes=data["num_classes"],
         conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
-        mlp=run.mlp, norm=run.norm, pos=run.pos, qk_norm=run.qk_norm, **overrides,
+        mlp=run.mlp, norm=run.norm, pos=run.pos, qk_norm=run.qk_norm, span_embed=bool(data.get("span")), **overrides,
     )
 
 
@@ -260,7 +266,7 @@ def infer_config(sd: dict) -> ModelConfig:
         depth=depth, num_heads=heads, num_classes=classes, learn_sigma=out_ch == 2 * in_ch,
         mlp_ratio=_swiglu_ratio(hidden, mlp_hidden) if swiglu else mlp_hidden / hidden,
         mlp="swiglu" if swiglu else "gelu", qk_norm="blocks.0.attn.q_norm.weight" in sd,
-        pos="sincos" if bool(sd["pos_embed"].any()) else "rope2d",
+        pos="sincos" if bool(sd["pos_embed"].any()) else "rope2d", span_embed="span_embedder.mlp.0.weight" in sd,
     )
 
 
@@ -268,7 +274,7 @@ def describe(cfg: ModelConfig) -> str:
     name = next((n for n, p in PRESETS.items() if all(getattr(cfg, k) == v for k, v in p.items())), None)
     arch = f"{name}/{cfg.patch_size}" if name else f"depth {cfg.depth}, hidden {cfg.hidden_size}, patch {cfg.patch_size}"
     options = [f"{k} {getattr(cfg, k)}" for k in ("mlp", "norm", "pos") if getattr(cfg, k) != BLOCK_DEFAULTS[k]]
-    options += ["qk-norm"] * cfg.qk_norm
+    options += ["qk-norm"] * cfg.qk_norm + ["span-embedding"] * cfg.span_embed
     extra = f" ({', '.join(options)})" if options else ""
     shape = f"{cfg.input_size}x{cfg.width}x{cfg.in_channels}"
     return f"{arch}{extra} on a {shape} input with {cfg.num_classes} classes"

@@ -48,7 +48,8 @@ def timestep_embedding(t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max
     # (-ln P * k) / (half - shift), in diffusers' order of operations, so shift 1 matches it bit for bit
     # and shift 0 is the expression this function always computed.
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - freq_shift))
-    args = t[:, None].float() * freqs[None]  # (N, half)
+    wide = torch.float64 if t.dtype == torch.float64 else torch.float32  # float64 oracles stay float64
+    args = t[:, None].to(wide) * freqs[None].to(wide)  # (N, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -69,7 +70,8 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.frequency_embedding_size, freq_shift=self.freq_shift))
+        emb = timestep_embedding(t, self.frequency_embedding_size, freq_shift=self.freq_shift)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype) if emb.dtype != self.mlp[0].weight.dtype else emb)
 
 
 class LabelEmbedder(nn.Module):

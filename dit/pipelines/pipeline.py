@@ -212,7 +212,8 @@ def other_size(network, vae, ckpt: Checkpoint, source: Source) -> tuple[int, ...
 def fit(pipe: Pipeline, spec: SamplingSpec, cfg_given: bool = True) -> tuple[Pipeline, SamplingSpec]:
     """What is drawn against what the network draws: clips to complete need a video network, --frames
     at most its F (the checkpoint's own F is the same as not asking: the same clips and shards); an
-    unconditional network draws without labels (unless a classifier guides it) and without guidance."""
+    unconditional network draws without labels (unless a classifier guides it) and without guidance, and so
+    does a process whose training folded guidance in (a default scale is dropped, a given one refused)."""
     if is_unconditional(pipe.network.num_classes):
         if spec.classes and pipe.classifier is None:
             raise UserError(f"{pipe.source.ckpt} is unconditional (trained without classes): drop --classes and give "
@@ -220,6 +221,11 @@ def fit(pipe: Pipeline, spec: SamplingSpec, cfg_given: bool = True) -> tuple[Pip
         if spec.cfg_scale != 1 and cfg_given:
             raise UserError(f"--cfg-scale {spec.cfg_scale:g}: {pipe.source.ckpt} is unconditional, so classifier-free "
                             "guidance has nothing to guide towards; drop --cfg-scale (or pass 1)")
+        spec = spec.replace(cfg_scale=1.0)
+    refusal = pipe.process.guidance_refusal  # guidance folded into training (MeanFlow's guided target)
+    if refusal and spec.cfg_scale != 1:
+        if cfg_given:
+            raise UserError(f"--cfg-scale {spec.cfg_scale:g}: {refusal}")
         spec = spec.replace(cfg_scale=1.0)
     if spec.video_in and not pipe.is_video:
         raise UserError(f"--video-in needs a video checkpoint; {pipe.source.ckpt} holds an image network")

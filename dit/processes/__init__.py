@@ -9,6 +9,10 @@
     gaussian.py      DiT's Gaussian diffusion (DDPM/IDDPM): the "gaussian" process
     paths.py         interpolant paths of flow matching (linear, GVP, VP)
     flow.py          flow matching / stochastic interpolants (SiT, rectified flow): the "flow" process
+    spans.py         few-step flows: a network of two times (t and a span), their conventions (MeanFlow's mapping)
+    jvp.py           forward-mode JVPs through a network, on an attention path that has a forward-mode rule
+    meanflow.py      MeanFlow (average velocity from the MeanFlow identity, guidance folded in): "meanflow"
+    shortcut.py      shortcut models (step size conditioning, self-consistency): "shortcut"
     vq_schedule.py   VQ-Diffusion's mask-and-replace schedule, token ids ([MASK] = K) and time, the posterior
     vq_diffusion.py  discrete diffusion over VQ token ids (VQ-Diffusion): the "vq-diffusion" process
 
@@ -19,11 +23,16 @@ from dit.processes.base import Process
 from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
 from dit.processes.catalog import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
+from dit.processes.meanflow import MeanFlow
+from dit.processes.shortcut import Shortcut
 from dit.processes.vq_diffusion import VQDiffusion
 
 register_process(GaussianDiffusion)
 register_process(FlowMatching)
 register_process(VQDiffusion)
+register_process(MeanFlow)
+register_process(Shortcut)
 
-__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "PROCESSES", "Process", "VQDiffusion", "get_process",
+__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "MeanFlow", "PROCESSES", "Process", "Shortcut",
+           "VQDiffusion", "get_process",
            "process_from_meta", "register_process"]

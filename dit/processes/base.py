@@ -110,6 +110,10 @@ class Process(Objective):
     discrete_time: ClassVar[bool] = False
     default_sampling_steps: int = DEFAULT_SAMPLING_STEPS
     outputs: ClassVar[tuple[str, ...]] = ()  # the names `convert` takes
+    # Whether its network is fed a second time, the span (cond[SPAN], dit/networks/conditioning.py): the
+    # few-step processes (dit/processes/spans.py). Training builds the network with a span embedding then,
+    # and refuses an architecture that has none (Architecture.takes_span).
+    reads_span: ClassVar[bool] = False
     # Why deterministic inversion (`marginal`) cannot work with this process; None where it does.
     inversion_refusal: ClassVar[str | None] = "it declares no marginal x_t = alpha x0 + sigma eps"
 
@@ -141,6 +145,12 @@ class Process(Objective):
     def network_time(self, t: torch.Tensor) -> torch.Tensor:
         """The time value the network is fed for process time t (identity unless the process says)."""
         return t
+
+    @property
+    def guidance_refusal(self) -> str | None:
+        """Why sampling must not add classifier-free guidance (--cfg-scale other than 1): a process that
+        folded guidance into training (MeanFlow's guided target) says so; None where guidance applies."""
+        return None
 
     @abc.abstractmethod
     def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str) -> torch.Tensor:

@@ -128,13 +128,18 @@ class FlowMatching(Process):
                 "train_eps": self.train_eps, "sample_eps": self.sample_eps, "time_scale": self.time_scale}
 
     def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
+        t = self.draw_time(rng)
+        noise = torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
+        return {"t": t, "noise": noise}
+
+    def draw_time(self, rng: np.random.Generator) -> float:
+        """One training time: uniform or logit-normal (module docstring), in the training interval."""
         if self.time_sampling == "uniform":
             u = rng.random()
         else:
             u = 1 / (1 + np.exp(-(self.logit_mean + self.logit_std * rng.standard_normal())))
         lo, hi = self.interval(self.train_eps)
-        noise = torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
-        return {"t": float(lo + (hi - lo) * u), "noise": noise}
+        return float(lo + (hi - lo) * u)
 
     def loss(self, network, batch: dict) -> dict:
         data, noise, t = batch["x0"], batch["noise"], batch["t"].to(batch["x0"].dtype)

@@ -6,6 +6,7 @@
     schedulers.py      diffusers' schedulers (DPM-Solver++, UniPC, Euler, Heun, DDIM) as Gaussian samplers
     flow.py            the flow process's samplers: Euler and Heun with a timestep shift, dopri5, an SDE
     flow_diffusers.py  diffusers' FlowMatchEulerDiscreteScheduler as a flow sampler
+    few_step.py        the few-step sampler of MeanFlow and shortcut models (jumps along the average velocity)
     vq_diffusion.py    the vq-diffusion process's sampler (full chain and fast inference), truncation, log-space guidance
     guidance.py        class conditioning and classifier-free guidance as denoiser wrappers
     classifier_guidance.py  ADM's classifier guidance (mean shift and score forms) as a denoiser wrapper
@@ -15,7 +16,7 @@ Importing this package registers the built-in samplers (the first of each proces
 except where `default=True` says otherwise).
 """
 
-from dit.sampling import ancestral, flow, flow_diffusers, schedulers, vq_diffusion
+from dit.sampling import ancestral, few_step, flow, flow_diffusers, schedulers, vq_diffusion
 from dit.sampling.catalog import (check_sampler, default_sampler, get_sampler, register_sampler, run_sampler,
                                    sampler_names)
 
@@ -31,5 +32,11 @@ register_sampler("flow", "sde", flow.sde)
 register_sampler("flow", "diffusers-euler", flow_diffusers.flow_match_euler)
 
 register_sampler("vq-diffusion", "ancestral", vq_diffusion.ancestral)
+
+for _key in ("meanflow", "shortcut"):  # few-step jumps; at span 0 they are flows, so the flow ODEs apply
+    register_sampler(_key, "few-step", few_step.few_step)
+    register_sampler(_key, "euler", flow.euler)
+    register_sampler(_key, "heun", flow.heun)
+    register_sampler(_key, "dopri5", flow.dopri5)
 
 __all__ = ["check_sampler", "default_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]

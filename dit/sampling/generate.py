@@ -86,7 +86,7 @@ def _counted(denoiser, stats: dict):
     stats["batches"] = stats.get("batches", 0) + 1
     stats.setdefault("nfe", 0)
 
-    def counting(x, t):
+    def counting(x, t, extra=None):
         stats["nfe"] += 1
-        return denoiser(x, t)
+        return denoiser(x, t, extra) if extra else denoiser(x, t)
     return counting

@@ -1,7 +1,9 @@
 """Class conditioning and classifier-free guidance (Ho & Salimans 2022) as denoiser wrappers.
 
 `conditional(model, cond)` and `guided(model, cond, uncond, ...)` turn a network model(x, t, cond)
-into the denoiser(x, t) that samplers take (dit/sampling/catalog.py). `cond` is a cond dict or
+into the denoiser(x, t) that samplers take (dit/sampling/catalog.py). A sampler may pass per-row cond
+entries of its own, denoiser(x, t, extra) (the few-step sampler's span: dit/sampling/few_step.py);
+they join cond (and, guided, both halves of the doubled batch). `cond` is a cond dict or
 a label tensor (dit/networks/conditioning.py); `uncond` is the same with the null class, made by
 `conditioning.unconditional(cond, num_classes)`: the null class comes from the model config,
 never from a literal in calling code.
@@ -28,8 +30,8 @@ from dit.networks.conditioning import as_cond, cat_cond
 
 def conditional(model, cond):
     """denoiser(x, t) = model(x, t, cond): the conditioning bound once."""
-    def denoiser(x, t):
-        return model(x, t, cond)
+    def denoiser(x, t, extra=None):
+        return model(x, t, {**as_cond(cond), **extra} if extra else cond)
     return denoiser
 
 
@@ -55,7 +57,7 @@ def guided(model, cond, uncond, scale: float, channels: int | None = None,
         return conditional(model, cond)
     both = cat_cond(as_cond(cond), as_cond(uncond))  # (2B,) rows: conditional first, as forward_with_cfg
 
-    def denoiser(x, t):
+    def denoiser(x, t, extra=None):
         B, C = x.shape[0], num_channels(x)
         k = C if channels is None else channels
         if k > C:
@@ -64,9 +66,10 @@ def guided(model, cond, uncond, scale: float, channels: int | None = None,
         if interval is not None:
             inside = (t >= lo) & (t <= hi)
             if not inside.any():
-                return model(x, t, cond)
+                return model(x, t, {**as_cond(cond), **extra} if extra else cond)
+        rows = {**both, **{key: torch.cat([v, v]) for key, v in extra.items()}} if extra else both
         # (2B, ...): conditional rows first, then unconditional, as the public forward_with_cfg.
-        out = model(torch.cat([x, x]), torch.cat([t, t]), both)
+        out = model(torch.cat([x, x]), torch.cat([t, t]), rows)
         out_c, out_u = out[:B], out[B:]
         result = out_c.clone()  # channels >= k (incl. variance channels) stay conditional
         first_channels(result, k).copy_(first_channels(out_u, k) + scale * (first_channels(out_c, k) - first_channels(out_u, k)))

@@ -38,6 +38,7 @@ from dit.precision import ALIASES, PRECISIONS
 from dit.processes import DEFAULT_PROCESS, get_process
 from dit.processes.vq_diffusion import TOKENIZER_CPU as VQ_TOKENIZER_CPU, VQDiffusion
 from dit.sampling import check_sampler, default_sampler
+from dit.training.recipes import RECIPES  # HOW a network is trained (--recipe); flags.py and setup.py read it here
 from dit.training.sections import check_sections, coerce, field_table, refuse_foreign
 
 SHAPES = "shapes"  # `data` value of the built-in procedural dataset (dit/data/shapes.py)
@@ -175,6 +176,9 @@ class TrainConfig:
         # Unknown keys, a preview sampler the process lacks or a step count it cannot take fail here, before any work.
         check_sampler(self.make_process(), self.sample_sampler, self.sample_steps)
         arch = get_architecture(self.arch)
+        if process.reads_span and not arch.takes_span:
+            raise UserError(f"--process {self.process} feeds its network a second time (the span); the {self.arch} "
+                            "architecture reads none: use --arch dit")
         if arch.check_run is not None:
             arch.check_run(self)  # the network's flags (e.g. hidden size vs heads), before any data is read
 
@@ -194,7 +198,8 @@ class TrainConfig:
     def network_config(self, data: dict):
         """The network of this run once the data is known: `data` holds in_channels, input_size,
         num_classes, image_size and downsample (the autoencoder's factor)."""
-        return get_architecture(self.arch).config_for_run(self, data)
+        span = get_process(self.process).reads_span  # a second timestep embedder (MeanFlow, shortcut models)
+        return get_architecture(self.arch).config_for_run(self, {**data, "span": span})
 
     def make_process(self):
         return get_process(self.process).from_run(self)
@@ -329,24 +334,6 @@ VQ_PRESETS: dict[str, dict] = {
         lr_schedule="constant", max_steps=300_000, ckpt_every=10_000, restart_every=1000)},
 }
 DEFAULT_VQ_PRESET = "vq-cpu"
-
-# Recipes: HOW a network is trained (process, time sampling, loss, block options), orthogonal to a
-# preset's model, data and schedule; `--recipe NAME` sets all of these fields, flags still win. They
-# are the cumulative steps of LightningDiT's ablation, measured side by side by
-# benchmarks/time_to_quality/time_to_quality.py (benchmarks/RESULTS.md, "Time to quality").
-_RECIPE_FIELDS = dict(process="gaussian", learn_sigma=None, time_sampling="uniform", cosine_loss=0.0, mlp="gelu",
-                      norm="layernorm", pos="sincos", grad_clip=0.0)
-RECIPES: dict[str, dict] = {
-    "dit": _RECIPE_FIELDS,  # DiT: Gaussian diffusion, eps + learned sigma, hybrid loss, uniform t
-    "sit": dict(_RECIPE_FIELDS, process="flow"),  # SiT: rectified flow (linear path, velocity), uniform t
-    "flow-ln": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal"),  # + logit-normal t
-    # + the cosine velocity loss, with LightningDiT's gradient clipping at norm 1 (its configs' max_grad_norm):
-    # the cosine's gradient at the zero-initialised output is ~1/eps, and unclipped it ruins AdamW's second moment
-    "flow-ln-cos": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, grad_clip=1.0),
-    "lightningdit": dict(_RECIPE_FIELDS, process="flow", time_sampling="logit-normal", cosine_loss=1.0, grad_clip=1.0,
-                         mlp="swiglu", norm="rmsnorm", pos="rope2d"),  # + SwiGLU, RMSNorm, 2-D RoPE
-}
-
 
 # The scripts' default presets: sized for the CPU, so an architecture's or process's cpu_defaults apply over them.
 CPU_PRESETS = (DEFAULT_PRESET, DEFAULT_CLASSIFIER_PRESET, DEFAULT_VQ_PRESET)

@@ -20,8 +20,10 @@ def preview_labels(num_classes: int, per_class: int) -> list[int]:
 
 
 def preview_cfg(config, num_classes: int) -> float:
-    """--sample-cfg, or 1 for an unconditional model (both guidance branches are the same: nothing to guide)."""
-    return 1.0 if is_unconditional(num_classes) else config.sample_cfg
+    """--sample-cfg, or 1 for an unconditional model (both guidance branches are the same: nothing to guide)
+    and for a process that folded guidance into training (MeanFlow with --meanflow-cfg)."""
+    folded = config.make_process().guidance_refusal is not None
+    return 1.0 if is_unconditional(num_classes) or folded else config.sample_cfg
 
 
 def preview_grid(ema_model, process, autoencoder, config, num_classes: int, device):
