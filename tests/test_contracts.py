@@ -28,7 +28,7 @@ from dit.layout import CONTINUOUS, TOKENS
 from dit.networks import ARCHITECTURES, CLASSIFIER, Architecture, get_architecture
 from dit.networks.base import (PROTOCOLS, ROLES, TOKENIZER, AnalyticCost, Blocks, Capability, CompileBlocks,
                                GradCheckpointing, ImageInit, supports)
-from dit.processes import PROCESSES, FlowMatching, GaussianDiffusion, MeanFlow, Process, Shortcut, VQDiffusion
+from dit.processes import PROCESSES, FlowMatching, GaussianDiffusion, MeanFlow, Process, Reflow, Shortcut, VQDiffusion
 from dit.processes.base import DEFAULT_SAMPLING_STEPS
 from dit.processes.paths import coefficients
 from dit.registry import load_plugins
@@ -236,6 +236,8 @@ PROCESS_CASES = {
     # (Shortcut's mixed batches, targets on a subset, are tests/test_few_step.py's.)
     "meanflow": ([MeanFlow(), MeanFlow("logit-normal", 0.4, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
     "shortcut": ([Shortcut(share=0.0), Shortcut(base_steps=8, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
+    # (Reflow's loss reads a teacher; its flow-matching half is the flow's, its pairs tests/test_few_step.py's.)
+    "reflow": ([Reflow()], lambda p, t: _sit("linear", t), None),
     "vq-diffusion": ([VQDiffusion(K, 10)], None, None),
 }
 
@@ -266,7 +268,7 @@ def test_process_declares_its_members(key, i):
         assert all(isinstance(v, int) for v in p.time_range)
     steps = p.default_sampling_steps
     # DiT's 250 unless measured (flow: Euler-50); the few-step processes: one jump
-    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50, "meanflow": 1, "shortcut": 1}
+    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50, "meanflow": 1, "shortcut": 1, "reflow": 1}
     assert type(steps) is int and steps == expected.get(key, DEFAULT_SAMPLING_STEPS)
     # time direction: the process's own noise level rises from the data end to the noise end
     if type(p).noise_level is not Process.noise_level:
@@ -285,7 +287,7 @@ def test_process_declares_its_members(key, i):
         p.convert(out, x_t, t, "nonsense")
 
 
-@pytest.mark.parametrize("key,i", [c for c in _cases() if c[0] != "vq-diffusion"])
+@pytest.mark.parametrize("key,i", [c for c in _cases() if c[0] not in ("vq-diffusion", "reflow")])
 def test_marginal_matches_the_process_own_noising_and_the_published_formulas(key, i):
     procs, published, target = PROCESS_CASES[key]
     p = procs[i]
@@ -326,7 +328,7 @@ def test_marginal_matches_the_process_own_noising_and_the_published_formulas(key
             p.marginal_rates(t[:1])
 
 
-@pytest.mark.parametrize("key,i", [c for c in _cases() if c[0] != "vq-diffusion"])
+@pytest.mark.parametrize("key,i", [c for c in _cases() if c[0] not in ("vq-diffusion", "reflow")])
 def test_a_deterministic_inversion_step_follows_the_marginal(key, i):
     """From the exact noise estimate (convert(..., "eps") of the loss's target), segmentation's DDIM
     step lands on alpha' x0 + sigma' eps at the next level, in either direction."""

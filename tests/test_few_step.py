@@ -245,3 +245,33 @@ def test_shortcut_loss_mixes_flow_and_consistency_samples_per_sample():
         pred = process.average_velocity(net, x_t[i:i + 1], t[i:i + 1], h[i:i + 1], cond_i)
         want.append(((pred - target) ** 2).mean())
     torch.testing.assert_close(process.loss(net, batch)["loss"], torch.stack(want).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_reflow_couples_noise_with_the_teachers_ode_solution():
+    """A teacher fixed to the exact Gaussian velocity carries noise z to MU + S z (the exact transport map),
+    so reflow's pairs are straight lines; with guidance, towards the label (the null label where dropped),
+    as an Euler loop written here over the guided velocity."""
+    from dit.processes import Reflow
+
+    class Teacher(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, x, t, cond):  # the exact velocity at the null label (3), shifted for the others
+            return velocity(x, t.view(-1, 1, 1, 1).to(x.dtype)) + 0.05 * (3 - cond["y"]).view(-1, 1, 1, 1)
+
+    process = Reflow(teacher="unused", teacher_steps=400, teacher_cfg=1.0)
+    process._teacher = (Teacher(), FlowMatching())
+    z = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    dropped = {"y": torch.tensor([0, 1, 2, 1, 0]), "drop": torch.ones(5, dtype=torch.long)}
+    torch.testing.assert_close(process.teacher_sample(z, dropped).double(), MU + S * z, atol=5e-3, rtol=0)
+    guided = Reflow(teacher="unused", teacher_steps=20, teacher_cfg=2.0)
+    guided._teacher = process._teacher
+    cond = {"y": torch.tensor([0, 1, 2, 1, 0]), "drop": torch.tensor([0, 0, 0, 1, 1])}
+    y = torch.where(cond["drop"] == 1, 3, cond["y"])
+    x = z.clone()
+    for k in range(20):
+        t = torch.full((5,), k / 20, dtype=torch.float64)
+        v_y, v_null = Teacher()(x, t, {"y": y}), Teacher()(x, t, {"y": torch.full((5,), 3)})
+        x = x + (v_null + 2.0 * (v_y - v_null)) / 20
+    torch.testing.assert_close(guided.teacher_sample(z, cond).double(), x, atol=1e-5, rtol=1e-5)
+    assert guided.guidance_refusal and process.guidance_refusal is None

@@ -106,6 +106,7 @@ def tables(folder: Path) -> dict[str, str]:
     cond.append(["target (issue 15)", "", "", "400", ">= 0.70", "<= 1.5"])
     out["curve"], out["errors"] = curve_markdown(folder, exp), errors_markdown(folder, exp)
     out["acceptance"] = acceptance_markdown(folder, exp, read_rows(folder / "timing.jsonl"))
+    out["completion"] = completion_markdown(folder, exp, read_rows(folder / "sweeps.jsonl"))
     out["conditioning"] = markdown_table(["method", "parameters", "GFLOPs / clip", "clips", "direction agrees with given",
                                           "centroid error (px)"], cond)
     return out
@@ -264,3 +265,27 @@ def acceptance_markdown(folder: Path, exp: list[dict], timing: list[dict]) -> st
                      f"min for {t['max_steps']:,} steps)",
                      "met" if t["completion_s"] <= 300 else "missed"])
     return markdown_table(["target (issue 33)", "clips", "measured [95% CI]", "verdict"], rows)
+
+
+def completion_markdown(folder: Path, exp: list[dict], sweeps: list[dict]) -> str:
+    """The preset's prediction under other sampler settings (sweeps.jsonl: `video_cpu.py --experiment RUN
+    --cfg C --steps N` into a scratch folder), beside the scored default (Euler-50, cfg 3), with the
+    centroid error paired clip by clip against that default."""
+    from dit.eval.intervals import fmt_ci
+
+    base = _exp(exp, PRESET_RUN, "prediction", 200, 2.0)
+    if base is None or not sweeps:
+        return ""
+    mine = _scores(folder, base)
+    rows = []
+    for r in [base, *sweeps]:
+        passes = r["sampler_steps"] * (1 if r["cfg"] == 1 else 2)
+        diff = ""
+        if r is not base:
+            d, ci, n = paired_error(_scores(folder, r)["centroid_error"], mine["centroid_error"])
+            diff = f"{fmt_ci(d, ci, 2, sign=True)} ({n})"
+        rows.append([f"{r['sampler']}-{r['sampler_steps']}, cfg {r['cfg']:g}", passes, r["clips"],
+                     fmt_ci(r["direction_agree_given"], r["direction_agree_given_ci"]),
+                     fmt_ci(r["centroid_error"], r["centroid_error_ci"], 2), diff])
+    return markdown_table(["sampler, guidance", "network passes / clip", "clips", "direction agrees with given",
+                           "centroid error (px)", "minus the first row's (paired)"], rows)

@@ -57,11 +57,11 @@ def main(argv=None):
                   "--given-frames", "0-3", "--npz", str(Path(tmp) / "done.npz"), "--no-progress"]
         completion_s, out = timed(sample)
         steps_per_s = train_rate(config, args.train_steps, Path(tmp))
-    from dit.pipelines.cli import DEFAULT_CFG
+    from dit.pipelines.cli import COMPLETION_CFG
 
     command = f"python sample.py --ckpt {run} --video-in CLIPS.npz --given-frames 0-3 --npz OUT.npz --no-progress"
     log.add(run=run.name, clips=args.clips, completion_s=round(completion_s, 1), completion_command=command,
-            completion_output=out.strip(), cfg_default=DEFAULT_CFG, train_steps_timed=args.train_steps,
+            completion_output=out.strip(), cfg_default=COMPLETION_CFG, train_steps_timed=args.train_steps,
             train_steps_per_s=steps_per_s, train_batch=config["global_batch_size"], max_steps=config["max_steps"],
             train_minutes=round(config["max_steps"] / steps_per_s / 60, 1),
             threads=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))

@@ -29,6 +29,10 @@ class DiTSection:
     norm: str = "layernorm"  # layernorm (DiT) or rmsnorm, for every norm of the blocks and final layer
     pos: str = "sincos"  # sincos (DiT's added table), rope2d (rotary on q, k) or sincos+rope2d (LightningDiT)
     qk_norm: bool = False  # per-head RMSNorm of q and k (LightningDiT)
+    # A checkpoint, export or run whose weights start the network (dit/training/setup.py init_weights): a DiT
+    # copies every tensor it has of the same shape (a span embedding a flow DiT lacks starts fresh: MeanFlow,
+    # shortcut or reflow from a flow run); a video DiT its spatial blocks from an image DiT (Latte).
+    init_from: str = ""
 
 
 BLOCK_DEFAULTS = {k: getattr(DiTSection, k) for k in ("mlp", "norm", "pos", "qk_norm")}  # the public DiT's

@@ -40,7 +40,6 @@ class VideoSection(DiTSection):
     # nothing given, the rest VDT's; none: nothing given
     video_masks: str = "vdt"
     given_loss_weight: float = 1.0  # per-task weight: a clip's loss with frames given, against one with none given
-    init_from: str = ""  # an image DiT checkpoint or export whose weights start the spatial blocks (Latte)
 
     def __post_init__(self):
         if self.frames < 1 or self.frame_stride < 1:

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from dit.errors import UserError
+from dit.io.atomic import write_json
 from dit.io.images import save_png
 from dit.io.shards import sample_to_npz
 from dit.io.video import write_gif, write_grid
@@ -101,4 +102,13 @@ def sample_npz(pipe: Pipeline, spec: SamplingSpec, out: str | Path, batch_size: 
     if shape is not None:  # the main process
         report(stats, spec)
         layout = "uint8 NFHWC clips" if len(shape) == 5 else "uint8 NHWC"
-        print(f"wrote {out}: {shape[0]} samples of {'x'.join(map(str, shape[1:-1]))}, {layout} under arr_0")
+        # What decided the samples, the network evaluations per sample (NFE) among it, beside the array.
+        nfe = pipe.count_nfe(spec, state.device)
+        write_json(record_path(out), pipe.provenance(spec, shape[0]) | {"nfe": nfe})
+        print(f"wrote {out}: {shape[0]} samples of {'x'.join(map(str, shape[1:-1]))}, {layout} under arr_0 "
+              f"({nfe} network evaluations each; settings in {record_path(out).name})")
+
+
+def record_path(npz: str | Path) -> Path:
+    """The JSON record beside an .npz of samples: OUT.npz -> OUT.npz.json."""
+    return Path(npz).with_name(Path(npz).name + ".json")

@@ -13,6 +13,7 @@
     jvp.py           forward-mode JVPs through a network, on an attention path that has a forward-mode rule
     meanflow.py      MeanFlow (average velocity from the MeanFlow identity, guidance folded in): "meanflow"
     shortcut.py      shortcut models (step size conditioning, self-consistency): "shortcut"
+    reflow.py        reflow (rectified flow's distillation: a teacher flow's coupled pairs): "reflow"
     vq_schedule.py   VQ-Diffusion's mask-and-replace schedule, token ids ([MASK] = K) and time, the posterior
     vq_diffusion.py  discrete diffusion over VQ token ids (VQ-Diffusion): the "vq-diffusion" process
 
@@ -24,6 +25,7 @@ from dit.processes.flow import FlowMatching
 from dit.processes.gaussian import GaussianDiffusion
 from dit.processes.catalog import DEFAULT_PROCESS, PROCESSES, get_process, process_from_meta, register_process
 from dit.processes.meanflow import MeanFlow
+from dit.processes.reflow import Reflow
 from dit.processes.shortcut import Shortcut
 from dit.processes.vq_diffusion import VQDiffusion
 
@@ -32,7 +34,8 @@ register_process(FlowMatching)
 register_process(VQDiffusion)
 register_process(MeanFlow)
 register_process(Shortcut)
+register_process(Reflow)
 
-__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "MeanFlow", "PROCESSES", "Process", "Shortcut",
+__all__ = ["DEFAULT_PROCESS", "FlowMatching", "GaussianDiffusion", "MeanFlow", "PROCESSES", "Process", "Reflow", "Shortcut",
            "VQDiffusion", "get_process",
            "process_from_meta", "register_process"]

@@ -38,5 +38,7 @@ for _key in ("meanflow", "shortcut"):  # few-step jumps; at span 0 they are flow
     register_sampler(_key, "euler", flow.euler)
     register_sampler(_key, "heun", flow.heun)
     register_sampler(_key, "dopri5", flow.dopri5)
+for _name in ("euler", "heun", "dopri5", "sde"):  # a reflow student is a flow
+    register_sampler("reflow", _name, getattr(flow, _name))
 
 __all__ = ["check_sampler", "default_sampler", "get_sampler", "register_sampler", "run_sampler", "sampler_names"]

@@ -28,7 +28,7 @@ from dit.training.data import build_data
 from dit.training.monitor import Monitor
 from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
-from dit.training.setup import (NO_INIT, check_results_dir, find_resume, init_from_image, make_accelerator,
+from dit.training.setup import (NO_INIT, check_results_dir, find_resume, init_weights, make_accelerator,
                                 resolve_init, start_run)
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
@@ -66,9 +66,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
         if asked:  # declared capabilities (dit/networks/base.py): refused in one line, before anything is written
             require(network, capability, flag)
     if config.init_from and resume_from is None:  # a resumed run has its own weights
-        copied, note = init_from_image(network, config.init_from)
-        accelerator.print(f"--init-from {config.init_from}: {copied} image DiT tensors copied into the spatial "
-                          f"blocks, {note}")
+        accelerator.print(f"--init-from {config.init_from}: {init_weights(network, config.arch, config.init_from)}")
     if config.grad_checkpointing:
         network.set_grad_checkpointing(True)
     # Fused AdamW: one kernel for the whole update, and it can skip a bad step on the device (dit/training/guard.py).

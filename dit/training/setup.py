@@ -37,10 +37,11 @@ def make_accelerator(config: TrainConfig, cpu: bool):
 NO_INIT = "none"  # --init-from none: start from scratch even where the preset names an image model
 
 
-def resolve_init(spec: str, results_dir: str) -> str:
-    """--init-from as a path to read: "" (none, or NO_INIT), a model-zoo name or an existing path as given,
-    else the run of that name in --results-dir (the video-cpu preset's `cpu-demo-flow-ln`). Checked before
-    anything is read or written; a missing run names the train.py command whose default run it is."""
+def resolve_init(spec: str, results_dir: str, flag: str = "--init-from") -> str:
+    """--init-from (or reflow's --teacher, `flag`) as a path to read: "" (none, or NO_INIT), a model-zoo name
+    or an existing path as given, else the run of that name in --results-dir (the video-cpu preset's
+    `cpu-demo-flow-ln`). Checked before anything is read or written; a missing run names the train.py
+    command whose default run it is."""
     from dit.io import zoo
 
     if spec in ("", NO_INIT):
@@ -51,9 +52,10 @@ def resolve_init(spec: str, results_dir: str) -> str:
     if here.exists():
         return str(here)
     make = run_command(spec)
-    raise UserError(f"--init-from {spec}: no checkpoint, run directory or model-zoo name of that name, nor {here}; "
-                    + (f"train it first ({make} --results-dir {results_dir}), " if make else "")
-                    + f"or pass --init-from {NO_INIT} to start from scratch")
+    raise UserError(f"{flag} {spec}: no checkpoint, run directory or model-zoo name of that name, nor {here}; "
+                    + (f"train it first ({make} --results-dir {results_dir})" if make else "")
+                    + (f"{', ' if make else ''}or pass --init-from {NO_INIT} to start from scratch" if flag == "--init-from"
+                       else ""))
 
 
 def run_command(run_name: str) -> str | None:
@@ -65,6 +67,36 @@ def run_command(run_name: str) -> str | None:
             if run_name == (preset if recipe is None else f"{preset}-{recipe}"):
                 return f"python train.py {preset}" + (f" --recipe {recipe}" if recipe else "")
     return None
+
+
+def init_weights(network, arch: str, spec: str) -> str:
+    """--init-from: start `network` (of registry key `arch`) from the weights of `spec` (checkpoint, export or
+    run directory); returns what was copied, in words. A network with ImageInit (the video DiT) takes an image
+    DiT's spatial weights (`init_from_image`); any other copies every tensor of a checkpoint of its own
+    architecture, and its tensors the checkpoint lacks keep their init (a few-step DiT's span embedding,
+    started from a flow DiT). A checkpoint of another architecture, or one with tensors of other shapes or
+    tensors this network lacks, is a UserError naming the first difference."""
+    if supports(network, ImageInit):
+        copied, note = init_from_image(network, spec)
+        return f"{copied} image DiT tensors copied into the spatial blocks, {note}"
+    import torch
+
+    from dit.io.checkpoint import load_weights
+
+    ckpt = load_weights(spec)
+    if ckpt.arch != arch:
+        raise UserError(f"--init-from {spec} holds a {ckpt.arch!r} network; this run trains a {arch!r} one")
+    own = network.state_dict()
+    for k, v in ckpt.state_dict.items():
+        if k not in own or own[k].shape != v.shape:
+            found = "not in this network" if k not in own else f"{tuple(v.shape)} there, {tuple(own[k].shape)} here"
+            raise UserError(f"--init-from {spec} does not fit this network: {k} is {found}; pass a checkpoint of the "
+                            "same --model, width, depth, channels and classes")
+    fresh = sorted({k.split(".")[0] for k in own if k not in ckpt.state_dict})
+    with torch.no_grad():
+        for k, v in ckpt.state_dict.items():
+            own[k].copy_(v)
+    return f"{len(ckpt.state_dict)} tensors copied" + (f", {', '.join(fresh)} kept fresh" if fresh else "")
 
 
 def init_from_image(network, spec: str) -> tuple[int, str]:
