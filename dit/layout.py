@@ -29,6 +29,9 @@ GIVEN, CLEAN = "given", "clean"
 # cond key of joint image-video training (Latte+IMG): per sample, how many frames after the full-length
 # clip are independent images (they pass a video network's spatial blocks only).
 IMAGES = "images"
+# cond key of the few-step processes' second time (B,): the span h of the average velocity u(x_t, t, h)
+# (MeanFlow's t - r, a shortcut model's step d; dit/processes/spans.py), in network-time units.
+SPAN = "span"
 
 
 def channel_dim(x: torch.Tensor) -> int:

@@ -1,12 +1,10 @@
-"""The contracts of dit/networks/base.py and dit/processes/base.py hold for every registered entry,
-the toy plugin's (tests/plugins/toy_family.py) included.
-
-Architectures: each declares a role and its capabilities truthfully: a declared capability exists
-and works on a tiny instance, an undeclared one is absent (nothing is left for a probe to find) and
-a run that asks for it is refused in one line (exit 2) before anything is written.
-Processes: each declares its members, and its marginal coefficients match its own forward process
-(the x_t its loss feeds the network) and the published formulas (DDPM eq. 4; SiT's paths, data at
-t = 1; the toy's rectified flow, data at t = 0), so inversion and the flow samplers run on it.
+"""The contracts of dit/networks/base.py and dit/processes/base.py hold for every registered entry, the toy plugin's
+(tests/plugins/toy_family.py) included.
+Architectures: each declares a role and its capabilities truthfully: a declared capability exists and works on a tiny
+instance, an undeclared one is absent (nothing is left for a probe to find) and a run that asks for it is refused in
+one line (exit 2) before anything is written. Processes: each declares its members, and its marginal coefficients
+match its own forward process (the x_t its loss feeds the network) and the published formulas (DDPM eq. 4; SiT's
+paths, data at t = 1; the toy's rectified flow, data at t = 0), so inversion and the flow samplers run on it.
 """
 
 import math
@@ -147,7 +145,6 @@ def test_capabilities_are_declared_truthfully(key, monkeypatch):
 def test_analytic_cost_modules_keep_their_shape_and_count_themselves():
     from dit.analysis.flops import forward_cost, s4d_macs
     from dit.networks.s4d import S4D
-
     layer = S4D(4, state_size=4)
     assert supports(layer, AnalyticCost)
     u = torch.randn(2, 16, 4)
@@ -198,7 +195,6 @@ def test_the_scripts_choose_by_role_not_by_key(monkeypatch):
 
 
 # --- processes ----------------------------------------------------------------------------------------
-
 def _ddpm_alphabar(name: str, T: int) -> np.ndarray:
     """DDPM's linear betas (1e-4..0.02 over 1000 steps) and Improved DDPM's cosine (eq. 17), in numpy."""
     if name == "linear":
@@ -232,12 +228,10 @@ PROCESS_CASES = {
                  lambda p, x0, eps, t: eps),
     "flow": ([FlowMatching(), FlowMatching("gvp"), FlowMatching("vp")], lambda p, t: _sit(p.path, t), _flow_target),
     "toy-flow": ([ToyFlow()], lambda p, t: (1 - t, t), lambda p, x0, eps, t: eps - x0),
-    # A network of constant output has du/dt = 0 and is its own consistency target: the loss's target is v.
-    # (Shortcut's mixed batches, targets on a subset, are tests/test_few_step.py's.)
+    # Constant-output networks: du/dt = 0, their own consistency targets (mixed batches: test_few_step.py).
     "meanflow": ([MeanFlow(), MeanFlow("logit-normal", 0.4, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
     "shortcut": ([Shortcut(share=0.0), Shortcut(base_steps=8, share=1.0)], lambda p, t: _sit("linear", t), _flow_target),
-    # (Reflow's loss reads a teacher; its flow-matching half is the flow's, its pairs tests/test_few_step.py's.)
-    "reflow": ([Reflow()], lambda p, t: _sit("linear", t), None),
+    "reflow": ([Reflow()], lambda p, t: _sit("linear", t), None),  # its loss reads a teacher: test_few_step.py
     "vq-diffusion": ([VQDiffusion(K, 10)], None, None),
 }
 
@@ -267,8 +261,7 @@ def test_process_declares_its_members(key, i):
     if p.discrete_time:
         assert all(isinstance(v, int) for v in p.time_range)
     steps = p.default_sampling_steps
-    # DiT's 250 unless measured (flow: Euler-50); the few-step processes: one jump
-    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50, "meanflow": 1, "shortcut": 1, "reflow": 1}
+    expected = {"vq-diffusion": getattr(p, "T", None), "flow": 50, "meanflow": 1, "shortcut": 1, "reflow": 1}  # else DiT's
     assert type(steps) is int and steps == expected.get(key, DEFAULT_SAMPLING_STEPS)
     # time direction: the process's own noise level rises from the data end to the noise end
     if type(p).noise_level is not Process.noise_level:

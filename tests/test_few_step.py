@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from dit.errors import UserError
-from dit.networks.conditioning import SPAN
+from dit.layout import SPAN
 from dit.networks.dit import DiT
 from dit.processes import FlowMatching, MeanFlow, Shortcut, jvp as fwd, process_from_meta
 from dit.sampling import check_sampler, run_sampler
@@ -247,31 +247,40 @@ def test_shortcut_loss_mixes_flow_and_consistency_samples_per_sample():
     torch.testing.assert_close(process.loss(net, batch)["loss"], torch.stack(want).detach(), atol=1e-5, rtol=1e-5)
 
 
-def test_reflow_couples_noise_with_the_teachers_ode_solution():
+def test_reflow_couples_noise_with_the_teachers_ode_solution(monkeypatch):
     """A teacher fixed to the exact Gaussian velocity carries noise z to MU + S z (the exact transport map),
     so reflow's pairs are straight lines; with guidance, towards the label (the null label where dropped),
-    as an Euler loop written here over the guided velocity."""
+    as an Euler loop written here over the guided velocity. The teacher is attached as training attaches it
+    (dit/training/companion.py), its checkpoint read replaced by this one."""
+    from types import SimpleNamespace
+
+    import dit.io.checkpoint as checkpoint
     from dit.processes import Reflow
+    from dit.training.companion import attach_companion
 
     class Teacher(torch.nn.Module):
-        num_classes = 3
+        num_classes, input_shape = 3, (1, 2, 2)
 
         def forward(self, x, t, cond):  # the exact velocity at the null label (3), shifted for the others
-            return velocity(x, t.view(-1, 1, 1, 1).to(x.dtype)) + 0.05 * (3 - cond["y"]).view(-1, 1, 1, 1)
+            return velocity(x.double(), t.view(-1, 1, 1, 1).double()) + 0.05 * (3 - cond["y"]).view(-1, 1, 1, 1)
 
-    process = Reflow(teacher="unused", teacher_steps=400, teacher_cfg=1.0)
-    process._teacher = (Teacher(), FlowMatching())
-    z = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    monkeypatch.setattr(checkpoint, "load_model", lambda spec: (Teacher(), SimpleNamespace(meta={"process": "flow"})))
+    monkeypatch.setattr(checkpoint, "weights_files", lambda spec: [])
+    z = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(5))
+    process = Reflow(teacher="t", teacher_steps=400)
+    assert "euler-400, cfg 1" in attach_companion(process, SimpleNamespace(teacher="t"), "cpu", (1, 2, 2))
     dropped = {"y": torch.tensor([0, 1, 2, 1, 0]), "drop": torch.ones(5, dtype=torch.long)}
-    torch.testing.assert_close(process.teacher_sample(z, dropped).double(), MU + S * z, atol=5e-3, rtol=0)
-    guided = Reflow(teacher="unused", teacher_steps=20, teacher_cfg=2.0)
-    guided._teacher = process._teacher
+    torch.testing.assert_close(process._sample(z, dropped).double(), MU + S * z.double(), atol=5e-3, rtol=0)
+    guided = Reflow(teacher="t", teacher_steps=20, teacher_cfg=2.0)
+    attach_companion(guided, SimpleNamespace(teacher="t"), "cpu", (1, 2, 2))
     cond = {"y": torch.tensor([0, 1, 2, 1, 0]), "drop": torch.tensor([0, 0, 0, 1, 1])}
     y = torch.where(cond["drop"] == 1, 3, cond["y"])
-    x = z.clone()
+    x = z.double()
     for k in range(20):
         t = torch.full((5,), k / 20, dtype=torch.float64)
         v_y, v_null = Teacher()(x, t, {"y": y}), Teacher()(x, t, {"y": torch.full((5,), 3)})
         x = x + (v_null + 2.0 * (v_y - v_null)) / 20
-    torch.testing.assert_close(guided.teacher_sample(z, cond).double(), x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(guided._sample(z, cond).double(), x, atol=1e-4, rtol=1e-4)
     assert guided.guidance_refusal and process.guidance_refusal is None
+    with pytest.raises(UserError, match="pass a model of the same data"):
+        attach_companion(Reflow(teacher="t"), SimpleNamespace(teacher="t"), "cpu", (3, 2, 2))

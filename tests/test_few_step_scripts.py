@@ -66,3 +66,33 @@ def test_a_network_without_a_span_is_refused(tmp_path):
     res = subprocess.run([sys.executable, "train.py", "--arch", "diffussm", "--process", "meanflow", "--results-dir",
                           str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert res.returncode == 2 and "use --arch dit" in res.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow("trains four recipes through train.py and scores 19 sampler settings with the shapes judge")
+def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    """benchmarks/few_step/few_step.py --quality-only over given per-step costs: every recipe trains through
+    train.py (reflow from flow-ln's run of the same seed), every sampler setting is scored once, and the
+    tables and plot come out; a second run finds everything done."""
+    from dit.eval.records import ResultsLog
+
+    out = tmp_path / "fs"
+    log = ResultsLog(out / "results.jsonl")
+    for recipe, step_s in (("flow-ln", 0.07), ("meanflow", 0.14), ("shortcut", 0.1), ("reflow", 0.35)):
+        log.add(kind="timing", recipe=recipe, step_s=step_s, intervals=1, threads=1)
+    cmd = [sys.executable, "benchmarks/few_step/few_step.py", "--out", str(out), "--quality-only", "--seeds", "0",
+           "--base-steps", "10", "--num-samples", "10", "--within-draws", "2", "--classifier-steps", "20"]
+    res = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    quality = [r for r in rows if r["kind"] == "quality"]
+    assert len(quality) == 4 + 3 * 2 + 3 * 2 + 3  # flow-ln 4 samplers; meanflow, shortcut 3 x 2 budgets; reflow 3
+    steps = {(r["recipe"], r["budget"]): r["steps_trained"] for r in quality}
+    assert steps[("flow-ln", 1)] == 10 and steps[("meanflow", 1)] == 5 and steps[("meanflow", 2)] == 10
+    assert steps[("reflow", 1)] == 2
+    nfe = {(r["recipe"], r["sampler_steps"]): (r["nfe"], r["passes"]) for r in quality}
+    assert nfe[("meanflow", 1)] == (1, 1) and nfe[("shortcut", 2)] == (2, 4) and nfe[("flow-ln", 50)] == (50, 100)
+    config = json.loads((out / "runs" / "reflow-b1-seed0" / "config.json").read_text())
+    assert config["teacher"].endswith("flow-ln-b1-seed0") and config["init_from"] == config["teacher"]
+    assert "acceptance:" in res.stdout and (out / "few_step.png").is_file()
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and len((out / "results.jsonl").read_text().splitlines()) == len(rows)

@@ -110,8 +110,8 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples_with
 
     def check_moved(what, moved):
         # Measured (x86 CPU, OMP_NUM_THREADS=1, torch 2.x), |difference| of the generated floats, mean / max:
-        # other given frames 0.74 / 5.7; labels 0 instead of 1-3: 2.6 / 14.5 (15.3 in the box); --cfg-scale 1
-        # instead of the default 4: 2.1 / 9.8; other pixels around the box: 7.5 / 103. A pipeline that drops what
+        # other given frames 0.74 / 5.7; labels 0 instead of 1-3: 2.6 / 14.5 (15.3 in the box); --cfg-scale 4
+        # instead of 1 (then the default 4, since completion's 1): 2.1 / 9.8; other pixels around the box: 7.5 / 103. A pipeline that drops what
         # the model is given (pixels, label, scale) moves them by exactly 0: the bounds are 5x below what was seen.
         assert moved.mean() > 0.1 and moved.amax() > 1.0, (what, float(moved.mean()), float(moved.amax()))
 
@@ -124,8 +124,8 @@ def test_video_training_resumes_exactly_two_processes_match_one_and_samples_with
     swapped[:, [0, 3]] = other[:, [0, 3]]
     check_moved("given frames", (complete(swapped, np.array([1, 2, 3]), *given)[1] - floats)[:, 1:3].abs())
     check_moved("labels", (complete(clips, np.array([0, 0, 0]), *given)[1] - floats)[:, 1:3].abs())
-    unguided = complete(clips, np.array([1, 2, 3]), *given, "--cfg-scale", "1")[1]
-    check_moved("cfg scale", (unguided - floats)[:, 1:3].abs())
+    guided = complete(clips, np.array([1, 2, 3]), *given, "--cfg-scale", "4")[1]  # completion's default: 1
+    check_moved("cfg scale", (guided - floats)[:, 1:3].abs())
     (got, _), _ = complete(clips[:, :3], np.array([1, 2, 3]), "--given-frames", "0")  # 3 of the model's 4 frames
     assert got.shape == (3, 3, 16, 16, 3) and np.array_equal(got[:, 0], clips[:, 0])
     write_clip_npz(tmp_path / "in5.npz", np.concatenate([clips, clips[:, :1]], 1))  # more than it has

@@ -12,17 +12,21 @@ schedule to 0 at the run's last step, EMA 0.999), trained by the real train.py w
     meanflow  MeanFlow (dit/processes/meanflow.py): 25% of samples spanning, adaptive weight p = 1,
               logit-normal(+0.4, 1) in our time, guidance w = 3 folded into training (--meanflow-cfg 3)
     shortcut  shortcut models (dit/processes/shortcut.py): M = 128, a quarter self-consistent
+    reflow    distillation (dit/processes/reflow.py): the same seed's flow-ln run as teacher and init, its
+              pairs from Euler-8 at cfg 3 (folded into the student), for flow-ln's wall-clock once more
 
 Budgets. Each recipe's cost per step is timed first, alone (rounds of train.py runs of `--timing-steps`
 steps in turn, the median of the logged 50-step rates after the warm-up), and the few-step recipes
 then train for as many steps as flow-ln's 5,000 take (budget 1) and twice that (budget 2), each run
-with its own cosine schedule ending at its last step.
+with its own cosine schedule ending at its last step. Reflow's budget is spent after its teacher's:
+its wall-clock is the teacher's plus one more budget.
 
 Scoring (as time to quality): 300 samples (balanced labels, seeds 0..299) of the EMA weights, scored by
 the shapes judge (class accuracy; Fréchet distance in the judge's features), with
 - flow-ln: Euler at 1, 2, 4 and 50 steps, cfg 3 (two passes a step);
 - meanflow: the few-step sampler at 1, 2 and 4 steps, cfg 1 (its guidance is in the weights: one pass);
-- shortcut: the few-step sampler at 1, 2, 4 steps, cfg 3 (two passes a step, as its paper samples).
+- shortcut: the few-step sampler at 1, 2, 4 steps, cfg 3 (two passes a step, as its paper samples);
+- reflow: Euler at 1, 2 and 4 steps, cfg 1 (its teacher's guidance is in the weights).
 NFE counts a guided pair once (dit/pipelines/pipeline.py); `passes` counts network passes. Intervals:
 the two-stage bootstrap over seeds and samples of benchmarks/time_to_quality/tables.py. Sampling time
 per image: the seed-0 models, 300 images each, alone. Every finished unit is a line of results.jsonl:
@@ -52,6 +56,7 @@ RECIPES = {
     "flow-ln": ["--recipe", "flow-ln"],
     "meanflow": ["--recipe", "meanflow", "--meanflow-cfg", "3"],
     "shortcut": ["--recipe", "shortcut"],
+    "reflow": ["--process", "reflow", "--teacher-steps", "8", "--teacher-cfg", "3"],  # + --teacher, --init-from
 }
 BASE_RECIPE, BASE_STEPS = "flow-ln", 5000  # the budget: flow-ln's steps of the time-to-quality benchmark
 # (sampler, steps, cfg) per recipe: flow-ln's Euler-50 is the reference, Euler at few steps its few-step baseline.
@@ -59,17 +64,21 @@ SAMPLING = {
     "flow-ln": [("euler", 50, 3.0), ("euler", 1, 3.0), ("euler", 2, 3.0), ("euler", 4, 3.0)],
     "meanflow": [("few-step", 1, 1.0), ("few-step", 2, 1.0), ("few-step", 4, 1.0)],
     "shortcut": [("few-step", 1, 3.0), ("few-step", 2, 3.0), ("few-step", 4, 3.0)],
+    "reflow": [("euler", 1, 1.0), ("euler", 2, 1.0), ("euler", 4, 1.0)],
 }
-BUDGETS = {"flow-ln": [1], "meanflow": [1, 2], "shortcut": [1, 2]}
+BUDGETS = {"flow-ln": [1], "meanflow": [1, 2], "shortcut": [1, 2], "reflow": [1]}
 TRAIN = ["cpu-demo", "--keep-last", "1", "--log-every", "100", "--no-progress", "--ckpt-every", "1000"]
 
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/few_step")
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                   help="flow-ln trains first: it is the budget and reflow's teacher")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--base-steps", type=int, default=BASE_STEPS, help="flow-ln's training steps (budget 1)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[1, 2], choices=[1, 2],
+                   help="which budgets to train (flow-ln and reflow have budget 1 only)")
     p.add_argument("--num-samples", type=int, default=300)
     p.add_argument("--timing-steps", type=int, default=400, help="steps of each timing run")
     p.add_argument("--timing-rounds", type=int, default=2)
@@ -80,6 +89,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.num_samples < 10 or args.base_steps < 4 or args.timing_steps < 150 or args.within_draws < 2:
         raise UserError("--num-samples >= 10, --base-steps >= 4, --timing-steps >= 150 and --within-draws >= 2, please")
+    args.recipes = sorted(set(args.recipes) | {BASE_RECIPE} if "reflow" in args.recipes else set(args.recipes),
+                          key=list(RECIPES).index)  # reflow distils flow-ln's run of the same seed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = ResultsLog(out / "results.jsonl")
@@ -91,7 +102,7 @@ def main(argv=None):
         scorer = ttq.make_scorer(out, args.classifier_steps)
         for seed in args.seeds:  # seeds outermost: a partial benchmark already compares every recipe
             for recipe in args.recipes:
-                for budget in BUDGETS[recipe]:
+                for budget in [b for b in BUDGETS[recipe] if b in args.budgets]:
                     run = train(recipe, seed, budget, steps[recipe][budget], out)
                     score(log, scorer, ttq, run, recipe, seed, budget, steps[recipe][budget], args, out)
         if not args.quality_only:
@@ -123,9 +134,9 @@ def timed_rates(recipe: str, out: Path, steps: int, ttq) -> list[float]:
     run = out / "runs" / f"timing-{recipe}"
     if run.exists():
         shutil.rmtree(run)
-    cmd = [sys.executable, str(ROOT / "train.py"), *TRAIN, *RECIPES[recipe], "--max-steps", str(steps),
-           "--ckpt-every", str(10 * steps), "--log-every", str(ttq.TIMING_INTERVAL), "--results-dir", str(out / "runs"),
-           "--run-name", run.name]
+    cmd = [sys.executable, str(ROOT / "train.py"), *TRAIN, *RECIPES[recipe], *teacher(recipe, out / "runs" / "timing-flow-ln"),
+           "--max-steps", str(steps), "--ckpt-every", str(10 * steps), "--log-every", str(ttq.TIMING_INTERVAL),
+           "--results-dir", str(out / "runs"), "--run-name", run.name]
     subprocess.run(cmd, check=True, cwd=ROOT)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["steps_per_s"] for r in rows if r["step"] % ttq.TIMING_INTERVAL == 0 and r["step"] > 100]
@@ -146,10 +157,16 @@ def budget_steps(log: ResultsLog, args) -> dict[str, dict[int, int]]:
 def train(recipe: str, seed: int, budget: int, steps: int, out: Path) -> Path:
     """Train (or resume, or find finished) one run through the real train.py."""
     name = f"{recipe}-b{budget}-seed{seed}"
-    cmd = [sys.executable, str(ROOT / "train.py"), *TRAIN, *RECIPES[recipe], "--seed", str(seed), "--max-steps",
-           str(steps), "--results-dir", str(out / "runs"), "--run-name", name]
+    cmd = [sys.executable, str(ROOT / "train.py"), *TRAIN, *RECIPES[recipe], *teacher(recipe, out / "runs" /
+           f"{BASE_RECIPE}-b1-seed{seed}"), "--seed", str(seed), "--max-steps", str(steps), "--results-dir",
+           str(out / "runs"), "--run-name", name]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out / "runs" / name
+
+
+def teacher(recipe: str, run: Path) -> list[str]:
+    """Reflow's teacher and init: a flow-ln run (timing: the flow-ln timing run; quality: the same seed's)."""
+    return ["--teacher", str(run), "--init-from", str(run)] if recipe == "reflow" else []
 
 
 def score(log: ResultsLog, scorer, ttq, run: Path, recipe: str, seed: int, budget: int, steps: int, args, out: Path):

@@ -21,7 +21,7 @@ from dit.eval.tables import benchmark_module, markdown_table, new_figure, save_f
 RESAMPLES = 2000
 REFERENCE = ("flow-ln", 1, "euler", 50)  # (recipe, budget, sampler, steps): the target's Euler-50
 LABELS = {"flow-ln": "flow-ln (rectified flow, logit-normal t)", "meanflow": "MeanFlow (w = 3 folded in)",
-          "shortcut": "shortcut model"}
+          "shortcut": "shortcut model", "reflow": "reflow of flow-ln (Euler-8, cfg 3 pairs)"}
 
 
 def cells(rows: list[dict]) -> dict:

@@ -4,7 +4,7 @@
     "y"     (B,) long   class labels; the null class (below) means "no class"
     "drop"  (B,) long   optional, 1 where training replaces the label by the null class
                         (label dropout for classifier-free guidance, drawn per sample by the data stream)
-    "span"  (B,) float  optional, the second time of a few-step process (SPAN below): the length of
+    "span"  (B,) float  optional, the second time of a few-step process (dit/layout.py SPAN): the length of
                         the interval the network's output spans, in network-time units (0 or absent:
                         the instantaneous velocity); read by networks built with span_embed
 Systems add their own keys (a mask, a frame flag); a network ignores keys it does not know.
@@ -22,7 +22,6 @@ from collections.abc import Mapping
 import torch
 
 IMAGENET_CLASSES = 1000  # the paper's (and the public checkpoints') number of classes
-SPAN = "span"  # cond key of the second time (MeanFlow's t - r, a shortcut model's step d): dit/processes/spans.py
 
 
 def null_class(num_classes: int) -> int:

@@ -16,7 +16,8 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from dit.networks.blocks import DiTBlock, FinalLayer, PlainFinalLayer, ViTBlock
-from dit.networks.conditioning import IMAGENET_CLASSES, SPAN, as_cond
+from dit.layout import SPAN
+from dit.networks.conditioning import IMAGENET_CLASSES, as_cond
 from dit.networks import dit_config
 from dit.networks.base import CompileBlocks, GradCheckpointing, PatchAttention
 from dit.networks.dit_config import MODEL_NAMES, PRESETS, ModelConfig

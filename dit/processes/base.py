@@ -27,6 +27,8 @@ or probes an attribute:
   time, x0 = (x_t - sigma eps) / alpha, then x = alpha' x0 + sigma' eps at the next: DDIM with
   eta 0); `marginal_rates(t)` their time derivatives (continuous time); a process that has no such
   form says why in `inversion_refusal` and refuses in one line;
+- `reads_span`: its network takes a second time, the span (cond[SPAN]: the few-step processes), and
+  `guidance_refusal`: why sampling must not add classifier-free guidance (training folded it in);
 - `section`: the training flags only it reads (a frozen dataclass beside it), `cpu_defaults`: what
   the CPU demo preset lacks for it to train (dit/training/config.py), and `preview_sampler`: the
   sampler of training previews.
@@ -145,6 +147,20 @@ class Process(Objective):
     def network_time(self, t: torch.Tensor) -> torch.Tensor:
         """The time value the network is fed for process time t (identity unless the process says)."""
         return t
+
+    # --- a trained model the process reads while it trains (reflow's teacher): optional ---
+
+    # The training field that names it (None: none). Training resolves and loads it (dit/training/companion.py)
+    # and hands the process a function (noise, cond) -> its samples from that noise (`attach`).
+    companion_field: ClassVar[str | None] = None
+
+    def companion_sampling(self) -> tuple[str, int, float]:
+        """(sampler, steps, guidance scale) the companion model is sampled with."""
+        raise UserError(f"the {self.key} process reads no other model while it trains")
+
+    def attach(self, sample: Callable, identity: str) -> None:
+        """The companion's sampling function (noise, cond) -> samples and its identity (its weights' sha256)."""
+        raise UserError(f"the {self.key} process reads no other model while it trains")
 
     @property
     def guidance_refusal(self) -> str | None:

@@ -57,4 +57,6 @@ def jvp(fn, primals: tuple, tangents: tuple) -> tuple[torch.Tensor, torch.Tensor
 def bare(network):
     """The module a data-parallel wrapper holds (DDP's .module), whose forward the JVP runs: the gradient
     pass goes through the wrapper so that its all-reduce happens; the JVP is a target, taken without one."""
-    return getattr(network, "module", network)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return network.module if isinstance(network, DistributedDataParallel) else network

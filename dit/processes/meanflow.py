@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from dit.errors import UserError
-from dit.networks.conditioning import SPAN
+from dit.layout import SPAN
 from dit.processes import jvp as fwd
 from dit.processes.spans import SpanFlow, per_sample
 

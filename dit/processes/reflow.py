@@ -17,8 +17,9 @@ same network); and its only extra setting is the teacher's NFE. Consistency dist
 
 The teacher's passes are the cost: `teacher_steps` forwards (x2 with guidance) per sample and step,
 without gradient. A teacher sampled with guidance folds it into the student, whose sampling then refuses
-more (`guidance_refusal`), as MeanFlow's does. The teacher is read on the first training step, so
-sampling a reflow checkpoint needs no teacher; its path and sha256 are recorded in the checkpoint.
+more (`guidance_refusal`), as MeanFlow's does. Training loads the teacher (the process's companion,
+dit/training/companion.py: the process knows no files and no samplers) and records its path and sha256
+in every checkpoint; sampling a reflow checkpoint needs no teacher.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Reflow(FlowMatching):
     key = "reflow"
     section = ReflowSection
     default_sampling_steps = 1  # what a straightened flow is for: one Euler step (benchmarks/few_step/)
+    companion_field = "teacher"  # loaded by training (dit/training/companion.py), which calls `attach`
 
     def __init__(self, teacher: str = "", teacher_steps: int = 16, teacher_cfg: float = 1.0, time_scale: float = 1.0,
                  teacher_sha256: str = ""):
@@ -55,21 +57,16 @@ class Reflow(FlowMatching):
             raise UserError(f"--teacher-cfg must be >= 1 (1: none), got {teacher_cfg}")
         self.teacher, self.teacher_steps, self.teacher_cfg = teacher, teacher_steps, float(teacher_cfg)
         self.teacher_sha256 = teacher_sha256
-        self._teacher = None  # (network, process), read on the first step
+        self._sample = None  # the teacher's sampling function, attached by training
 
     @classmethod
     def from_run(cls, run) -> "Reflow":
-        from dit.training.setup import resolve_init
-
         if not run.teacher:
             raise UserError("--process reflow distils a trained flow: pass --teacher RUN (a flow run, export or "
                             "checkpoint), e.g. --teacher cpu-demo-flow-ln (and --init-from the same run)")
-        return cls(resolve_init(run.teacher, run.results_dir, "--teacher"), run.teacher_steps, run.teacher_cfg,
-                   run.flow_time_scale)
+        return cls(run.teacher, run.teacher_steps, run.teacher_cfg, run.flow_time_scale)
 
     def to_meta(self) -> dict:
-        if self.teacher and not self.teacher_sha256:  # hashed once, at the first checkpoint
-            self.teacher_sha256 = _sha256(self.teacher)
         return {"teacher": self.teacher, "teacher_sha256": self.teacher_sha256, "teacher_steps": self.teacher_steps,
                 "teacher_cfg": self.teacher_cfg, "time_scale": self.time_scale}
 
@@ -88,48 +85,18 @@ class Reflow(FlowMatching):
         return (f"this reflow model learned its teacher's guided paths (scale {self.teacher_cfg:g}): sample it with "
                 "--cfg-scale 1")
 
+    # --- the teacher (Process: companion) ---
+
+    def companion_sampling(self) -> tuple[str, int, float]:
+        return "euler", self.teacher_steps, self.teacher_cfg
+
+    def attach(self, sample, identity: str) -> None:
+        self._sample, self.teacher_sha256 = sample, identity
+
     def loss(self, network, batch: dict) -> dict:
-        coupled = self.teacher_sample(batch["noise"], batch["cond"])
+        if self._sample is None:
+            raise UserError("the reflow process trains on its teacher's samples: train it with train.py, which "
+                            "loads --teacher")
+        with torch.no_grad():
+            coupled = self._sample(batch["noise"], batch["cond"])
         return super().loss(network, {**batch, "x0": coupled.to(batch["x0"].dtype)})
-
-    @torch.no_grad()
-    def teacher_sample(self, noise: torch.Tensor, cond: dict) -> torch.Tensor:
-        """The teacher's Euler-`teacher_steps` ODE solution from `noise` (its prior sample), guided towards
-        cond's labels (null where cond["drop"] is 1)."""
-        from dit.networks.conditioning import null_class
-        from dit.sampling import run_sampler
-        from dit.sampling.guidance import guided
-
-        net, process = self.teacher_network(noise.device)
-        y = cond["y"]
-        if "drop" in cond:
-            y = torch.where(cond["drop"] == 1, torch.full_like(y, null_class(net.num_classes)), y)
-        labels = {"y": y}
-        uncond = {"y": torch.full_like(y, null_class(net.num_classes))}
-        with torch.autocast(noise.device.type, enabled=False):
-            denoiser = guided(lambda x, t, c: net(x, t, c).float(), labels, uncond, self.teacher_cfg)
-            return run_sampler(denoiser, process, noise.float(), "euler", self.teacher_steps)
-
-    def teacher_network(self, device):
-        if self._teacher is None:
-            from dit.io.checkpoint import load_model
-            from dit.processes.catalog import process_from_meta
-
-            net, ckpt = load_model(self.teacher)
-            process = process_from_meta(ckpt.meta)
-            if process.key != "flow" or process.prediction != "velocity":
-                raise UserError(f"--teacher {self.teacher}: a {process.key} model; reflow distils a flow (--process "
-                                "flow, velocity prediction)")
-            self._teacher = (net.eval().requires_grad_(False), process)
-        net, process = self._teacher
-        return net.to(device), process
-
-
-def _sha256(path: str) -> str:
-    from dit.io.checkpoint import weights_files
-    from dit.io.zoo import sha256_of
-
-    try:
-        return ",".join(sha256_of(f) for f in weights_files(path))
-    except (OSError, UserError):
-        return ""  # recorded where it can be read; a missing teacher is refused when training reads it

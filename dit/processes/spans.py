@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 
 from dit.errors import UserError
-from dit.networks.conditioning import SPAN
+from dit.layout import SPAN
 from dit.processes.base import mean_over_generated
 from dit.processes.flow import FlowMatching
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from dit.errors import UserError
-from dit.networks.conditioning import SPAN
+from dit.layout import SPAN
 from dit.sampling.flow import _progress
 
 

@@ -30,6 +30,7 @@ from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
 from dit.training.setup import (NO_INIT, check_results_dir, find_resume, init_weights, make_accelerator,
                                 resolve_init, start_run)
+from dit.training.companion import attach_companion, resolve_companion
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
 
@@ -50,11 +51,15 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
     if resume_from is None:  # a resumed run has its own weights: its image model may be gone
         config = config.replace(init_from=resolve_init(config.init_from, config.results_dir))
+    config = resolve_companion(config)  # a model the process reads while it trains (reflow's teacher)
     if config.cosine_loss and not config.grad_clip:
         accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "
                           "gradient is ~1/eps and can stall AdamW for thousands of steps; LightningDiT clips at 1")
     data = build_data(config, device)
     process = config.make_process()
+    companion = attach_companion(process, config, device, data.shape)
+    if companion:
+        accelerator.print(companion)
     objective = process if objective_for is None else objective_for(process)
     generates = objective is process
     # Everything above only reads: bad input has touched nothing on disk.
