@@ -1,6 +1,7 @@
 """Few-step generation: MeanFlow and shortcut models against flow-ln's Euler-50, at equal training wall-clock.
 
     python benchmarks/few_step/few_step.py --out benchmarks/few_step                  # everything, ALONE on the machine
+    python benchmarks/few_step/few_step.py --out benchmarks/few_step --timing-only    # per-step costs, alone
     python benchmarks/few_step/few_step.py --out benchmarks/few_step --seeds 0 --quality-only   # side by side with --seeds 1
     python benchmarks/few_step/few_step.py --out benchmarks/few_step --report         # tables and plot again
 
@@ -84,7 +85,9 @@ def main(argv=None):
     p.add_argument("--timing-rounds", type=int, default=2)
     p.add_argument("--within-draws", type=int, default=400, help="per-run resamples kept for the bootstrap")
     p.add_argument("--classifier-steps", type=int, help="the shapes judge's training steps (default: its own)")
-    p.add_argument("--quality-only", action="store_true", help="train and score only (needs the timing rows)")
+    p.add_argument("--quality-only", action="store_true", help="train and score only (needs the timing rows); "
+                   "instances over disjoint --seeds may run side by side")
+    p.add_argument("--timing-only", action="store_true", help="only the per-step costs (alone on the machine)")
     p.add_argument("--report", action="store_true", help="only the tables and plot from results.jsonl")
     args = p.parse_args(argv)
     if args.num_samples < 10 or args.base_steps < 4 or args.timing_steps < 150 or args.within_draws < 2:
@@ -97,6 +100,8 @@ def main(argv=None):
     if not args.report:
         if not args.quality_only:
             time_steps(log, out, args)
+        if args.timing_only:
+            return
         steps = budget_steps(log, args)
         ttq = benchmark_module("time_to_quality", "time_to_quality")
         scorer = ttq.make_scorer(out, args.classifier_steps)
