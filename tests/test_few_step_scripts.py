@@ -62,6 +62,23 @@ def test_shortcut_steps_and_flow_samplers(tmp_path):
     assert res.returncode == 2 and "power of two of steps up to 8" in res.stderr
 
 
+def test_reflow_distils_a_flow_run_resumes_exactly_and_records_its_teacher(tmp_path):
+    teacher = train_run(tmp_path, "--process", "flow", "--max-steps", 2, name="teacher")
+    flags = ["--process", "reflow", "--teacher", "teacher", "--init-from", "teacher", "--teacher-steps", "2",
+             "--teacher-cfg", "2"]
+    full = check_exact_resume(tmp_path, *flags)
+    config = json.loads((full / "config.json").read_text())
+    assert config["teacher"] == config["init_from"] == str(teacher)  # run names resolved in --results-dir
+    from dit.io.checkpoint import load_weights
+    from dit.io.zoo import sha256_of
+
+    recorded = load_weights(str(full / "export.safetensors")).meta["process_config"]
+    assert recorded["teacher_sha256"] == sha256_of(teacher / "export.safetensors") and recorded["teacher_steps"] == 2
+    res = subprocess.run([sys.executable, "train.py", "--process", "reflow", "--teacher", "nowhere", "--results-dir",
+                          str(tmp_path / "none")], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 2 and "--teacher nowhere" in res.stderr and not (tmp_path / "none").exists()
+
+
 def test_a_network_without_a_span_is_refused(tmp_path):
     res = subprocess.run([sys.executable, "train.py", "--arch", "diffussm", "--process", "meanflow", "--results-dir",
                           str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True)

@@ -48,10 +48,10 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
     check_results_dir(config.results_dir)
     if config.init_from == NO_INIT:  # recorded as no init at all, fresh or resumed
         config = config.replace(init_from="")
+    config = resolve_companion(config)  # a model the process reads while it trains (reflow's teacher), as recorded
     resume_from = find_resume(config, run_dir, args.resume, accelerator)
     if resume_from is None:  # a resumed run has its own weights: its image model may be gone
         config = config.replace(init_from=resolve_init(config.init_from, config.results_dir))
-    config = resolve_companion(config)  # a model the process reads while it trains (reflow's teacher)
     if config.cosine_loss and not config.grad_clip:
         accelerator.print("warning: --cosine-loss without --grad-clip: at the zero-initialised output the cosine's "
                           "gradient is ~1/eps and can stall AdamW for thousands of steps; LightningDiT clips at 1")
