@@ -194,9 +194,13 @@ def test_draws_follow_the_settings():
 
 
 def test_meta_round_trip_and_refusals():
-    for p in (MeanFlow("logit-normal", 0.4, 1.0, 1000.0, 0.5, 0.0, 2.0), Shortcut(1.0, 64, 0.5)):
+    from dit.processes import Reflow
+
+    for p in (MeanFlow("logit-normal", 0.4, 1.0, 1000.0, 0.5, 0.0, 2.0), Shortcut(1.0, 64, 0.5), Reflow("t", 4, 2.0, 1.0, "ab")):
         back = process_from_meta({"process": p.key, "process_config": p.to_meta()})
-        assert back.to_meta() == p.to_meta()
+        assert back.to_meta() == p.to_meta() and type(back) is type(p)
+    with pytest.raises(UserError, match="unknown shortcut settings"):
+        process_from_meta({"process": "shortcut", "process_config": {"base_steps": 8, "d": 1}})
     assert MeanFlow(cfg=2.0).guidance_refusal and MeanFlow().guidance_refusal is None
     with pytest.raises(UserError, match="power of two"):
         Shortcut(base_steps=12)

@@ -119,7 +119,7 @@ class FlowMatching(Process):
         known = set(cls().to_meta())
         unknown = sorted(set(meta) - known)
         if unknown:
-            raise UserError(f"unknown flow settings {unknown} in the checkpoint; this version knows {sorted(known)}")
+            raise UserError(f"unknown {cls.key} settings {unknown} in the checkpoint; this version knows {sorted(known)}")
         return cls(**meta)
 
     def to_meta(self) -> dict:

@@ -70,14 +70,6 @@ class Reflow(FlowMatching):
         return {"teacher": self.teacher, "teacher_sha256": self.teacher_sha256, "teacher_steps": self.teacher_steps,
                 "teacher_cfg": self.teacher_cfg, "time_scale": self.time_scale}
 
-    @classmethod
-    def from_meta(cls, meta: dict) -> "Reflow":
-        known = {"teacher", "teacher_sha256", "teacher_steps", "teacher_cfg", "time_scale"}
-        unknown = sorted(set(meta) - known)
-        if unknown:
-            raise UserError(f"unknown reflow settings {unknown} in the checkpoint; this version knows {sorted(known)}")
-        return cls(**meta)
-
     @property
     def guidance_refusal(self) -> str | None:
         if self.teacher_cfg == 1:

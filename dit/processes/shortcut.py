@@ -64,14 +64,6 @@ class Shortcut(SpanFlow):
     def to_meta(self) -> dict:
         return {"time_scale": self.time_scale, "base_steps": self.base_steps, "share": self.share}
 
-    @classmethod
-    def from_meta(cls, meta: dict) -> "Shortcut":
-        known = set(cls().to_meta())
-        unknown = sorted(set(meta) - known)
-        if unknown:
-            raise UserError(f"unknown shortcut settings {unknown} in the checkpoint; this version knows {sorted(known)}")
-        return cls(**meta)
-
     def draw(self, rng: np.random.Generator, shape: Sequence[int]) -> dict:
         """t (flow), noise, then whether the sample is a self-consistency one, its level and grid time
         (appended and always drawn, so every sample consumes the same randomness)."""

@@ -60,14 +60,6 @@ class SpanFlow(FlowMatching):
         return {"time_sampling": self.time_sampling, "logit_mean": self.logit_mean, "logit_std": self.logit_std,
                 "time_scale": self.time_scale}
 
-    @classmethod
-    def from_meta(cls, meta: dict) -> "SpanFlow":
-        known = set(cls().to_meta())
-        unknown = sorted(set(meta) - known)
-        if unknown:
-            raise UserError(f"unknown {cls.key} settings {unknown} in the checkpoint; this version knows {sorted(known)}")
-        return cls(**meta)
-
     # --- what the network is fed ---
 
     def span_input(self, h: torch.Tensor) -> torch.Tensor:
