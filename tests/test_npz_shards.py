@@ -130,6 +130,7 @@ def test_assembly_holds_one_shard_in_memory_not_all_images_twice(tiny_export, tm
 
     monkeypatch.setattr(Pipeline, "generate", fake_generate)
     monkeypatch.setattr(Pipeline, "shard_settings", lambda self, spec: {"fake": True})
+    monkeypatch.setattr(Pipeline, "provenance", lambda self, spec, n: {"fake": True})  # the record beside the npz
     pipe = Pipeline(SimpleNamespace(num_classes=10), None, None, None, None)
     one = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, wait_for_everyone=lambda: None,
                           device="cpu")
