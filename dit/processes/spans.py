@@ -24,7 +24,6 @@ sampler (dit/sampling/few_step.py: `steps` jumps of span 1/steps) or, at span 0,
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import ClassVar
 
 import torch
 
@@ -50,7 +49,6 @@ class SpanFlow(FlowMatching):
     preview_sampler = "few-step"
     # Previews over the CPU demo show what sampling gives by default: one jump (train.py --sample-steps N).
     cpu_defaults = MappingProxyType({"sample_steps": 1})
-    meta_keys: ClassVar[tuple[str, ...]] = ()  # its own settings in to_meta, after the flow's shared ones
 
     def __init__(self, time_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
                  time_scale: float = 1.0):
