@@ -259,6 +259,7 @@ def test_reflow_couples_noise_with_the_teachers_ode_solution(monkeypatch):
     from types import SimpleNamespace
 
     import dit.io.checkpoint as checkpoint
+    from dit.networks.conditioning import null_class
     from dit.processes import Reflow
     from dit.training.companion import attach_companion
 
@@ -278,11 +279,12 @@ def test_reflow_couples_noise_with_the_teachers_ode_solution(monkeypatch):
     guided = Reflow(teacher="t", teacher_steps=20, teacher_cfg=2.0)
     attach_companion(guided, SimpleNamespace(teacher="t"), "cpu", (1, 2, 2))
     cond = {"y": torch.tensor([0, 1, 2, 1, 0]), "drop": torch.tensor([0, 0, 0, 1, 1])}
-    y = torch.where(cond["drop"] == 1, 3, cond["y"])
+    null = null_class(Teacher.num_classes)
+    y = torch.where(cond["drop"] == 1, null, cond["y"])
     x = z.double()
     for k in range(20):
         t = torch.full((5,), k / 20, dtype=torch.float64)
-        v_y, v_null = Teacher()(x, t, {"y": y}), Teacher()(x, t, {"y": torch.full((5,), 3)})
+        v_y, v_null = Teacher()(x, t, {"y": y}), Teacher()(x, t, {"y": torch.full((5,), null)})
         x = x + (v_null + 2.0 * (v_y - v_null)) / 20
     torch.testing.assert_close(guided._sample(z, cond).double(), x, atol=1e-4, rtol=1e-4)
     assert guided.guidance_refusal and process.guidance_refusal is None

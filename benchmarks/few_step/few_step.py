@@ -133,18 +133,11 @@ def time_steps(log: ResultsLog, out: Path, args) -> None:
 
 
 def timed_rates(recipe: str, out: Path, steps: int, ttq) -> list[float]:
-    import json
-    import shutil
-
     run = out / "runs" / f"timing-{recipe}"
-    if run.exists():
-        shutil.rmtree(run)
     cmd = [sys.executable, str(ROOT / "train.py"), *TRAIN, *RECIPES[recipe], *teacher(recipe, out / "runs" / "timing-flow-ln"),
            "--max-steps", str(steps), "--ckpt-every", str(10 * steps), "--log-every", str(ttq.TIMING_INTERVAL),
            "--results-dir", str(out / "runs"), "--run-name", run.name]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["steps_per_s"] for r in rows if r["step"] % ttq.TIMING_INTERVAL == 0 and r["step"] > 100]
+    return ttq.logged_rates(cmd, run, 100)
 
 
 def budget_steps(log: ResultsLog, args) -> dict[str, dict[int, int]]:

@@ -177,9 +177,15 @@ def time_recipe(recipe: str, out: Path, steps: int, warmup: int = 100) -> list[f
     """Steps per second of `recipe` over train.py's logged intervals after the first `warmup` steps,
     in a throw-away run: run this alone on the machine."""
     name = f"timing-{recipe}"
-    run = out / "runs" / name
     cmd = _train_cmd(recipe, 0, out, ["--max-steps", steps, "--ckpt-every", 10 * steps, "--log-every", TIMING_INTERVAL],
                      name)
+    return logged_rates(cmd, out / "runs" / name, warmup)
+
+
+def logged_rates(cmd: list[str], run: Path, warmup: int) -> list[float]:
+    """Run the train.py command `cmd` (logging every TIMING_INTERVAL steps) into a fresh `run` directory and
+    return its logged steps/s over whole intervals after the first `warmup` steps (the other benchmarks'
+    step timing too: benchmarks/few_step/)."""
     if run.exists():
         import shutil
 

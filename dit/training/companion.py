@@ -33,7 +33,7 @@ def attach_companion(process, config, device, shape: tuple[int, ...]) -> str | N
         return None
     from dit.io.checkpoint import load_model, weights_files
     from dit.io.zoo import sha256_of
-    from dit.networks.conditioning import null_class
+    from dit.networks.conditioning import null_class, unconditional
     from dit.processes import process_from_meta
     from dit.sampling import check_sampler, run_sampler
     from dit.sampling.guidance import guided
@@ -62,7 +62,7 @@ def attach_companion(process, config, device, shape: tuple[int, ...]) -> str | N
         if "drop" in cond:
             y = torch.where(cond["drop"] == 1, torch.full_like(y, null), y)
         with torch.no_grad(), torch.autocast(noise.device.type, enabled=False):
-            denoiser = guided(net, {"y": y}, {"y": torch.full_like(y, null)}, cfg)
+            denoiser = guided(net, {"y": y}, unconditional({"y": y}, network.num_classes), cfg)
             return run_sampler(denoiser, own, noise.float(), sampler, steps)
 
     identity = ",".join(sha256_of(f) for f in weights_files(spec))
