@@ -31,12 +31,13 @@ class TrainingItems(torch.utils.data.Dataset):
     from a cache), "y" the label, "draws" what `process.draw` drew (Gaussian: "t", "noise"), "drop"
     1 where the label is dropped for classifier-free guidance, and with `posterior_noise` (images
     encoded by the VAE during training) "post_noise" for drawing the latent from q(z|x), and with
-    `mask` (video mask modelling, dit/data/video_masks.py: rng -> GIVEN mask) "given".
+    `mask` (video mask modelling, dit/data/video_masks.py: rng -> GIVEN mask) "given", and with `captions`
+    ((index, rng) -> the cond entries of a caption of sample `index`: dit/training/captions.py) "cond".
     """
 
     def __init__(self, base, seed: int, process, label_dropout: float, latent_shape: tuple[int, ...],
-                 posterior_noise: bool = False, mask=None, buckets=None):
-        self.base, self.seed, self.process = base, seed, process
+                 posterior_noise: bool = False, mask=None, buckets=None, captions=None):
+        self.base, self.seed, self.process, self.captions = base, seed, process, captions
         self.label_dropout, self.latent_shape = label_dropout, tuple(latent_shape)
         self.posterior_noise, self.mask = posterior_noise, mask
         # Aspect-ratio buckets (dit/data/buckets.py): (bucket of each index, latent shape of each bucket).
@@ -61,6 +62,8 @@ class TrainingItems(torch.utils.data.Dataset):
             item["given"] = torch.from_numpy(self.mask(rng))
         if getattr(self.base, "joint_images", 0):  # joint image-video training (dit/data/joint.py)
             item["images"] = self.base.joint_images
+        if self.captions is not None:  # the caption's draws (a template, synonyms) come last
+            item["cond"] = self.captions(index, rng)
         return item
 
 

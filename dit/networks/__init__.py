@@ -13,6 +13,10 @@
     s4d.py, diffussm.py  DiffuSSM (Yan et al. 2024): attention-free blocks around a bidirectional S4D
     token_dit.py      DiT's blocks over token ids -> log p(x0) over K tokens (VQ-Diffusion's network)
     vq_tokenizer.py   diffusers' VQModel as a VQ tokenizer: images <-> ids (train_vq.py; used as --vae)
+    text_tokenizer.py captions -> token ids (words or bytes), recorded in the text DiT's config
+    text_encoder.py   the trainable caption encoder (masked transformer) and the pooled caption
+    text_blocks.py    masked attention; PixArt-α's cross-attention block and SD3's joint (MMDiT) block
+    text_config.py, text_dit.py  the text-conditioned DiT: pooled adaLN-Zero, cross-attention or joint attention
     text_token_transformer.py  diffusers' text-conditioned token transformer (VQDiffusionPipeline) under our
                       network contract; built only from a pipeline (dit/pipelines/vq_text.py), not registered
     base.py           the network contract as code: roles (generator, classifier, tokenizer), the declared
@@ -30,6 +34,7 @@ from dit.networks.catalog import (ARCHITECTURES, DEFAULT_ARCH, Architecture, get
 
 from dit.networks.diffussm import ARCH as _DIFFUSSM
 from dit.networks.noisy_classifier import ARCH as _NOISY_CLASSIFIER
+from dit.networks.text_dit import ARCH as _TEXT_DIT
 from dit.networks.token_dit import ARCH as _TOKEN_DIT
 from dit.networks.video_dit import ARCH as _VIDEO_DIT
 from dit.networks.vq_tokenizer import ARCH as _VQ_TOKENIZER
@@ -39,6 +44,7 @@ register_architecture(_VIDEO_DIT)
 register_architecture(_NOISY_CLASSIFIER)
 register_architecture(_DIFFUSSM)
 register_architecture(_TOKEN_DIT)
+register_architecture(_TEXT_DIT)
 register_architecture(_VQ_TOKENIZER)
 
 __all__ = ["ARCHITECTURES", "CLASSIFIER", "DEFAULT_ARCH", "GENERATOR", "TOKENIZER", "Architecture", "get_architecture",

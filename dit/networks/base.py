@@ -25,6 +25,7 @@ one line before training starts (`require`).
     ImageInit          image_state_dict_keys()                 --init-from: Latte's init from an image DiT
     Blocks             blocks, an nn.ModuleList of the repeated blocks: FSDP shards each one
     PatchAttention     Blocks over a grid of patch tokens, each with attn.qkv: segment.py (EmerDiff)
+    ReadsText          encode_text(captions) -> cond entries: a text-to-image generator (sample.py --prompt)
     AnalyticCost       analytic_macs(shape) on a MODULE whose work FlopCounterMode does not see (S4D's
                        FFT convolution): dit/analysis/flops.py counts it as the identity and adds this
 """
@@ -124,6 +125,16 @@ class PatchAttention(Blocks):
     provides = "patch-token attention blocks"
     input_size: int
     patch_size: int
+
+
+class ReadsText(Capability):
+    """A generator conditioned on captions (dit/networks/text_dit.py) rather than labels: it has no classes,
+    and `encode_text` turns captions (prompts) into the cond entries it reads (conditioning.TEXT_IDS)."""
+
+    provides = "encode_text"
+
+    def encode_text(self, captions: list[str]) -> dict:
+        raise NotImplementedError
 
 
 class AnalyticCost(Capability):

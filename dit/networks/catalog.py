@@ -64,6 +64,9 @@ class Architecture:
     # Reads a second time, cond[SPAN] (dit/networks/conditioning.py), when its config asks for one: what the
     # few-step processes (MeanFlow, shortcut models) feed it. `config_for_run` sees data["span"] True then.
     takes_span: bool = False
+    # Conditions on captions (dit/networks/base.py ReadsText), not labels: trained on captioned data only
+    # (dit/training/captions.py), sampled from prompts (sample.py --prompt).
+    reads_text: bool = False
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -7,6 +7,8 @@
     "span"  (B,) float  optional, the second time of a few-step process (dit/layout.py SPAN): the length of
                         the interval the network's output spans, in network-time units (0 or absent:
                         the instantaneous velocity); read by networks built with span_embed
+    "text_ids" (B, S) long  optional, a caption's token ids, PAD 0 (text_tokenizer.py), read by networks that
+                        read text (base.ReadsText); the empty caption (all PAD) is the null text
 Systems add their own keys (a mask, a frame flag); a network ignores keys it does not know.
 A bare tensor of labels is accepted wherever a cond is, as in the public DiT's model(x, t, y).
 
@@ -32,6 +34,9 @@ def null_class(num_classes: int) -> int:
     """
     return num_classes
 
+
+TEXT_IDS = "text_ids"  # a caption's token ids (module docstring)
+TEXT = "text"  # a frozen text encoder's features (B, S, D) (VQ-Diffusion's pipelines: text_token_transformer.py)
 
 NO_CLASSES = 0  # the class count of an unconditional network
 UNLABELLED = null_class(NO_CLASSES)  # the one label of an unconditional network's samples (its null row)
@@ -78,8 +83,11 @@ def cat_cond(a, b) -> dict:
 
 
 def unconditional(cond, num_classes: int) -> dict:
-    """The same cond with every label replaced by the null class (the CFG unconditional branch)."""
+    """The same cond with every label replaced by the null class and every caption by the empty one (the
+    CFG unconditional branch)."""
     out = as_cond(cond)
     out["y"] = torch.full_like(out["y"], null_class(num_classes))
+    if TEXT_IDS in out:
+        out[TEXT_IDS] = torch.zeros_like(out[TEXT_IDS])  # PAD everywhere: no real token
     out.pop("drop", None)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dit.errors import UserError
 from dit.networks.conditioning import IMAGENET_CLASSES, classes_in_table, null_class
@@ -51,6 +52,8 @@ MODEL_NAMES = [f"{base}/{p}" for base in PRESETS for p in PATCH_SIZES]
 
 @dataclass(frozen=True)
 class ModelConfig:
+    conditionings: ClassVar[tuple[str, ...]] = CONDITIONINGS  # what `conditioning` may be (a subclass's own)
+
     input_size: int = 32  # latent side (256px images through the 8x SD VAE)
     patch_size: int = 2
     in_channels: int = 4
@@ -113,8 +116,8 @@ class ModelConfig:
                 f"use an image size whose latent side is a multiple of {self.patch_size} (e.g. input_size "
                 f"{nearest}) or patch size {ok[-1]}"
             )
-        if self.conditioning not in CONDITIONINGS:
-            raise UserError(f"unknown conditioning '{self.conditioning}'; choose one of {', '.join(CONDITIONINGS)}")
+        if self.conditioning not in self.conditionings:
+            raise UserError(f"unknown conditioning '{self.conditioning}'; choose one of {', '.join(self.conditionings)}")
         for name, choices in (("mlp", MLPS), ("norm", NORMS), ("pos", POSITIONS)):
             if getattr(self, name) not in choices:
                 raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
@@ -215,6 +218,11 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 def config_for_run(run, data: dict) -> ModelConfig:
     """The DiT of a training run: the `--model` preset, resized by --hidden-size / --depth /
     --num-heads, on the data's channels, latent side and classes (see networks/catalog.py)."""
+    return preset_config(run.model, **run_fields(run, data))
+
+
+def run_fields(run, data: dict) -> dict:
+    """The ModelConfig fields a training run sets over its `--model` preset (config_for_run's)."""
     overrides = {k: getattr(run, k) for k in ("hidden_size", "depth", "num_heads") if getattr(run, k) is not None}
     if "hidden_size" in overrides and "num_heads" not in overrides:
         overrides["num_heads"] = max(1, overrides["hidden_size"] // 64)  # the paper's 64-wide heads
@@ -223,8 +231,8 @@ def config_for_run(run, data: dict) -> ModelConfig:
     patch = int(run.model.rpartition("/")[2])
     if "image_size" in data:  # the message in pixels, the unit the user chose
         check_image_size(data["image_size"], data.get("downsample", 1), patch)
-    return preset_config(
-        run.model, input_size=data["input_size"], input_width=data.get("input_width", 0),
+    return dict(
+        input_size=data["input_size"], input_width=data.get("input_width", 0),
         in_channels=data["in_channels"], num_classes=data["num_classes"],
         conditioning=run.conditioning, learn_sigma=run.learn_sigma, class_dropout_prob=run.class_dropout_prob,
         mlp=run.mlp, norm=run.norm, pos=run.pos, qk_norm=run.qk_norm, span_embed=bool(data.get("span")), **overrides,

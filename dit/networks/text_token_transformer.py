@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-TEXT = "text"  # the cond key of the (normalised) text embeddings, (B, S, D)
+from dit.networks.conditioning import TEXT  # the cond key of the (normalised) text embeddings, (B, S, D)
+
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
                     device=None, options: dict | None = None, stats: dict | None = None,
                     given: tuple[torch.Tensor, torch.Tensor] | None = None, classifier=None,
                     classifier_scale: float = 0.0, classifier_form: str = "auto",
-                    shape: tuple[int, ...] | None = None) -> np.ndarray:
+                    shape: tuple[int, ...] | None = None, text: dict | None = None) -> np.ndarray:
     """uint8 NHWC images (NFHWC clips for a video network); sample i is drawn from seed `seeds[i]`
     with class `labels[i]`. sampler / steps None: the process's defaults.
 
@@ -41,6 +41,8 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
     mean shift for ddpm, the eps form for every other sampler), on top of classifier-free guidance.
     shape: one sample's shape in the network's input space; default the given clips' (with
     `given`), else network.input_shape. A video network also takes clips shorter than its F.
+    text: a text network's cond entries of each sample's prompt (network.encode_text), one row per sample;
+    guidance's unconditional branch reads the empty caption (conditioning.unconditional).
     """
     device = torch.device(device) if device is not None else next(network.parameters()).device
     sampler = sampler or default_sampler(process.key)
@@ -60,6 +62,7 @@ def generate_images(network, autoencoder, process, seeds, labels, sampler: str |
     if given is not None:
         mask, clean = (v.to(device=device, dtype=torch.float32) for v in given)
         cond[GIVEN], cond[CLEAN] = mask, clean
+    cond.update({k: v.to(device) for k, v in (text or {}).items()})
     uncond = unconditional(cond, network.num_classes)
     if process.guidance_space == "log-prob":  # token ids: guidance on log-probabilities (no channels, no interval)
         if given is not None or classifier is not None or cfg_channels is not None or interval is not None:

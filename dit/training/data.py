@@ -14,7 +14,11 @@ from dit.errors import UserError
 from dit.layout import TOKENS
 from dit.networks import get_architecture
 from dit.networks.conditioning import NO_CLASSES
+from dit.networks.text_config import SHAPES_CAPTIONS
+from dit.training.captions import caption_settings, check_captions
 from dit.training.config import SHAPES, SHAPES_VIDEO, TrainConfig
+
+BUILT_IN = (SHAPES, SHAPES_VIDEO, SHAPES_CAPTIONS)  # the rendered datasets: square, no files
 
 
 @dataclass
@@ -26,6 +30,7 @@ class RunData:
     network_config: object  # the architecture's config for this data
     mask: object = None  # rng -> GIVEN mask of one training sample (video mask modelling), or None
     buckets: tuple | None = None  # (bucket of each index, latent shape of each bucket) with --buckets
+    captions: object = None  # a captioned run's vocabulary and preview prompts (dit/training/captions.py), or None
 
 
 def check_latent_norm(config: TrainConfig) -> None:
@@ -48,11 +53,12 @@ def build_data(config: TrainConfig, device) -> RunData:
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
+    captions = caption_settings(config) if check_captions(config) else None
     cached, norm = _open_cache(config)
     vae = load_autoencoder(config.vae, device)
     if cached is not None:
         _check_cache(config, cached, vae)
-    spec = network_input(config, vae)
+    spec = network_input(config, vae) | ({"text": captions.text} if captions else {})
     if cached is None:  # a cache knows its classes; the built-in shapes have 10, a folder's are not scanned yet
         probe = config.network_config({**spec, "num_classes": _classes_before_reading(config)})
     sizes = bucket_sizes(config, cached, vae, probe if cached is None else None)
@@ -74,7 +80,7 @@ def build_data(config: TrainConfig, device) -> RunData:
 
         batches_per_epoch(base.bucket_of, config.global_batch_size)
     return RunData(base, vae, shape, encode_on_the_fly, config.network_config({**spec, "num_classes": base.num_classes}),
-                   buckets=buckets)
+                   buckets=buckets, captions=captions)
 
 
 def bucket_sizes(config: TrainConfig, cached, vae: Autoencoder, network_config) -> list[tuple[int, int]] | None:
@@ -85,7 +91,7 @@ def bucket_sizes(config: TrainConfig, cached, vae: Autoencoder, network_config) 
         raise UserError(f"--buckets: latent cache {config.data}'s buckets were chosen when it was written "
                         "(cache_latents.py --buckets); drop --buckets")
     if (config.buckets or (cached is not None and cached.buckets)) and (
-            config.data in (SHAPES, SHAPES_VIDEO) or not get_architecture(config.arch).any_size):
+            config.data in BUILT_IN or not get_architecture(config.arch).any_size):
         raise UserError("buckets need images of any size (a folder, a Hugging Face dataset, shards, or a cache written "
                         "with --buckets) and an architecture of any size (--arch dit)")
     return parse_buckets(config.buckets, config.image_hw, vae.downsample * network_config.patch_size) \
@@ -98,8 +104,8 @@ def network_input(config: TrainConfig, vae: Autoencoder) -> dict:
     tokens = vae.data_kind == TOKENS  # x0 is a grid of ids (train.py checked arch and process)
     wide = {}
     if config.image_width:  # H != W: only an architecture that declares any_size takes it
-        if not get_architecture(config.arch).any_size or config.data in (SHAPES, SHAPES_VIDEO):
-            what = (f"the built-in {config.data} are square" if config.data in (SHAPES, SHAPES_VIDEO) else
+        if not get_architecture(config.arch).any_size or config.data in BUILT_IN:
+            what = (f"the built-in {config.data} are square" if config.data in BUILT_IN else
                     f"--arch {config.arch} takes square inputs only")
             raise UserError(f"--image-size {config.image_size}x{config.image_width}: {what}; train a {config.image_size}"
                             f"x{config.image_width} model with --arch dit on a folder of images (--data DIR)")
@@ -113,7 +119,7 @@ def _classes_before_reading(config: TrainConfig) -> int:
     """The class count known before any data is read: the built-in shapes', else 1 (any will do for sizes)."""
     from dit.data.shapes import CLASS_NAMES
 
-    if config.unconditional:
+    if config.unconditional or config.data == SHAPES_CAPTIONS:
         return NO_CLASSES
     return len(CLASS_NAMES) if config.data in (SHAPES, SHAPES_VIDEO) else 1
 
@@ -124,7 +130,7 @@ def _open_cache(config: TrainConfig):
     from dit.data.latent_cache import LatentCache, is_cache
 
     cached = None
-    if config.data != SHAPES and is_cache(config.data):
+    if config.data not in BUILT_IN and is_cache(config.data):
         cached = LatentCache(config.data, flip=config.flip)
         made_with = cached.settings.get("vae")
         if made_with is not None and made_with != config.vae:  # checked before loading a VAE that may be absent
@@ -178,12 +184,15 @@ def _images(config: TrainConfig, cached, vae: Autoencoder, norm, buckets=None):
 
         images, labels = cached_uint8(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache")
         return InMemoryImages(images, labels, config.flip, len(CLASS_NAMES), list(CLASS_NAMES)), not vae.identity
+    if config.data == SHAPES_CAPTIONS:
+        from dit.data.shapes_captions import cached_dataset
+
+        return cached_dataset(config.shapes_images, config.image_size, 0, Path(config.results_dir) / ".cache"), \
+            not vae.identity
     from dit.data.sources import Images, open_source
 
     source = open_source(config.data, Path(config.results_dir) / ".cache", config.dataset_split, config.image_column,
                          config.label_column, config.caption_column)
-    if config.caption_column:
-        raise UserError("--caption-column: no registered architecture conditions on captions yet")
     return Images(source, config.image_size, config.image_width or None, config.flip, buckets), not vae.identity
 
 

@@ -30,6 +30,7 @@ from dit.training.parallel import make_parallel
 from dit.training.preview import preview_grid, preview_labels
 from dit.training.setup import (NO_INIT, check_results_dir, find_resume, init_weights, make_accelerator,
                                 resolve_init, start_run)
+from dit.training.captions import CaptionIds
 from dit.training.companion import attach_companion, resolve_companion
 from dit.training.step import train_step
 from dit.training.run_log import Tracker
@@ -99,8 +100,10 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
     # Posterior noise only where encoding in training draws z ~ q(z|x) (a VAE; a tokenizer's codes are not drawn).
+    captions = CaptionIds(data.base, network.encode_text) if data.captions else None
     items = TrainingItems(data.base, config.seed, objective, config.class_dropout_prob, data.shape,
-                          data.encode_on_the_fly and data.autoencoder.stochastic, data.mask, data.buckets)
+                          data.encode_on_the_fly and data.autoencoder.stochastic, data.mask, data.buckets, captions)
+    prompts = data.captions.prompts if data.captions else None  # a captioned run's previews draw these
     stream_of = (StreamBatches, len(data.base)) if data.buckets is None else (BucketedBatches, data.buckets[0])
     batches = stream_of[0](stream_of[1], config.global_batch_size, accelerator.num_processes,
                            accelerator.process_index, config.grad_accum, config.seed, start_step)
@@ -124,7 +127,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
         if generates and config.sample_every and step % config.sample_every == 0 and step < config.max_steps:
             ema = parallel.ema_model()  # a collective under FSDP
             if is_main:
-                grid = preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device)
+                grid = preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device, prompts)
                 tracker.image("samples", grid, step, run_dir / "samples" / f"step_{step:09d}.png")
             accelerator.wait_for_everyone()
     bar.close()
@@ -141,10 +144,11 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
         return tracker.close()
     ema = parallel.ema_model()
     if is_main:
-        tracker.image("samples", preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device), step,
+        tracker.image("samples", preview_grid(ema, process, data.autoencoder, config, data.base.num_classes, device, prompts), step,
                       run_dir / "samples.png")
         print(f"finished at step {step} ({counters['images_seen']:,} images): checkpoint in "
               f"{train_state.checkpoints_dir(run_dir)}, EMA export {run_dir / 'export.safetensors'}, samples "
-              f"{run_dir / 'samples.png'} (" + ("unconditional" if is_unconditional(data.base.num_classes) else
+              f"{run_dir / 'samples.png'} (" + (f"one per prompt: {prompts}" if prompts else "unconditional"
+                                                if is_unconditional(data.base.num_classes) else
                                                 f"rows: classes {preview_labels(data.base.num_classes, 1)}") + ")")
     tracker.close()

@@ -19,24 +19,29 @@ def preview_labels(num_classes: int, per_class: int) -> list[int]:
     return [c for c in classes for _ in range(per_class)]
 
 
-def preview_cfg(config, num_classes: int) -> float:
-    """--sample-cfg, or 1 for an unconditional model (both guidance branches are the same: nothing to guide)
-    and for a process that folded guidance into training (MeanFlow with --meanflow-cfg)."""
+def preview_cfg(config, num_classes: int, prompts=None) -> float:
+    """--sample-cfg, or 1 for an unconditional model without prompts (both guidance branches are the same:
+    nothing to guide) and for a process that folded guidance into training (MeanFlow with --meanflow-cfg)."""
     folded = config.make_process().guidance_refusal is not None
-    return 1.0 if is_unconditional(num_classes) or folded else config.sample_cfg
+    return 1.0 if (is_unconditional(num_classes) and not prompts) or folded else config.sample_cfg
 
 
-def preview_grid(ema_model, process, autoencoder, config, num_classes: int, device):
+def preview_grid(ema_model, process, autoencoder, config, num_classes: int, device, prompts: list[str] | None = None):
     """A grid from the EMA network, sampled on `device`; the network goes back where it was (under
-    FSDP the gathered EMA lives in the main process's CPU memory and must not stay on its GPU)."""
-    labels = preview_labels(num_classes, config.samples_per_class)
+    FSDP the gathered EMA lives in the main process's CPU memory and must not stay on its GPU). `prompts`: a
+    text network's (samples_per_class of each, one row per prompt), instead of classes."""
+    labels = preview_labels(num_classes, config.samples_per_class) if not prompts else \
+        [UNLABELLED] * (len(prompts) * config.samples_per_class)
+    text = ema_model.encode_text([p for p in prompts for _ in range(config.samples_per_class)]) if prompts else None
     seeds = [PREVIEW_SEED + i for i in range(len(labels))]
     home = next(ema_model.parameters()).device
     try:
         images = generate_images(ema_model.to(device), autoencoder, process, seeds, labels, config.sample_sampler,
-                                 config.sample_steps, preview_cfg(config, num_classes))
+                                 config.sample_steps, preview_cfg(config, num_classes, prompts), text=text)
     finally:
         ema_model.to(home)
     if images.ndim == 5:  # clips (N, F, H, W, 3): one row per clip, its frames left to right
         return make_grid(images.reshape(-1, *images.shape[2:]), nrow=images.shape[1])
+    if prompts:  # a row per prompt, or all prompts in one row when each is drawn once
+        return make_grid(images, nrow=config.samples_per_class if config.samples_per_class > 1 else len(prompts))
     return make_grid(images, nrow=config.samples_per_class * (4 if is_unconditional(num_classes) else 1))

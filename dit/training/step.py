@@ -36,6 +36,8 @@ def micro_batch_loss(process, model, batch: dict, device, autoencoder=None, accu
         cond[GIVEN], cond[CLEAN] = batch["given"].to(device, non_blocking=True), x0
     if "images" in batch:  # joint image-video training: trailing frames that are single images
         cond[IMAGES] = batch["images"].to(device)
+    for key, value in batch.get("cond", {}).items():  # what else the network reads (a caption's token ids)
+        cond[key] = value.to(device, non_blocking=True)
     draws = {k: v.to(device, non_blocking=True) for k, v in batch["draws"].items()}
     losses = process.loss(model, {"x0": x0, "cond": cond, **draws})
     if metrics is not None:
