@@ -14,6 +14,9 @@ Clips from a video checkpoint (--arch video-dit): an animated grid, or completio
 Token ids (VQ-Diffusion: --arch token-dit, --process vq-diffusion) decode through the VQ tokenizer
 the model was trained with (its run directory, recorded as the checkpoint's --vae):
     python sample.py --ckpt results/vq-diffusion-cpu --classes 0 1 2 3 --cfg-scale 3 --steps 25 --out grid.png
+Text-to-image from a text-conditioned DiT (train.py --arch text-dit): one image per prompt:
+    python sample.py --ckpt results/cpu-demo --prompt "a red square at the top left" --prompt "a blue circle in the center"
+    python sample.py --ckpt results/cpu-demo --prompts prompts.txt --cfg-scale 3 --out grid.png --npz samples.npz
 Text-to-image from a diffusers VQ-Diffusion pipeline (a VQDiffusionPipeline directory, or a hub id such
 as microsoft/vq-diffusion-ithq), sampled with our vq-diffusion process (dit/pipelines/vq_text.py):
     python sample.py --ckpt vq-diffusion-ithq --prompt "teddy bear playing in the pool" --prompt "a red car" \
@@ -34,6 +37,7 @@ from dit.io.video import check_grid_path, write_clip_npz
 from dit.networks.compile import compile_network
 from dit.pipelines import cli, clips, images, load
 from dit.pipelines.prompts import sample_prompts, write_prompt_npz
+from dit.pipelines.vq_text import is_hub_id, is_vq_pipeline
 from dit.registry import load_plugins
 
 
@@ -57,7 +61,7 @@ def main(argv=None):
     state = accelerate_state(args.device)
     source, spec = cli.to_spec(args)
     show = state.is_main_process and not args.no_progress
-    if spec.prompts:  # a text-to-image VQ-Diffusion pipeline: its own reader (dit/pipelines/vq_text.py)
+    if spec.prompts and (is_vq_pipeline(source.ckpt) or is_hub_id(source.ckpt)):  # its own reader (vq_text.py)
         if state.is_main_process:
             samples = sample_prompts(source.ckpt, spec, args.batch_size, state.device, show)
             with _writing():
@@ -71,7 +75,13 @@ def main(argv=None):
     if args.out:
         check_grid_path(args.out, pipe.is_video)  # before any sampling
     with _writing():
-        if spec.video_in:
+        if spec.prompts:  # a text DiT: one sample per prompt
+            if state.is_main_process:
+                samples = images.sample_prompts(pipe, spec, args.batch_size, state.device, show)
+                write(samples, args)
+                if args.npz:
+                    write_prompt_npz(args.npz, samples, spec.prompts)
+        elif spec.video_in:
             if state.is_main_process:
                 done, labels, what = clips.complete(pipe, spec, args.batch_size, state.device, show)
                 if args.npz:

@@ -1,4 +1,4 @@
-"""The built-in captioned data (`--data shapes-captions`): scenes of one or two shapes, each caption drawn
+"""The built-in captioned data (`--data shapes-captions`, text_config.SHAPES_CAPTIONS): scenes of one or two shapes, each caption drawn
 from the scene's ground truth, and combinations held out of training to measure composition.
 
 A scene is one object, or two objects and a relation between them. Each object has:
@@ -35,7 +35,6 @@ from dit.autoencoders.pixels import from_uint8
 from dit.data.shapes import COLORS, MAX_ROTATION, composite, draw_background, draw_shape, read_cache
 from dit.io.atomic import atomic_path
 from dit.networks.conditioning import NO_CLASSES, UNLABELLED
-from dit.networks.text_config import SHAPES_CAPTIONS  # noqa: F401 - the --data value, re-exported
 from dit.networks.text_tokenizer import build_vocabulary
 
 VERSION = "1"  # bump when scenes, rendering or captions change: caches and judges are keyed by it

@@ -53,8 +53,10 @@ def parser(description: str, cfg_default: float = DEFAULT_CFG, **kwargs) -> Argu
                    "unconditional model: none needed); with --npz an evaluation batch, else a grid")
     p.add_argument("--npz", help="write samples as uint8 NHWC under arr_0 (labels under arr_1), ADM evaluator format")
     p.add_argument("--labels", choices=LABEL_MODES, default="uniform", help="labels for --num-samples")
-    p.add_argument("--prompt", action="append", help="text-to-image (with a VQ-Diffusion pipeline as --ckpt): one "
-                   "image per --prompt, repeat the flag for more")
+    p.add_argument("--prompt", action="append", help="text-to-image (a text-dit checkpoint or a VQ-Diffusion pipeline "
+                   "as --ckpt): one image per --prompt, repeat the flag for more")
+    p.add_argument("--prompts", metavar="FILE", help="a text file of prompts, one per line (blank lines skipped), "
+                   "after any --prompt")
     p.add_argument("--cfg-scale", type=float, help=f"classifier-free guidance scale; 1 = none; default {cfg_default:g} "
                    f"({TEXT_CFG:g} with --prompt, the pipeline's; {COMPLETION_CFG:g} with --video-in)")
     p.add_argument("--cfg-channels", type=positive(int), help="guide only the first N latent channels (3 = public release)")
@@ -122,13 +124,17 @@ def check(args) -> argparse.Namespace:
         raise UserError(f"--truncation must be in (0, 1] (1: none), got {args.truncation}")
     if args.cfg_scale is not None and args.cfg_scale < 0:
         raise UserError(f"--cfg-scale must be >= 0, got {args.cfg_scale}")
-    if args.prompt or is_vq_pipeline(args.ckpt):
-        from dit.pipelines.prompts import check_text_args
+    from dit.pipelines.prompts import check_prompt_args, check_text_args, read_prompts
+    from dit.pipelines.vq_text import is_hub_id
 
+    args.prompt = read_prompts(args.prompt, args.prompts)
+    if is_vq_pipeline(args.ckpt) or (args.prompt and is_hub_id(args.ckpt)):
         return check_text_args(args)
     args.cfg_given = args.cfg_scale is not None  # an unconditional model refuses a given scale, drops the default
     if args.cfg_scale is None:
         args.cfg_scale = COMPLETION_CFG if args.video_in is not None else args.cfg_default
+    if args.prompt:  # a text DiT's (the checkpoint is checked once it is read)
+        return check_prompt_args(args)
     if args.given_frames is not None and args.inpaint_box is not None:
         raise UserError("--given-frames or --inpaint-box, not both: whole frames given, or a box generated in every frame")
     if (args.video_in is not None) != (args.given_frames is not None or args.inpaint_box is not None):

@@ -89,6 +89,16 @@ def sample_grid(pipe: Pipeline, spec: SamplingSpec, batch_size: int, device, sho
     return np.concatenate(images)
 
 
+def sample_prompts(pipe: Pipeline, spec: SamplingSpec, batch_size: int, device, show: bool = True) -> np.ndarray:
+    """One sample per prompt of spec.prompts (sample i from seed spec.seed + i), uint8 NHWC."""
+    prompts, images, stats = list(spec.prompts), [], {}
+    for a in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not show):
+        idx = list(range(a, min(a + batch_size, len(prompts))))
+        images.append(pipe.generate(spec, idx, [UNLABELLED] * len(idx), device, stats, prompts=[prompts[i] for i in idx]))
+    report(stats, spec)
+    return np.concatenate(images)
+
+
 def sample_npz(pipe: Pipeline, spec: SamplingSpec, out: str | Path, batch_size: int, state, show: bool = True) -> None:
     """Resumable mass sampling of spec.num_samples samples with spec.labels labels into `out`, split
     over the processes of `state` (accelerate's PartialState)."""

@@ -21,7 +21,8 @@ from dit.io.checkpoint import Checkpoint, checkpoint_sha256, instantiate, load_m
 from dit.io.zoo import sha256_of
 from dit.layout import AUTOENCODER_OF, DATA_OF, TOKENS, values_of
 from dit.networks import CLASSIFIER, DEFAULT_ARCH, TOKENIZER, get_architecture, role_of
-from dit.networks.conditioning import IMAGENET_CLASSES, is_unconditional
+from dit.networks.base import ReadsText, supports
+from dit.networks.conditioning import IMAGENET_CLASSES, UNLABELLED, is_unconditional
 from dit.networks.dit_config import MODEL_NAMES, check_image_size, preset_config
 from dit.processes import process_from_meta
 from dit.sampling import check_sampler, default_sampler
@@ -59,8 +60,9 @@ class Pipeline:
     def max_frames(self) -> int | None:
         return self.network.input_shape[0] if self.is_video else None
 
-    def generate(self, spec: SamplingSpec, indices, labels, device, stats=None, given=None) -> np.ndarray:
-        """uint8 NHWC images (NFHWC clips) for global sample indices (seeds spec.seed + i) with `labels`."""
+    def generate(self, spec: SamplingSpec, indices, labels, device, stats=None, given=None, prompts=None) -> np.ndarray:
+        """uint8 NHWC images (NFHWC clips) for global sample indices (seeds spec.seed + i) with `labels`, or with
+        `prompts` (one per index) for a network that reads text."""
         shape = (spec.frames, *self.network.input_shape[1:]) if spec.frames and given is None else self.shape
         calls = [0]
         # Counted, not looked up: an adaptive solver's NFE depends on the run, and a sampler's own
@@ -72,7 +74,8 @@ class Pipeline:
                                      spec.guidance_interval, 0.0, spec.precision, device, options=spec.options,
                                      stats=stats, given=given, classifier=self.classifier,
                                      classifier_scale=spec.classifier_scale or 0.0,
-                                     classifier_form=spec.classifier_form, shape=shape)
+                                     classifier_form=spec.classifier_form, shape=shape,
+                                     text=self.network.encode_text(list(prompts)) if prompts is not None else None)
         finally:
             hook.remove()
         self.nfe = calls[0]
@@ -82,7 +85,8 @@ class Pipeline:
         """Network evaluations per sample under `spec` (one sample drawn when no batch was: all cached)."""
         if self.nfe is None:
             labels = np.zeros(1, dtype=np.int64) if spec.labels != "none" and self.network.num_classes else None
-            self.generate(spec, range(1), labels, device)
+            prompts = spec.prompts[:1] if spec.prompts else None
+            self.generate(spec, range(1), labels if prompts is None else [UNLABELLED], device, prompts=prompts)
         return self.nfe
 
     # --- what decided the samples (dit/pipelines/spec.py) ---
@@ -214,7 +218,14 @@ def fit(pipe: Pipeline, spec: SamplingSpec, cfg_given: bool = True) -> tuple[Pip
     at most its F (the checkpoint's own F is the same as not asking: the same clips and shards); an
     unconditional network draws without labels (unless a classifier guides it) and without guidance, and so
     does a process whose training folded guidance in (a default scale is dropped, a given one refused)."""
-    if is_unconditional(pipe.network.num_classes):
+    reads_text = supports(pipe.network, ReadsText)
+    if reads_text and not spec.prompts:
+        raise UserError(f"{pipe.source.ckpt} is a text-to-image model (trained on captions): give --prompt \"...\" or "
+                        "--prompts FILE, not classes")
+    if spec.prompts and not reads_text:
+        raise UserError(f"--prompt: {pipe.source.ckpt} does not read text (a {pipe.checkpoint.arch!r} network); give a "
+                        "text-to-image checkpoint (train.py --arch text-dit) or a VQ-Diffusion pipeline, or --classes")
+    if is_unconditional(pipe.network.num_classes) and not reads_text:
         if spec.classes and pipe.classifier is None:
             raise UserError(f"{pipe.source.ckpt} is unconditional (trained without classes): drop --classes and give "
                             "--num-samples N (or guide it with --classifier, whose classes --classes then names)")

@@ -1,5 +1,6 @@
-"""sample.py's --prompt path: a diffusers VQ-Diffusion text-to-image pipeline (a directory or hub id)
-read into our vq-diffusion process and sampler (dit/pipelines/vq_text.py), one image per prompt."""
+"""sample.py's --prompt path, one image per prompt: a text-conditioned DiT of ours (train.py --arch text-dit,
+through the usual pipeline), or a diffusers VQ-Diffusion text-to-image pipeline (a directory or hub id) read
+into our vq-diffusion process and sampler (dit/pipelines/vq_text.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,43 @@ NOT_TEXT = (("classes", "--classes"), ("num_samples", "--num-samples"), ("video_
             ("eta", "--eta"), ("shift", "--shift"), ("atol", "--atol"), ("rtol", "--rtol"),
             ("diffusion_form", "--diffusion-form"), ("diffusion_norm", "--diffusion-norm"),
             ("last_step", "--last-step"), ("compile", "--compile"))
+
+
+# Flags of a text DiT's --prompt sampling that do not apply (dest, flag): one image per prompt, no classes.
+NOT_PROMPTS = (("classes", "--classes"), ("num_samples", "--num-samples"), ("video_in", "--video-in"),
+               ("given_frames", "--given-frames"), ("frames", "--frames"), ("inpaint_box", "--inpaint-box"),
+               ("classifier", "--classifier"), ("truncation", "--truncation"))
+
+
+def read_prompts(prompts: list[str] | None, path: str | None) -> list[str] | None:
+    """--prompt values, then --prompts FILE's lines (blank lines skipped); None without either."""
+    out = list(prompts or [])
+    if path:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise UserError(f"--prompts {path}: no such file; pass a text file with one prompt per line")
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--prompts {path}: cannot read it as UTF-8 text ({type(e).__name__})") from None
+        out += [line.strip() for line in lines if line.strip()]
+        if not out:
+            raise UserError(f"--prompts {path} holds no prompt; write one per line")
+    return out or None
+
+
+def check_prompt_args(args) -> argparse.Namespace:
+    """--prompt with one of our checkpoints: the flags checked before anything is loaded (whether the network
+    reads text is checked when the checkpoint is read: dit/pipelines/pipeline.py fit)."""
+    used = [flag for dest, flag in NOT_PROMPTS if getattr(args, dest)]
+    if used:
+        raise UserError(f"{used[0]} does not apply to --prompt (one image per prompt, conditioned on its text)")
+    if not args.out and not args.npz:
+        args.out = "samples.png"
+    if args.out:
+        check_grid_path(args.out, clips=False)
+    args.precision = check_precision(args.precision)
+    return args
 
 
 def check_text_args(args) -> argparse.Namespace:
