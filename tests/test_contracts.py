@@ -7,10 +7,7 @@ match its own forward process (the x_t its loss feeds the network) and the publi
 paths, data at t = 1; the toy's rectified flow, data at t = 0), so inversion and the flow samplers run on it.
 """
 
-import math
-import os
-import subprocess
-import sys
+import math, os, subprocess, sys  # noqa: E401
 
 import numpy as np
 import pytest
@@ -54,6 +51,7 @@ TINY = {
     "vq-tokenizer": dict(image_size=16, block_out_channels=(8, 8), latent_channels=4, codebook_dim=3, codebook_size=K,
                          norm_num_groups=4, mid_attention=False),
     "token-mlp": dict(in_channels=4, input_size=8, hidden=16, num_classes=3),
+    "text-dit": dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, vocabulary="a b"),
 }
 
 

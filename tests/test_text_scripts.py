@@ -1,0 +1,77 @@
+"""The text-conditioned DiT through the real scripts: train.py --arch text-dit on the captioned scenes (exact
+resume, two processes like one), sample.py --prompt / --prompts (grid and npz), and the one-line refusals of
+captions without a text network, a text network without captions, flips, and prompts to a class model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, free_port
+from safetensors.torch import load_file
+
+import sample
+from dit.cli import run_cli
+from dit.networks.text_config import TEXT_CONDITIONINGS
+from test_train import ENV, check_exact_resume, same_tensors, torchrun, train_run
+
+TEXT = ["--arch", "text-dit", "--text-depth", "1", "--text-length", "16"]
+
+
+def test_resume_is_exact_and_two_processes_train_like_one(tmp_path):
+    flags = [*TEXT, "--conditioning", "joint"]
+    full = check_exact_resume(tmp_path, *flags)  # 4 steps vs cut at 2 and resumed: same weights, EMA, losses
+    config = json.loads((full / "config.json").read_text())
+    assert config["data"] == "shapes-captions" and config["flip"] is False  # the architecture's CPU defaults
+    sd = load_file(str(full / "export.safetensors"))
+    assert sd["text_encoder.token_embedding.weight"].shape[0] == 2 + 45  # PAD, UNK and the scenes' 45 words
+    one = train_run(tmp_path, *flags, "--max-steps", 3, name="one")
+    out = torchrun(tmp_path, "dist", *flags, "--run-name", "two", "--max-steps", 3, port=free_port())
+    r0, r1 = load_file(str(out / "rank0_model.safetensors")), load_file(str(out / "rank1_model.safetensors"))
+    same_tensors(r0, r1)
+    same_tensors(r0, load_file(str(one / "checkpoints" / "step_000000003" / "model.safetensors")), atol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning", TEXT_CONDITIONINGS)
+def test_sample_from_prompts(tmp_path, conditioning, capsys):
+    run = train_run(tmp_path, *TEXT, "--conditioning", conditioning, "--process", "flow", "--max-steps", 2)
+    assert (run / "samples.png").is_file()  # the preview drew the scenes' prompts
+    grid = tmp_path / "grid.png"
+    assert run_cli(sample.main, ["--ckpt", str(run), "--prompt", "a red square at the top left", "--prompt",
+                                 "a blue circle left of a green plus", "--steps", "3", "--out", str(grid),
+                                 "--no-progress"]) == 0
+    assert grid.is_file() and "euler: 3.0 function evaluations per batch (2 network passes each with guidance)" \
+        in capsys.readouterr().out  # guided by the null text
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red plus\n\na large cyan triangle at the bottom\n")
+    npz = tmp_path / "p.npz"
+    assert run_cli(sample.main, ["--ckpt", str(run), "--prompts", str(prompts), "--steps", "2", "--cfg-scale", "1",
+                                 "--npz", str(npz), "--no-progress"]) == 0
+    data = np.load(npz)
+    assert data["arr_0"].shape == (2, 16, 16, 3) and list(data["prompts"]) == ["a red plus",
+                                                                              "a large cyan triangle at the bottom"]
+
+
+def _refused(tmp_path, script, *args, says):
+    res = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_refusals(tmp_path):
+    out = tmp_path / "none"
+    _refused(tmp_path, "train.py", "--arch", "text-dit", "--data", "shapes", "--results-dir", out,
+             says="--arch text-dit trains on captions: use --data shapes-captions")
+    _refused(tmp_path, "train.py", "--data", "shapes-captions", "--results-dir", out,
+             says="holds captions, not classes")
+    _refused(tmp_path, "train.py", "--arch", "text-dit", "--flip", "true", "--results-dir", out,
+             says="add --no-flip")
+    _refused(tmp_path, "train.py", "--arch", "text-dit", "--conditioning", "in-context", "--results-dir", out,
+             says="choose one of adaln-zero, cross-attention, joint")
+    assert not out.exists()
+    run = train_run(tmp_path, "--max-steps", 1, name="classes")
+    _refused(tmp_path, "sample.py", "--ckpt", run, "--prompt", "a red circle", "--out", tmp_path / "x.png",
+             says="does not read text")
+    _refused(tmp_path, "sample.py", "--ckpt", run, "--prompts", tmp_path / "missing.txt", says="no such file")
+    assert not (tmp_path / "x.png").exists()
