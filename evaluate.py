@@ -10,6 +10,8 @@
     python evaluate.py --ckpt results/video-cpu --num-samples 400 --metric video-shapes --cfg-scale 3 --steps 50
     # prediction: complete real clips from frames 0-3, score direction agreement and centroid error
     python evaluate.py --ckpt results/video-cpu --num-samples 400 --metric video-shapes --ref real.npz --given-frames 0-3
+    # text-to-image on the captioned scenes: shape, colour, position and joint accuracy of each prompt's samples
+    python evaluate.py --ckpt results/text-run --metric scenes --prompts prompts.txt --per-prompt 4 --cfg-scale 3
     # FVD (StyleGAN-V's protocol) against real clips, with I3D weights from a local file
     python evaluate.py --samples clips.npz --metric fvd --ref real.npz --i3d-weights i3d_pretrained_400.pt
 
@@ -43,6 +45,9 @@ def parse_args(argv=None):
     src.add_argument("--samples", help=".npz (arr_0 uint8 NHWC [, arr_1 labels]) or a folder of images")
     src.add_argument("--ckpt", help="generate from this checkpoint (anything sample.py reads)")
     src.add_argument("--num-samples", type=int, help="how many to generate (labels balanced over classes)")
+    src.add_argument("--prompts", metavar="FILE", help="scenes: canonical scene prompts, one per line (a text-to-image "
+                     "--ckpt draws each --per-prompt times)")
+    src.add_argument("--per-prompt", type=positive(), default=1, help="scenes: samples of each prompt")
     src.add_argument("--arch", help="architecture key of --ckpt (default: the checkpoint's; older ones: dit)")
     src.add_argument("--process", help="process key of --ckpt (default: the checkpoint's; older ones: gaussian)")
     p.add_argument("--metric", choices=METRICS, default="inception")
@@ -70,6 +75,13 @@ def parse_args(argv=None):
     args, rest = p.parse_known_args(argv)
     if (args.samples is None) == (args.ckpt is None):
         raise UserError("give --samples (existing images) or --ckpt with --num-samples (generate them)")
+    if args.metric == "scenes" or args.prompts:
+        from dit.pipelines.evaluation import check_prompts
+
+        if args.ckpt:
+            check_prompts(args)  # sets --num-samples: each prompt --per-prompt times
+        elif args.prompts:
+            raise UserError("--prompts goes with --ckpt (generate them); --samples brings its own prompts")
     if args.ckpt and not args.num_samples:
         raise UserError("--ckpt needs --num-samples")
     if args.shapes_speed not in (None, 1) and args.metric != "video-shapes":
@@ -109,7 +121,12 @@ def generate(out, pipe, spec, flags, state) -> None:
     show = state.is_main_process and not flags.no_progress
     if flags.compile:
         compile_network(pipe.network, flags.compile_best_effort, backward=False)
-    if not spec.video_in:
+    if spec.prompts:  # a text model: one sample per line of the (repeated) prompt file, on the main process
+        if state.is_main_process:
+            from dit.pipelines.prompts import write_prompt_npz
+
+            write_prompt_npz(out, images.sample_prompts(pipe, spec, flags.batch_size, state.device, show), spec.prompts)
+    elif not spec.video_in:
         images.sample_npz(pipe, spec, out, flags.batch_size, state, show)
     elif state.is_main_process:
         done, labels, what = clips.complete(pipe, spec, flags.batch_size, state.device, show)
@@ -143,6 +160,8 @@ def main(argv=None):
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     if args.metric in ("video-shapes", "fvd"):
         result, n = evaluation.clip_metrics(args, out, device, state.num_processes, given)
+    elif args.metric == "scenes":
+        result, n = evaluation.scene_metrics(args, out, device)
     else:
         result, n = evaluation.image_metrics(args, out, device, pipe is not None and is_unconditional(pipe.network.num_classes))
     if pipe is not None and not spec.video_in:

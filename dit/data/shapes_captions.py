@@ -131,15 +131,17 @@ def draw_scene(rng: np.random.Generator, allow_held_out: bool = False) -> tuple[
     return [place(rng, *a) for a in attrs], relation
 
 
-def render_scene(things: list[Thing], rng: np.random.Generator, size: int = IMAGE_SIZE
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(things: list[Thing], rng: np.random.Generator, size: int = IMAGE_SIZE,
+                 colours: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 (H, W, 3) in [0, 1], masks float32 (n, H, W) coverage of each object). Draws, in
-    order: the background, then each object's colour jitter."""
+    order: the background, then each object's colour jitter. `colours`: each object's RGB instead of its
+    colour's (the judge's shape reader trains on any colour), nothing drawn for it."""
     image = draw_background(rng, size)
     masks = []
-    for thing in things:
+    for k, thing in enumerate(things):
         alpha = draw_shape(thing.shape, size, thing.cx, thing.cy, thing.radius, thing.angle)
-        colour = np.clip(COLORS[thing.colour] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, size=3), 0, 1)
+        colour = colours[k] if colours is not None else \
+            np.clip(COLORS[thing.colour] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, size=3), 0, 1)
         image = composite(image, alpha, colour)
         masks.append(alpha[..., 0])
     return image.astype(np.float32), np.stack(masks)
@@ -174,6 +176,31 @@ def canonical_caption(things: list[Thing], relation: int | None, size_said: bool
     if relation is None:
         return f"a {obj(things[0])} {CELL_WORDS[things[0].cell][0]}"
     return f"a {obj(things[0])} {RELATIONS[relation]} a {obj(things[1])}"
+
+
+def parse_canonical(prompt: str) -> tuple[list[Thing], int | None]:
+    """The scene a canonical caption asks for (the inverse of `canonical_caption`, size said or not): its
+    objects (placed at their cells' centres) and relation. A prompt of another form is a ValueError."""
+    def obj(words: str) -> Thing:
+        parts = words.split()
+        size = SIZE_NAMES.index(parts.pop(0)) if parts and parts[0] in SIZE_NAMES else 1
+        if len(parts) != 2 or parts[0] not in COLOUR_NAMES or parts[1] not in SHAPE_NAMES:
+            raise ValueError(f"not a canonical object: {words!r}")
+        return Thing(SHAPE_NAMES.index(parts[1]), COLOUR_NAMES.index(parts[0]), 4, size, 0.5, 0.5, 0.1, 0.0)
+
+    text = prompt.strip()
+    if not text.startswith("a "):
+        raise ValueError(f"not a canonical prompt: {prompt!r}")
+    for r, rel in enumerate(RELATIONS):
+        if f" {rel} a " in text:
+            a, b = text[2:].split(f" {rel} a ")
+            return [obj(a), obj(b)], r
+    for cell, phrases in enumerate(CELL_WORDS):
+        if text.endswith(" " + phrases[0]):
+            thing = obj(text[2: -len(phrases[0]) - 1])
+            row, col = divmod(cell, 3)
+            return [Thing(thing.shape, thing.colour, cell, thing.size, (col + 0.5) / 3, (row + 0.5) / 3, 0.1, 0.0)], None
+    raise ValueError(f"not a canonical prompt: {prompt!r}")
 
 
 def preview_prompts() -> list[str]:

@@ -16,10 +16,11 @@ import numpy as np
 
 from dit.errors import UserError
 
-METRICS = ("inception", "shapes", "video-shapes", "fvd")
+METRICS = ("inception", "shapes", "video-shapes", "fvd", "scenes")
 DEFAULT_CFG_SCALE = 1.0  # FID is measured without guidance unless --cfg-scale asks for it
 REFERENCES = {"shapes": "built-in shapes (dit/eval/metrics.py ShapesMetric)",
-              "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)"}
+              "video-shapes": "built-in moving shapes (dit/eval/video_metrics.py VideoShapesMetric)",
+              "scenes": "the prompts' scenes (dit/eval/scene_judge.py)"}
 
 
 def sample_argv(args, rest, given_clips: Path | None = None) -> list[str]:
@@ -28,8 +29,61 @@ def sample_argv(args, rest, given_clips: Path | None = None) -> list[str]:
     user gives (in any spelling) wins."""
     keys = [f for flag in ("arch", "process") if getattr(args, flag) for f in (f"--{flag}", getattr(args, flag))]
     what = (["--video-in", str(given_clips), "--given-frames", args.given_frames] if given_clips is not None
+            else ["--prompts", str(prompt_file(args))] if args.prompts
             else ["--num-samples", str(args.num_samples), "--labels", "balanced"])
     return ["--ckpt", args.ckpt, *what, "--device", args.device, "--cfg-scale", str(DEFAULT_CFG_SCALE), *keys, *rest]
+
+
+def check_prompts(args) -> list[str]:
+    """--prompts FILE of --metric scenes: canonical prompts of the captioned scenes, read and parsed before any
+    work; each is drawn --per-prompt times (the prompt file repeated), so --num-samples follows."""
+    from dit.data.shapes_captions import parse_canonical
+    from dit.pipelines.prompts import read_prompts
+
+    if args.metric != "scenes" or (args.samples is None) == (args.prompts is None):
+        raise UserError("--prompts FILE goes with --metric scenes and --ckpt (generate them); --samples with --metric "
+                        "scenes reads the prompts sample.py --prompts --npz stored beside the images")
+    prompts = read_prompts(None, args.prompts)
+    for p in prompts:
+        try:
+            parse_canonical(p)
+        except ValueError:
+            raise UserError(f"--prompts {args.prompts}: {p!r} is not a scene prompt the judge reads (\"a [small|large] "
+                            "COLOUR SHAPE at the CELL\" or \"a COLOUR SHAPE left of a COLOUR SHAPE\"; "
+                            "benchmarks/text_to_image/prompts-seen.txt)") from None
+    args.num_samples = len(prompts) * args.per_prompt
+    return prompts
+
+
+def prompt_file(args) -> Path:
+    """The prompt file sample.py draws: each of --prompts' prompts --per-prompt times, in the cache."""
+    prompts = [p for p in check_prompts(args) for _ in range(args.per_prompt)]
+    text = "\n".join(prompts) + "\n"
+    path = Path(args.cache_dir) / "prompts" / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def scene_metrics(args, source, device):
+    """--metric scenes: the compositional judge's shape, colour, position and joint accuracy (Wilson 95%
+    intervals) and the share with exactly the objects asked for, over an .npz of samples and their prompts."""
+    from dit.data.shapes_captions import parse_canonical
+    from dit.eval.intervals import wilson
+    from dit.eval.scene_judge import judge, load_reader, read_images
+
+    with np.load(source) as data:
+        if "prompts" not in data:
+            raise UserError(f"{source} has no prompts beside its images: write it with sample.py --prompts FILE --npz")
+        images, prompts = data["arr_0"], [str(p) for p in data["prompts"]]
+    reader = load_reader(args.cache_dir, images.shape[1], device=device)
+    marks = [judge(parse_canonical(p), f) for p, f in zip(prompts, read_images(images, reader))]
+    result = {}
+    for k in ("shape", "colour", "position", "joint", "count"):
+        hits = sum(m[k] for m in marks)
+        result[k] = hits / len(marks)
+        result[k + "_ci"] = wilson(hits, len(marks))
+    return {**result, "prompts": len(set(prompts)), "reader_accuracy": reader.heldout_accuracy}, len(images)
 
 
 def batch_path(args, argv: list[str]) -> Path:

@@ -1,0 +1,118 @@
+"""Tables and figures of benchmarks/text_to_image/text_to_image.py from its results.jsonl (and samples/).
+
+Intervals: a two-stage bootstrap, bias-free for means: training seeds resampled, then within each seed its
+prompts (a prompt's samples move together: they share the words), RESAMPLES times; the percentile interval of
+the pooled mean. Verdicts (issue 35): the best conditioning (highest point on seen prompts' joint accuracy)
+"met" a target when the whole interval clears it (dit/eval/intervals.verdict).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dit.eval.intervals import fmt_ci, percentile_interval, verdict
+from dit.eval.records import read_rows
+from dit.eval.tables import markdown_table, new_figure, save_figure
+
+RESAMPLES = 2000
+MARKS = ("shape", "colour", "position", "joint")
+TARGETS = {"seen": 0.80, "held-out": 0.60}  # joint accuracy of the best conditioning
+LABELS = {"adaln-zero": "pooled adaLN-Zero (baseline)", "cross-attention": "cross-attention (PixArt-α)",
+          "joint": "joint attention (MMDiT)", "real": "real renders (the judge's ceiling)"}
+
+
+def two_stage(per_seed: list[np.ndarray], per_prompt: int, seed: int = 0) -> tuple[float, list[float]]:
+    """(mean, 95% interval) of 0/1 marks, one array per training seed, `per_prompt` consecutive samples a prompt."""
+    rng = np.random.default_rng(seed)
+    groups = [m.reshape(-1, per_prompt).mean(1) for m in per_seed]  # per-prompt shares
+    draws = np.empty(RESAMPLES)
+    for i in range(RESAMPLES):
+        seeds = rng.integers(0, len(groups), len(groups))
+        draws[i] = np.mean([groups[s][rng.integers(0, len(groups[s]), len(groups[s]))].mean() for s in seeds])
+    return float(np.mean([g.mean() for g in groups])), percentile_interval(draws)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One entry per (conditioning or "real", set): seeds, steps, and each mark's mean and interval."""
+    units = defaultdict(list)
+    for r in rows:
+        if r["kind"] in ("quality", "real"):
+            units[(r.get("conditioning", "real"), r["set"])].append(r)
+    out = []
+    for (cond, name), rs in units.items():
+        entry = {"conditioning": cond, "set": name, "seeds": len(rs), "steps": rs[0].get("steps_trained")}
+        for k in MARKS:
+            entry[k], entry[k + "_ci"] = two_stage([np.asarray(r[k], float) for r in rs], rs[0]["per_prompt"],
+                                                   seed=hash((cond, name, k)) % 2**32)
+        entry["sampling_ms"] = np.mean([1000 * r["sampling_s"] / len(r["joint"]) for r in rs]) if "sampling_s" in rs[0] \
+            else None
+        out.append(entry)
+    order = [*LABELS]
+    return sorted(out, key=lambda e: (order.index(e["conditioning"]), e["set"] != "seen"))
+
+
+def tables(folder: Path) -> dict[str, str]:
+    rows = read_rows(Path(folder) / "results.jsonl")
+    summary = summarise(rows)
+    timing = {r["conditioning"]: r for r in rows if r["kind"] == "timing"}
+    acc = [[LABELS[e["conditioning"]], e["set"], e["seeds"], *(fmt_ci(e[k], e[k + "_ci"], 2) for k in MARKS)]
+           for e in summary]
+    cost = [[LABELS[c], f"{t['params'] / 1e6:.2f}M", f"{t['gflops']:.3f}", f"{1000 * t['step_s']:.1f}",
+             next((e["steps"] for e in summary if e["conditioning"] == c), "-"),
+             next((f"{e['sampling_ms']:.1f}" for e in summary if e["conditioning"] == c and e["sampling_ms"]), "-")]
+            for c, t in timing.items()]
+    return {
+        "text_to_image/accuracy": markdown_table(["model", "prompts", "seeds", "shape", "colour", "position", "joint"],
+                                                 acc, "llrrrrr"),
+        "text_to_image/cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
+                                              "steps in the budget", "ms / sample (guided Euler)"], cost, "lrrrrr"),
+        "text_to_image/acceptance": acceptance(summary),
+    }
+
+
+def acceptance(summary: list[dict]) -> str:
+    trained = [e for e in summary if e["conditioning"] != "real"]
+    seen = [e for e in trained if e["set"] == "seen"]
+    if not seen:
+        return markdown_table(["target", "verdict"], [["no trained model scored yet", "-"]])
+    best = max(seen, key=lambda e: e["joint"])["conditioning"]
+    rows = []
+    for e in trained:
+        if e["conditioning"] == best:
+            target = TARGETS[e["set"]]
+            rows.append([LABELS[best], e["set"], e["seeds"], fmt_ci(e["joint"], e["joint_ci"], 3), f">= {target:.2f}",
+                         verdict(e["joint_ci"], ">=", target)])
+    return markdown_table(["best conditioning (seen joint accuracy)", "prompts", "seeds", "joint accuracy", "target",
+                           "verdict"], rows)
+
+
+def figures(folder: Path, per_set: int = 6, samples: int = 4) -> None:
+    """text_to_image.png: prompts (rows; seen then held-out) against samples of each conditioning's seed-0 model."""
+    folder = Path(folder)
+    conds = [c for c in LABELS if (folder / "samples" / f"{c}-seed0-seen.npz").is_file()]
+    if not conds:
+        return
+    picks = []  # (set, prompt, first index): the first singles and pairs of each set
+    for name in ("seen", "held-out"):
+        data = np.load(folder / "samples" / f"{conds[0]}-seed0-{name}.npz")
+        prompts = list(dict.fromkeys(data["prompts"].tolist()))
+        chosen = prompts[: per_set - 2] + prompts[-2:]
+        picks += [(name, p, data["prompts"].tolist().index(p)) for p in chosen]
+    fig, axes = new_figure(len(picks), len(conds), figsize=(2.3 * len(conds) + 3.5, 0.62 * len(picks) + 0.6),
+                           squeeze=False)
+    for j, cond in enumerate(conds):
+        sets = {n: np.load(folder / "samples" / f"{cond}-seed0-{n}.npz")["images"] for n in ("seen", "held-out")}
+        for i, (name, prompt, first) in enumerate(picks):
+            ax = axes[i, j]
+            ax.imshow(np.concatenate(list(sets[name][first: first + samples]), axis=1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(LABELS[cond], fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{prompt} ({name})", rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle("Prompts against samples (seed-0 models, Euler-50, guidance 3)", fontsize=9)
+    save_figure(fig, folder / "text_to_image.png")
