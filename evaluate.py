@@ -66,7 +66,7 @@ def parse_args(argv=None):
                    "complete the first --num-samples clips of --ref (uint8 (N, F, H, W, 3) .npz, labels under arr_1) "
                    "from frames 0..G and score the rest (direction agreement with the given frames, centroid error)")
     p.add_argument("--cache-dir", default="results/eval-cache", help="classifier, reference statistics")
-    p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges)")
+    p.add_argument("--classifier-steps", type=positive(), help="shapes metrics: training steps of the classifier (video-shapes: of both judges; scenes: of the shape reader)")
     p.add_argument("--shapes-speed", type=positive(float),
                    help="video-shapes: the clips' speed (train.py --shapes-speed): the motion judge and the reference "
                         "move at it; default: --ckpt's recorded speed, else 1")

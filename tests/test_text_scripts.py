@@ -53,6 +53,27 @@ def test_sample_from_prompts(tmp_path, conditioning, capsys):
                                                                               "a large cyan triangle at the bottom"]
 
 
+def test_evaluate_judges_prompts(tmp_path, capsys):
+    import evaluate
+
+    run = train_run(tmp_path, *TEXT, "--process", "flow", "--max-steps", 1)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a large red circle at the top left\na small blue square left of a large green plus\n")
+    out = tmp_path / "scenes.json"
+    assert run_cli(evaluate.main, ["--ckpt", str(run), "--metric", "scenes", "--prompts", str(prompts), "--per-prompt",
+                                   "3", "--steps", "2", "--cfg-scale", "2", "--cache-dir", str(tmp_path / "cache"),
+                                   "--classifier-steps", "40", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    assert record["metric"] == "scenes" and record["num_samples"] == 6 and record["prompts"] == 2
+    assert record["cfg_scale"] == 2 and record["nfe"] == 2 and 0 <= record["joint"] <= record["shape"] <= 1
+    assert len(record["joint_ci"]) == 2 and record["reader_accuracy"] > 0.25
+    samples = np.load(record["samples"])
+    assert samples["arr_0"].shape == (6, 16, 16, 3) and list(samples["prompts"][:3]) == ["a large red circle at the top left"] * 3
+    prompts.write_text("a red plus\n")  # not a scene the judge reads: refused before anything is drawn
+    _refused(tmp_path, "evaluate.py", "--ckpt", run, "--metric", "scenes", "--prompts", prompts,
+             says="is not a scene prompt the judge reads")
+
+
 def _refused(tmp_path, script, *args, says):
     res = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -76,7 +76,9 @@ def scene_metrics(args, source, device):
         if "prompts" not in data:
             raise UserError(f"{source} has no prompts beside its images: write it with sample.py --prompts FILE --npz")
         images, prompts = data["arr_0"], [str(p) for p in data["prompts"]]
-    reader = load_reader(args.cache_dir, images.shape[1], device=device)
+    from dit.eval.scene_judge import TRAIN_STEPS
+
+    reader = load_reader(args.cache_dir, images.shape[1], steps=args.classifier_steps or TRAIN_STEPS, device=device)
     marks = [judge(parse_canonical(p), f) for p, f in zip(prompts, read_images(images, reader))]
     result = {}
     for k in ("shape", "colour", "position", "joint", "count"):
