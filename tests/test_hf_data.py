@@ -95,7 +95,7 @@ def test_bad_hugging_face_inputs_are_one_line_and_write_nothing(hf_sources, tmp_
         (["--data", hf_sources["disk"], "--image-column", "picture"], "--image-column picture: --data"),
         (["--data", hf_sources["parquet"], "--label-column", "kind"], "has no such column; its columns are"),
         (["--data", hf_sources["imagefolder"], "--dataset-split", "test"], "could not read the Hugging Face dataset"),
-        (["--data", hf_sources["disk"], "--caption-column", "text"], "no registered architecture conditions on captions"),
+        (["--data", hf_sources["disk"], "--caption-column", "text"], "train a text-conditioned network on them (--arch text-dit)"),
         (["--data", "nobody/no-such-dataset-here"], "not a local path, so read as a hub id"),
     ):
         assert match in refused(capsys, train.main, [*base, *extra])

@@ -56,6 +56,7 @@ def test_shard_record_is_the_one_sample_py_wrote_before(extra):
         setattr(args, k, v)
     vars(args).pop("cfg_default")  # the parser's own bookkeeping, new with pipelines
     vars(args).pop("cfg_given")  # ... and with unconditional models: whether --cfg-scale was the user's
+    vars(args).pop("prompts")  # --prompts FILE, read into --prompt (issue 35)
     args.image_size = source.image_size  # --image-size H [W] now parses to tokens; the record keeps the int H
     shas = dict(classifier_sha256="c" * 64 if spec.classifier else None, tokenizer_sha256=None)
     assert shard_settings(source, spec, "a" * 64, **shas) == old_record(args, "a" * 64, shas["classifier_sha256"])

@@ -53,6 +53,44 @@ def test_sample_from_prompts(tmp_path, conditioning, capsys):
                                                                               "a large cyan triangle at the bottom"]
 
 
+def test_captions_of_your_own_data(tmp_path, capsys):
+    """An imagefolder with metadata.jsonl captions (a Hugging Face dataset) and WebDataset shards with .txt
+    captions train a text DiT; its vocabulary is the captions' words; a plain folder is refused."""
+    import json as json_
+
+    from PIL import Image
+
+    from test_webdataset import write_shards
+
+    folder = tmp_path / "captioned"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        Image.fromarray(rng.integers(40, 216, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": ["a red dot", "two blue lines"][i % 2]})
+    (folder / "metadata.jsonl").write_text("\n".join(json_.dumps(r) for r in rows))
+    common = [*TEXT, "--no-flip", "--process", "flow", "--max-steps", 2]
+    run = train_run(tmp_path, *common, "--data", folder, name="hf")  # --caption-column text: the default
+    recorded = json.loads((run / "config.json").read_text())
+    from dit.io.checkpoint import load_weights
+
+    cfg = load_weights(str(run / "export.safetensors")).config
+    assert cfg.vocabulary == "a blue dot lines red two"
+    assert run_cli(sample.main, ["--ckpt", str(run), "--prompt", "a red dot", "--steps", "2", "--out",
+                                 str(tmp_path / "hf.png"), "--no-progress"]) == 0
+    shards = write_shards(tmp_path / "shards")
+    run = train_run(tmp_path, *common, "--data", shards, name="shards")
+    assert load_weights(str(run / "export.safetensors")).config.vocabulary == " ".join(
+        sorted([*(str(i) for i in range(12)), "sample"]))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(plain / "a.png")
+    _refused(tmp_path, "train.py", *TEXT, "--no-flip", "--data", plain, "--results-dir", tmp_path / "none",
+             says="without captions")
+    assert recorded["caption_column"] == ""  # the default, recorded as given
+
+
 def test_evaluate_judges_prompts(tmp_path, capsys):
     import evaluate
 

@@ -128,6 +128,12 @@ class HFImages:
             raise UserError(f"{self.where}: no --caption-column given")
         return str(self.ds[int(index)][self.caption_column])
 
+    def captions(self) -> list[str]:
+        """The whole caption column, read without decoding any image."""
+        if not self.caption_column:
+            raise UserError(f"{self.where}: no --caption-column given")
+        return [str(c) for c in self.ds[self.caption_column]]
+
     def label(self, index: int) -> int:
         return int(self.labels[index])
 

@@ -37,6 +37,7 @@ class Images:
         self.num_classes, self.class_names = source.num_classes, source.class_names
         self.buckets = buckets
         self.bucket_of = None
+        self._stand_in: dict[int, int] = {}  # index -> the readable sample read in its place
         if buckets:
             from dit.data.buckets import assign_buckets
 
@@ -63,13 +64,29 @@ class Images:
         ring = range(len(self.source)) if self.bucket_of is None else self._members[self.bucket_of[index]]
         start = index if self.bucket_of is None else self._rank[index]
         img, k = first_readable(start, len(ring), lambda i: self.source.image(ring[i]), self.source.where)
-        return to_tensor(img, *self.size_of(index)), self.source.label(ring[(start + k) % len(ring)]), k > 0
+        used = ring[(start + k) % len(ring)]
+        if k:  # its caption stands in too (caption() is asked right after, in the same process)
+            self._stand_in[index] = used
+        return to_tensor(img, *self.size_of(index)), self.source.label(used), k > 0
 
     def get(self, index: int, rng: np.random.Generator):
         from dit.data.stream import flip_or_not
 
         x, y, replaced = self.read(index)
         return flip_or_not(x, rng, self.flip), y, replaced
+
+    def caption(self, index: int, rng: np.random.Generator | None = None) -> str:
+        """Sample `index`'s caption (the stand-in's where its image did not decode): the source's --caption-column,
+        a shard's .txt or json "caption"."""
+        text = self.source.caption(self._stand_in.get(index, index))
+        if text is None:
+            raise UserError(f"{self.source.name(index)} has no caption; every sample of a text-to-image run needs one")
+        return str(text)
+
+    def captions(self) -> list[str]:
+        """Every caption, in index order (the word tokenizer's vocabulary is built from them)."""
+        every = getattr(self.source, "captions", None)
+        return [str(c) for c in every()] if every else [self.caption(i) for i in range(len(self))]
 
     @property
     def skipped(self):
@@ -92,6 +109,9 @@ def open_source(data: str, cache_dir: Path | None = None, split: str = "train", 
         return HFImages(ds, image_column, label_column, caption_column, data)
     from dit.data.folders import ImageFolderDataset
 
+    if caption_column:
+        raise UserError(f"--caption-column {caption_column}: --data {data} is a folder of images without captions; add a "
+                        "metadata.jsonl (file_name, text per line: a Hugging Face imagefolder) or use shards with .txt")
     return ImageFolderDataset(data)
 
 

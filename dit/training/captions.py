@@ -1,15 +1,18 @@
 """Captions in a training run (`--arch text-dit`): which data has them, the vocabulary the network's tokenizer
 is built with, each sample's caption as token ids in the data stream, and the preview's prompts.
 
-Captioned data is the built-in scenes (`--data shapes-captions`, dit/data/shapes_captions.py: a caption drawn
-from each scene's ground truth at every use). A network that reads text trains on captions only, and
-captions train only a network that reads them: either mismatch is refused in one line before anything is
-read. Caption dropout for classifier-free guidance is the stream's label dropout (--class-dropout-prob):
+Captioned data: the built-in scenes (`--data shapes-captions`, dit/data/shapes_captions.py: a caption drawn
+from each scene's ground truth at every use); a Hugging Face dataset's caption column (--caption-column,
+default "text": an imagefolder's metadata.jsonl, a saved dataset, parquet); WebDataset shards' .txt or json
+"caption". A network that reads text trains on captions only, and captions train only a network that reads
+them: either mismatch, a plain folder, a latent cache or flips are refused in one line before anything is
+written. Caption dropout for classifier-free guidance is the stream's label dropout (--class-dropout-prob):
 the network reads a dropped caption as the empty one (dit/networks/text_dit.py).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +20,10 @@ import numpy as np
 from dit.errors import UserError
 from dit.networks import get_architecture
 from dit.networks.text_config import SHAPES_CAPTIONS
+from dit.networks.text_tokenizer import TextTokenizer, build_vocabulary
+
+DEFAULT_CAPTION_COLUMN = "text"  # diffusers' training scripts' --caption_column default
+PREVIEW_PROMPTS = 8
 
 
 @dataclass
@@ -28,31 +35,49 @@ class Captions:
     prompts: list[str]
 
 
-def check_captions(config) -> bool:
-    """Whether the run trains on captions; a network that reads text without them, or captions with a network
-    that does not read them, or flips that would contradict them, is refused in one line."""
-    captioned = config.data == SHAPES_CAPTIONS
+def check_captions(config, cached: bool = False) -> bool:
+    """Whether the run trains on captions; the mismatches above are refused in one line. `cached`: --data is
+    a latent cache."""
     reads = get_architecture(config.arch).reads_text
-    if config.caption_column:
-        raise UserError("--caption-column: captions of folders, Hugging Face datasets and shards are not read yet; "
-                        f"train on the built-in captioned scenes with --data {SHAPES_CAPTIONS}")
-    if captioned and not reads:
-        raise UserError(f"--data {config.data} holds captions, not classes: train a text-conditioned network on it "
-                        "(--arch text-dit)")
-    if reads and not captioned:
-        raise UserError(f"--arch {config.arch} trains on captions: use --data {SHAPES_CAPTIONS} (the built-in captioned "
-                        "scenes)")
-    if captioned and config.flip:
+    if not reads:
+        if config.data == SHAPES_CAPTIONS or config.caption_column:
+            what = f"--data {config.data} holds captions, not classes" if config.data == SHAPES_CAPTIONS else \
+                f"--caption-column {config.caption_column}: captions"
+            raise UserError(f"{what}: train a text-conditioned network on them (--arch text-dit)")
+        return False
+    if config.data != SHAPES_CAPTIONS and (config.data in ("shapes", "shapes-video") or cached):
+        what = "a latent cache (it stores no captions yet)" if cached else f"the built-in {config.data} (classes)"
+        raise UserError(f"--arch {config.arch} trains on captions, and --data {config.data} is {what}: use --data "
+                        f"{SHAPES_CAPTIONS}, a Hugging Face dataset with a caption column (--caption-column), or "
+                        "WebDataset shards with .txt captions")
+    if config.flip:
         raise UserError("--flip mirrors the images but not their captions ('on the left' would read wrong): add --no-flip")
-    return captioned
+    return True
 
 
-def caption_settings(config) -> Captions:
-    """The vocabulary and preview prompts of the run's captioned data."""
-    from dit.data import shapes_captions
+def caption_column(config) -> str:
+    """The caption column a text run reads from a Hugging Face dataset."""
+    return config.caption_column or (DEFAULT_CAPTION_COLUMN if get_architecture(config.arch).reads_text else "")
 
-    words = " ".join(shapes_captions.vocabulary()) if config.text_tokenizer == "words" else ""
-    return Captions(text={"vocabulary": words}, prompts=shapes_captions.preview_prompts())
+
+def caption_settings(config, base=None) -> Captions:
+    """The vocabulary and preview prompts of the run's captions: the built-in scenes' words and prompts, or
+    every caption of `base` (read once, checked: a sample without one is refused) and its first prompts."""
+    if config.data == SHAPES_CAPTIONS:
+        from dit.data import shapes_captions
+
+        words = " ".join(shapes_captions.vocabulary()) if config.text_tokenizer == "words" else ""
+        return Captions(text={"vocabulary": words}, prompts=shapes_captions.preview_prompts())
+    if base is None:  # before the data is read: any vocabulary sizes the network's probe
+        return Captions(text={"vocabulary": "a"}, prompts=[])
+    captions = base.captions()
+    words = " ".join(build_vocabulary(captions)) if config.text_tokenizer == "words" else ""
+    tokenizer = TextTokenizer(config.text_tokenizer, words.split())
+    longer = sum(len(tokenizer.ids(c)) > config.text_length for c in captions)
+    if longer:
+        print(f"note: {longer} of {len(captions)} captions are longer than --text-length {config.text_length} tokens "
+              "and are cut there", file=sys.stderr)
+    return Captions(text={"vocabulary": words}, prompts=list(dict.fromkeys(c for c in captions if c))[:PREVIEW_PROMPTS])
 
 
 class CaptionIds:

@@ -15,7 +15,7 @@ from dit.layout import TOKENS
 from dit.networks import get_architecture
 from dit.networks.conditioning import NO_CLASSES
 from dit.networks.text_config import SHAPES_CAPTIONS
-from dit.training.captions import caption_settings, check_captions
+from dit.training.captions import caption_column, caption_settings, check_captions
 from dit.training.config import SHAPES, SHAPES_VIDEO, TrainConfig
 
 BUILT_IN = (SHAPES, SHAPES_VIDEO, SHAPES_CAPTIONS)  # the rendered datasets: square, no files
@@ -53,16 +53,19 @@ def build_data(config: TrainConfig, device) -> RunData:
     if not config.data:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
-    captions = caption_settings(config) if check_captions(config) else None
     cached, norm = _open_cache(config)
+    captioned = check_captions(config, cached is not None)
     vae = load_autoencoder(config.vae, device)
     if cached is not None:
         _check_cache(config, cached, vae)
-    spec = network_input(config, vae) | ({"text": captions.text} if captions else {})
+    spec = network_input(config, vae) | ({"text": caption_settings(config).text} if captioned else {})
     if cached is None:  # a cache knows its classes; the built-in shapes have 10, a folder's are not scanned yet
         probe = config.network_config({**spec, "num_classes": _classes_before_reading(config)})
     sizes = bucket_sizes(config, cached, vae, probe if cached is None else None)
     base, encode_on_the_fly = _images(config, cached, vae, norm, sizes)
+    captions = caption_settings(config, base) if captioned else None
+    if captions:
+        spec["text"] = captions.text
     shape = tuple(vae.latent_shape(*config.image_hw))  # (C, h, w) latents, (h, w) token ids
     if cached is not None and tuple(cached.latent_shape) != shape:
         raise UserError(f"latent cache {config.data} holds latents {cached.latent_shape}, but --vae {config.vae} at "
@@ -192,7 +195,7 @@ def _images(config: TrainConfig, cached, vae: Autoencoder, norm, buckets=None):
     from dit.data.sources import Images, open_source
 
     source = open_source(config.data, Path(config.results_dir) / ".cache", config.dataset_split, config.image_column,
-                         config.label_column, config.caption_column)
+                         config.label_column, caption_column(config))
     return Images(source, config.image_size, config.image_width or None, config.flip, buckets), not vae.identity
 
 
