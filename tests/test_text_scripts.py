@@ -118,19 +118,23 @@ def _refused(tmp_path, script, *args, says):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-def test_refusals(tmp_path):
+def test_refusals(tmp_path, capsys):
+    import train
+    from test_cli_errors import refused
+
     out = tmp_path / "none"
-    _refused(tmp_path, "train.py", "--arch", "text-dit", "--data", "shapes", "--results-dir", out,
-             says="--arch text-dit trains on captions: use --data shapes-captions")
-    _refused(tmp_path, "train.py", "--data", "shapes-captions", "--results-dir", out,
-             says="holds captions, not classes")
-    _refused(tmp_path, "train.py", "--arch", "text-dit", "--flip", "true", "--results-dir", out,
-             says="add --no-flip")
-    _refused(tmp_path, "train.py", "--arch", "text-dit", "--conditioning", "in-context", "--results-dir", out,
-             says="choose one of adaln-zero, cross-attention, joint")
+    for argv, says in ((["--arch", "text-dit", "--data", "shapes"], "--arch text-dit trains on captions, and --data "
+                        "shapes is the built-in shapes (classes): use --data shapes-captions"),
+                       (["--data", "shapes-captions"], "holds captions, not classes"),
+                       (["--arch", "text-dit", "--flip", "true"], "add --no-flip"),
+                       (["--arch", "text-dit", "--conditioning", "in-context"],
+                        "choose one of adaln-zero, cross-attention, joint")):
+        assert says in refused(capsys, train.main, [*argv, "--results-dir", out])
     assert not out.exists()
     run = train_run(tmp_path, "--max-steps", 1, name="classes")
-    _refused(tmp_path, "sample.py", "--ckpt", run, "--prompt", "a red circle", "--out", tmp_path / "x.png",
-             says="does not read text")
-    _refused(tmp_path, "sample.py", "--ckpt", run, "--prompts", tmp_path / "missing.txt", says="no such file")
+    assert "does not read text" in refused(capsys, sample.main, ["--ckpt", run, "--prompt", "a red circle", "--out",
+                                                                 tmp_path / "x.png"])
+    assert "no such file" in refused(capsys, sample.main, ["--ckpt", run, "--prompts", tmp_path / "missing.txt"])
     assert not (tmp_path / "x.png").exists()
+    _refused(tmp_path, "sample.py", "--ckpt", run, "--prompt", "a", "--classes", "1",  # the real entry point
+             says="--classes does not apply to --prompt")

@@ -26,18 +26,17 @@ def test_prompt_sets_hold_what_they_say():
             assert any(held) == (name == "held-out"), p  # exactly the held-out set asks for unrendered pairs
 
 
-@pytest.mark.slow("trains the shape reader and two conditionings through train.py, samples and judges 256 prompts")
+@pytest.mark.slow("trains the shape reader and a text DiT through train.py (timing and quality runs), judges 256 samples")
 def test_micro_benchmark_tables_figure_and_resume(tmp_path, capsys):
     out = tmp_path / "t2i"
-    argv = ["--out", str(out), "--conditionings", "adaln-zero", "joint", "--seeds", "0", "--minutes", "0.02",
+    argv = ["--out", str(out), "--conditionings", "joint", "--seeds", "0", "--minutes", "0.02",
             "--per-prompt", "1", "--steps", "2", "--timing-steps", "60", "--timing-warmup", "0", "--timing-rounds", "1",
             "--scenes", "64", "--reader-steps", "60"]
     assert run_cli(t2i.main, argv) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     kinds = sorted((r["kind"], r.get("conditioning"), r["set"] if "set" in r else None) for r in rows)
-    assert kinds == sorted([("real", None, "seen"), ("real", None, "held-out"), ("timing", "adaln-zero", None),
-                            ("timing", "joint", None), *((("quality", c, s) for c in ("adaln-zero", "joint")
-                                                         for s in ("seen", "held-out")))])
+    assert kinds == sorted([("real", None, "seen"), ("real", None, "held-out"), ("timing", "joint", None),
+                            ("quality", "joint", "seen"), ("quality", "joint", "held-out")])
     quality = [r for r in rows if r["kind"] == "quality"]
     assert all(len(r["joint"]) == 64 and r["nfe"] == 2 and r["steps_trained"] >= 1 for r in quality)
     timing = [r for r in rows if r["kind"] == "timing"]
@@ -49,7 +48,8 @@ def test_micro_benchmark_tables_figure_and_resume(tmp_path, capsys):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
-def test_the_judge_reads_real_scenes_and_not_colour_for_shape(tmp_path):
+def test_the_judge_reads_real_scenes_and_not_colour_for_shape(tmp_path, monkeypatch):
+    monkeypatch.setattr(sj, "TRAIN_IMAGES", 4000)  # a quicker reader (its own cache folder): still near perfect
     reader = sj.load_reader(tmp_path, 32, steps=300)
     rng = np.random.default_rng(3)
     images, expected = [], []
