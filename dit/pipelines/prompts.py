@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from dit.errors import UserError
 from dit.io.video import check_grid_path
-from dit.pipelines.vq_text import is_hub_id, is_vq_pipeline
+from dit.pipelines.vq_text import is_vq_pipeline
 from dit.precision import check_precision
 
 TEXT_CFG = 5.0  # a text pipeline's classifier-free guidance (VQDiffusionPipeline's default)
@@ -58,6 +58,11 @@ def check_prompt_args(args) -> argparse.Namespace:
     used = [flag for dest, flag in NOT_PROMPTS if getattr(args, dest)]
     if used:
         raise UserError(f"{used[0]} does not apply to --prompt (one image per prompt, conditioned on its text)")
+    return _outputs(args)
+
+
+def _outputs(args) -> argparse.Namespace:
+    """A grid by default, its path writable as an image; the precision checked."""
     if not args.out and not args.npz:
         args.out = "samples.png"
     if args.out:
@@ -72,10 +77,6 @@ def check_text_args(args) -> argparse.Namespace:
     if not args.prompt:
         raise UserError(f"{args.ckpt} is a text-to-image VQ-Diffusion pipeline: it takes --prompt \"...\" (one image "
                         "per --prompt), not class labels")
-    if not (is_vq_pipeline(args.ckpt) or is_hub_id(args.ckpt)):
-        raise UserError(f"--prompt needs a text-to-image VQ-Diffusion pipeline as --ckpt (a diffusers "
-                        f"VQDiffusionPipeline directory or hub id); {args.ckpt} is not one: class-conditional "
-                        "checkpoints take --classes")
     used = [flag for dest, flag in NOT_TEXT if getattr(args, dest)]
     if used:
         raise UserError(f"{used[0]} does not apply to --prompt (a text pipeline: one image per prompt, guided by "
@@ -90,12 +91,7 @@ def check_text_args(args) -> argparse.Namespace:
         process_from_scheduler(json.loads(sched.read_text())).time_points(args.steps)
     args.cfg_scale = TEXT_CFG if args.cfg_scale is None else args.cfg_scale
     args.truncation = 1.0 if args.truncation is None else args.truncation
-    if not args.out and not args.npz:
-        args.out = "samples.png"
-    if args.out:
-        check_grid_path(args.out, clips=False)
-    args.precision = check_precision(args.precision)
-    return args
+    return _outputs(args)
 
 
 def sample_prompts(ckpt: str, spec, batch_size: int, device, show: bool = True) -> np.ndarray:
