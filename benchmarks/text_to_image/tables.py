@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dit.eval.intervals import fmt_ci, percentile_interval, verdict
-from dit.eval.records import read_rows
+from dit.eval.records import describe, read_rows
 from dit.eval.tables import markdown_table, new_figure, save_figure
 
 RESAMPLES = 2000
@@ -55,7 +55,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def tables(folder: Path) -> dict[str, str]:
-    rows = read_rows(Path(folder) / "results.jsonl")
+    path = Path(folder) / "results.jsonl"
+    rows = read_rows(path) if path.is_file() else []
     summary = summarise(rows)
     timing = {r["conditioning"]: r for r in rows if r["kind"] == "timing"}
     acc = [[LABELS[e["conditioning"]], e["set"], e["seeds"], *(fmt_ci(e[k], e[k + "_ci"], 2) for k in MARKS)]
@@ -64,12 +65,13 @@ def tables(folder: Path) -> dict[str, str]:
              next((e["steps"] for e in summary if e["conditioning"] == c), "-"),
              next((f"{e['sampling_ms']:.1f}" for e in summary if e["conditioning"] == c and e["sampling_ms"]), "-")]
             for c, t in timing.items()]
+    provenance = f"Rows: {describe(rows)}.\n\n" if rows else ""
     return {
-        "text_to_image/accuracy": markdown_table(["model", "prompts", "seeds", "shape", "colour", "position", "joint"],
-                                                 acc, "llrrrrr"),
-        "text_to_image/cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
+        "accuracy": provenance + markdown_table(["model", "prompts", "seeds", "shape", "colour", "position",
+                                                              "joint"], acc, "llrrrrr"),
+        "cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
                                               "steps in the budget", "ms / sample (guided Euler)"], cost, "lrrrrr"),
-        "text_to_image/acceptance": acceptance(summary),
+        "acceptance": acceptance(summary),
     }
 
 
