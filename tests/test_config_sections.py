@@ -173,7 +173,7 @@ sample_steps sample_sampler sample_cfg samples_per_class max_nonfinite wandb wan
 ADDED = ["unconditional", "image_width", "buckets", "dataset_split", "image_column", "label_column", "caption_column",
          "sampling_steps", "shapes_speed", "given_loss_weight", "meanflow_share", "meanflow_power", "meanflow_cfg",
          "shortcut_steps", "shortcut_share", "teacher", "teacher_steps", "teacher_cfg", "text_tokenizer", "text_length",
-         "text_depth", "text_width"]
+         "text_depth", "text_width", "text_encoder"]
 
 
 @pytest.mark.parametrize("name,presets", [*((n, PRESETS) for n in PRESETS), *((n, CLASSIFIER_PRESETS) for n in

@@ -9,6 +9,7 @@
                         the instantaneous velocity); read by networks built with span_embed
     "text_ids" (B, S) long  optional, a caption's token ids, PAD 0 (text_tokenizer.py), read by networks that
                         read text (base.ReadsText); the empty caption (all PAD) is the null text
+    "text_mask" (B, S) bool  with a frozen transformers encoder's ids: True at real tokens (its padding differs)
 Systems add their own keys (a mask, a frame flag); a network ignores keys it does not know.
 A bare tensor of labels is accepted wherever a cond is, as in the public DiT's model(x, t, y).
 
@@ -36,6 +37,7 @@ def null_class(num_classes: int) -> int:
 
 
 TEXT_IDS = "text_ids"  # a caption's token ids (module docstring)
+TEXT_MASK = "text_mask"  # (B, S) bool, True at a caption's real tokens: a frozen transformers tokenizer's padding mask
 TEXT = "text"  # a frozen text encoder's features (B, S, D) (VQ-Diffusion's pipelines: text_token_transformer.py)
 
 NO_CLASSES = 0  # the class count of an unconditional network
@@ -89,5 +91,7 @@ def unconditional(cond, num_classes: int) -> dict:
     out["y"] = torch.full_like(out["y"], null_class(num_classes))
     if TEXT_IDS in out:
         out[TEXT_IDS] = torch.zeros_like(out[TEXT_IDS])  # PAD everywhere: no real token
+    if TEXT_MASK in out:
+        out[TEXT_MASK] = torch.zeros_like(out[TEXT_MASK])
     out.pop("drop", None)
     return out

@@ -42,6 +42,9 @@ class TextSection(DiTSection):
     text_length: int = 32  # tokens a caption is cut to (the encoder's position table)
     text_depth: int = 2  # blocks of the trainable text encoder
     text_width: int = 0  # its width (0: the DiT's hidden size)
+    # A local transformers text encoder directory (CLIP's text model, T5's encoder), frozen, instead of the
+    # trainable one: its tokenizer, --text-length tokens (dit/networks/frozen_text.py)
+    text_encoder: str = ""
 
     def __post_init__(self):
         if self.text_tokenizer not in TOKENIZERS:
@@ -61,6 +64,10 @@ class TextConfig(ModelConfig):
     text_depth: int = 2
     text_width: int = 0  # 0: hidden_size
     text_heads: int = 0  # 0: num_heads
+    # A frozen transformers encoder instead (frozen_text.py): its directory, features' width and weights' sha256.
+    text_encoder: str = ""
+    text_dim: int = 0
+    text_encoder_sha256: str = ""
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,13 +77,18 @@ class TextConfig(ModelConfig):
             raise UserError("the text DiT takes --pos sincos and one time (no few-step process) for now")
         if self.text_length < 1 or self.text_depth < 0 or self.text_width < 0 or self.text_heads < 0:
             raise UserError("text_length >= 1, text_depth >= 0, text_width >= 0 and text_heads >= 0, please")
-        if self.encoder_width % self.encoder_heads:
+        if self.text_encoder:
+            if self.text_dim < 1:
+                raise UserError("a frozen text encoder's config records its features' width (text_dim >= 1)")
+        elif self.encoder_width % self.encoder_heads:
             raise UserError(f"text width {self.encoder_width} is not divisible by {self.encoder_heads} heads")
-        self.tokenizer  # noqa: B018 - a word tokenizer without words is refused here
+        else:
+            self.tokenizer  # noqa: B018 - a word tokenizer without words is refused here
 
     @property
     def encoder_width(self) -> int:
-        return self.text_width or self.hidden_size
+        """The width of the caption features the DiT reads."""
+        return self.text_dim if self.text_encoder else self.text_width or self.hidden_size
 
     @property
     def encoder_heads(self) -> int:
@@ -100,10 +112,15 @@ def config_for_run(run, data: dict) -> TextConfig:
     fields = dit_config.run_fields(run, {**data, "num_classes": NO_CLASSES})
     base, _, patch = run.model.partition("/")
     text = data.get("text") or {}
+    frozen = {}
+    if run.text_encoder:
+        from dit.networks.frozen_text import describe_encoder
+
+        frozen = {"text_encoder": run.text_encoder, **describe_encoder(run.text_encoder)}
     return TextConfig.from_dict({**PRESETS[base], "patch_size": int(patch), **fields,
-                                 "text_tokenizer": run.text_tokenizer, "vocabulary": text.get("vocabulary", ""),
-                                 "text_length": run.text_length, "text_depth": run.text_depth,
-                                 "text_width": run.text_width})
+                                 "text_tokenizer": run.text_tokenizer, "vocabulary": "" if frozen else text.get(
+                                     "vocabulary", ""), "text_length": run.text_length, "text_depth": run.text_depth,
+                                 "text_width": run.text_width, **frozen})
 
 
 def check_run(run) -> None:
@@ -115,6 +132,9 @@ def check_run(run) -> None:
 def describe(cfg: TextConfig) -> str:
     image = dit_config.describe(ModelConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelConfig)}))
     image = image.replace(" with 0 classes", "")
+    if cfg.text_encoder:
+        return (f"text-conditioned ({cfg.conditioning}) {image}; frozen text encoder {cfg.text_encoder} (width "
+                f"{cfg.text_dim}) over {cfg.text_length} tokens")
     words = f"{len(cfg.vocabulary.split())} words" if cfg.text_tokenizer == "words" else "bytes"
     return (f"text-conditioned ({cfg.conditioning}) {image}; text encoder of {cfg.text_depth} blocks at width "
             f"{cfg.encoder_width} over {cfg.text_length} tokens ({words})")

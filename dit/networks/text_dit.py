@@ -22,7 +22,8 @@ from dit.networks import text_config
 from dit.networks.base import Blocks, GradCheckpointing, ReadsText
 from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.networks.catalog import Architecture
-from dit.networks.conditioning import TEXT_IDS, UNLABELLED, as_cond
+from dit.networks.conditioning import TEXT_IDS, TEXT_MASK, UNLABELLED, as_cond
+from dit.networks.frozen_text import frozen_encoder
 from dit.networks.layers import (PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, make_norm, modulate,
                                  xavier_linears)
 from dit.networks.text_blocks import CrossDiTBlock, JointDiTBlock
@@ -65,7 +66,9 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
                                      strict_img_size=False)
         self.t_embedder = TimestepEmbedder(D, freq_shift=cfg.timestep_freq_shift)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, D), requires_grad=False)
-        self.text_encoder = TextEncoder(cfg.tokenizer.vocab_size, cfg.text_length, W, cfg.text_depth, cfg.encoder_heads)
+        # The trainable encoder, or none: a frozen transformers encoder lives outside the module (frozen_text.py).
+        self.text_encoder = None if cfg.text_encoder else TextEncoder(cfg.tokenizer.vocab_size, cfg.text_length, W,
+                                                                      cfg.text_depth, cfg.encoder_heads)
         options = dict(mlp=cfg.mlp, norm=cfg.norm, qk_norm=cfg.qk_norm)
         args = (D, cfg.num_heads, cfg.mlp_ratio)
         if cfg.conditioning == "cross-attention":
@@ -119,8 +122,18 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.grad_checkpointing = enabled
 
+    @property
+    def frozen(self):
+        """The frozen transformers encoder (shared by the process, checked against the recorded sha256), or None."""
+        cfg = self.config
+        return frozen_encoder(cfg.text_encoder, cfg.text_length, cfg.text_encoder_sha256) if cfg.text_encoder else None
+
     def encode_text(self, captions: list[str]) -> dict:
-        """The cond entries of `captions` (prompts at sampling, captions in training): their token ids."""
+        """The cond entries of `captions` (prompts at sampling, captions in training): their token ids (and, for a
+        frozen encoder, its padding mask)."""
+        if self.frozen is not None:
+            ids, mask = self.frozen.encode(captions)
+            return {TEXT_IDS: ids, TEXT_MASK: mask}
         return {TEXT_IDS: self.config.tokenizer.encode(captions, self.config.text_length)}
 
     def caption(self, cond: dict, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +143,11 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
         if ids is None:
             return torch.zeros(batch, 0, self.config.encoder_width, device=device), torch.zeros(
                 batch, 0, dtype=torch.bool, device=device)
-        features, mask = self.text_encoder(ids)
+        if self.text_encoder is None:  # frozen: its features, cached per caption
+            mask = cond[TEXT_MASK].bool()
+            features = self.frozen.features(ids, mask).to(self.pos_embed.dtype)
+        else:
+            features, mask = self.text_encoder(ids)
         drop = cond.get("drop")
         if drop is not None:
             mask = mask & (drop == 0).reshape(-1, 1)

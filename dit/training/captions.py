@@ -71,9 +71,9 @@ def caption_settings(config, base=None) -> Captions:
     if base is None:  # before the data is read: any vocabulary sizes the network's probe
         return Captions(text={"vocabulary": "a"}, prompts=[])
     captions = base.captions()
-    words = " ".join(build_vocabulary(captions)) if config.text_tokenizer == "words" else ""
-    tokenizer = TextTokenizer(config.text_tokenizer, words.split())
-    longer = sum(len(tokenizer.ids(c)) > config.text_length for c in captions)
+    words = " ".join(build_vocabulary(captions)) if config.text_tokenizer == "words" and not config.text_encoder else ""
+    longer = 0 if config.text_encoder else sum(  # a frozen encoder's tokenizer cuts its own
+        len(TextTokenizer(config.text_tokenizer, words.split()).ids(c)) > config.text_length for c in captions)
     if longer:
         print(f"note: {longer} of {len(captions)} captions are longer than --text-length {config.text_length} tokens "
               "and are cut there", file=sys.stderr)
