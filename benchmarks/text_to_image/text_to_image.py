@@ -58,7 +58,7 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/text_to_image")
     p.add_argument("--conditionings", nargs="+", default=list(CONDITIONINGS), choices=list(CONDITIONINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--minutes", type=float, default=30.0, help="training wall-clock per model, from its timed step cost")
+    p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock per model, from its timed step cost")
     p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=50, help="Euler steps")
