@@ -2,12 +2,17 @@
 
     python export_diffusers.py --ckpt results/my-run/export.safetensors --out my-run-diffusers
     python -c "from diffusers import DiTPipeline; p = DiTPipeline.from_pretrained('my-run-diffusers')"
+    python export_diffusers.py --ckpt results/text-joint --out text-joint-diffusers   # a text DiT's transformer
 
 The pipeline holds the transformer, a DDIM scheduler with the run's betas (trailing spacing, as
 `sample.py --sampler diffusers-ddim`) and the VAE. What exports: a DiT with adaLN-Zero or adaLN
 conditioning, mlp_ratio 4 and at most 1000 classes, trained with Gaussian diffusion in a VAE's
 latent space; anything else is refused before --out is created. `sample.py --ckpt` reads the
 directory back as the same model, process and VAE.
+
+A text DiT (`--arch text-dit`) exports its transformer as diffusers' own class: cross-attention as
+`PixArtTransformer2DModel`, joint attention as `SD3Transformer2DModel` (out/transformer), with its text
+encoder's weights beside it (dit/io/text_transformers.py says what differs: the null text, SD3's padding).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dit.errors import UserError
 from dit.io.checkpoint import load_model
 from dit.io.diffusers_transformer import EXPORTS, check_exportable
 from dit.networks.conditioning import reads_only_null
-from dit.pipelines.export import UNCONDITIONAL_NOTE, save_diffusers_pipeline
+from dit.pipelines.export import UNCONDITIONAL_NOTE, save_diffusers_pipeline, save_text_transformer
 from dit.processes import process_from_meta
 
 
@@ -35,6 +40,10 @@ def main(argv=None):
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not empty; choose a new directory")
     model, ckpt = load_model(args.ckpt)
+    if ckpt.arch == "text-dit":  # the transformer as diffusers' own class, its text encoder beside it
+        kind = save_text_transformer(model, out)
+        print(f"wrote {out}: {kind}.from_pretrained('{out / 'transformer'}'); the text encoder in {out}")
+        return
     # Every refusal comes before anything is written (the pipeline itself is written atomically).
     if (ckpt.arch, ckpt.process) != ("dit", "gaussian"):
         raise UserError(f"cannot export: {args.ckpt} holds a {ckpt.arch!r} network with the {ckpt.process!r} "

@@ -56,3 +56,33 @@ def save_diffusers_pipeline(model, vae, diffusion, out, class_names: list[str] |
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # atomic_path only removes files
             raise
+
+
+def save_text_transformer(model, out) -> str:
+    """Write a text DiT as diffusers' own transformer (dit/io/text_transformers.py: PixArt's for cross-attention,
+    SD3's for joint) in out/transformer, with what makes its caption features beside it: the trainable text
+    encoder's weights (out/text_encoder.safetensors, its config and tokenizer vocabulary in the metadata), or,
+    for a frozen one, its directory and sha256 in out/text_encoder.json. Atomic like the pipeline. Returns
+    the class name."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from dit.io.text_transformers import build_diffusers
+
+    transformer = build_diffusers(model)  # refuses what does not map, before anything is written
+    cfg = model.config
+    record = {"text_dit_config": cfg.to_dict(), "features": "encoder_hidden_states = the text encoder's features "
+              "(B, S, W), zero at padding; SD3's pooled_projections = their mean over the real tokens"}
+    with atomic_path(out) as tmp:
+        try:
+            tmp.mkdir(parents=True)
+            transformer.save_pretrained(str(tmp / "transformer"), safe_serialization=True)
+            if model.text_encoder is not None:
+                sd = {k: v.detach().cpu().contiguous() for k, v in model.text_encoder.state_dict().items()}
+                save_file(sd, str(tmp / "text_encoder.safetensors"), metadata={"config": json.dumps(cfg.to_dict())})
+            (tmp / "text_encoder.json").write_text(json.dumps(record, indent=1))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return type(transformer).__name__
