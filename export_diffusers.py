@@ -25,6 +25,7 @@ from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
 from dit.io.checkpoint import load_model
 from dit.io.diffusers_transformer import EXPORTS, check_exportable
+from dit.networks.base import ReadsText, supports
 from dit.networks.conditioning import reads_only_null
 from dit.pipelines.export import UNCONDITIONAL_NOTE, save_diffusers_pipeline, save_text_transformer
 from dit.processes import process_from_meta
@@ -40,7 +41,7 @@ def main(argv=None):
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not empty; choose a new directory")
     model, ckpt = load_model(args.ckpt)
-    if ckpt.arch == "text-dit":  # the transformer as diffusers' own class, its text encoder beside it
+    if supports(model, ReadsText):  # a text DiT: its transformer as diffusers' own class, its text encoder beside it
         kind = save_text_transformer(model, out)
         print(f"wrote {out}: {kind}.from_pretrained('{out / 'transformer'}'); the text encoder in {out}")
         return

@@ -265,8 +265,8 @@ def test_config_for_run_and_the_registry_entry():
 
     assert from_preset("cpu-demo", arch="diffussm").model == "DiffuSSM-CPU/1"  # its cpu_defaults over the CPU demo
     for flag, value in (("mlp", "swiglu"), ("conditioning", "in-context")):
-        with pytest.raises(UserError, match=f"^--{flag} is a setting of the dit and video-dit architectures: add "
-                                            "--arch dit or --arch video-dit$"):
+        with pytest.raises(UserError, match=f"^--{flag} is a setting of the dit, text-dit and video-dit architectures: "
+                                            "add --arch dit or --arch text-dit or --arch video-dit$"):
             from_preset("cpu-demo", arch="diffussm", **{flag: value})
     with pytest.raises(UserError, match="multiple of 2"):
         config_for_run(run(), {**data, "image_size": 15, "input_size": 15})

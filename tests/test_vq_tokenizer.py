@@ -237,7 +237,7 @@ def test_bad_input(tmp_path, capsys):
         "model": (["--model", "VQ-T/3"], "unknown tokenizer model"),
         "vae": (["--vae", "ema"], "pass --vae none"),
         "process": (["--process", "flow"], "--process is not a setting of the vq-tokenizer architecture: drop it"),
-        "generator flag": (["--mlp", "swiglu"], "--mlp is a setting of generators (the dit and video-dit architectures)"),
+        "generator flag": (["--mlp", "swiglu"], "--mlp is a setting of generators (the dit, text-dit and video-dit architectures)"),
         "fsdp": (["--distributed", "fsdp"], "use --distributed ddp"),
         "commitment": (["--commitment", -1], "--commitment must be >= 0"),
         "threshold": (["--dead-code-threshold", 1.5], "--dead-code-threshold must be in [0, 1)"),

@@ -85,8 +85,10 @@ class Pipeline:
         """Network evaluations per sample under `spec` (one sample drawn when no batch was: all cached)."""
         if self.nfe is None:
             labels = np.zeros(1, dtype=np.int64) if spec.labels != "none" and self.network.num_classes else None
-            prompts = spec.prompts[:1] if spec.prompts else None
-            self.generate(spec, range(1), labels if prompts is None else [UNLABELLED], device, prompts=prompts)
+            if spec.prompts:
+                self.generate(spec, range(1), [UNLABELLED], device, prompts=spec.prompts[:1])
+            else:
+                self.generate(spec, range(1), labels, device)
         return self.nfe
 
     # --- what decided the samples (dit/pipelines/spec.py) ---
