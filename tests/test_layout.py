@@ -18,7 +18,7 @@ import dit
 
 LAYERS = [
     {"errors"},
-    {"cli", "registry", "precision", "dist", "layout"},
+    {"cli", "registry", "precision", "dist", "layout", "digest"},
     {"networks", "processes"},
     {"io"},
     {"autoencoders"},

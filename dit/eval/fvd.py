@@ -30,7 +30,6 @@ released ones, so FVDs from different weight files may differ; the sha256 in the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dit.digest import sha256_of
 from dit.errors import UserError
 from dit.eval.metrics import feature_statistics, frechet_distance
 
@@ -184,14 +184,6 @@ class I3D(nn.Module):
 
 
 # --- weights -------------------------------------------------------------------------------------
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:

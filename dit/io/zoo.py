@@ -11,7 +11,6 @@ interrupted download never leaves a file that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dit.digest import sha256_of
 from dit.errors import UserError
 from dit.io.atomic import atomic_path
 
@@ -40,14 +40,6 @@ def manifest(feature_extractors: bool = False) -> dict:
         return {}
     entries = json.loads(MANIFEST.read_text())["checkpoints"]
     return {k: v for k, v in entries.items() if feature_extractors or v.get("kind") != "feature-extractor"}
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _download(url: str, dest: Path, expected: str | None) -> None:

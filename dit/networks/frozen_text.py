@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from dit.digest import sha256_of
 from dit.errors import UserError
 
 ENCODERS = {"clip_text_model": "CLIPTextModel", "clip": "CLIPTextModel", "t5": "T5EncoderModel",
@@ -29,16 +30,6 @@ ENCODERS = {"clip_text_model": "CLIPTextModel", "clip": "CLIPTextModel", "t5": "
 WEIGHTS = ("model.safetensors",)
 FEATURE_CACHE = 4096
 _LOADED: dict[tuple[str, int], "FrozenTextEncoder"] = {}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_encoder(path: str) -> dict:
@@ -60,7 +51,7 @@ def describe_encoder(path: str) -> dict:
     if not any((root / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")):
         raise UserError(f"--text-encoder {path}: no tokenizer files; save the tokenizer beside the model")
     width = meta.get("hidden_size") or meta.get("d_model") or meta.get("text_config", {}).get("hidden_size")
-    return {"text_dim": int(width), "text_encoder_sha256": _sha256(weights)}
+    return {"text_dim": int(width), "text_encoder_sha256": sha256_of(weights)}
 
 
 class FrozenTextEncoder:
