@@ -70,7 +70,7 @@ def tables(folder: Path) -> dict[str, str]:
         "accuracy": provenance + markdown_table(["model", "prompts", "seeds", "shape", "colour", "position",
                                                               "joint"], acc, "llrrrrr"),
         "cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
-                                              "steps in the budget", "ms / sample (guided Euler)"], cost, "lrrrrr"),
+                                              "steps in the budget", "ms / sample (guided Euler, beside 2 other runs)"], cost, "lrrrrr"),
         "acceptance": acceptance(summary),
     }
 
