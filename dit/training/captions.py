@@ -20,6 +20,8 @@ import numpy as np
 from dit.errors import UserError
 from dit.networks import get_architecture
 from dit.networks.text_config import SHAPES_CAPTIONS
+from dit.networks.video_config import SHAPES_VIDEO
+from dit.training.config import SHAPES
 from dit.networks.text_tokenizer import TextTokenizer, build_vocabulary
 
 DEFAULT_CAPTION_COLUMN = "text"  # diffusers' training scripts' --caption_column default
@@ -45,7 +47,7 @@ def check_captions(config, cached: bool = False) -> bool:
                 f"--caption-column {config.caption_column}: captions"
             raise UserError(f"{what}: train a text-conditioned network on them (--arch text-dit)")
         return False
-    if config.data != SHAPES_CAPTIONS and (config.data in ("shapes", "shapes-video") or cached):
+    if config.data != SHAPES_CAPTIONS and (config.data in (SHAPES, SHAPES_VIDEO) or cached):
         what = "a latent cache (it stores no captions yet)" if cached else f"the built-in {config.data} (classes)"
         raise UserError(f"--arch {config.arch} trains on captions, and --data {config.data} is {what}: use --data "
                         f"{SHAPES_CAPTIONS}, a Hugging Face dataset with a caption column (--caption-column), or "
