@@ -8,6 +8,7 @@ the pooled mean. Verdicts (issue 35): the best conditioning (highest point on se
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         entry = {"conditioning": cond, "set": name, "seeds": len(rs), "steps": rs[0].get("steps_trained")}
         for k in MARKS:
             entry[k], entry[k + "_ci"] = two_stage([np.asarray(r[k], float) for r in rs], rs[0]["per_prompt"],
-                                                   seed=hash((cond, name, k)) % 2**32)
+                                                   seed=zlib.crc32(f"{cond}/{name}/{k}".encode()))  # not hash():
+            # str hashes differ between processes, and the tables must regenerate byte for byte
         entry["sampling_ms"] = np.mean([1000 * r["sampling_s"] / len(r["joint"]) for r in rs]) if "sampling_s" in rs[0] \
             else None
         out.append(entry)
