@@ -11,7 +11,8 @@ from einops import rearrange
 from dit.data import shapes_captions as sc
 from dit.networks.conditioning import TEXT_IDS, unconditional
 from dit.networks.layers import modulate
-from dit.networks.text_blocks import JointDiTBlock, MaskedCrossAttention, masked_attention
+from dit.networks.layers import CrossAttention, masked_attention
+from dit.networks.text_blocks import JointDiTBlock
 from dit.networks.text_config import TEXT_CONDITIONINGS, TextConfig
 from dit.networks.text_dit import TextDiT
 from dit.networks.text_tokenizer import PAD, UNK, TextTokenizer, split_words
@@ -86,7 +87,7 @@ def test_joint_attention_without_text_is_image_only_attention():
 
 def test_cross_attention_to_one_token_is_a_bias():
     torch.manual_seed(0)
-    attn = MaskedCrossAttention(32, 4)
+    attn = CrossAttention(32, 4)
     x, ctx = torch.randn(2, 7, 32), torch.randn(2, 3, 32)
     mask = torch.tensor([[False, True, False], [True, False, False]])  # one real token each, elsewhere padding
     with torch.no_grad():

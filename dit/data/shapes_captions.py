@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dit.autoencoders.pixels import from_uint8
-from dit.data.shapes import COLORS, MAX_ROTATION, composite, draw_background, draw_shape, read_cache
+from dit.data.shapes import COLORS, MAX_ROTATION, composite, draw_background, draw_color, draw_shape, read_cache
 from dit.io.atomic import atomic_path
 from dit.networks.conditioning import NO_CLASSES, UNLABELLED
 from dit.networks.text_tokenizer import build_vocabulary
@@ -42,6 +42,7 @@ IMAGE_SIZE = 32  # the size scenes are made for: a 3 x 3 grid of ~11 px cells
 
 SHAPE_NAMES = ("circle", "square", "triangle", "plus")  # shapes.py's labels 0-3
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan")  # shapes.py's COLORS rows 0-5
+PALETTE = COLORS[: len(COLOUR_NAMES)]  # their RGB, in [0, 1]
 CELL_NAMES = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 SIZE_NAMES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
@@ -140,8 +141,7 @@ def render_scene(things: list[Thing], rng: np.random.Generator, size: int = IMAG
     masks = []
     for k, thing in enumerate(things):
         alpha = draw_shape(thing.shape, size, thing.cx, thing.cy, thing.radius, thing.angle)
-        colour = colours[k] if colours is not None else \
-            np.clip(COLORS[thing.colour] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, size=3), 0, 1)
+        colour = colours[k] if colours is not None else draw_color(thing.shape, rng, thing.colour)
         image = composite(image, alpha, colour)
         masks.append(alpha[..., 0])
     return image.astype(np.float32), np.stack(masks)

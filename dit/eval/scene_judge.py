@@ -32,7 +32,7 @@ from scipy import ndimage
 from torch import nn
 
 from dit.data import shapes_captions as sc
-from dit.data.shapes import COLORS
+from dit.data.shapes import COLORS, draw_color
 from dit.eval.shapes_judge import cached_judge, cross_entropy_step
 
 VERSION = "1"  # bump when the segmentation, the crops or the classifier's training change
@@ -85,7 +85,7 @@ def find_objects(image_uint8: np.ndarray, max_objects: int = 3) -> tuple[list[Fo
     for mask, cx, cy in _components(image)[:max_objects]:
         core = mask & (image.max(axis=2) > CORE)
         mean = image[core if core.any() else mask].mean(axis=0)
-        colour = int(np.argmin(np.abs(COLORS[: len(sc.COLOUR_NAMES)] - mean).sum(axis=1)))
+        colour = int(np.argmin(np.abs(sc.PALETTE - mean).sum(axis=1)))
         cell = min(int(cy * 3), 2) * 3 + min(int(cx * 3), 2)
         found.append(Found(int(mask.sum()), float(cx), float(cy), cell, colour))
         crops.append(_crop(image, mask, cx, cy))
@@ -124,7 +124,7 @@ def training_crops(n: int, image_size: int, seed: int) -> tuple[torch.Tensor, to
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
-        return np.clip(COLORS[rng.integers(len(COLORS))] * rng.uniform(0.85, 1.05) + rng.normal(0, 0.04, 3), 0, 1)
+        return draw_color(0, rng, int(rng.integers(len(COLORS))))
     c = rng.uniform(0.0, 1.0, 3)  # a random hue, bright enough to stand out
     return c / c.max() * rng.uniform(0.8, 1.0)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -97,10 +98,16 @@ class FrozenTextEncoder:
         return out.to(ids.device)
 
 
+@lru_cache(maxsize=None)
+def _resolved(path: str) -> str:
+    """The directory's absolute path, resolved once (frozen_encoder runs at every forward)."""
+    return str(Path(path).expanduser().resolve())
+
+
 def frozen_encoder(path: str, length: int, sha256: str = "") -> FrozenTextEncoder:
     """The process's shared encoder of `path`; `sha256`: the weights the network was trained with (a checkpoint's
     record), refused in one line when the directory now holds others."""
-    key = (str(Path(path).expanduser().resolve()), length)
+    key = (_resolved(path), length)
     if key not in _LOADED:
         found = describe_encoder(path)
         if sha256 and found["text_encoder_sha256"] != sha256:

@@ -223,8 +223,22 @@ class Attention(nn.Module):
         return self.probs.to(v.dtype) @ v
 
 
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over the keys where key_mask (B, S) is True; q (B, h, T, d), k and v
+    (B, h, S, d). A row with no key gets zeros (text_blocks.py's docstring)."""
+    if key_mask is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if k.shape[-2] == 0:  # no caption at all
+        return q.new_zeros(*q.shape[:-1], v.shape[-1])
+    any_key = key_mask.any(dim=1)  # (B,)
+    allowed = key_mask | ~any_key[:, None]  # a row with no key attends to all, then is zeroed: no NaN
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :])
+    return out * any_key.to(out.dtype)[:, None, None, None]
+
+
 class CrossAttention(nn.Module):
-    """Multi-head attention from x (N, T, D) to a context sequence (N, S, D), DiT §3.2 cross-attention."""
+    """Multi-head attention from x (N, T, D) to a context sequence (N, S, D): DiT §3.2 cross-attention, and with a
+    key mask (N, S) a caption's (text_blocks.py; masked_attention)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -233,10 +247,10 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)
         k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
-        x = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, head_dim)
+        x = masked_attention(q, k, v, mask)  # (N, heads, T, head_dim); SDPA as before without a mask
         return self.proj(rearrange(x, "b h t d -> b t (h d)"))
 
 

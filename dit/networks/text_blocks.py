@@ -18,39 +18,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 
-from dit.networks.layers import Attention, make_mlp, make_norm, modulate
-
-
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over the keys where key_mask (B, S) is True; q (B, h, T, d), k and v
-    (B, h, S, d). A row with no key gets zeros (module docstring)."""
-    if key_mask is None:
-        return F.scaled_dot_product_attention(q, k, v)
-    if k.shape[-2] == 0:  # no caption at all
-        return q.new_zeros(*q.shape[:-1], v.shape[-1])
-    any_key = key_mask.any(dim=1)  # (B,)
-    allowed = key_mask | ~any_key[:, None]  # a row with no key attends to all, then is zeroed: no NaN
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :])
-    return out * any_key.to(out.dtype)[:, None, None, None]
-
-
-class MaskedCrossAttention(nn.Module):
-    """Multi-head attention from x (B, T, D) to a context (B, S, D) with a key mask (B, S)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)
-        k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
-        return self.proj(rearrange(masked_attention(q, k, v, mask), "b h t d -> b t (h d)"))
+from dit.networks.layers import Attention, CrossAttention, make_mlp, make_norm, masked_attention, modulate
 
 
 class MaskedSelfAttention(Attention):
@@ -88,7 +58,7 @@ class CrossDiTBlock(nn.Module):
         super().__init__()
         self.norm1 = make_norm(norm, hidden_size, affine=False)
         self.attn = Attention(hidden_size, num_heads, qkv_bias=True, qk_norm=qk_norm)
-        self.cross_attn = MaskedCrossAttention(hidden_size, num_heads)
+        self.cross_attn = CrossAttention(hidden_size, num_heads)
         self.norm2 = make_norm(norm, hidden_size, affine=False)
         self.mlp = make_mlp(hidden_size, mlp_ratio, mlp)
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)

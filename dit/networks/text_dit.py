@@ -22,7 +22,7 @@ from dit.networks import text_config
 from dit.networks.base import Blocks, GradCheckpointing, ReadsText
 from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.networks.catalog import Architecture
-from dit.networks.conditioning import TEXT_IDS, TEXT_MASK, UNLABELLED, as_cond
+from dit.networks.conditioning import NO_CLASSES, TEXT_IDS, TEXT_MASK, UNLABELLED, as_cond
 from dit.networks.frozen_text import frozen_encoder
 from dit.networks.layers import (PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, make_norm, modulate,
                                  xavier_linears)
@@ -53,7 +53,7 @@ class TableFinalLayer(nn.Module):
 class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
     """forward: x (N, C, H, W), t (N,), cond {TEXT_IDS: (N, S) long, "drop": (N,) optional} -> (N, out, H, W)."""
 
-    num_classes = 0  # conditioned on captions, not labels
+    num_classes = NO_CLASSES  # conditioned on captions, not labels
     null_class = UNLABELLED
 
     def __init__(self, config: TextConfig):
