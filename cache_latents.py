@@ -15,6 +15,12 @@ train.py reads them as it reads the default safetensors chunks.
 Through a VQ tokenizer (a train_vq.py run as --vae) the cache holds token ids (of each image and its
 flip) instead of posterior moments, for `train.py vq-diffusion-cpu --data CACHE --vae TOKENIZER_DIR`:
     python cache_latents.py --data /data/shapes --out /data/shapes-ids --image-size 16 --vae results/vq-cpu
+With --captions each image's caption is kept beside its latents (a Hugging Face dataset's --caption-column,
+default text; shards' .txt or json caption), for `train.py --arch text-dit --data CACHE`:
+    python cache_latents.py --data DIR_WITH_METADATA_JSONL --out CACHE --image-size 256 --captions
+and with a frozen encoder's features of each caption (PixArt-α's T5 cache), read by `train.py --arch text-dit
+--text-encoder T5_DIR --text-length 120 --data CACHE`:
+    python cache_latents.py --data DIR --out CACHE --captions --text-encoder T5_DIR --text-length 120
 Re-running the same command resumes an interrupted run and repairs missing or damaged chunks.
 A finished cache also gets its per-channel latent statistics (stats.json, for `--latent-norm
 channel`); for a cache written before they existed, measure them without re-encoding:
@@ -34,6 +40,7 @@ from dit.cli import ArgumentParser, image_hw, image_size_token, positive, run_cl
 from dit.errors import UserError
 from dit.data.latent_cache import DTYPES, FORMATS, LatentCache, is_cache, write_stats
 from dit.autoencoders import DEFAULT_VAE, load_autoencoder
+from dit.networks.text_config import TextSection
 
 
 def parse_args(argv=None):
@@ -50,6 +57,15 @@ def parse_args(argv=None):
                    help="chunk files: safetensors, or WebDataset tar shards")
     p.add_argument("--dataset-split", default="train", help="a Hugging Face dataset's split")
     p.add_argument("--image-column", default="image", help="a Hugging Face dataset's image column")
+    p.add_argument("--captions", action="store_true", help="keep each image's caption beside its latents, for train.py "
+                   "--arch text-dit: a Hugging Face dataset's --caption-column, shards' .txt or json caption")
+    p.add_argument("--caption-column", default="", help="with --captions: a Hugging Face dataset's caption column "
+                   "(default text)")
+    p.add_argument("--text-encoder", default="", help="with --captions: a local transformers text encoder directory "
+                   "(CLIP text model, T5 encoder) whose features of each caption are stored too, for train.py "
+                   "--text-encoder with the same directory")
+    p.add_argument("--text-length", type=positive(), default=TextSection.text_length,
+                   help="with --text-encoder: tokens a caption is padded or cut to (train.py --text-length)")
     p.add_argument("--label-column", default="", help="a Hugging Face dataset's label column (default: label, "
                                                        "where present; none: unlabelled)")
     p.add_argument("--vae", default=DEFAULT_VAE, help="ema, mse, a hub id, a local diffusers AutoencoderKL directory, "
@@ -71,6 +87,16 @@ def parse_args(argv=None):
         return args
     if args.data is None:
         raise UserError("--data is required (an ImageFolder root to encode), unless --stats-only")
+    if args.caption_column and not args.captions:
+        raise UserError(f"--caption-column {args.caption_column}: add --captions to store the captions")
+    if args.text_encoder and not args.captions:
+        raise UserError(f"--text-encoder {args.text_encoder} encodes the captions: add --captions")
+    if args.text_encoder and args.out_format == "webdataset":
+        raise UserError("--text-encoder: its features are stored in safetensors chunks; drop --out-format webdataset")
+    if args.text_encoder:
+        from dit.networks.frozen_text import describe_encoder
+
+        describe_encoder(args.text_encoder)  # a transformers text encoder with safetensors and a tokenizer, or one line
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     args.image_hw = image_hw(args.image_size)
@@ -118,12 +144,15 @@ def main(argv=None):
     from dit.data.cache_writer import build_cache
     from dit.data.sources import open_source
 
-    source = open_source(args.data, None, args.dataset_split,
-                         args.image_column, args.label_column)
+    from dit.training.captions import DEFAULT_CAPTION_COLUMN
+
+    source = open_source(args.data, None, args.dataset_split, args.image_column, args.label_column,
+                         (args.caption_column or DEFAULT_CAPTION_COLUMN) if args.captions else "")
     index = build_cache(source, args.data, args.out, args.image_hw, vae, state, args.batch_size, args.chunk_size,
                         args.dtype or "float16", args.num_workers,
                         progress=state.is_main_process and not args.no_progress, buckets=buckets,
-                        fmt=args.out_format)
+                        fmt=args.out_format, captions=args.captions, text_encoder=args.text_encoder,
+                        text_length=args.text_length)
     if state.is_main_process:
         what = f"token ids (K = {vae.codebook_size})" if tokens else "latents"
         sizes = (f"{len(index['buckets'])} buckets" if "buckets" in index

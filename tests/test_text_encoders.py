@@ -87,3 +87,43 @@ def test_train_and_sample_with_a_frozen_encoder_and_refuse_a_changed_one(tmp_pat
     assert run_cli(sample.main, argv) == 2  # "is not the one this network was trained with"
     with pytest.raises(UserError, match="no config.json"):
         describe_encoder(str(tmp_path))
+
+
+def test_a_latent_cache_keeps_the_frozen_features(tmp_path, tiny_vae_dir, monkeypatch, capsys):
+    """cache_latents.py --captions --text-encoder DIR stores the encoder's features of each caption (PixArt-α's T5
+    cache); train.py with that encoder and length reads them instead of encoding the captions, and with another
+    length says so and encodes them."""
+    import cache_latents
+    from dit.data.latent_cache import LatentCache
+    from dit.networks.conditioning import TEXT
+    from dit.networks.frozen_text import frozen_encoder
+    from dit.training import captions as captions_module
+    from test_text_scripts import CAPTIONS, captioned_folder
+
+    enc = write_encoder(tmp_path / "clip", "clip")
+    cache = tmp_path / "cache"
+    argv = ["--data", captioned_folder(tmp_path / "captioned", n=6), "--out", cache, "--image-size", 16, "--vae",
+            tiny_vae_dir, "--chunk-size", 4, "--num-workers", 0, "--no-progress", "--captions", "--text-encoder", enc,
+            "--text-length", 12]
+    assert run_cli(cache_latents.main, [str(a) for a in argv]) == 0
+    latents = LatentCache(cache, flip=False)
+    assert latents.text_encoder["text_length"] == 12
+    live = frozen_encoder(str(enc), 12)
+    for i in (0, 5):
+        ids, mask = live.encode([CAPTIONS[i % 2]])
+        row = latents.text_features(i)
+        assert torch.equal(row[TEXT_IDS], ids[0]) and torch.equal(row[TEXT_MASK], mask[0])
+        torch.testing.assert_close(row[TEXT], live.features(ids, mask)[0], atol=2e-3, rtol=1e-3)  # stored as float16
+    seen = []
+    hook = captions_module.CaptionIds.__call__
+    monkeypatch.setattr(captions_module.CaptionIds, "__call__", lambda self, i, rng: seen.append(
+        sorted(out := hook(self, i, rng))) or out)
+    common = ["--arch", "text-dit", "--text-encoder", enc, "--no-flip", "--data", cache, "--vae", tiny_vae_dir,
+              "--model", "DiT-S/2", "--process", "flow", "--max-steps", 2]
+    train_run(tmp_path, *common, "--text-length", "12", name="stored")
+    assert seen and all(TEXT in keys for keys in seen)  # every sample's features came from the cache
+    seen.clear()
+    capsys.readouterr()
+    train_run(tmp_path, *common, "--text-length", "16", name="live")
+    assert "are 12 tokens long, not --text-length 16" in capsys.readouterr().err
+    assert seen and not any(TEXT in keys for keys in seen)

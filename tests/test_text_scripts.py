@@ -53,23 +53,31 @@ def test_sample_from_prompts(tmp_path, conditioning, capsys):
                                                                               "a large cyan triangle at the bottom"]
 
 
+def captioned_folder(root, n: int = 8):
+    """n random 16 px images with metadata.jsonl captions (a Hugging Face imagefolder); image i says CAPTIONS[i % 2]."""
+    from PIL import Image
+
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(40, 216, (16, 16, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": CAPTIONS[i % 2]})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
+CAPTIONS = ("a red dot", "two blue lines")
+
+
 def test_captions_of_your_own_data(tmp_path, capsys):
     """An imagefolder with metadata.jsonl captions (a Hugging Face dataset) and WebDataset shards with .txt
     captions train a text DiT; its vocabulary is the captions' words; a plain folder is refused."""
-    import json as json_
-
     from PIL import Image
 
     from test_webdataset import write_shards
 
-    folder = tmp_path / "captioned"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(8):
-        Image.fromarray(rng.integers(40, 216, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        rows.append({"file_name": f"{i}.png", "text": ["a red dot", "two blue lines"][i % 2]})
-    (folder / "metadata.jsonl").write_text("\n".join(json_.dumps(r) for r in rows))
+    folder = captioned_folder(tmp_path / "captioned")
     common = [*TEXT, "--no-flip", "--process", "flow", "--max-steps", 2]
     run = train_run(tmp_path, *common, "--data", folder, name="hf")  # --caption-column text: the default
     recorded = json.loads((run / "config.json").read_text())
@@ -89,6 +97,51 @@ def test_captions_of_your_own_data(tmp_path, capsys):
     _refused(tmp_path, "train.py", *TEXT, "--no-flip", "--data", plain, "--results-dir", tmp_path / "none",
              says="without captions")
     assert recorded["caption_column"] == ""  # the default, recorded as given
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "webdataset"])
+def test_captions_in_a_latent_cache(tmp_path, tiny_vae_dir, fmt, capsys):
+    """cache_latents.py --captions keeps each image's caption in its chunk (the header, or a shard's .txt); a
+    text DiT trains from the cache and samples a prompt; a cache without captions is refused in one line."""
+    import cache_latents
+    from dit.data.latent_cache import LatentCache
+
+    folder = captioned_folder(tmp_path / "captioned", n=10)
+    encode = ["--data", folder, "--image-size", 16, "--vae", tiny_vae_dir, "--chunk-size", 4, "--num-workers", 0,
+              "--no-progress", "--out-format", fmt]
+    cache = tmp_path / "cache"
+    assert run_cli(cache_latents.main, [str(a) for a in [*encode, "--out", cache, "--captions"]]) == 0
+    latents = LatentCache(cache, flip=False)
+    assert latents.captioned and len(latents) == 10
+    assert latents.captions() == [CAPTIONS[i % 2] for i in range(10)]  # rows in the source's order
+    assert run_cli(cache_latents.main, [str(a) for a in [*encode, "--out", cache, "--captions"]]) == 0  # resumes: all there
+    run = train_run(tmp_path, *TEXT, "--no-flip", "--data", cache, "--vae", tiny_vae_dir, "--model", "DiT-S/2",
+                    "--process", "flow", "--max-steps", 2, name="cached")
+    from dit.io.checkpoint import load_weights
+
+    assert load_weights(str(run / "export.safetensors")).config.vocabulary == "a blue dot lines red two"
+    assert run_cli(sample.main, ["--ckpt", str(run), "--prompt", "two blue lines", "--steps", "2", "--out",
+                                 str(tmp_path / "cached.png"), "--no-progress"]) == 0
+    bare = tmp_path / "bare"
+    assert run_cli(cache_latents.main, [str(a) for a in [*encode, "--out", bare]]) == 0
+    _refused(tmp_path, "train.py", *TEXT, "--no-flip", "--data", bare, "--vae", tiny_vae_dir, "--results-dir",
+             tmp_path / "none", says="re-encode it with `cache_latents.py --captions`")
+    assert not (tmp_path / "none").exists()
+
+
+def test_cache_caption_refusals(tmp_path, tiny_vae_dir, capsys):
+    import cache_latents
+    from test_cli_errors import refused
+    from test_text_encoders import write_encoder
+
+    folder, out = captioned_folder(tmp_path / "captioned", n=2), tmp_path / "cache"
+    base = ["--data", folder, "--out", out, "--image-size", 16, "--vae", tiny_vae_dir, "--no-progress"]
+    enc = write_encoder(tmp_path / "clip", "clip")
+    for extra, says in ((["--caption-column", "text"], "add --captions"), (["--text-encoder", enc], "add --captions"),
+                        (["--captions", "--text-encoder", tmp_path], "no config.json"),
+                        (["--captions", "--text-encoder", enc, "--out-format", "webdataset"], "drop --out-format")):
+        assert says in refused(capsys, cache_latents.main, [*base, *extra])
+    assert not (out / "index.json").exists()
 
 
 def test_evaluate_judges_prompts(tmp_path, capsys):

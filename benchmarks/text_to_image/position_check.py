@@ -1,8 +1,10 @@
 """Do the text DiTs read the position words? The same seeds drawn with three prompts that differ only in the
-position, on the seed-0 models of text_to_image.py; prints each sample's cell (the judge's) and how many
-seeds land in the same cell under all three prompts (16 of 16: the words are ignored).
+position, on the seed-0 models of text_to_image.py (of a setting: its default, or --logit-mean 0 --minutes 20,
+the first); prints each sample's cell (the judge's) and how many seeds land in the same cell under all three
+prompts (16 of 16: the words are ignored).
 
     python benchmarks/text_to_image/position_check.py --out benchmarks/text_to_image
+    python benchmarks/text_to_image/position_check.py --out benchmarks/text_to_image --logit-mean 0 --minutes 20
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from dit.cli import ArgumentParser, run_cli
 from dit.errors import UserError
+from dit.eval.tables import benchmark_module
 
 PLACES = ("at the top left", "at the bottom right", "in the center")
 
@@ -21,6 +24,9 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/text_to_image")
     p.add_argument("--conditionings", nargs="+", default=["adaln-zero", "joint"])
     p.add_argument("--seeds", type=int, default=16)
+    tables = benchmark_module("text_to_image", "tables")
+    p.add_argument("--logit-mean", type=float, default=tables.LOGIT_MEAN, help="the setting's (text_to_image.py)")
+    p.add_argument("--minutes", type=float, default=tables.MINUTES, help="the setting's (text_to_image.py)")
     args = p.parse_args(argv)
     import torch
 
@@ -30,7 +36,7 @@ def main(argv=None):
     from dit.pipelines.spec import SamplingSpec, Source
 
     for cond in args.conditionings:
-        run = Path(args.out) / "runs" / f"{cond}-seed0" / "export.safetensors"
+        run = Path(args.out) / "runs" / tables.run_name(cond, 0, args.logit_mean, args.minutes) / "export.safetensors"
         if not run.is_file():
             raise UserError(f"no {run}: run text_to_image.py first")
         cells = {}

@@ -19,10 +19,30 @@ from dit.eval.records import describe, read_rows
 from dit.eval.tables import markdown_table, new_figure, save_figure
 
 RESAMPLES = 2000
+# The benchmark's default setting (text_to_image.py): logit-normal t centred at LOGIT_MEAN, MINUTES of training.
+# Rows written before the setting was recorded trained at FIRST_SETTING (logit-normal(0, 1) t, 20 minutes).
+MINUTES, LOGIT_MEAN = 10.0, -1.5
+FIRST_SETTING = (0.0, 20.0)
 MARKS = ("shape", "colour", "position", "joint")
 TARGETS = {"seen": 0.80, "held-out": 0.60}  # joint accuracy of the best conditioning
 LABELS = {"adaln-zero": "pooled adaLN-Zero (baseline)", "cross-attention": "cross-attention (PixArt-α)",
           "joint": "joint attention (MMDiT)", "real": "real renders (the judge's ceiling)"}
+
+
+def run_name(cond: str, seed: int, logit_mean: float = LOGIT_MEAN, minutes: float = MINUTES) -> str:
+    """The training run (and samples file prefix) of a conditioning, seed and setting."""
+    if (logit_mean, minutes) == FIRST_SETTING:
+        return f"{cond}-seed{seed}"
+    return f"{cond}-lm{logit_mean:g}-{minutes:g}min-seed{seed}"
+
+
+def setting_of(row: dict) -> tuple[float, float]:
+    """(logit mean, minutes) a quality row was trained with."""
+    return row.get("logit_mean", FIRST_SETTING[0]), row.get("minutes", FIRST_SETTING[1])
+
+
+def describe_setting(setting: tuple[float, float] | None) -> str:
+    return "-" if setting is None else f"t ~ logit-normal({setting[0]:g}, 1), {setting[1]:g} min"
 
 
 def two_stage(per_seed: list[np.ndarray], per_prompt: int, seed: int = 0) -> tuple[float, list[float]]:
@@ -37,23 +57,26 @@ def two_stage(per_seed: list[np.ndarray], per_prompt: int, seed: int = 0) -> tup
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """One entry per (conditioning or "real", set): seeds, steps, and each mark's mean and interval."""
+    """One entry per (setting, conditioning or "real", set): seeds, steps, and each mark's mean and interval."""
     units = defaultdict(list)
     for r in rows:
         if r["kind"] in ("quality", "real"):
-            units[(r.get("conditioning", "real"), r["set"])].append(r)
+            units[(setting_of(r) if r["kind"] == "quality" else None, r.get("conditioning", "real"), r["set"])].append(r)
     out = []
-    for (cond, name), rs in units.items():
-        entry = {"conditioning": cond, "set": name, "seeds": len(rs), "steps": rs[0].get("steps_trained")}
+    for (setting, cond, name), rs in units.items():
+        entry = {"setting": setting, "conditioning": cond, "set": name, "seeds": len(rs),
+                 "steps": rs[0].get("steps_trained")}
+        tag = "" if setting in (None, FIRST_SETTING) else f"{setting}/"  # the first setting's seeds as they were
         for k in MARKS:
             entry[k], entry[k + "_ci"] = two_stage([np.asarray(r[k], float) for r in rs], rs[0]["per_prompt"],
-                                                   seed=zlib.crc32(f"{cond}/{name}/{k}".encode()))  # not hash():
+                                                   seed=zlib.crc32(f"{tag}{cond}/{name}/{k}".encode()))  # not hash():
             # str hashes differ between processes, and the tables must regenerate byte for byte
         entry["sampling_ms"] = np.mean([1000 * r["sampling_s"] / len(r["joint"]) for r in rs]) if "sampling_s" in rs[0] \
             else None
         out.append(entry)
     order = [*LABELS]
-    return sorted(out, key=lambda e: (order.index(e["conditioning"]), e["set"] != "seen"))
+    return sorted(out, key=lambda e: (e["setting"] is not None, e["setting"] != (LOGIT_MEAN, MINUTES),
+                                      order.index(e["conditioning"]), e["set"] != "seen"))
 
 
 def tables(folder: Path) -> dict[str, str]:
@@ -61,19 +84,21 @@ def tables(folder: Path) -> dict[str, str]:
     rows = read_rows(path) if path.is_file() else []
     summary = summarise(rows)
     timing = {r["conditioning"]: r for r in rows if r["kind"] == "timing"}
-    acc = [[LABELS[e["conditioning"]], e["set"], e["seeds"], *(fmt_ci(e[k], e[k + "_ci"], 2) for k in MARKS)]
-           for e in summary]
+    acc = [[LABELS[e["conditioning"]], describe_setting(e["setting"]), e["set"], e["seeds"],
+            *(fmt_ci(e[k], e[k + "_ci"], 2) for k in MARKS)] for e in summary]
+    main = [e for e in summary if e["setting"] == (LOGIT_MEAN, MINUTES)]
     cost = [[LABELS[c], f"{t['params'] / 1e6:.2f}M", f"{t['gflops']:.3f}", f"{1000 * t['step_s']:.1f}",
-             next((e["steps"] for e in summary if e["conditioning"] == c), "-"),
-             next((f"{e['sampling_ms']:.1f}" for e in summary if e["conditioning"] == c and e["sampling_ms"]), "-")]
+             round(MINUTES * 60 / t["step_s"]),
+             next((f"{e['sampling_ms']:.1f}" for e in main if e["conditioning"] == c and e["sampling_ms"]), "-")]
             for c, t in timing.items()]
     provenance = f"Rows: {describe(rows)}.\n\n" if rows else ""
     return {
-        "accuracy": provenance + markdown_table(["model", "prompts", "seeds", "shape", "colour", "position",
-                                                              "joint"], acc, "llrrrrr"),
+        "accuracy": provenance + markdown_table(["model", "training", "prompts", "seeds", "shape", "colour",
+                                                 "position", "joint"], acc, "lllrrrrr"),
         "cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
-                                              "steps in the budget", "ms / sample (guided Euler, beside 2 other runs)"], cost, "lrrrrr"),
-        "acceptance": acceptance(summary),
+                                f"steps in {MINUTES:g} min", "ms / sample (guided Euler, beside another run)"], cost,
+                               "lrrrrr"),
+        "acceptance": acceptance(main),
     }
 
 
@@ -94,21 +119,22 @@ def acceptance(summary: list[dict]) -> str:
 
 
 def figures(folder: Path, per_set: int = 6, samples: int = 4) -> None:
-    """text_to_image.png: prompts (rows; seen then held-out) against samples of each conditioning's seed-0 model."""
+    """text_to_image.png: prompts (rows; seen then held-out) against samples of each conditioning's seed-0 model
+    of the default setting."""
     folder = Path(folder)
-    conds = [c for c in LABELS if (folder / "samples" / f"{c}-seed0-seen.npz").is_file()]
+    conds = [c for c in LABELS if (folder / "samples" / f"{run_name(c, 0)}-seen.npz").is_file()]
     if not conds:
         return
     picks = []  # (set, prompt, first index): the first singles and pairs of each set
     for name in ("seen", "held-out"):
-        data = np.load(folder / "samples" / f"{conds[0]}-seed0-{name}.npz")
+        data = np.load(folder / "samples" / f"{run_name(conds[0], 0)}-{name}.npz")
         prompts = list(dict.fromkeys(data["prompts"].tolist()))
         chosen = prompts[: per_set - 2] + prompts[-2:]
         picks += [(name, p, data["prompts"].tolist().index(p)) for p in chosen]
     fig, axes = new_figure(len(picks), len(conds), figsize=(2.3 * len(conds) + 3.5, 0.62 * len(picks) + 0.6),
                            squeeze=False)
     for j, cond in enumerate(conds):
-        sets = {n: np.load(folder / "samples" / f"{cond}-seed0-{n}.npz")["images"] for n in ("seen", "held-out")}
+        sets = {n: np.load(folder / "samples" / f"{run_name(cond, 0)}-{n}.npz")["images"] for n in ("seen", "held-out")}
         for i, (name, prompt, first) in enumerate(picks):
             ax = axes[i, j]
             ax.imshow(np.concatenate(list(sets[name][first: first + samples]), axis=1), interpolation="nearest")
@@ -118,5 +144,6 @@ def figures(folder: Path, per_set: int = 6, samples: int = 4) -> None:
                 ax.set_title(LABELS[cond], fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"{prompt} ({name})", rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle("Prompts against samples (seed-0 models, Euler-50, guidance 3)", fontsize=9)
+    fig.suptitle(f"Prompts against samples (seed-0 models, {describe_setting((LOGIT_MEAN, MINUTES))}; Euler-50, "
+                 "guidance 3)", fontsize=9)
     save_figure(fig, folder / "text_to_image.png")

@@ -8,13 +8,17 @@ colour and position, on combinations it saw and on combinations held out of trai
 
 Models: `train.py --arch text-dit` on the captioned scenes (--data shapes-captions, 32 px in 4 x 4 patches, pixel
 space), the CPU demo's optimisation (batch 16, AdamW 2e-3, cosine, EMA 0.999) with the flow-ln recipe (rectified
-flow, logit-normal t), a 2-block text encoder over 16 word tokens, caption dropout 0.1, and one of
+flow, logit-normal t) centred at --logit-mean -1.5 (SD3's shift towards noise: the layout of a scene is decided
+at t < ~0.1, where only the words can place it; centred at 0, as first run, the networks learned colour but
+ignored the position words: position_check.py), a 2-block text encoder over 16 word tokens, caption dropout
+0.1, and one of
     adaln-zero        the pooled caption added to t (the baseline), depth 4
     cross-attention   PixArt-α: cross-attention to the caption, adaLN-single for t, depth 4
     joint             SD3's MMDiT: joint attention, per-stream weights, depth 3 (its blocks hold two streams)
 all at width 128 with 2 heads; parameters and forward GFLOPs are reported beside each (the depths bring
-them within ~25% and ~10%). Budget: each conditioning trains for --minutes of its own measured step time
-(timed alone first: rounds of 300-step train.py runs, the median logged rate after 100 steps).
+them within ~25% and ~10%). Budget: each conditioning trains for --minutes (default 10) of its own measured step
+time (timed alone first: rounds of 300-step train.py runs, the median logged rate after 100 steps). Runs are
+named by conditioning, setting and seed (tables.run_name); rows record the setting.
 
 Prompts (PROMPTS): canonical captions (shapes_captions.canonical_caption) of 48 single objects and 16 pairs
 whose every pair of attributes was rendered in training ("seen"), and as many with one held-out pair each
@@ -46,6 +50,7 @@ from dit.eval.records import ResultsLog
 from dit.eval.tables import benchmark_module
 
 CONDITIONINGS = {"adaln-zero": 4, "cross-attention": 4, "joint": 3}  # -> depth
+TABLES = benchmark_module("text_to_image", "tables")  # the default setting (MINUTES, LOGIT_MEAN) and run names
 TRAIN = ["--arch", "text-dit", "--recipe", "flow-ln", "--text-length", "16", "--keep-last", "1", "--log-every", "100",
          "--no-progress", "--ckpt-every", "1000"]
 SETS = ("seen", "held-out")
@@ -58,7 +63,9 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/text_to_image")
     p.add_argument("--conditionings", nargs="+", default=list(CONDITIONINGS), choices=list(CONDITIONINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock per model, from its timed step cost")
+    p.add_argument("--minutes", type=float, default=TABLES.MINUTES, help="training wall-clock per model, from its timed step cost")
+    p.add_argument("--logit-mean", type=float, default=TABLES.LOGIT_MEAN, help="train.py --logit-mean: the logit-normal t's "
+                   "centre (< 0 draws more noisy times, where the layout is decided)")
     p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=50, help="Euler steps")
@@ -92,10 +99,14 @@ def main(argv=None):
                 steps = budget_steps(log, cond, args.minutes)
                 run = train(cond, seed, steps, out, args)
                 score(log, reader, run, cond, seed, steps, args, out)
-    tables = benchmark_module("text_to_image", "tables")
-    tables.figures(out)
-    for key, table in tables.tables(out).items():
+    TABLES.figures(out)
+    for key, table in TABLES.tables(out).items():
         print(f"{key}:\n{table}")
+
+
+def setting(args) -> dict:
+    """What a quality row was trained with besides its conditioning and seed (rows without: tables.FIRST_SETTING)."""
+    return {"logit_mean": args.logit_mean, "minutes": args.minutes}
 
 
 def prompt_sets(seed: int = 0) -> dict[str, list[str]]:
@@ -211,8 +222,9 @@ def budget_steps(log: ResultsLog, cond: str, minutes: float) -> int:
 
 def train(cond: str, seed: int, steps: int, out: Path, args) -> Path:
     """Train (or resume, or find finished) one run through the real train.py."""
-    name = f"{cond}-seed{seed}"
-    cmd = [sys.executable, str(ROOT / "train.py"), *flags(cond, args), "--seed", str(seed), "--max-steps", str(steps),
+    name = TABLES.run_name(cond, seed, args.logit_mean, args.minutes)
+    cmd = [sys.executable, str(ROOT / "train.py"), *flags(cond, args), "--logit-mean", str(args.logit_mean),
+           "--seed", str(seed), "--max-steps", str(steps),
            "--results-dir", str(out / "runs"), "--run-name", name]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out / "runs" / name
@@ -229,7 +241,8 @@ def score(log: ResultsLog, reader, run: Path, cond: str, seed: int, steps: int, 
     from dit.pipelines.spec import SamplingSpec, Source
 
     for name, prompts in prompt_sets().items():
-        if log.find(kind="quality", conditioning=cond, seed=seed, set=name):
+        if any(TABLES.setting_of(r) == (args.logit_mean, args.minutes)
+               for r in log.find(kind="quality", conditioning=cond, seed=seed, set=name)):
             continue
         asked = [p for p in prompts for _ in range(args.per_prompt)]
         spec = SamplingSpec(sampler="euler", steps=args.steps, cfg_scale=args.cfg, prompts=tuple(asked))
@@ -240,7 +253,8 @@ def score(log: ResultsLog, reader, run: Path, cond: str, seed: int, steps: int, 
         (out / "samples").mkdir(exist_ok=True)
         np.savez_compressed(out / "samples" / f"{run.name}-{name}.npz", images=images, prompts=np.array(asked))
         marks = [judge(sc.parse_canonical(p), f) for p, f in zip(asked, read_images(images, reader))]
-        log.add(kind="quality", conditioning=cond, seed=seed, set=name, steps_trained=steps, per_prompt=args.per_prompt,
+        log.add(kind="quality", conditioning=cond, seed=seed, set=name, **setting(args), steps_trained=steps,
+                per_prompt=args.per_prompt,
                 sampler="euler", sampler_steps=args.steps, cfg=args.cfg, nfe=pipe.count_nfe(spec, "cpu"),
                 sampling_s=seconds, **{k: [int(m[k]) for m in marks] for k in MARKS})
 

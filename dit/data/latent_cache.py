@@ -17,7 +17,12 @@ Layout of a cache directory:
                                shift; dtype, chunk size, format)
     chunk_00000.safetensors    up to C images of one size, in the source's order: "mean", "std" (n, 2, c, h, w)
     ...                        ([:, 0] the image, [:, 1] its flip), or "ids" (n, 2, h, w) for a tokenizer;
-                               "labels" (n,), "indices" (n,: each row's index in the source)
+                               "labels" (n,), "indices" (n,: each row's index in the source); with
+                               `cache_latents.py --captions`, each row's caption (the header's "captions",
+                               a JSON list: text for a text-to-image DiT, encoded by it at every use), and
+                               with --text-encoder DIR a frozen encoder's "text_ids", "text_mask" (n, S)
+                               and "text_features" (n, S, D) of each caption (settings.json records the
+                               encoder's sha256 and S: a run with that encoder reads them, PixArt-α's T5 cache)
     (or shard-00000.tar ...)   the same rows as WebDataset samples (--out-format webdataset: latent_shards.py)
     index.json                 written last: chunk names, row counts and buckets, classes, skipped files
     stats.json                 per-channel mean and std of the latents (for --latent-norm channel), and the
@@ -50,6 +55,7 @@ INDEX, SETTINGS, STATS = "index.json", "settings.json", "stats.json"
 STATS_ROWS = 1024  # images read at a time while measuring the statistics: bounded memory at any image size
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 MOMENTS, IDS = ("mean", "std"), ("ids",)  # what a chunk stores: a VAE's posterior moments, or a tokenizer's ids
+TEXT_KEYS = ("text_ids", "text_mask", "text_features")  # a frozen encoder's reading of the captions (optional)
 
 
 def ids_dtype(codebook_size: int) -> str:
@@ -69,19 +75,24 @@ def is_cache(path: str | os.PathLike) -> bool:
 
 
 def write_chunk(path: Path, mean: torch.Tensor | None, std: torch.Tensor | None, labels: torch.Tensor,
-                indices: torch.Tensor, skipped: list[str], dtype: torch.dtype, ids: torch.Tensor | None = None) -> None:
+                indices: torch.Tensor, skipped: list[str], dtype: torch.dtype, ids: torch.Tensor | None = None,
+                captions: list[str] | None = None, text: dict[str, torch.Tensor] | None = None) -> None:
     """One chunk, atomically: the final name appears only once the whole file is on disk. A
     tokenizer's chunk passes `ids` (and None moments); everything but labels and indices is stored as `dtype`.
-    A .tar path is written as a WebDataset shard (latent_shards.py)."""
+    `captions`: one per row, kept in the header; `text`: TEXT_KEYS' tensors, stored as they are. A .tar path is written as a WebDataset shard (latent_shards.py)."""
     data = {"ids": ids} if ids is not None else {"mean": mean, "std": std}
     if path.suffix == ".tar":
         from dit.data.latent_shards import write_shard
 
-        return write_shard(path, data, labels, indices, skipped, dtype)
+        return write_shard(path, data, labels, indices, skipped, dtype, captions)
     tensors = {**{k: v.to(dtype).contiguous() for k, v in data.items()},
-               "labels": labels.long().contiguous(), "indices": indices.long().contiguous()}
+               "labels": labels.long().contiguous(), "indices": indices.long().contiguous(),
+               **{k: v.contiguous() for k, v in (text or {}).items()}}
+    meta = {"rows": str(len(labels)), "skipped": json.dumps(skipped)}
+    if captions is not None:
+        meta["captions"] = json.dumps(list(captions))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"rows": str(len(labels)), "skipped": json.dumps(skipped)})
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_chunk_header(path: Path) -> dict:
@@ -101,6 +112,9 @@ def read_chunk_header(path: Path) -> dict:
         rows = int(meta["rows"])
         if any(s[0] != rows for s in shapes.values()):
             raise ValueError(f"row counts {shapes} disagree with the header's {rows}")
+        captions = json.loads(meta["captions"]) if "captions" in meta else None
+        if captions is not None and len(captions) != rows:
+            raise ValueError(f"{len(captions)} captions for {rows} rows")
         # A truncated file can still have a readable header: check the data actually reaches the end.
         with open(path, "rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
@@ -108,7 +122,8 @@ def read_chunk_header(path: Path) -> dict:
         end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
         if os.path.getsize(path) < 8 + header_len + end:
             raise ValueError("the file is shorter than its header says (truncated)")
-        return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes[kind[0]][1:]}
+        return {"rows": rows, "skipped": json.loads(meta.get("skipped", "[]")), "shape": shapes[kind[0]][1:],
+                "captions": captions is not None}
     except FileNotFoundError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError, tarfile.TarError) as e:
@@ -138,7 +153,8 @@ class LatentCache:
             if not path.is_file():
                 raise UserError(f"latent cache {self.root} is missing {c['name']}; re-run cache_latents.py with the "
                                 "same arguments to re-encode it")
-            if read_chunk_header(path)["rows"] != c["rows"]:
+            header = read_chunk_header(path)
+            if header["rows"] != c["rows"] or header["captions"] != bool(self.index["settings"].get("captions")):
                 raise UserError(f"latent cache chunk {path} does not match {INDEX}; delete it and re-run "
                                 "cache_latents.py with the same arguments")
         self.latent_shape = tuple(self.index["latent_shape"])  # at the cache's image size
@@ -148,6 +164,10 @@ class LatentCache:
         self.bucket_of = np.repeat([c["bucket"] for c in self.index["chunks"]], self.rows).tolist() \
             if self.buckets else None
         self.tokens = "codebook_size" in self.settings  # written through a VQ tokenizer: ids, not moments
+        self.captioned = bool(self.settings.get("captions"))  # written with --captions: a caption per row
+        # written with --text-encoder: {"text_encoder", "text_encoder_sha256", "text_length"} of the stored features
+        self.text_encoder = {k: self.settings[k] for k in ("text_encoder", "text_encoder_sha256", "text_length")
+                             } if "text_encoder_sha256" in self.settings else None
         self.norm: ChannelNorm | None = None  # set (read_channel_norm) for --latent-norm channel: get() applies it
         self._handles: dict[int, object] = {}  # opened lazily, per process (DataLoader workers fork)
 
@@ -192,6 +212,26 @@ class LatentCache:
         f, row = self._row(index)
         return f.get("ids", row, int(flipped)).long(), f.label(row)
 
+    def caption(self, index: int, rng: np.random.Generator | None = None) -> str:
+        """Row `index`'s caption (a cache written with --captions)."""
+        if not self.captioned:
+            raise UserError(f"latent cache {self.root} holds no captions; re-encode it with cache_latents.py --captions")
+        f, row = self._row(index)
+        return f.caption(row)
+
+    def captions(self) -> list[str]:
+        """Every caption, in row order (the word tokenizer's vocabulary is built from them)."""
+        return [self.caption(i) for i in range(len(self))]
+
+    def text_features(self, index: int) -> dict[str, torch.Tensor]:
+        """Row `index`'s caption as the frozen encoder read it: the cond entries of the text DiT (TEXT_IDS long,
+        TEXT_MASK bool, TEXT float32 features), from a cache written with --text-encoder."""
+        from dit.networks.conditioning import TEXT, TEXT_IDS, TEXT_MASK
+
+        f, row = self._row(index)
+        ids, mask, features = (f.f.get_slice(k)[row : row + 1][0] for k in TEXT_KEYS)
+        return {TEXT_IDS: ids.long(), TEXT_MASK: mask.bool(), TEXT: features.float()}
+
     def get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
         flipped = bool(rng.random() < 0.5) and self.flip
         if self.tokens:  # the encoding of the flipped image, stored beside the image's: nothing more is drawn
@@ -212,6 +252,12 @@ class _SafetensorsChunk:
 
     def __init__(self, path: Path):
         self.f = safe_open(str(path), "pt")
+        self._captions = None
+
+    def caption(self, row: int) -> str:
+        if self._captions is None:  # the header's list, parsed once
+            self._captions = json.loads((self.f.metadata() or {})["captions"])
+        return self._captions[row]
 
     def get(self, name: str, row: int, v: int) -> torch.Tensor:
         return self.f.get_slice(name)[row : row + 1, v : v + 1][0, 0]

@@ -5,6 +5,7 @@ by the image's index in its source (9 digits), with
     <key>.mean.npy, <key>.std.npy   the scaled posterior moments of the image and of its flip, (2, c, h, w)
     <key>.ids.npy                   instead, through a VQ tokenizer: the token ids of both, (2, h, w)
     <key>.cls                       the label, as text (the null label for an unlabelled source)
+    <key>.txt                       the caption (a cache written with --captions), UTF-8
 What the safetensors chunk keeps in its header (rows, skipped files, the stored shape) is a PAX global
 header of the tar ("dit.rows", "dit.skipped", "dit.shape"): not a member, so stream readers never see it.
 
@@ -45,8 +46,9 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def write_shard(path: Path, data: dict[str, torch.Tensor], labels: torch.Tensor, indices: torch.Tensor,
-                skipped: list[str], dtype: torch.dtype) -> None:
-    """One chunk as a tar shard, atomically. `data`: name -> (n, 2, ...) (mean and std, or ids)."""
+                skipped: list[str], dtype: torch.dtype, captions: list[str] | None = None) -> None:
+    """One chunk as a tar shard, atomically. `data`: name -> (n, 2, ...) (mean and std, or ids); `captions`:
+    one per row, or None."""
     name = str(dtype).removeprefix("torch.")
     if name not in NUMPY_DTYPES:
         raise ValueError(f"a WebDataset shard stores .npy arrays, which have no {name}")
@@ -59,6 +61,8 @@ def write_shard(path: Path, data: dict[str, torch.Tensor], labels: torch.Tensor,
             for k, a in arrays.items():
                 _add(tar, f"{key}.{k}.npy", _npy(a[row]))
             _add(tar, f"{key}.cls", str(label).encode())
+            if captions is not None:
+                _add(tar, f"{key}.txt", captions[row].encode())
 
 
 def read_shard_header(path: Path) -> dict:
@@ -76,7 +80,10 @@ def read_shard_header(path: Path) -> dict:
     end = max((m.offset_data + m.size for m in members), default=0)
     if os.path.getsize(path) < end:
         raise ValueError("the file is shorter than its members (truncated)")
-    return {"rows": rows, "skipped": json.loads(header["dit.skipped"]), "shape": shape}
+    texts = sum(m.name.endswith(".txt") for m in members)
+    if texts not in (0, rows):
+        raise ValueError(f"{texts} captions for {rows} samples")
+    return {"rows": rows, "skipped": json.loads(header["dit.skipped"]), "shape": shape, "captions": texts == rows > 0}
 
 
 class ShardChunk:
@@ -105,3 +112,6 @@ class ShardChunk:
 
     def label(self, row: int) -> int:
         return int(self._bytes(row, "cls").decode())
+
+    def caption(self, row: int) -> str:
+        return self._bytes(row, "txt").decode()

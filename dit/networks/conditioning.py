@@ -38,7 +38,9 @@ def null_class(num_classes: int) -> int:
 
 TEXT_IDS = "text_ids"  # a caption's token ids (module docstring)
 TEXT_MASK = "text_mask"  # (B, S) bool, True at a caption's real tokens: a frozen transformers tokenizer's padding mask
-TEXT = "text"  # a frozen text encoder's features (B, S, D) (VQ-Diffusion's pipelines: text_token_transformer.py)
+# a frozen text encoder's features (B, S, D): VQ-Diffusion's pipelines (text_token_transformer.py), and the
+# text DiT's from a latent cache written with `cache_latents.py --text-encoder`
+TEXT = "text"
 
 NO_CLASSES = 0  # the class count of an unconditional network
 UNLABELLED = null_class(NO_CLASSES)  # the one label of an unconditional network's samples (its null row)

@@ -22,7 +22,7 @@ from dit.networks import text_config
 from dit.networks.base import Blocks, GradCheckpointing, ReadsText
 from dit.networks.blocks import DiTBlock, FinalLayer
 from dit.networks.catalog import Architecture
-from dit.networks.conditioning import NO_CLASSES, TEXT_IDS, TEXT_MASK, UNLABELLED, as_cond
+from dit.networks.conditioning import NO_CLASSES, TEXT, TEXT_IDS, TEXT_MASK, UNLABELLED, as_cond
 from dit.networks.frozen_text import frozen_encoder
 from dit.networks.layers import (PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, make_norm, modulate,
                                  xavier_linears)
@@ -143,9 +143,9 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
         if ids is None:
             return torch.zeros(batch, 0, self.config.encoder_width, device=device), torch.zeros(
                 batch, 0, dtype=torch.bool, device=device)
-        if self.text_encoder is None:  # frozen: its features, cached per caption
+        if self.text_encoder is None:  # frozen: its features, given (a latent cache's: cond[TEXT]) or cached per caption
             mask = cond[TEXT_MASK].bool()
-            features = self.frozen.features(ids, mask).to(self.pos_embed.dtype)
+            features = (cond[TEXT] if TEXT in cond else self.frozen.features(ids, mask)).to(self.pos_embed.dtype)
         else:
             features, mask = self.text_encoder(ids)
         drop = cond.get("drop")

@@ -4,8 +4,9 @@ is built with, each sample's caption as token ids in the data stream, and the pr
 Captioned data: the built-in scenes (`--data shapes-captions`, dit/data/shapes_captions.py: a caption drawn
 from each scene's ground truth at every use); a Hugging Face dataset's caption column (--caption-column,
 default "text": an imagefolder's metadata.jsonl, a saved dataset, parquet); WebDataset shards' .txt or json
-"caption". A network that reads text trains on captions only, and captions train only a network that reads
-them: either mismatch, a plain folder, a latent cache or flips are refused in one line before anything is
+"caption"; a latent cache written with `cache_latents.py --captions` (its chunks keep each image's caption).
+A network that reads text trains on captions only, and captions train only a network that reads them: either
+mismatch, a plain folder, a cache without captions or flips are refused in one line before anything is
 written. Caption dropout for classifier-free guidance is the stream's label dropout (--class-dropout-prob):
 the network reads a dropped caption as the empty one (dit/networks/text_dit.py).
 """
@@ -35,11 +36,12 @@ class Captions:
 
     text: dict
     prompts: list[str]
+    stored: bool = False  # the data holds the frozen encoder's features of each caption (a latent cache): read them
 
 
-def check_captions(config, cached: bool = False) -> bool:
-    """Whether the run trains on captions; the mismatches above are refused in one line. `cached`: --data is
-    a latent cache."""
+def check_captions(config, cached=None) -> bool:
+    """Whether the run trains on captions; the mismatches above are refused in one line. `cached`: the latent
+    cache --data names (dit/data/latent_cache.py), or None."""
     reads = get_architecture(config.arch).reads_text
     if not reads:
         if config.data == SHAPES_CAPTIONS or config.caption_column:
@@ -47,11 +49,14 @@ def check_captions(config, cached: bool = False) -> bool:
                 f"--caption-column {config.caption_column}: captions"
             raise UserError(f"{what}: train a text-conditioned network on them (--arch text-dit)")
         return False
-    if config.data != SHAPES_CAPTIONS and (config.data in (SHAPES, SHAPES_VIDEO) or cached):
-        what = "a latent cache (it stores no captions yet)" if cached else f"the built-in {config.data} (classes)"
-        raise UserError(f"--arch {config.arch} trains on captions, and --data {config.data} is {what}: use --data "
-                        f"{SHAPES_CAPTIONS}, a Hugging Face dataset with a caption column (--caption-column), or "
-                        "WebDataset shards with .txt captions")
+    if cached is not None and not cached.captioned:
+        raise UserError(f"--arch {config.arch} trains on captions, and latent cache {config.data} stores none: "
+                        "re-encode it with `cache_latents.py --captions` (a caption column or shards' .txt)")
+    if config.data in (SHAPES, SHAPES_VIDEO):
+        raise UserError(f"--arch {config.arch} trains on captions, and --data {config.data} is the built-in "
+                        f"{config.data} (classes): use --data {SHAPES_CAPTIONS}, a Hugging Face dataset with a "
+                        "caption column (--caption-column), WebDataset shards with .txt captions, or a latent cache "
+                        "written with --captions")
     if config.flip:
         raise UserError("--flip mirrors the images but not their captions ('on the left' would read wrong): add --no-flip")
     return True
@@ -73,22 +78,44 @@ def caption_settings(config, base=None) -> Captions:
     if base is None:  # before the data is read: any vocabulary sizes the network's probe
         return Captions(text={"vocabulary": "a"}, prompts=[])
     captions = base.captions()
+    stored = stored_features(config, base)
     words = " ".join(build_vocabulary(captions)) if config.text_tokenizer == "words" and not config.text_encoder else ""
     longer = 0 if config.text_encoder else sum(  # a frozen encoder's tokenizer cuts its own
         len(TextTokenizer(config.text_tokenizer, words.split()).ids(c)) > config.text_length for c in captions)
     if longer:
         print(f"note: {longer} of {len(captions)} captions are longer than --text-length {config.text_length} tokens "
               "and are cut there", file=sys.stderr)
-    return Captions(text={"vocabulary": words}, prompts=list(dict.fromkeys(c for c in captions if c))[:PREVIEW_PROMPTS])
+    return Captions(text={"vocabulary": words}, prompts=list(dict.fromkeys(c for c in captions if c))[:PREVIEW_PROMPTS],
+                    stored=stored)
+
+
+def stored_features(config, base) -> bool:
+    """Whether the run reads a latent cache's stored encoder features (cache_latents.py --text-encoder): only with
+    the very encoder (sha256) and length that wrote them; otherwise the captions are encoded as they are drawn,
+    and a note says why the stored features are not used."""
+    stored = getattr(base, "text_encoder", None)
+    if not stored or not config.text_encoder:
+        return False
+    from dit.networks.frozen_text import describe_encoder
+
+    same = describe_encoder(config.text_encoder)["text_encoder_sha256"] == stored["text_encoder_sha256"]
+    if same and config.text_length == stored["text_length"]:
+        return True
+    why = "another encoder's" if not same else f"{stored['text_length']} tokens long, not --text-length {config.text_length}"
+    print(f"note: the features stored in {config.data} are {why}; the captions are encoded during training instead",
+          file=sys.stderr)
+    return False
 
 
 class CaptionIds:
     """The stream's caption hook (dit/data/stream.py TrainingItems): (index, rng) -> the network's cond entries
     for a caption of sample `index`, drawn with the sample's rng (a template and synonyms for the built-in
-    scenes)."""
+    scenes); with `stored`, the frozen encoder's reading kept in the latent cache (ids, mask and features)."""
 
-    def __init__(self, base, encode_text):
-        self.base, self.encode_text = base, encode_text
+    def __init__(self, base, encode_text, stored: bool = False):
+        self.base, self.encode_text, self.stored = base, encode_text, stored
 
     def __call__(self, index: int, rng: np.random.Generator) -> dict:
+        if self.stored:
+            return self.base.text_features(index)
         return {k: v[0] for k, v in self.encode_text([self.base.caption(index, rng)]).items()}

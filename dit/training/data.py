@@ -54,7 +54,7 @@ def build_data(config: TrainConfig, device) -> RunData:
         raise UserError("no --data given: pass an ImageFolder root (<root>/<class>/<image>) or a latent cache "
                         "written by cache_latents.py; `--data shapes` uses the built-in dataset")
     cached, norm = _open_cache(config)
-    captioned = check_captions(config, cached is not None)
+    captioned = check_captions(config, cached)
     vae = load_autoencoder(config.vae, device)
     if cached is not None:
         _check_cache(config, cached, vae)

@@ -100,7 +100,7 @@ def run_training(config: TrainConfig, args, objective_for: Callable | None = Non
             **data.autoencoder.norm_meta(), **(export_meta or {})}
     save = train_state.RunSaver(accelerator, run_dir, config, data.network_config, parallel, meta, monitor, objective)
     # Posterior noise only where encoding in training draws z ~ q(z|x) (a VAE; a tokenizer's codes are not drawn).
-    captions = CaptionIds(data.base, network.encode_text) if data.captions else None
+    captions = CaptionIds(data.base, network.encode_text, data.captions.stored) if data.captions else None
     items = TrainingItems(data.base, config.seed, objective, config.class_dropout_prob, data.shape,
                           data.encode_on_the_fly and data.autoencoder.stochastic, data.mask, data.buckets, captions)
     prompts = data.captions.prompts if data.captions else None  # a captioned run's previews draw these
