@@ -79,7 +79,8 @@ def write_chunk(path: Path, mean: torch.Tensor | None, std: torch.Tensor | None,
                 captions: list[str] | None = None, text: dict[str, torch.Tensor] | None = None) -> None:
     """One chunk, atomically: the final name appears only once the whole file is on disk. A
     tokenizer's chunk passes `ids` (and None moments); everything but labels and indices is stored as `dtype`.
-    `captions`: one per row, kept in the header; `text`: TEXT_KEYS' tensors, stored as they are. A .tar path is written as a WebDataset shard (latent_shards.py)."""
+    `captions`: one per row, kept in the header; `text`: TEXT_KEYS' tensors, stored as they are. A .tar path
+    is written as a WebDataset shard (latent_shards.py)."""
     data = {"ids": ids} if ids is not None else {"mean": mean, "std": std}
     if path.suffix == ".tar":
         from dit.data.latent_shards import write_shard

@@ -145,7 +145,8 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
                 batch, 0, dtype=torch.bool, device=device)
         if self.text_encoder is None:  # frozen: its features, given (a latent cache's: cond[TEXT]) or cached per caption
             mask = cond[TEXT_MASK].bool()
-            features = (cond[TEXT] if TEXT in cond else self.frozen.features(ids, mask)).to(self.pos_embed.dtype)
+            features = (cond[TEXT] * mask.unsqueeze(-1) if TEXT in cond else self.frozen.features(ids, mask)).to(
+                self.pos_embed.dtype)  # given features are masked here too: the null text zeroes only the mask
         else:
             features, mask = self.text_encoder(ids)
         drop = cond.get("drop")
