@@ -79,16 +79,18 @@ def summarise(rows: list[dict]) -> list[dict]:
                                       order.index(e["conditioning"]), e["set"] != "seen"))
 
 
-def tables(folder: Path) -> dict[str, str]:
+def tables(folder: Path, setting: tuple[float, float] = (LOGIT_MEAN, MINUTES)) -> dict[str, str]:
+    """The tables; `setting` is the one whose costs, sampling times and verdicts are shown (every setting's
+    accuracy rows are)."""
     path = Path(folder) / "results.jsonl"
     rows = read_rows(path) if path.is_file() else []
     summary = summarise(rows)
     timing = {r["conditioning"]: r for r in rows if r["kind"] == "timing"}
     acc = [[LABELS[e["conditioning"]], describe_setting(e["setting"]), e["set"], e["seeds"],
             *(fmt_ci(e[k], e[k + "_ci"], 2) for k in MARKS)] for e in summary]
-    main = [e for e in summary if e["setting"] == (LOGIT_MEAN, MINUTES)]
+    main = [e for e in summary if e["setting"] == tuple(setting)]
     cost = [[LABELS[c], f"{t['params'] / 1e6:.2f}M", f"{t['gflops']:.3f}", f"{1000 * t['step_s']:.1f}",
-             round(MINUTES * 60 / t["step_s"]),
+             round(setting[1] * 60 / t["step_s"]),
              next((f"{e['sampling_ms']:.1f}" for e in main if e["conditioning"] == c and e["sampling_ms"]), "-")]
             for c, t in timing.items()]
     provenance = f"Rows: {describe(rows)}.\n\n" if rows else ""
@@ -96,7 +98,7 @@ def tables(folder: Path) -> dict[str, str]:
         "accuracy": provenance + markdown_table(["model", "training", "prompts", "seeds", "shape", "colour",
                                                  "position", "joint"], acc, "lllrrrrr"),
         "cost": markdown_table(["conditioning", "parameters", "GFLOPs / image", "ms / training step",
-                                f"steps in {MINUTES:g} min", "ms / sample (guided Euler, beside another run)"], cost,
+                                f"steps in {setting[1]:g} min", "ms / sample (guided Euler, beside another run)"], cost,
                                "lrrrrr"),
         "acceptance": acceptance(main),
     }
@@ -118,32 +120,34 @@ def acceptance(summary: list[dict]) -> str:
                            "verdict"], rows)
 
 
-def figures(folder: Path, per_set: int = 6, samples: int = 4) -> None:
+def figures(folder: Path, setting: tuple[float, float] = (LOGIT_MEAN, MINUTES), per_set: int = 6,
+            samples: int = 4) -> None:
     """text_to_image.png: prompts (rows; seen then held-out) against samples of each conditioning's seed-0 model
-    of the default setting."""
+    of `setting` (the default one's)."""
     folder = Path(folder)
-    conds = [c for c in LABELS if (folder / "samples" / f"{run_name(c, 0)}-seen.npz").is_file()]
+    name = {c: run_name(c, 0, *setting) for c in LABELS}
+    conds = [c for c in LABELS if (folder / "samples" / f"{name[c]}-seen.npz").is_file()]
     if not conds:
         return
     picks = []  # (set, prompt, first index): the first singles and pairs of each set
-    for name in ("seen", "held-out"):
-        data = np.load(folder / "samples" / f"{run_name(conds[0], 0)}-{name}.npz")
+    for which in ("seen", "held-out"):
+        data = np.load(folder / "samples" / f"{name[conds[0]]}-{which}.npz")
         prompts = list(dict.fromkeys(data["prompts"].tolist()))
         chosen = prompts[: per_set - 2] + prompts[-2:]
-        picks += [(name, p, data["prompts"].tolist().index(p)) for p in chosen]
+        picks += [(which, p, data["prompts"].tolist().index(p)) for p in chosen]
     fig, axes = new_figure(len(picks), len(conds), figsize=(2.3 * len(conds) + 3.5, 0.62 * len(picks) + 0.6),
                            squeeze=False)
     for j, cond in enumerate(conds):
-        sets = {n: np.load(folder / "samples" / f"{run_name(cond, 0)}-{n}.npz")["images"] for n in ("seen", "held-out")}
-        for i, (name, prompt, first) in enumerate(picks):
+        sets = {n: np.load(folder / "samples" / f"{name[cond]}-{n}.npz")["images"] for n in ("seen", "held-out")}
+        for i, (which, prompt, first) in enumerate(picks):
             ax = axes[i, j]
-            ax.imshow(np.concatenate(list(sets[name][first: first + samples]), axis=1), interpolation="nearest")
+            ax.imshow(np.concatenate(list(sets[which][first: first + samples]), axis=1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(LABELS[cond], fontsize=8)
             if j == 0:
-                ax.set_ylabel(f"{prompt} ({name})", rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(f"Prompts against samples (seed-0 models, {describe_setting((LOGIT_MEAN, MINUTES))}; Euler-50, "
+                ax.set_ylabel(f"{prompt} ({which})", rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"Prompts against samples (seed-0 models, {describe_setting(setting)}; Euler-50, "
                  "guidance 3)", fontsize=9)
     save_figure(fig, folder / "text_to_image.png")

@@ -99,8 +99,8 @@ def main(argv=None):
                 steps = budget_steps(log, cond, args.minutes)
                 run = train(cond, seed, steps, out, args)
                 score(log, reader, run, cond, seed, steps, args, out)
-    TABLES.figures(out)
-    for key, table in TABLES.tables(out).items():
+    TABLES.figures(out, (args.logit_mean, args.minutes))
+    for key, table in TABLES.tables(out, (args.logit_mean, args.minutes)).items():
         print(f"{key}:\n{table}")
 
 
