@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 
 from dit.data import shapes_captions as sc
-from dit.networks.conditioning import TEXT_IDS, unconditional
+from dit.networks.conditioning import TEXT, TEXT_IDS, TEXT_MASK, unconditional
 from dit.networks.layers import modulate
 from dit.networks.layers import CrossAttention, masked_attention
 from dit.networks.text_blocks import JointDiTBlock
@@ -50,6 +50,21 @@ def test_the_empty_caption_is_the_unconditional_model_exactly(conditioning):
     assert torch.equal(dropped[0], none[0]) and torch.equal(dropped[1], out[1])  # caption dropout: the empty caption
     assert torch.equal(uncond, none)  # guidance's unconditional branch
     assert (out[0] - none[0]).abs().max() > 1e-2 and (out[0] - out[1]).abs().max() > 1e-2  # the text matters
+
+
+@pytest.mark.parametrize("conditioning", TEXT_CONDITIONINGS)
+def test_captions_encoded_once_give_the_same_outputs(conditioning):
+    """Sampling encodes each prompt once (encode_text(features=True)): the network's outputs, conditional and
+    unconditional (the null text zeroes only the mask), are those of encoding the caption at every call."""
+    net, (x, t) = tiny(conditioning), inputs()
+    with torch.no_grad():
+        every, once = net.encode_text(CAPTIONS), net.encode_text(CAPTIONS, features=True)
+        assert set(once) == {TEXT_IDS, TEXT_MASK, TEXT} and once[TEXT].shape == (3, 24, net.config.encoder_width)
+        torch.testing.assert_close(net(x, t, once), net(x, t, every), atol=1e-6, rtol=0)
+        moved = net(x, t, {**once, TEXT: once[TEXT] + 0.5})  # the given features are what the network reads
+        assert (moved[:2] - net(x, t, once)[:2]).abs().max() > 1e-3
+        y = {"y": torch.zeros(3, dtype=torch.long)}
+        assert torch.equal(net(x, t, unconditional({**y, **once}, 0)), net(x, t, unconditional({**y, **every}, 0)))
 
 
 @pytest.mark.parametrize("conditioning", TEXT_CONDITIONINGS)

@@ -129,11 +129,12 @@ class PatchAttention(Blocks):
 
 class ReadsText(Capability):
     """A generator conditioned on captions (dit/networks/text_dit.py) rather than labels: it has no classes,
-    and `encode_text` turns captions (prompts) into the cond entries it reads (conditioning.TEXT_IDS)."""
+    and `encode_text` turns captions (prompts) into the cond entries it reads (conditioning.TEXT_IDS); with
+    `features`, for sampling, also the encoded caption, so that it is encoded once per prompt, not per step."""
 
     provides = "encode_text"
 
-    def encode_text(self, captions: list[str]) -> dict:
+    def encode_text(self, captions: list[str], features: bool = False) -> dict:
         raise NotImplementedError
 
 

@@ -128,13 +128,21 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
         cfg = self.config
         return frozen_encoder(cfg.text_encoder, cfg.text_length, cfg.text_encoder_sha256) if cfg.text_encoder else None
 
-    def encode_text(self, captions: list[str]) -> dict:
+    def encode_text(self, captions: list[str], features: bool = False) -> dict:
         """The cond entries of `captions` (prompts at sampling, captions in training): their token ids (and, for a
-        frozen encoder, its padding mask)."""
+        frozen encoder, its padding mask); with `features` (sampling: no gradient flows to the encoder) also the
+        encoder's features and mask (TEXT, TEXT_MASK), computed once here instead of at every network call."""
         if self.frozen is not None:
             ids, mask = self.frozen.encode(captions)
-            return {TEXT_IDS: ids, TEXT_MASK: mask}
-        return {TEXT_IDS: self.config.tokenizer.encode(captions, self.config.text_length)}
+            cond = {TEXT_IDS: ids, TEXT_MASK: mask}
+        else:
+            cond = {TEXT_IDS: self.config.tokenizer.encode(captions, self.config.text_length)}
+        if features:
+            device = self.pos_embed.device
+            with torch.no_grad():
+                text, mask = self.caption({k: v.to(device) for k, v in cond.items()}, len(captions), device)
+            cond.update({TEXT: text, TEXT_MASK: mask})
+        return cond
 
     def caption(self, cond: dict, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (B, S, W) zero at padding, mask (B, S)) of cond's caption; no caption at all is a sequence
@@ -143,10 +151,12 @@ class TextDiT(nn.Module, GradCheckpointing, Blocks, ReadsText):
         if ids is None:
             return torch.zeros(batch, 0, self.config.encoder_width, device=device), torch.zeros(
                 batch, 0, dtype=torch.bool, device=device)
-        if self.text_encoder is None:  # frozen: its features, given (a latent cache's: cond[TEXT]) or cached per caption
+        if TEXT in cond:  # given: encode_text's (sampling) or a latent cache's; masked here, as the null text
+            mask = cond[TEXT_MASK].bool()  # (conditioning.unconditional) zeroes only the mask
+            features = (cond[TEXT] * mask.unsqueeze(-1)).to(self.pos_embed.dtype)
+        elif self.text_encoder is None:  # frozen: its features, cached per caption
             mask = cond[TEXT_MASK].bool()
-            features = (cond[TEXT] * mask.unsqueeze(-1) if TEXT in cond else self.frozen.features(ids, mask)).to(
-                self.pos_embed.dtype)  # given features are masked here too: the null text zeroes only the mask
+            features = self.frozen.features(ids, mask).to(self.pos_embed.dtype)
         else:
             features, mask = self.text_encoder(ids)
         drop = cond.get("drop")

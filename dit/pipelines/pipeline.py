@@ -75,7 +75,8 @@ class Pipeline:
                                      stats=stats, given=given, classifier=self.classifier,
                                      classifier_scale=spec.classifier_scale or 0.0,
                                      classifier_form=spec.classifier_form, shape=shape,
-                                     text=self.network.encode_text(list(prompts)) if prompts is not None else None)
+                                     text=self.network.encode_text(list(prompts), features=True) if prompts is not None
+                                     else None)
         finally:
             hook.remove()
         self.nfe = calls[0]

@@ -32,7 +32,8 @@ def preview_grid(ema_model, process, autoencoder, config, num_classes: int, devi
     text network's (samples_per_class of each, one row per prompt), instead of classes."""
     labels = preview_labels(num_classes, config.samples_per_class) if not prompts else \
         [UNLABELLED] * (len(prompts) * config.samples_per_class)
-    text = ema_model.encode_text([p for p in prompts for _ in range(config.samples_per_class)]) if prompts else None
+    text = ema_model.encode_text([p for p in prompts for _ in range(config.samples_per_class)], features=True) \
+        if prompts else None
     seeds = [PREVIEW_SEED + i for i in range(len(labels))]
     home = next(ema_model.parameters()).device
     try:
