@@ -101,6 +101,7 @@ class HFImages:
         self.num_classes = len(self.class_names)
         self.skipped: set[int] = set()
         self._undecoded = None  # the image column as bytes or paths (header_size), made when first needed
+        self._captions = None  # the caption column's view (caption), made when first needed
 
     def _labels(self) -> tuple[np.ndarray, list[str]]:
         """Per-sample labels 0..K-1 and the class names (none: the null label, K = 0)."""
@@ -126,7 +127,9 @@ class HFImages:
     def caption(self, index: int) -> str:
         if not self.caption_column:
             raise UserError(f"{self.where}: no --caption-column given")
-        return str(self.ds[int(index)][self.caption_column])
+        if self._captions is None:  # the caption column alone: reading a row of ds would decode its image too
+            self._captions = self.ds.select_columns([self.caption_column])
+        return str(self._captions[int(index)][self.caption_column])
 
     def captions(self) -> list[str]:
         """The whole caption column, read without decoding any image."""
