@@ -144,6 +144,21 @@ def test_cache_caption_refusals(tmp_path, tiny_vae_dir, capsys):
     assert not (out / "index.json").exists()
 
 
+def test_the_text_cpu_preset_trains_the_benchmark_setting(tmp_path):
+    """`train.py text-cpu` is text_to_image.py's default setting (benchmarks/text_to_image/tables.py) with the pooled
+    conditioning, through the real script (one step on a few scenes here)."""
+    import train
+    from dit.eval.tables import benchmark_module
+
+    tables = benchmark_module("text_to_image", "tables")
+    argv = ["text-cpu", "--results-dir", tmp_path, "--run-name", "preset", "--max-steps", 1, "--shapes-images", 32]
+    assert run_cli(train.main, [str(a) for a in argv]) == 0
+    config = json.loads((tmp_path / "preset" / "config.json").read_text())
+    assert config["arch"] == "text-dit" and config["conditioning"] == "adaln-zero" and config["depth"] == 4
+    assert config["logit_mean"] == tables.LOGIT_MEAN and config["time_sampling"] == "logit-normal"
+    assert config["text_length"] == 16 and config["image_size"] == 32 and config["model"] == "DiT-S/4"
+
+
 def test_evaluate_judges_prompts(tmp_path, capsys):
     import evaluate
 
